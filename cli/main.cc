@@ -1,0 +1,235 @@
+// The `cohort` command: services, client mode, local mode and data generation.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "cli/segment_client.h"
+#include "cohort/v1/cohort.grpc.pb.h"
+#include "coordinator/coordinator_server.h"
+#include "core/log.h"
+#include "core/synthetic.h"
+#include "worker/worker_server.h"
+
+namespace cohort {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "cohort: %s (%s)\n", std::string(status.message()).c_str(),
+               absl::StatusCodeToString(status.code()).c_str());
+  return 1;
+}
+
+// Blocks until SIGINT or SIGTERM arrives. The signals are blocked in every thread first
+// (call BlockStopSignals before starting servers) so that this thread receives them.
+void BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForStopSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int signal = 0;
+  sigwait(&set, &signal);
+  return signal;
+}
+
+void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
+  command->add_option("--data", options->users, "CSV file or glob of users (one row per user)");
+  command->add_option("--transactions", options->transactions,
+                      "CSV file or glob of a transaction log (Online Retail layout by default); "
+                      "per-user RFM features are computed from it");
+  command->add_option("--delimiter", options->delimiter, "CSV field separator (default ,)");
+  command->add_option("--id-column", options->id_column,
+                      "id column of a user CSV (default: a column named *id, else the first)");
+  command->add_option("--ignore", options->ignore_columns, "columns to ignore")->delimiter(',');
+  command->add_option("--categorical", options->categorical_columns,
+                      "columns to treat as categorical")
+      ->delimiter(',');
+  command->add_option("--numeric", options->numeric_columns, "columns to treat as numeric")
+      ->delimiter(',');
+  command->add_option("--tx-column", options->transaction_columns,
+                      "transaction column names as role=name, roles: user invoice item "
+                      "quantity price time")
+      ->delimiter(',');
+  command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("-k,--k", options->k, "number of segments")->capture_default_str();
+  command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)");
+  command->add_option("--tol", options->tol,
+                      "convergence tolerance relative to the data scale (default 1e-4)");
+  command->add_option("--seed", options->seed, "random seed (default 42)");
+  command->add_option("--n-init", options->n_init,
+                      "independent seedings; the lowest inertia wins (default 1)");
+  command->add_option("--max-categories", options->max_categories,
+                      "values one-hot encoded per categorical column (default 16)");
+  command->add_option("--out", options->out_dir, "output folder")->capture_default_str();
+  command->add_flag("!--no-assignments", options->write_assignments,
+                    "do not write assignments.csv");
+  command->add_flag("!--no-progress", options->progress_bar, "do not draw the progress bar");
+}
+
+// Without --data or --transactions, local mode generates the synthetic shop and segments
+// its customers.
+absl::Status UseDefaultShop(SegmentCommandOptions* options) {
+  const std::string dir = (std::filesystem::path(options->out_dir) / "data").string();
+  SyntheticShopOptions shop;
+  absl::StatusOr<SyntheticShopFiles> files = WriteSyntheticShop(dir, shop);
+  if (!files.ok()) return files.status();
+  std::fprintf(stderr,
+               "no --data or --transactions given: generated a synthetic shop of %lld customers "
+               "and %lld transactions in %s\n",
+               static_cast<long long>(files->customers),
+               static_cast<long long>(files->transactions), dir.c_str());
+  options->users = files->customers_csv;
+  options->id_column = "customer_id";
+  options->ignore_columns.push_back("segment_truth");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace cohort
+
+int main(int argc, char** argv) {
+  using namespace cohort;  // NOLINT: a command's main function
+  CLI::App app{"cohort: user segmentation on a coordinator and workers over gRPC"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "debug, info, warn, error or off")
+      ->capture_default_str();
+
+  // cohort generate
+  CLI::App* generate = app.add_subcommand("generate", "write the seeded synthetic shop");
+  std::string generate_dir = "cohort-data";
+  SyntheticShopOptions shop;
+  generate->add_option("--out", generate_dir, "output folder")->capture_default_str();
+  generate->add_option("--customers", shop.num_customers, "customers")->capture_default_str();
+  generate->add_option("--segments", shop.num_segments, "hidden segments")->capture_default_str();
+  generate->add_option("--transactions-per-customer", shop.mean_transactions,
+                       "mean transactions per customer")
+      ->capture_default_str();
+  generate->add_option("--seed", shop.seed, "random seed")->capture_default_str();
+
+  // cohort coordinator
+  CLI::App* coordinator = app.add_subcommand("coordinator", "run the coordinator service");
+  CoordinatorServerOptions coordinator_options;
+  coordinator_options.listen_address = "127.0.0.1:7070";
+  coordinator->add_option("--listen", coordinator_options.listen_address, "host:port")
+      ->capture_default_str();
+  coordinator->add_option("--workers", coordinator_options.worker_addresses,
+                          "worker addresses host:port (more may register themselves)")
+      ->delimiter(',');
+  coordinator->add_option("--state-dir", coordinator_options.state_dir,
+                          "folder for finished models (default: memory only)");
+
+  // cohort worker
+  CLI::App* worker = app.add_subcommand("worker", "run a worker service");
+  WorkerServerOptions worker_options;
+  worker_options.listen_address = "127.0.0.1:7071";
+  worker->add_option("--listen", worker_options.listen_address, "host:port")
+      ->capture_default_str();
+  worker->add_option("--id", worker_options.worker_id, "worker id (default worker-<port>)");
+  worker->add_option("--coordinator", worker_options.coordinator_address,
+                     "coordinator host:port to register with");
+  worker->add_option("--advertise", worker_options.advertise_address,
+                     "address the coordinator should dial (default: the listen address)");
+
+  // cohort segment
+  CLI::App* segment = app.add_subcommand("segment", "segment a dataset on a running coordinator");
+  SegmentCommandOptions segment_options;
+  std::string coordinator_address = "127.0.0.1:7070";
+  segment->add_option("--coordinator", coordinator_address, "coordinator host:port")
+      ->capture_default_str();
+  AddSegmentFlags(segment, &segment_options);
+
+  // cohort local segment
+  CLI::App* local = app.add_subcommand("local", "run a coordinator and workers in this process");
+  local->require_subcommand(1);
+  CLI::App* local_segment = local->add_subcommand(
+      "segment", "segment a dataset (default: the synthetic shop) on a local cluster");
+  SegmentCommandOptions local_options;
+  int local_workers = 3;
+  local_segment->add_option("--workers", local_workers, "workers to start")->capture_default_str();
+  AddSegmentFlags(local_segment, &local_options);
+
+  CLI11_PARSE(app, argc, argv);
+  SetLogLevel(log_level);
+
+  if (generate->parsed()) {
+    absl::StatusOr<SyntheticShopFiles> files = WriteSyntheticShop(generate_dir, shop);
+    if (!files.ok()) return Fail(files.status());
+    std::printf("wrote %s (%lld customers) and %s (%lld transactions)\n",
+                files->customers_csv.c_str(), static_cast<long long>(files->customers),
+                files->transactions_csv.c_str(), static_cast<long long>(files->transactions));
+    return 0;
+  }
+  if (coordinator->parsed()) {
+    BlockStopSignals();
+    auto server = CoordinatorServer::Start(coordinator_options);
+    if (!server.ok()) return Fail(server.status());
+    std::fprintf(stderr, "coordinator listening on %s\n", (*server)->address().c_str());
+    const int signal = WaitForStopSignal();
+    COHORT_LOG_INFO("signal {} received; draining", signal);
+    (*server)->Shutdown(absl::Seconds(10));
+    return 0;
+  }
+  if (worker->parsed()) {
+    BlockStopSignals();
+    auto server = WorkerServer::Start(worker_options);
+    if (!server.ok()) return Fail(server.status());
+    std::fprintf(stderr, "worker %s listening on %s\n", (*server)->worker_id().c_str(),
+                 (*server)->address().c_str());
+    const int signal = WaitForStopSignal();
+    COHORT_LOG_INFO("signal {} received; draining", signal);
+    (*server)->Shutdown(absl::Seconds(10));
+    return 0;
+  }
+  if (segment->parsed()) {
+    absl::Status status = RunSegmentCommand(coordinator_address, segment_options, std::cout);
+    return status.ok() ? 0 : Fail(status);
+  }
+  if (local_segment->parsed()) {
+    if (local_workers < 1 || local_workers > 64) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--workers ", local_workers, " is invalid; use 1..64")));
+    }
+    if (local_options.users.empty() && local_options.transactions.empty()) {
+      absl::Status status = UseDefaultShop(&local_options);
+      if (!status.ok()) return Fail(status);
+    }
+    if (log_level == "info") SetLogLevel("warn");  // keep the terminal for the result
+    std::vector<std::unique_ptr<WorkerServer>> workers;
+    CoordinatorServerOptions options;
+    for (int i = 0; i < local_workers; ++i) {
+      WorkerServerOptions worker_options_local;
+      worker_options_local.worker_id = absl::StrCat("local-", i);
+      auto started = WorkerServer::Start(worker_options_local);
+      if (!started.ok()) return Fail(started.status());
+      options.worker_addresses.push_back((*started)->address());
+      workers.push_back(std::move(*started));
+    }
+    auto server = CoordinatorServer::Start(options);
+    if (!server.ok()) return Fail(server.status());
+    std::fprintf(stderr, "local cluster: coordinator %s, %d workers\n",
+                 (*server)->address().c_str(), local_workers);
+    absl::Status status = RunSegmentCommand((*server)->address(), local_options, std::cout);
+    (*server)->Shutdown(absl::Seconds(1));
+    for (auto& w : workers) w->Shutdown(absl::Seconds(1));
+    return status.ok() ? 0 : Fail(status);
+  }
+  return 0;
+}

@@ -1,0 +1,376 @@
+#include "cli/segment_client.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cohort/v1/cohort.grpc.pb.h"
+#include "core/segment_summary.h"
+#include "core/status_macros.h"
+#include "proto/convert.h"
+
+namespace cohort {
+namespace {
+
+constexpr int kMaxMessageBytes = 256 << 20;
+constexpr int kBarWidth = 30;
+
+// Adds the step to a failed call's status: "loading the dataset: <message>".
+absl::Status CallError(const grpc::Status& status, const std::string& step) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(step, ": ", status.error_message()));
+}
+
+std::string CsvField(const std::string& value) {
+  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
+  std::string quoted = "\"";
+  for (char c : value) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
+}
+
+std::string Number(double value) { return absl::StrFormat("%.6g", value); }
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : tty_(enabled && isatty(STDERR_FILENO) == 1) {}
+
+  void Update(const v1::JobEvent& event) {
+    std::string line;
+    double fraction = 0;
+    if (event.phase() == "init") {
+      fraction = event.k() > 0 ? static_cast<double>(event.centers_chosen()) / event.k() : 0;
+      line = absl::StrFormat("seeding  run %d  centers %d/%d", event.run() + 1,
+                             event.centers_chosen(), event.k());
+    } else if (event.phase() == "lloyd" || event.phase() == "final") {
+      fraction = event.max_iter() > 0 ? static_cast<double>(event.iteration()) / event.max_iter() : 0;
+      line = absl::StrFormat("lloyd    run %d  iter %d/%d  inertia %s  shift %.3g  %s rows/s",
+                             event.run() + 1, event.iteration(), event.max_iter(),
+                             FormatReadable(event.inertia()), event.max_shift(),
+                             FormatReadable(event.rows_per_second()));
+    } else {
+      line = absl::StrCat(event.phase(), "  ", event.message());
+    }
+    if (tty_) {
+      const int filled = static_cast<int>(std::clamp(fraction, 0.0, 1.0) * kBarWidth);
+      std::string bar(filled, '#');
+      bar.append(kBarWidth - filled, '.');
+      std::fprintf(stderr, "\r\033[K[%s] %s", bar.c_str(), line.c_str());
+      std::fflush(stderr);
+      drawn_ = true;
+    } else if (event.phase() != last_phase_ || event.state() != v1::JOB_STATE_RUNNING) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    last_phase_ = event.phase();
+  }
+
+  void Finish() {
+    if (tty_ && drawn_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  const bool tty_;
+  bool drawn_ = false;
+  std::string last_phase_;
+};
+
+class Client {
+ public:
+  Client(const std::string& address, absl::Duration deadline) : deadline_(deadline) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetMaxSendMessageSize(kMaxMessageBytes);
+    stub_ = v1::Cohort::NewStub(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline_));
+    return context;
+  }
+
+  v1::Cohort::Stub* stub() { return stub_.get(); }
+
+ private:
+  const absl::Duration deadline_;
+  std::unique_ptr<v1::Cohort::Stub> stub_;
+};
+
+absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOptions& options) {
+  v1::CreateDatasetRequest create;
+  create.set_kind(options.transactions.empty() ? v1::DATASET_KIND_USERS
+                                               : v1::DATASET_KIND_TRANSACTIONS);
+  create.set_num_shards(options.num_shards);
+  v1::Dataset dataset;
+  grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
+  if (!status.ok()) return CallError(status, "creating the dataset");
+
+  v1::LoadDatasetRequest load;
+  load.set_dataset_id(dataset.dataset_id());
+  load.set_source(options.transactions.empty() ? options.users : options.transactions);
+  load.mutable_csv()->set_delimiter(options.delimiter);
+  load.set_id_column(options.id_column);
+  for (const std::string& name : options.ignore_columns) {
+    (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_IGNORE;
+  }
+  for (const std::string& name : options.categorical_columns) {
+    (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_CATEGORICAL;
+  }
+  for (const std::string& name : options.numeric_columns) {
+    (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_NUMERIC;
+  }
+  v1::TransactionColumns* columns = load.mutable_transactions();
+  for (const auto& [key, value] : options.transaction_columns) {
+    if (key == "user") columns->set_user(value);
+    if (key == "invoice") columns->set_invoice(value);
+    if (key == "item") columns->set_item(value);
+    if (key == "quantity") columns->set_quantity(value);
+    if (key == "price") columns->set_price(value);
+    if (key == "time") columns->set_time(value);
+  }
+  std::fprintf(stderr, "loading %s into dataset %s ...\n", load.source().c_str(),
+               dataset.dataset_id().c_str());
+  status = client.stub()->LoadDataset(client.Context().get(), load, &dataset);
+  if (!status.ok()) return CallError(status, "loading the dataset");
+  std::fprintf(stderr, "dataset %s: %s users from %s rows", dataset.dataset_id().c_str(),
+               FormatReadable(static_cast<double>(dataset.num_users())).c_str(),
+               FormatReadable(static_cast<double>(dataset.rows_read())).c_str());
+  if (dataset.kind() == v1::DATASET_KIND_TRANSACTIONS) {
+    std::fprintf(stderr, " (dropped: %lld anonymous, %lld cancelled, %lld non-positive)",
+                 static_cast<long long>(dataset.dropped().anonymous_rows()),
+                 static_cast<long long>(dataset.dropped().cancelled_rows()),
+                 static_cast<long long>(dataset.dropped().non_positive_rows()));
+  }
+  std::fprintf(stderr, "\n");
+  return dataset;
+}
+
+absl::StatusOr<v1::Job> RunJob(Client& client, const std::string& dataset_id,
+                               const SegmentCommandOptions& options) {
+  v1::StartSegmentationRequest start;
+  start.set_dataset_id(dataset_id);
+  v1::SegmentationOptions* job_options = start.mutable_options();
+  job_options->set_k(options.k);
+  job_options->set_max_iter(options.max_iter);
+  job_options->set_tol(options.tol);
+  job_options->set_seed(options.seed);
+  job_options->set_n_init(options.n_init);
+  job_options->set_max_categories(options.max_categories);
+  v1::Job job;
+  grpc::Status status = client.stub()->StartSegmentation(client.Context().get(), start, &job);
+  if (!status.ok()) return CallError(status, "starting the segmentation job");
+
+  ProgressBar bar(options.progress_bar);
+  v1::WatchJobRequest watch;
+  watch.set_job_id(job.job_id());
+  auto context = client.Context();
+  auto reader = client.stub()->WatchJob(context.get(), watch);
+  v1::JobEvent event;
+  while (reader->Read(&event)) bar.Update(event);
+  bar.Finish();
+  status = reader->Finish();
+  if (!status.ok()) return CallError(status, "watching the job");
+
+  v1::GetJobRequest get;
+  get.set_job_id(job.job_id());
+  status = client.stub()->GetJob(client.Context().get(), get, &job);
+  if (!status.ok()) return CallError(status, "reading the job");
+  if (job.state() != v1::JOB_STATE_SUCCEEDED) {
+    return absl::Status(static_cast<absl::StatusCode>(job.error_code()),
+                        absl::StrCat("job ", job.job_id(), " ", v1::JobState_Name(job.state()),
+                                     ": ", job.error_message()));
+  }
+  return job;
+}
+
+void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::ostream& out) {
+  out << "Segments of dataset " << dataset.dataset_id() << ": k = " << model.effective_k();
+  if (model.fewer_distinct_points()) {
+    out << " (requested " << model.requested_k() << ", but the data has only "
+        << model.effective_k() << " distinct points)";
+  }
+  out << ", " << FormatReadable(static_cast<double>(model.num_users())) << " users, inertia "
+      << FormatReadable(model.inertia()) << ", " << model.iterations() << " iterations"
+      << (model.converged() ? " (converged)" : " (max_iter reached)") << "\n\n";
+
+  // Header: segment, users, share, then the mean of every numeric column.
+  std::vector<std::string> header = {"segment", "users", "share"};
+  for (const v1::NumericFeature& numeric : model.transform().numeric()) {
+    header.push_back(numeric.name());
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Segment& segment : model.segments()) {
+    std::vector<std::string> row = {absl::StrCat(segment.index()),
+                                    FormatReadable(static_cast<double>(segment.size())),
+                                    absl::StrFormat("%.1f%%", 100 * segment.share())};
+    for (const v1::NumericSummary& numeric : segment.numeric()) {
+      row.push_back(FormatReadable(numeric.mean()));
+    }
+    rows.push_back(std::move(row));
+  }
+  std::vector<std::string> overall = {"all", FormatReadable(static_cast<double>(model.num_users())),
+                                      "100%"};
+  for (const v1::NumericFeature& numeric : model.transform().numeric()) {
+    overall.push_back(FormatReadable(numeric.mean()));
+  }
+  rows.push_back(overall);
+  std::vector<size_t> widths(header.size());
+  for (size_t c = 0; c < header.size(); ++c) {
+    widths[c] = header[c].size();
+    for (const auto& row : rows) widths[c] = std::max(widths[c], row[c].size());
+  }
+  auto print_row = [&](const std::vector<std::string>& row) {
+    for (size_t c = 0; c < row.size(); ++c) {
+      out << (c == 0 ? "" : "  ") << std::string(widths[c] - row[c].size(), ' ') << row[c];
+    }
+    out << "\n";
+  };
+  print_row(header);
+  for (const auto& row : rows) print_row(row);
+  out << "\n";
+  for (const v1::Segment& segment : model.segments()) {
+    out << "Segment " << segment.index() << ": " << segment.description() << "\n";
+  }
+}
+
+absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file << text;
+  if (!file) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+  return absl::OkStatus();
+}
+
+absl::Status WriteModelFiles(const v1::SegmentModel& model, const std::filesystem::path& dir) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions json_options;
+  json_options.add_whitespace = true;
+  json_options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(model, &json, json_options).ok()) {
+    return absl::InternalError("cannot convert the model to JSON");
+  }
+  COHORT_RETURN_IF_ERROR(WriteText(dir / "model.json", json));
+
+  // segments.csv: one row per segment, numeric means in original units and the summary.
+  std::string segments = "segment,users,share";
+  for (const v1::NumericFeature& numeric : model.transform().numeric()) {
+    absl::StrAppend(&segments, ",mean_", CsvField(numeric.name()));
+  }
+  absl::StrAppend(&segments, ",distinguishing,description\n");
+  for (const v1::Segment& segment : model.segments()) {
+    absl::StrAppend(&segments, segment.index(), ",", segment.size(), ",", Number(segment.share()));
+    for (const v1::NumericSummary& numeric : segment.numeric()) {
+      absl::StrAppend(&segments, ",", Number(numeric.mean()));
+    }
+    absl::StrAppend(&segments, ",", CsvField(absl::StrJoin(segment.distinguishing(), "; ")), ",",
+                    CsvField(segment.description()), "\n");
+  }
+  COHORT_RETURN_IF_ERROR(WriteText(dir / "segments.csv", segments));
+
+  // centroids.csv: the centroids in feature space (standardized and one-hot columns).
+  std::string centroids = "segment";
+  for (const std::string& name : model.feature_names()) absl::StrAppend(&centroids, ",", CsvField(name));
+  centroids += "\n";
+  const int d = model.centroids().cols();
+  for (int c = 0; c < model.centroids().rows(); ++c) {
+    absl::StrAppend(&centroids, c);
+    for (int j = 0; j < d; ++j) {
+      absl::StrAppend(&centroids, ",", Number(model.centroids().values(c * d + j)));
+    }
+    centroids += "\n";
+  }
+  return WriteText(dir / "centroids.csv", centroids);
+}
+
+absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
+                              const std::filesystem::path& path) {
+  v1::ExportAssignmentsRequest request;
+  request.set_model_id(model.model_id());
+  auto context = client.Context();
+  auto reader = client.stub()->ExportAssignments(context.get(), request);
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file << "user_id,segment,squared_distance\n";
+  v1::AssignmentChunk chunk;
+  std::string buffer;
+  int64_t written = 0;
+  while (reader->Read(&chunk)) {
+    buffer.clear();
+    for (const v1::Assignment& assignment : chunk.assignments()) {
+      absl::StrAppend(&buffer, CsvField(assignment.user_id()), ",", assignment.segment(), ",",
+                      Number(assignment.squared_distance()), "\n");
+    }
+    file << buffer;
+    written += chunk.assignments_size();
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return CallError(status, "exporting the assignments");
+  if (!file) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+  if (written != model.num_users()) {
+    return absl::InternalError(absl::StrCat("export returned ", written, " users, expected ",
+                                            model.num_users()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SegmentCommandOptions::Validate() const {
+  if (users.empty() == transactions.empty()) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --data (a CSV of users) and --transactions (a transaction log)");
+  }
+  if (k < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("-k ", k, " is invalid; k must be >= 1"));
+  }
+  if (delimiter.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--delimiter '", delimiter, "' is invalid; use one character"));
+  }
+  if (out_dir.empty()) return absl::InvalidArgumentError("--out must not be empty");
+  return absl::OkStatus();
+}
+
+absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandOptions& options,
+                               std::ostream& out) {
+  COHORT_RETURN_IF_ERROR(options.Validate());
+  Client client(address, options.deadline);
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+  COHORT_ASSIGN_OR_RETURN(v1::Job job, RunJob(client, dataset.dataset_id(), options));
+
+  v1::GetSegmentModelRequest get;
+  get.set_model_id(job.model_id());
+  v1::SegmentModel model;
+  grpc::Status status = client.stub()->GetSegmentModel(client.Context().get(), get, &model);
+  if (!status.ok()) return CallError(status, "reading the segment model");
+  PrintTable(model, dataset, out);
+
+  const std::filesystem::path dir(options.out_dir);
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("cannot create output folder ", dir.string(), ": ", error.message()));
+  }
+  COHORT_RETURN_IF_ERROR(WriteModelFiles(model, dir));
+  if (options.write_assignments) {
+    COHORT_RETURN_IF_ERROR(WriteAssignments(client, model, dir / "assignments.csv"));
+  }
+  out << "\nWrote " << (dir / "model.json").string() << ", segments.csv, centroids.csv"
+      << (options.write_assignments ? ", assignments.csv" : "") << " in " << dir.string()
+      << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace cohort

@@ -1,0 +1,56 @@
+// Client side of `cohort segment`: creates and loads a dataset through the public API,
+// runs a segmentation job, draws its progress and writes the results.
+#ifndef COHORT_CLI_SEGMENT_CLIENT_H_
+#define COHORT_CLI_SEGMENT_CLIENT_H_
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace cohort {
+
+struct SegmentCommandOptions {
+  // Exactly one of `users` (a CSV of users) and `transactions` (a transaction log).
+  std::string users;
+  std::string transactions;
+  std::string delimiter;  // empty: ","
+  std::string id_column;
+  std::vector<std::string> ignore_columns;
+  std::vector<std::string> categorical_columns;
+  std::vector<std::string> numeric_columns;
+  // Transaction log column names; empty fields keep the Online Retail defaults.
+  std::map<std::string, std::string> transaction_columns;  // user, invoice, item, ...
+  int num_shards = 0;  // 0: the coordinator's default
+
+  int k = 5;
+  int max_iter = 0;
+  double tol = 0;
+  uint64_t seed = 0;
+  int n_init = 0;
+  int max_categories = 0;
+
+  // Output folder for model.json, segments.csv, centroids.csv and assignments.csv.
+  std::string out_dir = "cohort-out";
+  bool write_assignments = true;
+  bool progress_bar = true;
+  absl::Duration deadline = absl::Hours(24);
+
+  // Errors: InvalidArgument naming the flag and value.
+  [[nodiscard]] absl::Status Validate() const;
+};
+
+// Runs the whole segmentation against the coordinator at `address` and prints the
+// segment table to `out`. Errors: the first failing call's status, with the step named.
+[[nodiscard]] absl::Status RunSegmentCommand(const std::string& address,
+                                             const SegmentCommandOptions& options,
+                                             std::ostream& out);
+
+}  // namespace cohort
+
+#endif  // COHORT_CLI_SEGMENT_CLIENT_H_

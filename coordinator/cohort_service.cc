@@ -1,0 +1,901 @@
+#include "coordinator/cohort_service.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/placement.h"
+#include "coordinator/segmentation_job.h"
+#include "core/features.h"
+#include "core/log.h"
+#include "core/raw_table.h"
+#include "core/shard_hash.h"
+#include "core/status_macros.h"
+#include "core/transactions.h"
+#include "proto/convert.h"
+
+namespace cohort {
+namespace {
+
+constexpr int kDefaultShards = 64;
+constexpr int kMaxShards = 4096;
+constexpr size_t kMaxIdLength = 64;
+// How long a WatchJob handler waits for a new event before it checks for cancellation.
+constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
+
+bool IsValidId(const std::string& id) {
+  if (id.empty() || id.size() > kMaxIdLength) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+grpc::Status Error(absl::StatusCode code, const std::string& message) {
+  return ToGrpcStatus(absl::Status(code, message));
+}
+
+std::string ModelPath(const std::string& state_dir, const std::string& model_id) {
+  return absl::StrCat(state_dir, "/models/", model_id, ".segment_model.pb");
+}
+
+}  // namespace
+
+CohortServiceImpl::CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options)
+    : registry_(registry), options_(std::move(options)) {}
+
+CohortServiceImpl::~CohortServiceImpl() { CancelAllJobs(); }
+
+std::chrono::system_clock::time_point CohortServiceImpl::WorkerDeadline() const {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.worker_call_timeout);
+}
+
+absl::Status CohortServiceImpl::LoadState() {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  std::error_code error;
+  const std::filesystem::path models_dir = std::filesystem::path(options_.state_dir) / "models";
+  std::filesystem::create_directories(models_dir, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot create state folder ", models_dir.string(),
+                                            ": ", error.message()));
+  }
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(models_dir)) {
+    const std::string path = entry.path().string();
+    if (!absl::EndsWith(path, ".segment_model.pb")) continue;
+    std::ifstream in(path, std::ios::binary);
+    auto model = std::make_shared<v1::SegmentModel>();
+    if (!in || !model->ParseFromIstream(&in)) {
+      return absl::InternalError(absl::StrCat("state file ", path,
+                                              " is not a readable segment model; move it away"));
+    }
+    absl::MutexLock lock(&mutex_);
+    models_[model->model_id()] = std::move(model);
+    ++loaded;
+  }
+  COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
+                  options_.state_dir);
+  return absl::OkStatus();
+}
+
+absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
+  if (options_.state_dir.empty()) return absl::OkStatus();
+  const std::string path = ModelPath(options_.state_dir, model.model_id());
+  const std::string temp = absl::StrCat(path, ".tmp");
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    if (!out || !model.SerializeToOstream(&out)) {
+      return absl::InternalError(absl::StrCat("cannot write ", temp));
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(temp, path, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+void CohortServiceImpl::CancelAllJobs() {
+  std::vector<std::shared_ptr<JobRecord>> jobs;
+  {
+    absl::MutexLock lock(&mutex_);
+    shutting_down_ = true;
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) {
+    {
+      absl::MutexLock lock(&job->mutex);
+      job->cancel_requested = true;
+      if (job->streams != nullptr) job->streams->Cancel();
+    }
+    if (job->thread.joinable()) job->thread.join();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Datasets
+
+absl::StatusOr<std::vector<std::string>> CohortServiceImpl::PlaceDataset(int num_shards) const {
+  std::vector<WorkerHandle> live = registry_->LiveWorkers();
+  if (live.empty()) {
+    return absl::UnavailableError(
+        "no worker is live; start workers (cohort worker --coordinator ...) and retry");
+  }
+  std::vector<std::string> ids;
+  for (const WorkerHandle& worker : live) ids.push_back(worker.worker_id);
+  std::vector<std::string> owners;
+  for (int index : PlaceShards(num_shards, ids)) owners.push_back(ids[index]);
+  return owners;
+}
+
+absl::StatusOr<WorkerHandle> CohortServiceImpl::LiveOwner(const std::string& worker_id,
+                                                          const std::vector<int>& shards) const {
+  for (const WorkerHandle& worker : registry_->LiveWorkers()) {
+    if (worker.worker_id == worker_id) return worker;
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "worker ", worker_id, " holding shards ", absl::StrJoin(shards, ","),
+      " is not live; restart it (same id) or reload the dataset, then retry"));
+}
+
+grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
+                                              const v1::CreateDatasetRequest* request,
+                                              v1::Dataset* response) {
+  v1::Dataset info;
+  info.set_kind(request->kind() == v1::DATASET_KIND_UNSPECIFIED ? v1::DATASET_KIND_USERS
+                                                                 : request->kind());
+  if (info.kind() != v1::DATASET_KIND_USERS && info.kind() != v1::DATASET_KIND_TRANSACTIONS) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat("kind ", request->kind(), " is invalid; use USERS or TRANSACTIONS"));
+  }
+  const int num_shards = request->num_shards() == 0 ? kDefaultShards : request->num_shards();
+  if (num_shards < 1 || num_shards > kMaxShards) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat("num_shards = ", request->num_shards(), " is invalid; use 1..",
+                              kMaxShards, " (0 means ", kDefaultShards, ")"));
+  }
+  info.set_num_shards(num_shards);
+  if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
+    if (request->schema().columns_size() > 0) {
+      return Error(absl::StatusCode::kInvalidArgument,
+                   "a TRANSACTIONS dataset takes no schema; its per-user columns are fixed "
+                   "(recency_days, frequency, monetary, distinct_items, mean_basket_value)");
+    }
+    ToProto(TransactionFeatureSchema(), info.mutable_schema());
+  } else if (request->schema().columns_size() > 0) {
+    absl::StatusOr<Schema> schema = FromProto(request->schema());
+    if (!schema.ok()) return ToGrpcStatus(schema.status());
+    ToProto(*schema, info.mutable_schema());
+  }
+  info.set_state(v1::DATASET_STATE_CREATED);
+
+  absl::MutexLock lock(&mutex_);
+  std::string id = request->dataset_id();
+  if (id.empty()) {
+    do {
+      id = absl::StrFormat("dataset-%06d", next_dataset_++);
+    } while (datasets_.count(id) > 0);
+  } else if (!IsValidId(id)) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat("dataset_id '", id,
+                              "' is invalid; use 1 to 64 characters from [a-zA-Z0-9_.-]"));
+  }
+  if (datasets_.count(id) > 0) {
+    return Error(absl::StatusCode::kAlreadyExists,
+                 absl::StrCat("dataset '", id, "' already exists; pick another id"));
+  }
+  info.set_dataset_id(id);
+  datasets_[id].info = info;
+  *response = info;
+  COHORT_LOG_INFO("dataset {} created ({} shards)", id, num_shards);
+  return grpc::Status::OK;
+}
+
+absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& request,
+                                              v1::Dataset* info,
+                                              const std::vector<std::string>& owners) {
+  std::map<std::string, std::vector<int>> shards_by_worker;
+  for (int shard = 0; shard < static_cast<int>(owners.size()); ++shard) {
+    shards_by_worker[owners[shard]].push_back(shard);
+  }
+  struct Call {
+    WorkerHandle worker;
+    v1::LoadShardsRequest request;
+    v1::LoadShardsResponse response;
+    grpc::Status status;
+  };
+  std::vector<Call> calls;
+  for (const auto& [worker_id, shards] : shards_by_worker) {
+    COHORT_ASSIGN_OR_RETURN(WorkerHandle worker, LiveOwner(worker_id, shards));
+    Call call;
+    call.worker = worker;
+    call.request.set_dataset_id(info->dataset_id());
+    call.request.set_kind(info->kind());
+    *call.request.mutable_schema() = info->schema();
+    call.request.set_source(request.source());
+    *call.request.mutable_csv() = request.csv();
+    *call.request.mutable_transactions() = request.transactions();
+    call.request.set_num_shards(info->num_shards());
+    for (int shard : shards) call.request.add_shards(shard);
+    calls.push_back(std::move(call));
+  }
+  std::vector<std::thread> threads;
+  for (Call& call : calls) {
+    threads.emplace_back([this, &call] {
+      grpc::ClientContext context;
+      context.set_deadline(WorkerDeadline());
+      call.status = call.worker.stub->LoadShards(&context, call.request, &call.response);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  int64_t users = 0;
+  v1::DropCounts dropped;
+  for (const Call& call : calls) {
+    if (!call.status.ok()) {
+      if (call.status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          call.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+        return absl::UnavailableError(absl::StrCat(
+            "worker ", call.worker.worker_id, " at ", call.worker.address,
+            " did not answer the load: ", call.status.error_message(),
+            "; check the worker and retry"));
+      }
+      return FromGrpcStatus(call.status);
+    }
+    for (const v1::ShardRows& shard : call.response.shards()) {
+      users += shard.rows();
+      dropped.set_cancelled_rows(dropped.cancelled_rows() + shard.cancelled_rows());
+      dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
+    }
+  }
+  // File-level counts are the same on every worker, since each reads every row.
+  info->set_rows_read(calls.empty() ? 0 : calls.front().response.rows_read());
+  dropped.set_anonymous_rows(calls.empty() ? 0 : calls.front().response.anonymous_rows());
+  info->set_num_users(users);
+  *info->mutable_dropped() = dropped;
+  return absl::OkStatus();
+}
+
+grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
+                                            const v1::LoadDatasetRequest* request,
+                                            v1::Dataset* response) {
+  if (request->source().empty()) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 "source is empty; give a path or glob that every worker can read");
+  }
+  v1::Dataset info;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = datasets_.find(request->dataset_id());
+    if (it == datasets_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("dataset '", request->dataset_id(), "' does not exist"));
+    }
+    const v1::DatasetState state = it->second.info.state();
+    if (state != v1::DATASET_STATE_CREATED && state != v1::DATASET_STATE_FAILED) {
+      return Error(absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat("dataset '", request->dataset_id(), "' is ",
+                                v1::DatasetState_Name(state),
+                                "; load into a new dataset instead"));
+    }
+    it->second.info.set_state(v1::DATASET_STATE_LOADING);
+    it->second.info.clear_error();
+    info = it->second.info;
+  }
+
+  absl::Status status = [&]() -> absl::Status {
+    if (info.kind() == v1::DATASET_KIND_USERS && info.schema().columns_size() == 0) {
+      std::vector<WorkerHandle> live = registry_->LiveWorkers();
+      if (live.empty()) {
+        return absl::UnavailableError("no worker is live; start workers and retry");
+      }
+      v1::InferSchemaRequest infer;
+      infer.set_source(request->source());
+      *infer.mutable_csv() = request->csv();
+      infer.set_id_column(request->id_column());
+      *infer.mutable_overrides() = request->overrides();
+      grpc::ClientContext context;
+      context.set_deadline(WorkerDeadline());
+      const grpc::Status inferred =
+          live.front().stub->InferSchema(&context, infer, info.mutable_schema());
+      if (!inferred.ok()) return FromGrpcStatus(inferred);
+    }
+    COHORT_ASSIGN_OR_RETURN(std::vector<std::string> owners, PlaceDataset(info.num_shards()));
+    COHORT_RETURN_IF_ERROR(LoadOnWorkers(*request, &info, owners));
+    info.add_sources(request->source());
+    absl::MutexLock lock(&mutex_);
+    datasets_[info.dataset_id()].owners = owners;
+    return absl::OkStatus();
+  }();
+
+  absl::MutexLock lock(&mutex_);
+  DatasetRecord& record = datasets_[info.dataset_id()];
+  if (!status.ok()) {
+    record.info.set_state(v1::DATASET_STATE_FAILED);
+    record.info.set_error(std::string(status.message()));
+    COHORT_LOG_WARN("dataset {} failed to load from {}: {}", info.dataset_id(), request->source(),
+                    status.ToString());
+    return ToGrpcStatus(status);
+  }
+  info.set_state(v1::DATASET_STATE_READY);
+  record.info = info;
+  *response = info;
+  COHORT_LOG_INFO("dataset {} ready: {} users from {} rows", info.dataset_id(), info.num_users(),
+                  info.rows_read());
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
+                                            grpc::ServerReader<v1::IngestUsersRequest>* reader,
+                                            v1::IngestUsersResponse* response) {
+  v1::IngestUsersRequest batch;
+  if (!reader->Read(&batch)) {
+    return Error(absl::StatusCode::kInvalidArgument, "the ingest stream has no message");
+  }
+  const std::string dataset_id = batch.dataset_id();
+  v1::Dataset info;
+  std::vector<std::string> owners;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = datasets_.find(dataset_id);
+    if (it == datasets_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("dataset '", dataset_id, "' does not exist"));
+    }
+    DatasetRecord& record = it->second;
+    if (record.info.kind() != v1::DATASET_KIND_USERS || record.info.schema().columns_size() == 0) {
+      return Error(absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat("dataset '", dataset_id,
+                                "' takes no streamed rows: only USERS datasets created with a "
+                                "schema do"));
+    }
+    if (record.info.state() == v1::DATASET_STATE_LOADING) {
+      return Error(absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat("dataset '", dataset_id, "' is loading; retry when it is READY"));
+    }
+    if (record.owners.empty()) {
+      absl::StatusOr<std::vector<std::string>> placed = PlaceDataset(record.info.num_shards());
+      if (!placed.ok()) return ToGrpcStatus(placed.status());
+      record.owners = *placed;
+    }
+    info = record.info;
+    owners = record.owners;
+  }
+  absl::StatusOr<Schema> schema = FromProto(info.schema());
+  if (!schema.ok()) return ToGrpcStatus(schema.status());
+  const int id_index = schema->IdIndex();
+
+  int64_t accepted = 0;
+  absl::Status status;
+  do {
+    // Validate every row here first so the error names its position in the stream.
+    RawShard scratch = MakeEmptyShard(*schema, 0);
+    std::map<std::string, v1::AppendRowsRequest> by_worker;
+    std::vector<std::string> cells;
+    for (int i = 0; i < batch.rows_size() && status.ok(); ++i) {
+      const v1::UserRow& row = batch.rows(i);
+      const int64_t position = accepted + i;
+      if (row.cells_size() != static_cast<int>(schema->columns.size())) {
+        status = absl::InvalidArgumentError(absl::StrCat(
+            "row ", position, " has ", row.cells_size(), " cells but the schema has ",
+            schema->columns.size(), " columns; send one cell per column in schema order"));
+        break;
+      }
+      cells.assign(row.cells().begin(), row.cells().end());
+      absl::Status valid = AppendUserRow(*schema, cells, &scratch);
+      if (!valid.ok()) {
+        status = absl::Status(valid.code(), absl::StrCat("row ", position, ": ", valid.message()));
+        break;
+      }
+      const int shard = ShardOfUser(row.cells(id_index), info.num_shards());
+      v1::AppendRowsRequest& request = by_worker[owners[shard]];
+      request.add_shard_ids(shard);
+      *request.add_rows() = row;
+    }
+    // Rows before an invalid row are still stored, as the API promises.
+    for (auto& [worker_id, request] : by_worker) {
+      std::vector<int> shards(request.shard_ids().begin(), request.shard_ids().end());
+      absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
+      if (!worker.ok()) {
+        status = worker.status();
+        break;
+      }
+      request.set_dataset_id(dataset_id);
+      *request.mutable_schema() = info.schema();
+      request.set_num_shards(info.num_shards());
+      grpc::ClientContext call;
+      call.set_deadline(WorkerDeadline());
+      v1::AppendRowsResponse stored;
+      const grpc::Status appended = worker->stub->AppendRows(&call, request, &stored);
+      if (!appended.ok()) {
+        status = absl::UnavailableError(absl::StrCat("worker ", worker_id,
+                                                     " did not store the rows: ",
+                                                     appended.error_message(), "; retry"));
+        break;
+      }
+    }
+    if (!status.ok()) break;
+    accepted += batch.rows_size();
+    if (context->IsCancelled()) {
+      status = absl::CancelledError("ingest stream cancelled by the caller");
+      break;
+    }
+  } while (reader->Read(&batch));
+
+  {
+    absl::MutexLock lock(&mutex_);
+    DatasetRecord& record = datasets_[dataset_id];
+    // TODO: rows accepted before an error are counted only when the batch was stored
+    // whole; a partly stored batch leaves num_users low until the dataset is reloaded.
+    record.info.set_num_users(record.info.num_users() + accepted);
+    if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
+  }
+  response->set_rows_accepted(accepted);
+  COHORT_LOG_INFO("dataset {}: {} streamed rows stored", dataset_id, accepted);
+  return ToGrpcStatus(status);
+}
+
+grpc::Status CohortServiceImpl::GetDataset(grpc::ServerContext*, const v1::GetDatasetRequest* request,
+                                           v1::Dataset* response) {
+  absl::MutexLock lock(&mutex_);
+  auto it = datasets_.find(request->dataset_id());
+  if (it == datasets_.end()) {
+    return Error(absl::StatusCode::kNotFound,
+                 absl::StrCat("dataset '", request->dataset_id(), "' does not exist"));
+  }
+  *response = it->second.info;
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs
+
+grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
+                                                  const v1::StartSegmentationRequest* request,
+                                                  v1::Job* response) {
+  absl::StatusOr<KMeansOptions> options = ToKMeansOptions(request->options());
+  if (!options.ok()) {
+    return Error(options.status().code(), absl::StrCat("options.", options.status().message()));
+  }
+  auto record = std::make_shared<JobRecord>();
+  Schema schema;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (shutting_down_) {
+      return Error(absl::StatusCode::kUnavailable, "the coordinator is shutting down; retry");
+    }
+    auto it = datasets_.find(request->dataset_id());
+    if (it == datasets_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("dataset '", request->dataset_id(), "' does not exist"));
+    }
+    const DatasetRecord& dataset = it->second;
+    if (dataset.info.state() != v1::DATASET_STATE_READY) {
+      return Error(absl::StatusCode::kFailedPrecondition,
+                   absl::StrCat("dataset '", request->dataset_id(), "' is ",
+                                v1::DatasetState_Name(dataset.info.state()),
+                                "; load rows before segmenting"));
+    }
+    if (options->k > dataset.info.num_users()) {
+      return Error(absl::StatusCode::kInvalidArgument,
+                   absl::StrCat("options.k = ", options->k, " exceeds the ",
+                                dataset.info.num_users(), " users of dataset '",
+                                request->dataset_id(), "'; choose k <= ",
+                                dataset.info.num_users()));
+    }
+    for (const std::string& owner : dataset.owners) {
+      if (!registry_->IsLive(owner)) {
+        return Error(absl::StatusCode::kUnavailable,
+                     absl::StrCat("worker ", owner, " holding shards of dataset '",
+                                  request->dataset_id(),
+                                  "' is not live; restart it or reload the dataset, then retry"));
+      }
+    }
+    absl::StatusOr<Schema> parsed = FromProto(dataset.info.schema());
+    if (!parsed.ok()) return ToGrpcStatus(parsed.status());
+    schema = *parsed;
+    record->job_id = absl::StrFormat("job-%06d", next_job_++);
+    record->dataset_id = request->dataset_id();
+    record->created = absl::Now();
+    record->owners = dataset.owners;
+    jobs_[record->job_id] = record;
+  }
+  {
+    absl::MutexLock lock(&record->mutex);
+    record->job.set_job_id(record->job_id);
+    record->job.set_dataset_id(record->dataset_id);
+    record->job.set_state(v1::JOB_STATE_PENDING);
+    *record->job.mutable_options() = request->options();
+    record->job.mutable_last_event()->set_job_id(record->job_id);
+    record->job.mutable_last_event()->set_state(v1::JOB_STATE_PENDING);
+    *response = record->job;
+  }
+  COHORT_LOG_INFO("job {} started on dataset {} with k = {}", record->job_id, record->dataset_id,
+                  options->k);
+  record->thread = std::thread(&CohortServiceImpl::RunJob, this, record, schema,
+                               request->options());
+  return grpc::Status::OK;
+}
+
+void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record, Schema schema,
+                               v1::SegmentationOptions options) {
+  {
+    absl::MutexLock lock(&record->mutex);
+    record->job.set_state(v1::JOB_STATE_RUNNING);
+    record->job.mutable_last_event()->set_state(v1::JOB_STATE_RUNNING);
+    ++record->event_seq;
+  }
+  std::map<std::string, std::vector<int>> shards_by_worker;
+  for (int shard = 0; shard < static_cast<int>(record->owners.size()); ++shard) {
+    shards_by_worker[record->owners[shard]].push_back(shard);
+  }
+  std::vector<JobStreams::Member> members;
+  absl::Status status;
+  for (const auto& [worker_id, shards] : shards_by_worker) {
+    absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
+    if (!worker.ok()) {
+      status = worker.status();
+      break;
+    }
+    members.push_back(JobStreams::Member{*worker, shards});
+  }
+  std::unique_ptr<JobStreams> streams;
+  if (status.ok()) {
+    absl::StatusOr<std::unique_ptr<JobStreams>> opened =
+        JobStreams::Open(record->job_id, record->dataset_id, std::move(members));
+    if (opened.ok()) {
+      streams = std::move(*opened);
+    } else {
+      status = opened.status();
+    }
+  }
+  int listener = -1;
+  if (status.ok()) {
+    JobStreams* raw = streams.get();
+    listener = registry_->AddLossListener([raw](const std::string& worker_id) {
+      if (raw->HasWorker(worker_id)) raw->MarkLost(worker_id);
+    });
+    absl::MutexLock lock(&record->mutex);
+    record->streams = raw;
+    if (record->cancel_requested) raw->Cancel();
+  }
+
+  std::string model_id;
+  if (status.ok()) {
+    SegmentationJobInput input;
+    input.job_id = record->job_id;
+    input.dataset_id = record->dataset_id;
+    input.schema = std::move(schema);
+    input.options = options;
+    JobRecord* raw_record = record.get();
+    input.on_event = [raw_record](const v1::JobEvent& event) {
+      absl::MutexLock lock(&raw_record->mutex);
+      *raw_record->job.mutable_last_event() = event;
+      ++raw_record->event_seq;
+    };
+    absl::StatusOr<v1::SegmentModel> model = RunSegmentationJob(input, streams.get());
+    if (model.ok()) {
+      status = PersistModel(*model);
+      if (status.ok()) {
+        model_id = model->model_id();
+        absl::MutexLock lock(&mutex_);
+        models_[model_id] = std::make_shared<const v1::SegmentModel>(std::move(*model));
+      }
+    } else {
+      status = model.status();
+    }
+  }
+  if (listener >= 0) registry_->RemoveLossListener(listener);
+  {
+    absl::MutexLock lock(&record->mutex);
+    record->streams = nullptr;
+    if (record->cancel_requested && !status.ok()) {
+      status = absl::CancelledError(absl::StrCat("job ", record->job_id, " was cancelled"));
+    }
+  }
+  if (streams != nullptr) streams->Close();
+  FinishJob(record.get(), status, model_id);
+}
+
+void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,
+                                  const std::string& model_id) {
+  absl::MutexLock lock(&record->mutex);
+  v1::JobEvent* event = record->job.mutable_last_event();
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - record->created);
+  record->job.set_elapsed_seconds(elapsed);
+  event->set_elapsed_seconds(elapsed);
+  event->set_phase("done");
+  if (status.ok()) {
+    record->job.set_state(v1::JOB_STATE_SUCCEEDED);
+    record->job.set_model_id(model_id);
+    event->set_message(absl::StrCat("model ", model_id, " ready"));
+    COHORT_LOG_INFO("job {} succeeded in {:.2f} s", record->job_id, elapsed);
+  } else {
+    record->job.set_state(status.code() == absl::StatusCode::kCancelled ? v1::JOB_STATE_CANCELLED
+                                                                         : v1::JOB_STATE_FAILED);
+    record->job.set_error_code(static_cast<int>(status.code()));
+    record->job.set_error_message(std::string(status.message()));
+    event->set_message(std::string(status.message()));
+    COHORT_LOG_WARN("job {} ended {}: {}", record->job_id,
+                    v1::JobState_Name(record->job.state()), status.ToString());
+  }
+  event->set_state(record->job.state());
+  ++record->event_seq;
+}
+
+grpc::Status CohortServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+                                       v1::Job* response) {
+  std::shared_ptr<JobRecord> record;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = jobs_.find(request->job_id());
+    if (it == jobs_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("job '", request->job_id(), "' does not exist"));
+    }
+    record = it->second;
+  }
+  absl::MutexLock lock(&record->mutex);
+  *response = record->job;
+  if (!IsTerminal(record->job.state())) {
+    response->set_elapsed_seconds(absl::ToDoubleSeconds(absl::Now() - record->created));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::WatchJob(grpc::ServerContext* context,
+                                         const v1::WatchJobRequest* request,
+                                         grpc::ServerWriter<v1::JobEvent>* writer) {
+  std::shared_ptr<JobRecord> record;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = jobs_.find(request->job_id());
+    if (it == jobs_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("job '", request->job_id(), "' does not exist"));
+    }
+    record = it->second;
+  }
+  int64_t seen = -1;
+  while (true) {
+    v1::JobEvent event;
+    bool terminal = false;
+    {
+      absl::MutexLock lock(&record->mutex);
+      auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(record->mutex) {
+        return record->event_seq != seen;
+      };
+      record->mutex.AwaitWithTimeout(absl::Condition(&changed), kWatchPoll);
+      if (record->event_seq != seen) {
+        seen = record->event_seq;
+        event = record->job.last_event();
+        terminal = IsTerminal(record->job.state());
+      } else {
+        event.Clear();
+      }
+    }
+    if (context->IsCancelled()) return Error(absl::StatusCode::kCancelled, "watch cancelled");
+    if (!event.job_id().empty() && !writer->Write(event)) {
+      return Error(absl::StatusCode::kCancelled, "watcher went away");
+    }
+    if (terminal) return grpc::Status::OK;
+  }
+}
+
+grpc::Status CohortServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+                                          v1::Job* response) {
+  std::shared_ptr<JobRecord> record;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = jobs_.find(request->job_id());
+    if (it == jobs_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("job '", request->job_id(), "' does not exist"));
+    }
+    record = it->second;
+  }
+  absl::MutexLock lock(&record->mutex);
+  if (IsTerminal(record->job.state())) {
+    return Error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("job '", request->job_id(), "' already ended as ",
+                              v1::JobState_Name(record->job.state())));
+  }
+  record->cancel_requested = true;
+  if (record->streams != nullptr) record->streams->Cancel();
+  *response = record->job;
+  COHORT_LOG_INFO("job {}: cancellation requested", request->job_id());
+  return grpc::Status::OK;
+}
+
+// ---------------------------------------------------------------------------------------
+// Models
+
+absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> CohortServiceImpl::FindModel(
+    const std::string& id) const {
+  absl::MutexLock lock(&mutex_);
+  auto model = models_.find(id);
+  if (model != models_.end()) return model->second;
+  auto job = jobs_.find(id);
+  if (job != jobs_.end()) {
+    absl::MutexLock job_lock(&job->second->mutex);
+    return absl::FailedPreconditionError(
+        absl::StrCat("job '", id, "' is ", v1::JobState_Name(job->second->job.state()),
+                     "; a model exists only once the job has succeeded"));
+  }
+  return absl::NotFoundError(absl::StrCat("model '", id, "' does not exist"));
+}
+
+grpc::Status CohortServiceImpl::GetSegmentModel(grpc::ServerContext*,
+                                                const v1::GetSegmentModelRequest* request,
+                                                v1::SegmentModel* response) {
+  absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> model = FindModel(request->model_id());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  *response = **model;
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::AssignSegment(grpc::ServerContext*,
+                                              const v1::AssignSegmentRequest* request,
+                                              v1::AssignSegmentResponse* response) {
+  absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> found = FindModel(request->model_id());
+  if (!found.ok()) return ToGrpcStatus(found.status());
+  const v1::SegmentModel& model = **found;
+  const FeatureTransform transform = FromProto(model.transform());
+  std::map<std::string, std::string> columns(request->columns().begin(),
+                                             request->columns().end());
+  absl::StatusOr<std::vector<float>> features = TransformUser(transform, columns);
+  if (!features.ok()) return ToGrpcStatus(features.status());
+  auto note_imputed = [&](const std::string& name) {
+    auto it = columns.find(name);
+    if (it == columns.end() || it->second.empty()) response->add_imputed_columns(name);
+  };
+  for (const NumericTransform& numeric : transform.numeric) note_imputed(numeric.name);
+  for (const CategoricalTransform& categorical : transform.categorical) {
+    note_imputed(categorical.name);
+  }
+  const v1::Matrix& centroids = model.centroids();
+  const int d = centroids.cols();
+  double best = std::numeric_limits<double>::infinity();
+  int best_index = 0;
+  for (int c = 0; c < centroids.rows(); ++c) {
+    double sum = 0;
+    for (int j = 0; j < d; ++j) {
+      const double diff = double{(*features)[j]} - centroids.values(c * d + j);
+      sum += diff * diff;
+    }
+    response->add_squared_distances(sum);
+    if (sum < best) {
+      best = sum;
+      best_index = c;
+    }
+  }
+  response->set_segment(best_index);
+  response->set_squared_distance(best);
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::ExportAssignments(grpc::ServerContext* context,
+                                                  const v1::ExportAssignmentsRequest* request,
+                                                  grpc::ServerWriter<v1::AssignmentChunk>* writer) {
+  absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> model = FindModel(request->model_id());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  std::shared_ptr<JobRecord> record;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = jobs_.find((*model)->job_id());
+    if (it != jobs_.end()) record = it->second;
+  }
+  if (record == nullptr) {
+    return Error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("the per-user assignments of model '", request->model_id(),
+                              "' are gone since the coordinator restarted; rerun the job"));
+  }
+  std::map<std::string, std::vector<int>> shards_by_worker;
+  for (int shard = 0; shard < static_cast<int>(record->owners.size()); ++shard) {
+    shards_by_worker[record->owners[shard]].push_back(shard);
+  }
+  struct Source {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReader<v1::ExportChunk>> reader;
+    std::string worker_id;
+  };
+  std::map<std::string, Source> sources;
+  for (const auto& [worker_id, shards] : shards_by_worker) {
+    absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
+    if (!worker.ok()) return ToGrpcStatus(worker.status());
+    v1::ExportRequest export_request;
+    export_request.set_job_id(record->job_id);
+    for (int shard : shards) export_request.add_shards(shard);
+    Source source;
+    source.context = std::make_unique<grpc::ClientContext>();
+    source.context->set_deadline(WorkerDeadline());
+    source.reader = worker->stub->ExportAssignments(source.context.get(), export_request);
+    source.worker_id = worker_id;
+    sources[worker_id] = std::move(source);
+  }
+  auto cancel_all = [&sources] {
+    for (auto& [id, source] : sources) source.context->TryCancel();
+  };
+  // Each worker streams its shards in ascending order, so reading shard by shard from the
+  // owner interleaves the workers' streams into global shard order.
+  for (int shard = 0; shard < static_cast<int>(record->owners.size()); ++shard) {
+    Source& source = sources[record->owners[shard]];
+    while (true) {
+      v1::ExportChunk chunk;
+      if (!source.reader->Read(&chunk)) {
+        const grpc::Status finished = source.reader->Finish();
+        cancel_all();
+        return Error(finished.ok() ? absl::StatusCode::kInternal
+                                   : static_cast<absl::StatusCode>(finished.error_code()),
+                     absl::StrCat("worker ", source.worker_id, " stopped the export at shard ",
+                                  shard, ": ", finished.error_message()));
+      }
+      v1::AssignmentChunk out;
+      out.set_shard_id(chunk.shard_id());
+      for (int i = 0; i < chunk.user_ids_size(); ++i) {
+        v1::Assignment* assignment = out.add_assignments();
+        assignment->set_user_id(chunk.user_ids(i));
+        assignment->set_segment(chunk.segments(i));
+        assignment->set_squared_distance(chunk.squared_distances(i));
+      }
+      if (out.assignments_size() > 0 && !writer->Write(out)) {
+        cancel_all();
+        return Error(absl::StatusCode::kCancelled, "the caller closed the export stream");
+      }
+      if (context->IsCancelled()) {
+        cancel_all();
+        return Error(absl::StatusCode::kCancelled, "export cancelled");
+      }
+      if (chunk.last_of_shard()) break;
+    }
+  }
+  for (auto& [id, source] : sources) {
+    v1::ExportChunk extra;
+    while (source.reader->Read(&extra)) {
+    }
+    source.reader->Finish();
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+                                            v1::ListWorkersResponse* response) {
+  std::map<std::string, int> hosted;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto& [id, dataset] : datasets_) {
+      for (const std::string& owner : dataset.owners) ++hosted[owner];
+    }
+  }
+  for (const WorkerRegistry::Info& info : registry_->AllWorkers()) {
+    v1::WorkerInfo* out = response->add_workers();
+    out->set_worker_id(info.handle.worker_id);
+    out->set_address(info.handle.address);
+    out->set_live(info.live);
+    out->set_consecutive_failures(info.consecutive_failures);
+    out->set_hosted_shards(hosted[info.handle.worker_id]);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RegistryServiceImpl::RegisterWorker(grpc::ServerContext*,
+                                                 const v1::RegisterWorkerRequest* request,
+                                                 v1::RegisterWorkerResponse* response) {
+  absl::Status status = registry_->Register(request->worker_id(), request->address());
+  response->set_coordinator_id("cohort-coordinator");
+  return ToGrpcStatus(status);
+}
+
+}  // namespace cohort

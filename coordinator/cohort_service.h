@@ -1,0 +1,131 @@
+// The public Cohort service and the Registry service of the coordinator. Internal to
+// coordinator/; other folders use coordinator_server.h.
+#ifndef COHORT_COORDINATOR_COHORT_SERVICE_H_
+#define COHORT_COORDINATOR_COHORT_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cohort/v1/cohort.grpc.pb.h"
+#include "cohort/v1/worker.grpc.pb.h"
+#include "coordinator/job_streams.h"
+#include "coordinator/worker_registry.h"
+#include "core/schema.h"
+
+namespace cohort {
+
+struct CohortServiceOptions {
+  std::string state_dir;
+  absl::Duration worker_call_timeout = absl::Minutes(30);
+};
+
+// Thread safety: gRPC calls any method from its threads; state is guarded by mutex_,
+// and per-job state by the job's own mutex. Jobs run on threads of their own, never on
+// a gRPC thread.
+class CohortServiceImpl final : public v1::Cohort::Service {
+ public:
+  CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options);
+  ~CohortServiceImpl() override;
+
+  // Reads finished models from the state folder. Errors: Internal naming the file.
+  [[nodiscard]] absl::Status LoadState();
+  // Cancels every running job and waits for their threads.
+  void CancelAllJobs();
+
+  grpc::Status CreateDataset(grpc::ServerContext* context, const v1::CreateDatasetRequest* request,
+                             v1::Dataset* response) override;
+  grpc::Status LoadDataset(grpc::ServerContext* context, const v1::LoadDatasetRequest* request,
+                           v1::Dataset* response) override;
+  grpc::Status IngestUsers(grpc::ServerContext* context,
+                           grpc::ServerReader<v1::IngestUsersRequest>* reader,
+                           v1::IngestUsersResponse* response) override;
+  grpc::Status GetDataset(grpc::ServerContext* context, const v1::GetDatasetRequest* request,
+                          v1::Dataset* response) override;
+  grpc::Status StartSegmentation(grpc::ServerContext* context,
+                                 const v1::StartSegmentationRequest* request,
+                                 v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                      v1::Job* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                         v1::Job* response) override;
+  grpc::Status GetSegmentModel(grpc::ServerContext* context,
+                               const v1::GetSegmentModelRequest* request,
+                               v1::SegmentModel* response) override;
+  grpc::Status AssignSegment(grpc::ServerContext* context, const v1::AssignSegmentRequest* request,
+                             v1::AssignSegmentResponse* response) override;
+  grpc::Status ExportAssignments(grpc::ServerContext* context,
+                                 const v1::ExportAssignmentsRequest* request,
+                                 grpc::ServerWriter<v1::AssignmentChunk>* writer) override;
+  grpc::Status ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
+                           v1::ListWorkersResponse* response) override;
+
+ private:
+  struct DatasetRecord {
+    v1::Dataset info;
+    // Owner worker id per shard, fixed when rows first arrive.
+    std::vector<std::string> owners;
+  };
+
+  struct JobRecord {
+    std::string job_id;
+    std::string dataset_id;
+    absl::Time created;
+    std::vector<std::string> owners;  // placement the job ran on, for export
+
+    mutable absl::Mutex mutex;
+    v1::Job job ABSL_GUARDED_BY(mutex);
+    int64_t event_seq ABSL_GUARDED_BY(mutex) = 0;
+    bool cancel_requested ABSL_GUARDED_BY(mutex) = false;
+    JobStreams* streams ABSL_GUARDED_BY(mutex) = nullptr;
+    std::thread thread;
+  };
+
+  absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
+  absl::StatusOr<WorkerHandle> LiveOwner(const std::string& worker_id,
+                                         const std::vector<int>& shards) const;
+  absl::Status LoadOnWorkers(const v1::LoadDatasetRequest& request, v1::Dataset* info,
+                             const std::vector<std::string>& owners);
+  void RunJob(std::shared_ptr<JobRecord> record, Schema schema, v1::SegmentationOptions options);
+  void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
+  absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
+  absl::Status PersistModel(const v1::SegmentModel& model) const;
+  std::chrono::system_clock::time_point WorkerDeadline() const;
+
+  WorkerRegistry* registry_;
+  const CohortServiceOptions options_;
+
+  mutable absl::Mutex mutex_;
+  std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, std::shared_ptr<JobRecord>> jobs_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, std::shared_ptr<const v1::SegmentModel>> models_ ABSL_GUARDED_BY(mutex_);
+  int64_t next_dataset_ ABSL_GUARDED_BY(mutex_) = 1;
+  int64_t next_job_ ABSL_GUARDED_BY(mutex_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+class RegistryServiceImpl final : public v1::Registry::Service {
+ public:
+  explicit RegistryServiceImpl(WorkerRegistry* registry) : registry_(registry) {}
+  grpc::Status RegisterWorker(grpc::ServerContext* context,
+                              const v1::RegisterWorkerRequest* request,
+                              v1::RegisterWorkerResponse* response) override;
+
+ private:
+  WorkerRegistry* registry_;
+};
+
+}  // namespace cohort
+
+#endif  // COHORT_COORDINATOR_COHORT_SERVICE_H_

@@ -1,0 +1,41 @@
+// The driver of one segmentation job: features, K-means over the workers, final
+// assignments and the readable model. Internal to coordinator/.
+#ifndef COHORT_COORDINATOR_SEGMENTATION_JOB_H_
+#define COHORT_COORDINATOR_SEGMENTATION_JOB_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cohort/v1/cohort.pb.h"
+#include "coordinator/job_streams.h"
+#include "core/kmeans.h"
+#include "core/schema.h"
+
+namespace cohort {
+
+// Converts API options (0 = default) to validated core options.
+// Errors: InvalidArgument naming the field, the value and the accepted range.
+[[nodiscard]] absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& options);
+int MaxCategories(const v1::SegmentationOptions& options);
+
+struct SegmentationJobInput {
+  std::string job_id;
+  std::string dataset_id;
+  Schema schema;
+  v1::SegmentationOptions options;
+  // Called on the job thread for every progress event.
+  std::function<void(const v1::JobEvent&)> on_event;
+};
+
+// Runs the job over `streams` and returns the finished model (model_id = job_id).
+// Errors: InvalidArgument or FailedPrecondition from the data (e.g. a numeric column
+// with no value); Unavailable when a worker is lost; Cancelled when the streams were
+// cancelled.
+[[nodiscard]] absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& input,
+                                                                  JobStreams* streams);
+
+}  // namespace cohort
+
+#endif  // COHORT_COORDINATOR_SEGMENTATION_JOB_H_

@@ -1,0 +1,85 @@
+// The workers a coordinator knows, their liveness and their stubs. Internal to
+// coordinator/.
+#ifndef COHORT_COORDINATOR_WORKER_REGISTRY_H_
+#define COHORT_COORDINATOR_WORKER_REGISTRY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cohort/v1/worker.grpc.pb.h"
+
+namespace cohort {
+
+struct WorkerHandle {
+  std::string worker_id;
+  std::string address;
+  std::shared_ptr<v1::Worker::Stub> stub;
+};
+
+// Thread safety: all methods may be called concurrently. Loss listeners run on the probe
+// thread and must not call back into the registry while holding their own locks in an
+// order that the registry could invert.
+class WorkerRegistry {
+ public:
+  WorkerRegistry(absl::Duration probe_interval, absl::Duration probe_timeout, int probe_failures);
+  ~WorkerRegistry();
+
+  // Adds or updates a worker (a re-registration with a new address replaces the stub)
+  // and marks it live. Errors: InvalidArgument for an empty id or address.
+  [[nodiscard]] absl::Status Register(const std::string& worker_id, const std::string& address)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Live workers sorted by id.
+  std::vector<WorkerHandle> LiveWorkers() const ABSL_LOCKS_EXCLUDED(mutex_);
+  // Every known worker with its state, sorted by id.
+  struct Info {
+    WorkerHandle handle;
+    bool live = false;
+    int consecutive_failures = 0;
+  };
+  std::vector<Info> AllWorkers() const ABSL_LOCKS_EXCLUDED(mutex_);
+  bool IsLive(const std::string& worker_id) const ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Calls `listener(worker_id)` each time a worker is declared lost. Returns a token for
+  // RemoveLossListener.
+  int AddLossListener(std::function<void(const std::string&)> listener)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+  void RemoveLossListener(int token) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Starts the probe thread; Stop() ends it. Both are idempotent.
+  void Start() ABSL_LOCKS_EXCLUDED(mutex_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mutex_);
+
+ private:
+  struct Entry {
+    WorkerHandle handle;
+    bool live = true;
+    int consecutive_failures = 0;
+  };
+
+  void ProbeLoop();
+  void ProbeOnce();
+
+  const absl::Duration probe_interval_;
+  const absl::Duration probe_timeout_;
+  const int probe_failures_;
+
+  mutable absl::Mutex mutex_;
+  std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mutex_);
+  std::map<int, std::function<void(const std::string&)>> listeners_ ABSL_GUARDED_BY(mutex_);
+  int next_token_ ABSL_GUARDED_BY(mutex_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::thread probe_thread_;
+};
+
+}  // namespace cohort
+
+#endif  // COHORT_COORDINATOR_WORKER_REGISTRY_H_

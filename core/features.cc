@@ -1,0 +1,325 @@
+#include "core/features.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace cohort {
+namespace {
+
+constexpr int kMinCategories = 1;
+constexpr int kMaxCategories = 10000;
+
+// Feature name suffixes for the "other" bucket and for the empty (missing) value.
+constexpr char kOtherLabel[] = "(other)";
+constexpr char kMissingLabel[] = "(missing)";
+
+void MergeNumeric(const NumericStats& from, NumericStats* into) {
+  if (from.count > 0) {
+    if (into->count == 0) {
+      into->min = from.min;
+      into->max = from.max;
+    } else {
+      into->min = std::min(into->min, from.min);
+      into->max = std::max(into->max, from.max);
+    }
+  }
+  into->count += from.count;
+  into->missing += from.missing;
+  into->sum += from.sum;
+  into->sum_sq += from.sum_sq;
+}
+
+// Population standard deviation from count, sum and sum of squares. A column whose
+// minimum equals its maximum has std 0 exactly. The moment formula alone leaves
+// rounding noise there (about 2e-9 for ten cells of 0.1), and dividing by that noise
+// would turn equal cells into large features.
+double PopulationStd(const NumericStats& stats) {
+  if (stats.min == stats.max) return 0;
+  const double n = static_cast<double>(stats.count);
+  const double mean = stats.sum / n;
+  const double variance = std::max(0.0, stats.sum_sq / n - mean * mean);
+  return std::sqrt(variance);
+}
+
+// Values of one categorical column ordered by descending count, ties by ascending value.
+std::vector<std::string> TopValues(const CategoricalStats& stats, int max_values) {
+  std::vector<std::pair<std::string, int64_t>> ranked(stats.counts.begin(), stats.counts.end());
+  std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+    if (a.second != b.second) return a.second > b.second;
+    return a.first < b.first;
+  });
+  const size_t kept_count = std::min(ranked.size(), static_cast<size_t>(max_values));
+  std::vector<std::string> values;
+  values.reserve(kept_count);
+  for (size_t i = 0; i < kept_count; ++i) values.push_back(std::move(ranked[i].first));
+  return values;
+}
+
+int CategoricalWidth(const CategoricalTransform& column) {
+  return static_cast<int>(column.values.size()) + (column.has_other ? 1 : 0);
+}
+
+// Position of each kept value inside its column's one-hot block.
+absl::flat_hash_map<std::string, int> ValueIndex(const CategoricalTransform& column) {
+  absl::flat_hash_map<std::string, int> index;
+  index.reserve(column.values.size());
+  for (size_t i = 0; i < column.values.size(); ++i) {
+    index.emplace(column.values[i], static_cast<int>(i));
+  }
+  return index;
+}
+
+// Writes the one-hot block of `value` at `out`, which has CategoricalWidth(column)
+// zero-initialized slots. A value that is not kept goes to "other". A column without an
+// "other" slot kept every value seen at fit time, so a value missing from it was never
+// seen, and its block stays all zero.
+void EncodeCategory(const CategoricalTransform& column,
+                    const absl::flat_hash_map<std::string, int>& index, const std::string& value,
+                    float* out) {
+  auto it = index.find(value);
+  if (it != index.end()) {
+    out[it->second] = 1.0f;
+  } else if (column.has_other) {
+    out[column.values.size()] = 1.0f;
+  }
+}
+
+float Standardize(const NumericTransform& column, double value) {
+  if (std::isnan(value)) return 0.0f;  // missing → mean → 0
+  return static_cast<float>((value - column.mean) / column.scale);
+}
+
+}  // namespace
+
+absl::Status FeatureOptions::Validate() const {
+  if (max_categories < kMinCategories || max_categories > kMaxCategories) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_categories is ", max_categories, "; it must be in [", kMinCategories,
+                     ", ", kMaxCategories, "]"));
+  }
+  return absl::OkStatus();
+}
+
+void FeatureStats::Merge(const FeatureStats& other) {
+  if (rows == 0 && numeric.empty() && categorical.empty()) {
+    *this = other;
+    return;
+  }
+  if (other.rows == 0 && other.numeric.empty() && other.categorical.empty()) return;
+  assert(numeric.size() == other.numeric.size());
+  assert(categorical.size() == other.categorical.size());
+
+  rows += other.rows;
+  for (size_t c = 0; c < numeric.size(); ++c) MergeNumeric(other.numeric[c], &numeric[c]);
+  for (size_t c = 0; c < categorical.size(); ++c) {
+    for (const auto& [value, count] : other.categorical[c].counts) {
+      categorical[c].counts[value] += count;
+    }
+  }
+}
+
+FeatureStats ComputeFeatureStats(const RawShard& shard) {
+  FeatureStats stats;
+  stats.rows = shard.num_rows();
+
+  stats.numeric.resize(shard.numeric.size());
+  for (size_t c = 0; c < shard.numeric.size(); ++c) {
+    NumericStats& column = stats.numeric[c];
+    for (double value : shard.numeric[c]) {
+      if (std::isnan(value)) {
+        ++column.missing;
+        continue;
+      }
+      if (column.count == 0) {
+        column.min = value;
+        column.max = value;
+      } else {
+        column.min = std::min(column.min, value);
+        column.max = std::max(column.max, value);
+      }
+      ++column.count;
+      column.sum += value;
+      column.sum_sq += value * value;
+    }
+  }
+
+  stats.categorical.resize(shard.categorical.size());
+  for (size_t c = 0; c < shard.categorical.size(); ++c) {
+    // Count in a hash map first: one std::map insertion per distinct value, not per row.
+    absl::flat_hash_map<std::string, int64_t> counts;
+    for (const std::string& value : shard.categorical[c]) ++counts[value];
+    stats.categorical[c].counts.insert(counts.begin(), counts.end());
+  }
+  return stats;
+}
+
+absl::StatusOr<FeatureTransform> FitFeatureTransform(const Schema& schema,
+                                                     const FeatureStats& stats,
+                                                     const FeatureOptions& options) {
+  if (absl::Status status = options.Validate(); !status.ok()) return status;
+  if (stats.rows == 0) {
+    return absl::InvalidArgumentError(
+        "cannot fit the feature transform: the statistics cover no rows; load at least one user");
+  }
+  const std::vector<std::string> numeric_names = schema.NumericNames();
+  const std::vector<std::string> categorical_names = schema.CategoricalNames();
+  if (numeric_names.size() != stats.numeric.size() ||
+      categorical_names.size() != stats.categorical.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the statistics have ", stats.numeric.size(), " numeric and ", stats.categorical.size(),
+        " categorical columns but the schema has ", numeric_names.size(), " and ",
+        categorical_names.size(), "; compute the statistics with the same schema"));
+  }
+
+  FeatureTransform transform;
+  transform.numeric.reserve(numeric_names.size());
+  for (size_t c = 0; c < numeric_names.size(); ++c) {
+    const NumericStats& column = stats.numeric[c];
+    if (column.count == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "numeric column '", numeric_names[c], "' has no non-missing value in ", stats.rows,
+          " rows, so its mean is undefined; fill some cells or mark the column as ignore"));
+    }
+    NumericTransform numeric;
+    numeric.name = numeric_names[c];
+    numeric.mean = column.sum / static_cast<double>(column.count);
+    const double std_dev = PopulationStd(column);
+    numeric.scale = std_dev > 0 ? std_dev : 1.0;
+    transform.numeric.push_back(std::move(numeric));
+  }
+
+  transform.categorical.reserve(categorical_names.size());
+  for (size_t c = 0; c < categorical_names.size(); ++c) {
+    CategoricalTransform categorical;
+    categorical.name = categorical_names[c];
+    categorical.values = TopValues(stats.categorical[c], options.max_categories);
+    categorical.has_other = stats.categorical[c].counts.size() > categorical.values.size();
+    transform.categorical.push_back(std::move(categorical));
+  }
+  return transform;
+}
+
+int FeatureTransform::dim() const {
+  int total = static_cast<int>(numeric.size());
+  for (const CategoricalTransform& column : categorical) total += CategoricalWidth(column);
+  return total;
+}
+
+std::vector<std::string> FeatureTransform::FeatureNames() const {
+  std::vector<std::string> names;
+  names.reserve(dim());
+  for (const NumericTransform& column : numeric) names.push_back(column.name);
+  for (const CategoricalTransform& column : categorical) {
+    for (const std::string& value : column.values) {
+      names.push_back(absl::StrCat(column.name, "=", value.empty() ? kMissingLabel : value));
+    }
+    if (column.has_other) names.push_back(absl::StrCat(column.name, "=", kOtherLabel));
+  }
+  return names;
+}
+
+void TransformShard(const FeatureTransform& transform, const RawShard& shard, MatrixXfR* x) {
+  assert(shard.numeric.size() == transform.numeric.size());
+  assert(shard.categorical.size() == transform.categorical.size());
+  const Eigen::Index n = shard.num_rows();
+  x->setZero(n, transform.dim());
+
+  for (size_t c = 0; c < transform.numeric.size(); ++c) {
+    const std::vector<double>& cells = shard.numeric[c];
+    for (Eigen::Index row = 0; row < n; ++row) {
+      (*x)(row, static_cast<Eigen::Index>(c)) = Standardize(transform.numeric[c], cells[row]);
+    }
+  }
+
+  Eigen::Index offset = static_cast<Eigen::Index>(transform.numeric.size());
+  for (size_t c = 0; c < transform.categorical.size(); ++c) {
+    const CategoricalTransform& column = transform.categorical[c];
+    const absl::flat_hash_map<std::string, int> index = ValueIndex(column);
+    const std::vector<std::string>& cells = shard.categorical[c];
+    for (Eigen::Index row = 0; row < n; ++row) {
+      EncodeCategory(column, index, cells[row], x->row(row).data() + offset);
+    }
+    offset += CategoricalWidth(column);
+  }
+}
+
+absl::StatusOr<std::vector<float>> TransformUser(
+    const FeatureTransform& transform, const std::map<std::string, std::string>& columns) {
+  // Column name → position in transform.numeric (>= 0) or in transform.categorical
+  // (encoded as -1 - position).
+  absl::flat_hash_map<std::string, int> known;
+  for (size_t c = 0; c < transform.numeric.size(); ++c) {
+    known.emplace(transform.numeric[c].name, static_cast<int>(c));
+  }
+  for (size_t c = 0; c < transform.categorical.size(); ++c) {
+    known.emplace(transform.categorical[c].name, -1 - static_cast<int>(c));
+  }
+
+  std::vector<double> numeric(transform.numeric.size(), std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::string> categorical(transform.categorical.size());
+  for (const auto& [name, text] : columns) {
+    auto it = known.find(name);
+    if (it == known.end()) {
+      std::vector<std::string> names;
+      for (const NumericTransform& column : transform.numeric) names.push_back(column.name);
+      for (const CategoricalTransform& column : transform.categorical) {
+        names.push_back(column.name);
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown column '", name, "'; the feature transform has the columns: ",
+                       absl::StrJoin(names, ", ")));
+    }
+    if (it->second < 0) {
+      categorical[-1 - it->second] = text;
+      continue;
+    }
+    if (text.empty()) continue;  // missing
+    const std::optional<double> value = ParseNumber(text);
+    if (!value.has_value() || !std::isfinite(*value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("column '", name, "': value '", text,
+                       "' is not a finite number; send a number or an empty cell for missing"));
+    }
+    numeric[it->second] = *value;
+  }
+
+  std::vector<float> features(transform.dim(), 0.0f);
+  for (size_t c = 0; c < transform.numeric.size(); ++c) {
+    features[c] = Standardize(transform.numeric[c], numeric[c]);
+  }
+  size_t offset = transform.numeric.size();
+  for (size_t c = 0; c < transform.categorical.size(); ++c) {
+    const CategoricalTransform& column = transform.categorical[c];
+    EncodeCategory(column, ValueIndex(column), categorical[c], features.data() + offset);
+    offset += CategoricalWidth(column);
+  }
+  return features;
+}
+
+OriginalUnits ToOriginalUnits(const FeatureTransform& transform, const float* point) {
+  OriginalUnits units;
+  units.numeric_means.reserve(transform.numeric.size());
+  for (size_t c = 0; c < transform.numeric.size(); ++c) {
+    const NumericTransform& column = transform.numeric[c];
+    units.numeric_means.push_back(static_cast<double>(point[c]) * column.scale + column.mean);
+  }
+  size_t offset = transform.numeric.size();
+  units.category_shares.reserve(transform.categorical.size());
+  for (const CategoricalTransform& column : transform.categorical) {
+    const int width = CategoricalWidth(column);
+    units.category_shares.emplace_back(point + offset, point + offset + width);
+    offset += width;
+  }
+  return units;
+}
+
+}  // namespace cohort

@@ -1,0 +1,111 @@
+// Feature pipeline v1: raw user columns → a dense float feature vector.
+//   numeric:      missing → column mean, then (value − mean) / std (std 0 → divide by 1)
+//   categorical:  one-hot over the most frequent values, plus "other" for the rest;
+//                 an empty cell is the value "" and is counted like any other value
+// Statistics are computed per shard, merged, and fitted once; the fitted transform is
+// stored with the model so that a new user is transformed exactly as training did.
+#ifndef COHORT_CORE_FEATURES_H_
+#define COHORT_CORE_FEATURES_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/matrix.h"
+#include "core/raw_table.h"
+
+namespace cohort {
+
+struct FeatureOptions {
+  // Values kept per categorical column, by descending count (ties by value); the rest
+  // share the "other" feature. Range [1, 10000].
+  int max_categories = 16;
+
+  [[nodiscard]] absl::Status Validate() const;
+};
+
+struct NumericStats {
+  int64_t count = 0;    // non-missing cells
+  int64_t missing = 0;  // missing cells
+  double sum = 0;
+  double sum_sq = 0;
+  double min = 0;       // meaningful only when count > 0
+  double max = 0;
+};
+
+struct CategoricalStats {
+  std::map<std::string, int64_t> counts;  // value → rows
+};
+
+// Mergeable per-column statistics. Merging is exact for counts; sums are merged in the
+// order Merge() is called, so callers merge shards in shard-id order.
+struct FeatureStats {
+  int64_t rows = 0;
+  std::vector<NumericStats> numeric;          // Schema::NumericNames() order
+  std::vector<CategoricalStats> categorical;  // Schema::CategoricalNames() order
+
+  // REQUIRES: both were computed for the same schema (or one is default-constructed).
+  void Merge(const FeatureStats& other);
+};
+
+// Computes the statistics of one shard.
+FeatureStats ComputeFeatureStats(const RawShard& shard);
+
+struct NumericTransform {
+  std::string name;
+  double mean = 0;   // imputed for missing cells
+  double scale = 1;  // population standard deviation, or 1 when it is 0
+};
+
+struct CategoricalTransform {
+  std::string name;
+  std::vector<std::string> values;  // one feature each, in output order
+  bool has_other = false;           // true when some value is not in `values`
+};
+
+// A fitted transform. Output layout: numeric columns first (in order), then for each
+// categorical column its values then "other" when has_other.
+struct FeatureTransform {
+  std::vector<NumericTransform> numeric;
+  std::vector<CategoricalTransform> categorical;
+
+  int dim() const;
+  // Output feature names: "age", "job=admin.", "job=(other)", "job=(missing)" for "".
+  std::vector<std::string> FeatureNames() const;
+};
+
+// Fits the transform from merged statistics. Errors: InvalidArgument when there are no
+// rows, or FailedPrecondition when a numeric column has no non-missing value (naming it).
+[[nodiscard]] absl::StatusOr<FeatureTransform> FitFeatureTransform(
+    const Schema& schema, const FeatureStats& stats, const FeatureOptions& options);
+
+// Transforms every row of `shard` into `x` (resized to num_rows × dim). A categorical
+// value that is not kept goes to "other". A column without an "other" feature kept
+// every value seen at fit time, so any other value was never seen and its one-hot block
+// is all zero.
+// REQUIRES: `shard` has the columns the transform was fitted on.
+void TransformShard(const FeatureTransform& transform, const RawShard& shard, MatrixXfR* x);
+
+// Transforms one new user given as column name → cell text. A column of the transform
+// that is absent, or an empty cell, is treated as missing (a categorical column then
+// takes the value ""). Categories are encoded as in TransformShard. Errors:
+// InvalidArgument for a name the transform does not know (listing the known ones), or
+// for a numeric cell that is not a finite number.
+[[nodiscard]] absl::StatusOr<std::vector<float>> TransformUser(
+    const FeatureTransform& transform, const std::map<std::string, std::string>& columns);
+
+// A centroid expressed in original units: numeric means and per-value shares.
+struct OriginalUnits {
+  std::vector<double> numeric_means;                 // per numeric column
+  std::vector<std::vector<double>> category_shares;  // per categorical column, per output value
+};
+
+// Maps a point of the feature space (length dim()) back to original units.
+OriginalUnits ToOriginalUnits(const FeatureTransform& transform, const float* point);
+
+}  // namespace cohort
+
+#endif  // COHORT_CORE_FEATURES_H_

@@ -1,0 +1,331 @@
+#include "core/kmeans_kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+namespace cohort {
+namespace {
+
+// Rows per chunk of TrialPotentials: the per-row distances of one chunk are computed in
+// parallel into a buffer of kTrialChunkRows × m floats, then summed on one thread.
+constexpr int64_t kTrialChunkRows = 16384;
+
+// Independent accumulators of SquaredNorm and SquaredDistance. Lane l sums the terms of
+// the columns j with j % kLanes == l, and the lanes are combined in a fixed tree, so a
+// row's result does not depend on its address. Eigen 3.4 reductions start their packets
+// at the first aligned element, so their order does. Without -ffast-math the compiler
+// keeps this order.
+constexpr int kLanes = 8;
+
+float CombineLanes(const float* acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+float SquaredNorm(const float* a, int64_t d) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) acc[l] += a[j + l] * a[j + l];
+  }
+  for (int l = 0; j < d; ++j, ++l) acc[l] += a[j] * a[j];
+  return CombineLanes(acc);
+}
+
+// Σ (a_j − b_j)² in float: exactly 0 when a and b are equal.
+float SquaredDistance(const float* a, const float* b, int64_t d) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float t = a[j + l] - b[j + l];
+      acc[l] += t * t;
+    }
+  }
+  for (int l = 0; j < d; ++j, ++l) {
+    const float t = a[j] - b[j];
+    acc[l] += t * t;
+  }
+  return CombineLanes(acc);
+}
+
+// Per-thread buffers of AssignNearest, allocated before the parallel region.
+struct AssignScratch {
+  AssignScratch(int64_t d, int64_t centroid_block)
+      : padded_rows(MatrixXfR::Zero(kAssignBlockRows, d)),
+        products(kAssignBlockRows, centroid_block),
+        best_dist(kAssignBlockRows),
+        best_label(kAssignBlockRows) {}
+
+  MatrixXfR padded_rows;  // kAssignBlockRows × d: a short last block, zero-padded
+  MatrixXfR products;     // kAssignBlockRows × kAssignBlockCentroids (or k if smaller)
+  std::vector<float> best_dist;
+  std::vector<int32_t> best_label;
+};
+
+// Assigns rows [row_begin, row_begin + num_rows) of x, num_rows <= kAssignBlockRows.
+void AssignBlock(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
+                 const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                 int64_t row_begin, int64_t num_rows, AssignScratch& scratch,
+                 int32_t* labels, float* sq_dist) {
+  const int64_t d = x.cols();
+  const int64_t k = centroids.rows();
+
+  // Every product has exactly kAssignBlockRows rows, because Eigen's GEMM rounds
+  // differently at the edges of a product (columns left over after its 4-wide panels).
+  // A short last block is copied into a zero-padded buffer. So a row's distances do not
+  // depend on where it sits in x.
+  const float* block_data = x.data() + row_begin * d;
+  if (num_rows < kAssignBlockRows) {
+    scratch.padded_rows.topRows(num_rows) = x.middleRows(row_begin, num_rows);
+    block_data = scratch.padded_rows.data();
+  }
+  const Eigen::Map<const MatrixXfR> block(block_data, kAssignBlockRows, d);
+
+  std::fill(scratch.best_dist.begin(), scratch.best_dist.end(),
+            std::numeric_limits<float>::infinity());
+  std::fill(scratch.best_label.begin(), scratch.best_label.end(), 0);
+
+  const int64_t centroid_block = scratch.products.cols();
+  for (int64_t c_begin = 0; c_begin < k; c_begin += centroid_block) {
+    const int64_t num_centroids = std::min(centroid_block, k - c_begin);
+    auto products = scratch.products.leftCols(num_centroids);
+    products.noalias() = block * centroids.middleRows(c_begin, num_centroids).transpose();
+
+    for (int64_t r = 0; r < num_rows; ++r) {
+      const float x_norm = x_sq_norms[row_begin + r];
+      const float* row_products = scratch.products.data() + r * centroid_block;
+      float best = scratch.best_dist[r];
+      int32_t best_label = scratch.best_label[r];
+      for (int64_t j = 0; j < num_centroids; ++j) {
+        // The expansion cancels when x is close to c, and rounding can leave a small
+        // negative value where the true squared distance is 0 or tiny.
+        const float dist =
+            std::max(0.0f, (x_norm - 2.0f * row_products[j]) + c_sq_norms[c_begin + j]);
+        if (dist < best) {  // strict, so a tie keeps the lower index
+          best = dist;
+          best_label = static_cast<int32_t>(c_begin + j);
+        }
+      }
+      scratch.best_dist[r] = best;
+      scratch.best_label[r] = best_label;
+    }
+  }
+
+  for (int64_t r = 0; r < num_rows; ++r) {
+    labels[row_begin + r] = scratch.best_label[r];
+    sq_dist[row_begin + r] = scratch.best_dist[r];
+  }
+}
+
+}  // namespace
+
+Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x) {
+  const int64_t n = x.rows();
+  const int64_t d = x.cols();
+  Eigen::VectorXf norms(n);
+#pragma omp parallel for schedule(static) if (n > kParallelMinRows)
+  for (int64_t i = 0; i < n; ++i) norms[i] = SquaredNorm(x.data() + i * d, d);
+  return norms;
+}
+
+void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
+                   const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                   int32_t* labels, float* sq_dist) {
+  const int64_t n = x.rows();
+  if (n == 0) return;
+  const int64_t num_blocks = (n + kAssignBlockRows - 1) / kAssignBlockRows;
+  const int64_t centroid_block = std::min<int64_t>(centroids.rows(), kAssignBlockCentroids);
+  const bool parallel = n > kParallelMinRows;
+  const int num_threads = parallel ? omp_get_max_threads() : 1;
+  std::vector<AssignScratch> scratch(num_threads, AssignScratch(x.cols(), centroid_block));
+
+#pragma omp parallel num_threads(num_threads) if (parallel)
+  {
+    // Eigen parallelizes a large product itself when it runs on a one-thread team and
+    // omp_get_max_threads() > 1, and its thread split changes rounding. This call sets
+    // the limit for this thread's task only, so Eigen stays single-threaded here.
+    omp_set_num_threads(1);
+    AssignScratch& own = scratch[omp_get_thread_num()];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const int64_t row_begin = b * kAssignBlockRows;
+      const int64_t num_rows = std::min(kAssignBlockRows, n - row_begin);
+      AssignBlock(x, x_sq_norms, centroids, c_sq_norms, row_begin, num_rows, own, labels,
+                  sq_dist);
+    }
+  }
+}
+
+KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x)
+    : shard_id_(shard_id),
+      x_(x),
+      x_sq_norms_(RowSquaredNorms(*x)),
+      min_sq_dist_(x->rows(), std::numeric_limits<float>::infinity()) {}
+
+void KMeansShard::ColumnMoments(std::vector<double>* sum, std::vector<double>* sum_sq) const {
+  const int64_t n = x_->rows();
+  const int64_t d = x_->cols();
+  sum->assign(d, 0.0);
+  sum_sq->assign(d, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x_->data() + i * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const double v = row[j];
+      (*sum)[j] += v;
+      (*sum_sq)[j] += v * v;
+    }
+  }
+}
+
+void KMeansShard::ResetMinDistances() {
+  std::fill(min_sq_dist_.begin(), min_sq_dist_.end(), std::numeric_limits<float>::infinity());
+  has_centers_ = false;
+}
+
+double KMeansShard::AddCenters(const MatrixXfR& centers) {
+  const int64_t n = x_->rows();
+  const int64_t d = x_->cols();
+  const int64_t m = centers.rows();
+  if (m > 0) {
+#pragma omp parallel for schedule(static) if (n > kParallelMinRows)
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = x_->data() + i * d;
+      float best = min_sq_dist_[i];
+      for (int64_t c = 0; c < m; ++c) {
+        best = std::min(best, SquaredDistance(row, centers.data() + c * d, d));
+      }
+      min_sq_dist_[i] = best;
+    }
+    has_centers_ = true;
+  }
+
+  if (!has_centers_) return static_cast<double>(n);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += min_sq_dist_[i];
+  return total;
+}
+
+std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) const {
+  const int64_t n = x_->rows();
+  const int64_t d = x_->cols();
+  const int64_t m = candidates.rows();
+  std::vector<double> potentials(m, 0.0);
+  if (m == 0 || n == 0) return potentials;
+
+  const int64_t chunk_rows = std::min(n, kTrialChunkRows);
+  std::vector<float> dist(chunk_rows * m);
+  for (int64_t begin = 0; begin < n; begin += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, n - begin);
+#pragma omp parallel for schedule(static) if (rows > kParallelMinRows)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x_->data() + (begin + r) * d;
+      for (int64_t c = 0; c < m; ++c) {
+        dist[r * m + c] =
+            std::min(min_sq_dist_[begin + r], SquaredDistance(row, candidates.data() + c * d, d));
+      }
+    }
+    // Summed on one thread, rows in order, as AddCenters sums them.
+    for (int64_t c = 0; c < m; ++c) {
+      double sum = potentials[c];
+      for (int64_t r = 0; r < rows; ++r) sum += dist[r * m + c];
+      potentials[c] = sum;
+    }
+  }
+  return potentials;
+}
+
+ShardPoint KMeansShard::PickByOffset(double offset) const {
+  const int64_t n = x_->rows();
+  ShardPoint point;
+  point.shard_id = shard_id_;
+  point.row = -1;
+
+  double running = 0;
+  int64_t last_positive = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const double weight = has_centers_ ? static_cast<double>(min_sq_dist_[i]) : 1.0;
+    if (weight <= 0) continue;
+    last_positive = i;
+    running += weight;
+    if (running > offset) break;
+  }
+  if (last_positive < 0) return point;
+
+  point.row = last_positive;
+  point.sq_dist = has_centers_ ? static_cast<double>(min_sq_dist_[last_positive]) : 1.0;
+  const float* row = x_->data() + last_positive * x_->cols();
+  point.values.assign(row, row + x_->cols());
+  return point;
+}
+
+LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest) const {
+  const int64_t n = x_->rows();
+  const int64_t d = x_->cols();
+  const int64_t k = centroids.rows();
+
+  LloydPartial partial;
+  partial.shard_id = shard_id_;
+  partial.sums = MatrixXdR::Zero(k, d);
+  partial.counts.assign(k, 0);
+
+  std::vector<int32_t> labels;
+  std::vector<float> sq_dist;
+  Assign(centroids, &labels, &sq_dist);
+
+  // Each thread owns a contiguous range of centroids and scans all rows in order, so the
+  // sum of every centroid adds its rows in row order whatever the thread count.
+#pragma omp parallel if (n > kParallelMinRows)
+  {
+    const int64_t thread = omp_get_thread_num();
+    const int64_t num_threads = omp_get_num_threads();
+    const int64_t own_begin = k * thread / num_threads;
+    const int64_t own_end = k * (thread + 1) / num_threads;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t label = labels[i];
+      if (label < own_begin || label >= own_end) continue;
+      ++partial.counts[label];
+      const float* row = x_->data() + i * d;
+      double* sum = partial.sums.data() + label * d;
+      for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
+    }
+  }
+
+  for (int64_t i = 0; i < n; ++i) partial.inertia += sq_dist[i];
+
+  const int64_t num_kept = std::min<int64_t>(std::max(num_farthest, 0), n);
+  if (num_kept > 0) {
+    std::vector<int64_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + num_kept, order.end(),
+                      [&sq_dist](int64_t a, int64_t b) {
+                        if (sq_dist[a] != sq_dist[b]) return sq_dist[a] > sq_dist[b];
+                        return a < b;
+                      });
+    partial.farthest.reserve(num_kept);
+    for (int64_t r = 0; r < num_kept; ++r) {
+      ShardPoint point;
+      point.shard_id = shard_id_;
+      point.row = order[r];
+      point.sq_dist = sq_dist[order[r]];
+      const float* row = x_->data() + order[r] * d;
+      point.values.assign(row, row + d);
+      partial.farthest.push_back(std::move(point));
+    }
+  }
+  return partial;
+}
+
+void KMeansShard::Assign(const MatrixXfR& centroids, std::vector<int32_t>* labels,
+                         std::vector<float>* sq_dist) const {
+  labels->resize(x_->rows());
+  sq_dist->resize(x_->rows());
+  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
+  AssignNearest(*x_, x_sq_norms_, centroids, c_sq_norms, labels->data(), sq_dist->data());
+}
+
+}  // namespace cohort

@@ -1,0 +1,18 @@
+#include "core/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+namespace cohort {
+
+void SetLogLevel(std::string_view level) {
+  // Logs go to stderr so that stdout stays free for results.
+  static const bool kStderrSink = [] {
+    spdlog::set_default_logger(spdlog::stderr_color_mt("cohort"));
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ %v");
+    return true;
+  }();
+  (void)kStderrSink;
+  spdlog::set_level(spdlog::level::from_str(std::string(level)));
+}
+
+}  // namespace cohort

@@ -1,0 +1,224 @@
+#include "core/raw_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "core/shard_hash.h"
+
+namespace cohort {
+namespace {
+
+// Location of a user id: an index into the loaded paths and a 1-based line.
+struct RowLocation {
+  size_t file_index = 0;
+  int64_t line = 0;
+};
+
+absl::Status ValidateLoadOptions(const UserLoadOptions& options) {
+  if (absl::Status status = options.schema.Validate(); !status.ok()) return status;
+  if (absl::Status status = options.csv.Validate(); !status.ok()) return status;
+  if (!options.csv.has_header) {
+    return absl::InvalidArgumentError(
+        "user files must have a header row, because schema columns are matched by name; set "
+        "has_header");
+  }
+  if (options.paths.empty()) {
+    return absl::InvalidArgumentError("no input files given; set at least one path");
+  }
+  if (options.num_shards < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_shards is ", options.num_shards, "; it must be at least 1"));
+  }
+  std::vector<bool> seen(static_cast<size_t>(options.num_shards), false);
+  for (int shard : options.shards) {
+    if (shard < 0 || shard >= options.num_shards) {
+      return absl::InvalidArgumentError(absl::StrCat("requested shard ", shard,
+                                                     " is outside [0, ", options.num_shards, ")"));
+    }
+    if (seen[shard]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard ", shard, " is requested twice; list each shard once"));
+    }
+    seen[shard] = true;
+  }
+  return absl::OkStatus();
+}
+
+size_t CountColumns(const Schema& schema, ColumnType type) {
+  return static_cast<size_t>(std::count_if(schema.columns.begin(), schema.columns.end(),
+                                           [type](const ColumnSpec& c) { return c.type == type; }));
+}
+
+// Maps each schema column to its index in `header`. Errors: InvalidArgument when a
+// schema column is missing from the header or appears in it twice.
+absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
+                                                      const std::vector<std::string>& header,
+                                                      const std::string& path) {
+  absl::flat_hash_map<absl::string_view, size_t> index_of_name;
+  std::vector<absl::string_view> repeated;
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (!index_of_name.emplace(header[i], i).second) repeated.push_back(header[i]);
+  }
+  std::vector<size_t> header_index(schema.columns.size());
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    const std::string& name = schema.columns[j].name;
+    auto it = index_of_name.find(name);
+    if (it == index_of_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":1: column '", name, "' of the schema is missing from the header; the header has ",
+          "columns '", absl::StrJoin(header, "', '"), "'"));
+    }
+    if (std::find(repeated.begin(), repeated.end(), name) != repeated.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":1: column '", name, "' appears more than once in the header; rename one of them"));
+    }
+    header_index[j] = it->second;
+  }
+  return header_index;
+}
+
+}  // namespace
+
+RawShard MakeEmptyShard(const Schema& schema, int shard_id) {
+  RawShard shard;
+  shard.shard_id = shard_id;
+  shard.numeric.resize(CountColumns(schema, ColumnType::kNumeric));
+  shard.categorical.resize(CountColumns(schema, ColumnType::kCategorical));
+  return shard;
+}
+
+absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
+                           RawShard* shard) {
+  if (cells.size() != schema.columns.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("row has ", cells.size(),
+                                                   " cells but the schema has ",
+                                                   schema.columns.size(), " columns"));
+  }
+  if (shard->numeric.size() != CountColumns(schema, ColumnType::kNumeric) ||
+      shard->categorical.size() != CountColumns(schema, ColumnType::kCategorical)) {
+    return absl::InvalidArgumentError(
+        "shard columns do not match the schema; create the shard with MakeEmptyShard");
+  }
+  const int id_index = schema.IdIndex();
+  if (id_index < 0) {
+    return absl::InvalidArgumentError("schema has no id column; mark one column as type 'id'");
+  }
+  if (cells[id_index].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("column '", schema.columns[id_index].name,
+                                                   "': user id is empty; every row needs a user id"));
+  }
+
+  // Numeric cells are appended first. A rejected cell removes the values already
+  // appended for this row, so the shard is unchanged on error.
+  size_t numeric_index = 0;
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    const ColumnSpec& column = schema.columns[j];
+    if (column.type != ColumnType::kNumeric) continue;
+    const std::string& cell = cells[j];
+    double value = std::numeric_limits<double>::quiet_NaN();
+    absl::string_view problem;
+    if (cell.find_first_not_of(" \t") != std::string::npos) {
+      const std::optional<double> parsed = ParseNumber(cell);
+      if (!parsed.has_value()) {
+        problem = "is not a number";
+      } else if (!std::isfinite(*parsed)) {
+        problem = "is not a finite number";
+      } else {
+        value = *parsed;
+      }
+    }
+    if (!problem.empty()) {
+      for (size_t k = 0; k < numeric_index; ++k) shard->numeric[k].pop_back();
+      return absl::InvalidArgumentError(
+          absl::StrCat("column '", column.name, "': value '", cell, "' ", problem,
+                       "; fix or blank the cell (blank cells are imputed)"));
+    }
+    shard->numeric[numeric_index++].push_back(value);
+  }
+
+  size_t categorical_index = 0;
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    if (schema.columns[j].type == ColumnType::kCategorical) {
+      shard->categorical[categorical_index++].push_back(cells[j]);
+    }
+  }
+  shard->ids.push_back(cells[id_index]);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
+  if (absl::Status status = ValidateLoadOptions(options); !status.ok()) return status;
+  const Schema& schema = options.schema;
+  const size_t id_column = static_cast<size_t>(schema.IdIndex());
+
+  std::vector<int> requested = options.shards;
+  std::sort(requested.begin(), requested.end());
+  LoadedShards loaded;
+  // slot_of_shard[s] is the index of shard s in loaded.shards, or -1 when not requested.
+  std::vector<int> slot_of_shard(static_cast<size_t>(options.num_shards), -1);
+  for (size_t slot = 0; slot < requested.size(); ++slot) {
+    slot_of_shard[requested[slot]] = static_cast<int>(slot);
+    loaded.shards.push_back(MakeEmptyShard(schema, requested[slot]));
+  }
+
+  // First location of every id of the requested shards. An id maps to exactly one
+  // shard, so every duplicate of a hosted id is caught here. Duplicates in other shards
+  // are caught by the loader that hosts them.
+  absl::flat_hash_map<std::string, RowLocation> first_seen;
+  std::vector<std::string> fields;
+  std::vector<std::string> cells(schema.columns.size());
+
+  for (size_t file_index = 0; file_index < options.paths.size(); ++file_index) {
+    const std::string& path = options.paths[file_index];
+    absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, options.csv);
+    if (!reader.ok()) return reader.status();
+    absl::StatusOr<std::vector<size_t>> header_index =
+        MapSchemaToHeader(schema, (*reader)->header(), path);
+    if (!header_index.ok()) return header_index.status();
+    const size_t id_field = (*header_index)[id_column];
+
+    while (true) {
+      absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+      if (!has_record.ok()) return has_record.status();
+      if (!*has_record) break;
+      ++loaded.rows_read;
+      const int64_t line = (*reader)->line();
+
+      const std::string& id = fields[id_field];
+      if (id.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line, ": column '", schema.columns[id_column].name,
+                         "': user id is empty; every row needs a user id"));
+      }
+      const int slot = slot_of_shard[ShardOfUser(id, options.num_shards)];
+      if (slot < 0) continue;
+
+      auto [it, inserted] = first_seen.try_emplace(id, RowLocation{file_index, line});
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", line, ": user id '", id, "' already appeared at ",
+            options.paths[it->second.file_index], ":", it->second.line,
+            "; user ids must be unique"));
+      }
+
+      // The cells are swapped in and back out, so no string is copied and `fields`
+      // keeps its buffers for the next record.
+      for (size_t j = 0; j < cells.size(); ++j) cells[j].swap(fields[(*header_index)[j]]);
+      absl::Status status = AppendUserRow(schema, cells, &loaded.shards[slot]);
+      for (size_t j = 0; j < cells.size(); ++j) cells[j].swap(fields[(*header_index)[j]]);
+      if (!status.ok()) {
+        return absl::Status(status.code(), absl::StrCat(path, ":", line, ": ", status.message()));
+      }
+    }
+  }
+  return loaded;
+}
+
+}  // namespace cohort

@@ -1,0 +1,69 @@
+// Raw (untransformed) user rows grouped by virtual shard, and their loading from CSV.
+#ifndef COHORT_CORE_RAW_TABLE_H_
+#define COHORT_CORE_RAW_TABLE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/csv.h"
+#include "core/schema.h"
+
+namespace cohort {
+
+// The rows of one virtual shard in input order (files in sorted path order, then line
+// order), column by column. Numeric columns follow Schema::NumericNames() and
+// categorical columns Schema::CategoricalNames().
+struct RawShard {
+  int shard_id = 0;
+  std::vector<std::string> ids;
+  // [numeric column][row]; NaN marks a missing (empty) cell.
+  std::vector<std::vector<double>> numeric;
+  // [categorical column][row]; an empty string marks a missing cell.
+  std::vector<std::vector<std::string>> categorical;
+
+  int64_t num_rows() const { return static_cast<int64_t>(ids.size()); }
+};
+
+// Returns an empty shard with the column vectors of `schema`.
+RawShard MakeEmptyShard(const Schema& schema, int shard_id);
+
+// Appends one user to `shard`. `cells` holds one cell per schema column, in schema order.
+// Errors: InvalidArgument when the id is empty, when a numeric cell is not a number, or
+// when it is NaN or infinite; the message names the column and the value. The caller
+// adds the file and line.
+[[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
+                                         RawShard* shard);
+
+struct UserLoadOptions {
+  // Files to read, in this order (see ExpandPaths).
+  std::vector<std::string> paths;
+  CsvOptions csv;
+  // Every schema column must appear in each file's header; other header columns are
+  // ignored.
+  Schema schema;
+  // Total number of virtual shards S (>= 1).
+  int num_shards = 64;
+  // Shards to keep, each in [0, num_shards). Rows of other shards are skipped unparsed.
+  std::vector<int> shards;
+};
+
+struct LoadedShards {
+  // One entry per requested shard, sorted by shard id; a shard without rows is empty.
+  std::vector<RawShard> shards;
+  // Data rows read from all files, including those of shards not requested.
+  int64_t rows_read = 0;
+};
+
+// Reads the files and keeps the rows of the requested shards (user → shard by
+// ShardOfUser). Errors (InvalidArgument, naming file, line, column and value): a schema
+// column missing from a header, a malformed line, a non-numeric, NaN or infinite cell
+// in a numeric column, an empty id, a user id that appears twice (both lines named), a
+// file with no header. NotFound for a missing file.
+[[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
+
+}  // namespace cohort
+
+#endif  // COHORT_CORE_RAW_TABLE_H_

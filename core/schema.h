@@ -1,0 +1,70 @@
+// Column types of a user table and their inference from a CSV header and sample.
+#ifndef COHORT_CORE_SCHEMA_H_
+#define COHORT_CORE_SCHEMA_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace cohort {
+
+enum class ColumnType { kId, kNumeric, kCategorical, kIgnore };
+
+// Returns "id", "numeric", "categorical" or "ignore".
+std::string_view ColumnTypeName(ColumnType type);
+// Parses the names above. Errors: InvalidArgument listing the accepted names.
+[[nodiscard]] absl::StatusOr<ColumnType> ParseColumnType(std::string_view name);
+
+struct ColumnSpec {
+  std::string name;
+  ColumnType type = ColumnType::kIgnore;
+};
+
+// The typed columns of a user table, in file order. Exactly one column is the id.
+struct Schema {
+  std::vector<ColumnSpec> columns;
+
+  // Index of the id column, or -1 when there is none.
+  int IdIndex() const;
+  // Index of the column called `name`, or -1.
+  int IndexOf(std::string_view name) const;
+  // Names of the numeric columns, then of the categorical ones, each in file order.
+  std::vector<std::string> NumericNames() const;
+  std::vector<std::string> CategoricalNames() const;
+
+  // Checks: at least one column, unique non-empty names, exactly one id column, at
+  // least one numeric or categorical column. Errors: InvalidArgument naming the column.
+  [[nodiscard]] absl::Status Validate() const;
+};
+
+// What the caller fixes before inference: the id column and per-column types.
+struct SchemaOverrides {
+  // Name of the id column. When empty, the first column whose lower-cased name is "id"
+  // or ends in "id" is used, else the first column.
+  std::string id_column;
+  // Column name → type. Every name must exist in the header.
+  std::map<std::string, ColumnType> types;
+};
+
+// Infers a schema from `header` and up to all of `sample_rows`: a column is numeric
+// when every non-empty cell parses as a number (NaN and infinities count as numbers so
+// that loading reports them), else categorical. An override wins over inference.
+// Errors: InvalidArgument for an override naming an unknown column (listing the
+// header), for an empty header, or when the result fails Schema::Validate().
+[[nodiscard]] absl::StatusOr<Schema> InferSchema(
+    const std::vector<std::string>& header,
+    const std::vector<std::vector<std::string>>& sample_rows,
+    const SchemaOverrides& overrides);
+
+// Parses a decimal or scientific number with surrounding spaces allowed. Returns
+// nullopt when `text` is not a number. "nan", "inf" and "-inf" parse (as non-finite).
+std::optional<double> ParseNumber(std::string_view text);
+
+}  // namespace cohort
+
+#endif  // COHORT_CORE_SCHEMA_H_

@@ -1,0 +1,198 @@
+#include "proto/convert.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace cohort {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+void ToProto(const MatrixXfR& matrix, v1::Matrix* proto) {
+  proto->set_rows(static_cast<int32_t>(matrix.rows()));
+  proto->set_cols(static_cast<int32_t>(matrix.cols()));
+  proto->mutable_values()->Assign(matrix.data(), matrix.data() + matrix.size());
+}
+
+absl::StatusOr<MatrixXfR> FromProto(const v1::Matrix& proto) {
+  if (proto.rows() < 0 || proto.cols() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("matrix has negative size ", proto.rows(), "x", proto.cols()));
+  }
+  const int64_t expected = int64_t{proto.rows()} * proto.cols();
+  if (proto.values_size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("matrix ", proto.rows(), "x", proto.cols(),
+                                                   " needs ", expected, " values, got ",
+                                                   proto.values_size()));
+  }
+  MatrixXfR matrix(proto.rows(), proto.cols());
+  std::copy(proto.values().begin(), proto.values().end(), matrix.data());
+  return matrix;
+}
+
+v1::ColumnType ToProto(ColumnType type) {
+  switch (type) {
+    case ColumnType::kId:
+      return v1::COLUMN_TYPE_ID;
+    case ColumnType::kNumeric:
+      return v1::COLUMN_TYPE_NUMERIC;
+    case ColumnType::kCategorical:
+      return v1::COLUMN_TYPE_CATEGORICAL;
+    case ColumnType::kIgnore:
+      return v1::COLUMN_TYPE_IGNORE;
+  }
+  return v1::COLUMN_TYPE_UNSPECIFIED;
+}
+
+absl::StatusOr<ColumnType> FromProto(v1::ColumnType type) {
+  switch (type) {
+    case v1::COLUMN_TYPE_ID:
+      return ColumnType::kId;
+    case v1::COLUMN_TYPE_NUMERIC:
+      return ColumnType::kNumeric;
+    case v1::COLUMN_TYPE_CATEGORICAL:
+      return ColumnType::kCategorical;
+    case v1::COLUMN_TYPE_IGNORE:
+      return ColumnType::kIgnore;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("column type ", static_cast<int>(type),
+                       " is invalid; use COLUMN_TYPE_ID, _NUMERIC, _CATEGORICAL or _IGNORE"));
+  }
+}
+
+void ToProto(const Schema& schema, v1::Schema* proto) {
+  proto->clear_columns();
+  for (const ColumnSpec& column : schema.columns) {
+    v1::Column* out = proto->add_columns();
+    out->set_name(column.name);
+    out->set_type(ToProto(column.type));
+  }
+}
+
+absl::StatusOr<Schema> FromProto(const v1::Schema& proto) {
+  Schema schema;
+  for (const v1::Column& column : proto.columns()) {
+    absl::StatusOr<ColumnType> type = FromProto(column.type());
+    if (!type.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("schema column '", column.name(), "': ", type.status().message()));
+    }
+    schema.columns.push_back(ColumnSpec{column.name(), *type});
+  }
+  absl::Status valid = schema.Validate();
+  if (!valid.ok()) return valid;
+  return schema;
+}
+
+absl::StatusOr<CsvOptions> FromProto(const v1::CsvOptions& proto) {
+  CsvOptions options;
+  if (!proto.delimiter().empty()) {
+    if (proto.delimiter().size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "csv.delimiter '", proto.delimiter(), "' is invalid; use a single character"));
+    }
+    options.delimiter = proto.delimiter()[0];
+  }
+  options.has_header = !proto.no_header();
+  absl::Status valid = options.Validate();
+  if (!valid.ok()) return valid;
+  return options;
+}
+
+absl::StatusOr<TransactionOptions> FromProto(const v1::TransactionColumns& proto,
+                                             const v1::CsvOptions& csv) {
+  TransactionOptions options;
+  auto set_if = [](const std::string& value, std::string* field) {
+    if (!value.empty()) *field = value;
+  };
+  set_if(proto.user(), &options.user_column);
+  set_if(proto.invoice(), &options.invoice_column);
+  set_if(proto.item(), &options.item_column);
+  set_if(proto.quantity(), &options.quantity_column);
+  set_if(proto.price(), &options.price_column);
+  set_if(proto.time(), &options.time_column);
+  set_if(proto.cancel_prefix(), &options.cancel_prefix);
+  if (proto.keep_cancelled()) options.cancel_prefix.clear();
+  absl::StatusOr<CsvOptions> csv_options = FromProto(csv);
+  if (!csv_options.ok()) return csv_options.status();
+  options.csv = *csv_options;
+  absl::Status valid = options.Validate();
+  if (!valid.ok()) return valid;
+  return options;
+}
+
+void ToProto(const FeatureStats& stats, v1::FeatureStatsProto* proto) {
+  proto->set_rows(stats.rows);
+  for (const NumericStats& numeric : stats.numeric) {
+    v1::NumericColumnStats* out = proto->add_numeric();
+    out->set_count(numeric.count);
+    out->set_missing(numeric.missing);
+    out->set_sum(numeric.sum);
+    out->set_sum_sq(numeric.sum_sq);
+    out->set_min(numeric.min);
+    out->set_max(numeric.max);
+  }
+  for (const CategoricalStats& categorical : stats.categorical) {
+    auto* counts = proto->add_categorical()->mutable_counts();
+    for (const auto& [value, count] : categorical.counts) (*counts)[value] = count;
+  }
+}
+
+FeatureStats FromProto(const v1::FeatureStatsProto& proto) {
+  FeatureStats stats;
+  stats.rows = proto.rows();
+  for (const v1::NumericColumnStats& numeric : proto.numeric()) {
+    stats.numeric.push_back(NumericStats{numeric.count(), numeric.missing(), numeric.sum(),
+                                         numeric.sum_sq(), numeric.min(), numeric.max()});
+  }
+  for (const v1::CategoricalColumnStats& categorical : proto.categorical()) {
+    CategoricalStats out;
+    for (const auto& [value, count] : categorical.counts()) out.counts[value] = count;
+    stats.categorical.push_back(std::move(out));
+  }
+  return stats;
+}
+
+void ToProto(const FeatureTransform& transform, v1::FeatureTransform* proto) {
+  for (const NumericTransform& numeric : transform.numeric) {
+    v1::NumericFeature* out = proto->add_numeric();
+    out->set_name(numeric.name);
+    out->set_mean(numeric.mean);
+    out->set_scale(numeric.scale);
+  }
+  for (const CategoricalTransform& categorical : transform.categorical) {
+    v1::CategoricalFeature* out = proto->add_categorical();
+    out->set_name(categorical.name);
+    for (const std::string& value : categorical.values) out->add_values(value);
+    out->set_has_other(categorical.has_other);
+  }
+}
+
+FeatureTransform FromProto(const v1::FeatureTransform& proto) {
+  FeatureTransform transform;
+  for (const v1::NumericFeature& numeric : proto.numeric()) {
+    transform.numeric.push_back(NumericTransform{numeric.name(), numeric.mean(), numeric.scale()});
+  }
+  for (const v1::CategoricalFeature& categorical : proto.categorical()) {
+    CategoricalTransform out;
+    out.name = categorical.name();
+    out.values.assign(categorical.values().begin(), categorical.values().end());
+    out.has_other = categorical.has_other();
+    transform.categorical.push_back(std::move(out));
+  }
+  return transform;
+}
+
+}  // namespace cohort

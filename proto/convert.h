@@ -1,0 +1,50 @@
+// Conversions between protobuf messages and core types, used by the worker and the
+// coordinator at their edges. Nothing in core/ depends on this file.
+#ifndef COHORT_PROTO_CONVERT_H_
+#define COHORT_PROTO_CONVERT_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cohort/v1/cohort.pb.h"
+#include "cohort/v1/worker.pb.h"
+#include "core/csv.h"
+#include "core/features.h"
+#include "core/matrix.h"
+#include "core/schema.h"
+#include "core/transactions.h"
+
+namespace cohort {
+
+// absl and gRPC status codes share their numbers.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+void ToProto(const MatrixXfR& matrix, v1::Matrix* proto);
+// Errors: InvalidArgument when values.size() != rows × cols or a size is negative.
+[[nodiscard]] absl::StatusOr<MatrixXfR> FromProto(const v1::Matrix& proto);
+
+v1::ColumnType ToProto(ColumnType type);
+// Errors: InvalidArgument for COLUMN_TYPE_UNSPECIFIED or an unknown value.
+[[nodiscard]] absl::StatusOr<ColumnType> FromProto(v1::ColumnType type);
+
+void ToProto(const Schema& schema, v1::Schema* proto);
+// Errors: InvalidArgument from the column types or from Schema::Validate().
+[[nodiscard]] absl::StatusOr<Schema> FromProto(const v1::Schema& proto);
+
+// Errors: InvalidArgument when the delimiter is not exactly one character.
+[[nodiscard]] absl::StatusOr<CsvOptions> FromProto(const v1::CsvOptions& proto);
+// Applies the defaults of TransactionOptions to empty fields.
+[[nodiscard]] absl::StatusOr<TransactionOptions> FromProto(const v1::TransactionColumns& proto,
+                                                           const v1::CsvOptions& csv);
+
+void ToProto(const FeatureStats& stats, v1::FeatureStatsProto* proto);
+FeatureStats FromProto(const v1::FeatureStatsProto& proto);
+
+void ToProto(const FeatureTransform& transform, v1::FeatureTransform* proto);
+FeatureTransform FromProto(const v1::FeatureTransform& proto);
+
+}  // namespace cohort
+
+#endif  // COHORT_PROTO_CONVERT_H_

@@ -1,0 +1,392 @@
+#include "core/kmeans_kernels.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace cohort {
+namespace {
+
+// Uniform floats in [-scale, scale) from raw generator bits, so the data is the same with
+// every standard library.
+MatrixXfR RandomMatrix(int64_t rows, int64_t cols, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 engine(seed);
+  MatrixXfR m(rows, cols);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      const double u = static_cast<double>(engine() >> 11) * 0x1.0p-53;
+      m(i, j) = static_cast<float>((2 * u - 1) * scale);
+    }
+  }
+  return m;
+}
+
+double ExactSquaredDistance(const MatrixXfR& a, int64_t i, const MatrixXfR& b, int64_t j) {
+  double sum = 0;
+  for (int64_t c = 0; c < a.cols(); ++c) {
+    const double t = static_cast<double>(a(i, c)) - static_cast<double>(b(j, c));
+    sum += t * t;
+  }
+  return sum;
+}
+
+struct Assignment {
+  std::vector<int32_t> labels;
+  std::vector<float> sq_dist;
+};
+
+Assignment Assign(const MatrixXfR& x, const MatrixXfR& centroids) {
+  Assignment a;
+  a.labels.assign(x.rows(), -1);
+  a.sq_dist.assign(x.rows(), -1.0f);
+  AssignNearest(x, RowSquaredNorms(x), centroids, RowSquaredNorms(centroids), a.labels.data(),
+                a.sq_dist.data());
+  return a;
+}
+
+// Restores the OpenMP thread count that a test changes.
+class ThreadCountGuard {
+ public:
+  ThreadCountGuard() : saved_(omp_get_max_threads()) {}
+  ~ThreadCountGuard() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+TEST(RowSquaredNormsTest, MatchesDoubleLoop) {
+  const MatrixXfR x = RandomMatrix(300, 19, 1);
+  const Eigen::VectorXf norms = RowSquaredNorms(x);
+  ASSERT_EQ(norms.size(), 300);
+  for (int64_t i = 0; i < x.rows(); ++i) {
+    double expected = 0;
+    for (int64_t j = 0; j < x.cols(); ++j) expected += static_cast<double>(x(i, j)) * x(i, j);
+    EXPECT_NEAR(norms[i], expected, 1e-5 * expected) << "row " << i;
+  }
+}
+
+TEST(RowSquaredNormsTest, EmptyMatrixGivesEmptyVector) {
+  EXPECT_EQ(RowSquaredNorms(MatrixXfR(0, 4)).size(), 0);
+}
+
+struct AssignCase {
+  int64_t n, d, k;
+};
+
+TEST(AssignNearestTest, MatchesDoubleLoop) {
+  const AssignCase cases[] = {{1, 1, 1},    {300, 3, 1},   {257, 5, 7},     {1000, 16, 37},
+                              {513, 2, 4},  {5000, 33, 600}, {4097, 64, 256}, {100, 300, 9}};
+  uint64_t seed = 10;
+  for (const AssignCase& c : cases) {
+    const MatrixXfR x = RandomMatrix(c.n, c.d, ++seed);
+    const MatrixXfR centroids = RandomMatrix(c.k, c.d, ++seed);
+    const Assignment got = Assign(x, centroids);
+    for (int64_t i = 0; i < c.n; ++i) {
+      ASSERT_GE(got.labels[i], 0) << "n=" << c.n << " d=" << c.d << " k=" << c.k << " row " << i;
+      ASSERT_LT(got.labels[i], c.k);
+      double best = std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < c.k; ++j) best = std::min(best, ExactSquaredDistance(x, i, centroids, j));
+      const double chosen = ExactSquaredDistance(x, i, centroids, got.labels[i]);
+      // Float rounding of the norm expansion, relative to the norms involved.
+      const double tolerance = 1e-5 * (x.row(i).squaredNorm() + 2.0 * c.d);
+      EXPECT_LE(chosen, best + tolerance)
+          << "n=" << c.n << " d=" << c.d << " k=" << c.k << " row " << i;
+      EXPECT_NEAR(got.sq_dist[i], chosen, tolerance)
+          << "n=" << c.n << " d=" << c.d << " k=" << c.k << " row " << i;
+    }
+  }
+}
+
+TEST(AssignNearestTest, TieGoesToLowestIndex) {
+  // Small integers, so every product and sum is exact and the ties are real.
+  MatrixXfR centroids(4, 2);
+  centroids << 1, 0,  //
+      -1, 0,          //
+      5, 5,           //
+      5, 5;
+  MatrixXfR x(3, 2);
+  x << 0, 0,  // equidistant from centroids 0 and 1
+      5, 5,   // on centroids 2 and 3
+      0, 7;   // equidistant from 2 and 3 only
+  const Assignment got = Assign(x, centroids);
+  EXPECT_EQ(got.labels[0], 0);
+  EXPECT_EQ(got.sq_dist[0], 1.0f);
+  EXPECT_EQ(got.labels[1], 2);
+  EXPECT_EQ(got.sq_dist[1], 0.0f);
+  EXPECT_EQ(got.labels[2], 2);
+}
+
+TEST(AssignNearestTest, TieAcrossCentroidBlocksGoesToLowestIndex) {
+  const int64_t k = kAssignBlockCentroids + 3;
+  MatrixXfR centroids = MatrixXfR::Constant(k, 3, 9.0f);
+  centroids.row(kAssignBlockCentroids - 1) << 1, 1, 1;
+  centroids.row(kAssignBlockCentroids + 1) << 1, 1, 1;
+  const MatrixXfR x = MatrixXfR::Ones(5, 3);
+  const Assignment got = Assign(x, centroids);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(got.labels[i], kAssignBlockCentroids - 1) << "row " << i;
+    EXPECT_EQ(got.sq_dist[i], 0.0f) << "row " << i;
+  }
+}
+
+TEST(AssignNearestTest, NegativeRoundingIsClampedToZero) {
+  // Large norms and a row equal to its centroid: the expansion cancels to a value near
+  // 0 whose sign depends on rounding.
+  MatrixXfR x = RandomMatrix(50, 7, 3, 1000.0f);
+  const Assignment got = Assign(x, x);
+  for (int64_t i = 0; i < x.rows(); ++i) EXPECT_GE(got.sq_dist[i], 0.0f) << "row " << i;
+}
+
+TEST(AssignNearestTest, ResultDoesNotDependOnRowPosition) {
+  const int64_t ks[] = {1, 5, 13, 600};
+  const int64_t ds[] = {3, 17, 64};
+  const int64_t prefixes[] = {1, 3, 100, 255, 4500};
+  for (int64_t k : ks) {
+    for (int64_t d : ds) {
+      const MatrixXfR x = RandomMatrix(600, d, 100 + d);
+      const MatrixXfR centroids = RandomMatrix(k, d, 200 + k);
+      const Assignment alone = Assign(x, centroids);
+      for (int64_t prefix : prefixes) {
+        MatrixXfR shifted(prefix + x.rows(), d);
+        shifted.topRows(prefix) = RandomMatrix(prefix, d, 300 + prefix);
+        shifted.bottomRows(x.rows()) = x;
+        const Assignment moved = Assign(shifted, centroids);
+        for (int64_t i = 0; i < x.rows(); ++i) {
+          ASSERT_EQ(moved.labels[prefix + i], alone.labels[i])
+              << "k=" << k << " d=" << d << " prefix=" << prefix << " row " << i;
+          ASSERT_EQ(moved.sq_dist[prefix + i], alone.sq_dist[i])
+              << "k=" << k << " d=" << d << " prefix=" << prefix << " row " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(AssignNearestTest, OneAndTwoThreadsGiveIdenticalResults) {
+  ThreadCountGuard guard;
+  // 3000 rows stay below kParallelMinRows, where only Eigen itself could use threads.
+  for (int64_t n : {3000, 20000}) {
+    const MatrixXfR x = RandomMatrix(n, 300, 7);
+    for (int64_t k : {3, 300, 700}) {
+      const MatrixXfR centroids = RandomMatrix(k, 300, 8 + k);
+      omp_set_num_threads(1);
+      const Assignment one = Assign(x, centroids);
+      omp_set_num_threads(2);
+      const Assignment two = Assign(x, centroids);
+      EXPECT_EQ(one.labels, two.labels) << "n=" << n << " k=" << k;
+      EXPECT_EQ(one.sq_dist, two.sq_dist) << "n=" << n << " k=" << k;
+    }
+  }
+}
+
+TEST(AssignNearestTest, KeepsCallerThreadCount) {
+  ThreadCountGuard guard;
+  omp_set_num_threads(2);
+  const MatrixXfR x = RandomMatrix(100, 4, 9);
+  Assign(x, RandomMatrix(3, 4, 10));
+  EXPECT_EQ(omp_get_max_threads(), 2);
+}
+
+TEST(KMeansShardTest, LloydStepMatchesDoubleLoop) {
+  const MatrixXfR x = RandomMatrix(5000, 11, 21);
+  const MatrixXfR centroids = RandomMatrix(9, 11, 22);
+  KMeansShard shard(4, &x);
+  const LloydPartial partial = shard.LloydStep(centroids, 0);
+
+  std::vector<int32_t> labels;
+  std::vector<float> sq_dist;
+  shard.Assign(centroids, &labels, &sq_dist);
+  MatrixXdR sums = MatrixXdR::Zero(9, 11);
+  std::vector<int64_t> counts(9, 0);
+  double inertia = 0;
+  double exact_inertia = 0;
+  for (int64_t i = 0; i < x.rows(); ++i) {
+    sums.row(labels[i]) += x.row(i).cast<double>();
+    ++counts[labels[i]];
+    inertia += sq_dist[i];
+    exact_inertia += ExactSquaredDistance(x, i, centroids, labels[i]);
+  }
+
+  EXPECT_EQ(partial.shard_id, 4);
+  EXPECT_EQ(partial.counts, counts);
+  EXPECT_EQ(partial.sums, sums);
+  EXPECT_EQ(partial.inertia, inertia);
+  EXPECT_NEAR(partial.inertia, exact_inertia, 1e-5 * exact_inertia);
+  EXPECT_TRUE(partial.farthest.empty());
+}
+
+TEST(KMeansShardTest, LloydStepReturnsFarthestRowsInOrder) {
+  MatrixXfR x(6, 1);
+  x << 0, 3, -3, 1, 2, -1;
+  const MatrixXfR centroids = MatrixXfR::Zero(1, 1);
+  KMeansShard shard(2, &x);
+  const LloydPartial partial = shard.LloydStep(centroids, 4);
+  ASSERT_EQ(partial.farthest.size(), 4u);
+  const int64_t expected_rows[] = {1, 2, 4, 3};  // 9, 9 (row order), 4, 1
+  const double expected_dist[] = {9, 9, 4, 1};
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(partial.farthest[r].row, expected_rows[r]) << "rank " << r;
+    EXPECT_EQ(partial.farthest[r].sq_dist, expected_dist[r]) << "rank " << r;
+    EXPECT_EQ(partial.farthest[r].shard_id, 2);
+    ASSERT_EQ(partial.farthest[r].values.size(), 1u);
+    EXPECT_EQ(partial.farthest[r].values[0], x(expected_rows[r], 0));
+  }
+  EXPECT_EQ(shard.LloydStep(centroids, 50).farthest.size(), 6u);
+}
+
+TEST(KMeansShardTest, OneAndTwoThreadsGiveIdenticalSteps) {
+  ThreadCountGuard guard;
+  const MatrixXfR x = RandomMatrix(30000, 24, 31);
+  const MatrixXfR centroids = RandomMatrix(50, 24, 32);
+  const MatrixXfR candidates = RandomMatrix(4, 24, 33);
+  KMeansShard shard(0, &x);
+
+  auto run = [&](int threads) {
+    omp_set_num_threads(threads);
+    shard.ResetMinDistances();
+    const double added = shard.AddCenters(centroids.topRows(3));
+    const std::vector<double> trials = shard.TrialPotentials(candidates);
+    const LloydPartial partial = shard.LloydStep(centroids, 5);
+    return std::make_tuple(added, trials, partial);
+  };
+  const auto [added1, trials1, partial1] = run(1);
+  const auto [added2, trials2, partial2] = run(2);
+  EXPECT_EQ(added1, added2);
+  EXPECT_EQ(trials1, trials2);
+  EXPECT_EQ(partial1.sums, partial2.sums);
+  EXPECT_EQ(partial1.counts, partial2.counts);
+  EXPECT_EQ(partial1.inertia, partial2.inertia);
+  ASSERT_EQ(partial1.farthest.size(), partial2.farthest.size());
+  for (size_t r = 0; r < partial1.farthest.size(); ++r) {
+    EXPECT_EQ(partial1.farthest[r].row, partial2.farthest[r].row) << "rank " << r;
+  }
+}
+
+TEST(KMeansShardTest, AddCentersMatchesDoubleLoop) {
+  const MatrixXfR x = RandomMatrix(2000, 13, 41);
+  const MatrixXfR centers = RandomMatrix(5, 13, 42);
+  KMeansShard shard(0, &x);
+  shard.ResetMinDistances();
+  const double first = shard.AddCenters(centers.topRows(2));
+  const double second = shard.AddCenters(centers.bottomRows(3));
+
+  double expected_first = 0;
+  double expected_second = 0;
+  for (int64_t i = 0; i < x.rows(); ++i) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int64_t c = 0; c < 5; ++c) {
+      best = std::min(best, ExactSquaredDistance(x, i, centers, c));
+      if (c == 1) expected_first += best;
+    }
+    expected_second += best;
+  }
+  EXPECT_NEAR(first, expected_first, 1e-5 * expected_first);
+  EXPECT_NEAR(second, expected_second, 1e-5 * expected_second);
+}
+
+TEST(KMeansShardTest, AddCentersWithoutCentersReturnsRowCount) {
+  const MatrixXfR x = RandomMatrix(37, 3, 43);
+  KMeansShard shard(0, &x);
+  EXPECT_EQ(shard.AddCenters(MatrixXfR(0, 3)), 37.0);
+  shard.AddCenters(x.topRows(1));
+  shard.ResetMinDistances();
+  EXPECT_EQ(shard.AddCenters(MatrixXfR(0, 3)), 37.0);
+}
+
+TEST(KMeansShardTest, RowEqualToCenterHasZeroDistance) {
+  const MatrixXfR x = RandomMatrix(10, 6, 44, 100.0f);
+  KMeansShard shard(0, &x);
+  shard.ResetMinDistances();
+  EXPECT_EQ(shard.AddCenters(x), 0.0);
+  EXPECT_EQ(shard.PickByOffset(0).row, -1);
+}
+
+TEST(KMeansShardTest, TrialPotentialEqualsSumAfterAddingCandidate) {
+  const MatrixXfR x = RandomMatrix(20000, 9, 51);
+  const MatrixXfR candidates = RandomMatrix(6, 9, 52);
+  KMeansShard shard(0, &x);
+  shard.ResetMinDistances();
+  shard.AddCenters(x.topRows(2));
+  const std::vector<double> trials = shard.TrialPotentials(candidates);
+  const std::vector<double> again = shard.TrialPotentials(candidates);
+  EXPECT_EQ(trials, again) << "TrialPotentials changed the state";
+  ASSERT_EQ(trials.size(), 6u);
+
+  for (int c = 0; c < 6; ++c) {
+    KMeansShard copy(0, &x);
+    copy.ResetMinDistances();
+    copy.AddCenters(x.topRows(2));
+    EXPECT_EQ(copy.AddCenters(candidates.middleRows(c, 1)), trials[c]) << "candidate " << c;
+  }
+}
+
+TEST(KMeansShardTest, PickByOffsetIsUniformBeforeFirstCenter) {
+  MatrixXfR x(4, 1);
+  x << 10, 20, 30, 40;
+  KMeansShard shard(3, &x);
+  EXPECT_EQ(shard.PickByOffset(0).row, 0);
+  EXPECT_EQ(shard.PickByOffset(2.5).row, 2);
+  EXPECT_EQ(shard.PickByOffset(3.999).row, 3);
+  const ShardPoint beyond = shard.PickByOffset(4.0);
+  EXPECT_EQ(beyond.row, 3);
+  EXPECT_EQ(beyond.shard_id, 3);
+  EXPECT_EQ(beyond.sq_dist, 1.0);
+  EXPECT_EQ(beyond.values, std::vector<float>{40});
+}
+
+TEST(KMeansShardTest, PickByOffsetWalksSquaredDistances) {
+  MatrixXfR x(4, 1);
+  x << 0, 1, 3, 0;
+  KMeansShard shard(1, &x);
+  shard.ResetMinDistances();
+  EXPECT_EQ(shard.AddCenters(MatrixXfR::Zero(1, 1)), 10.0);  // D² = 0, 1, 9, 0
+  EXPECT_EQ(shard.PickByOffset(0).row, 1);  // row 0 has D² = 0
+  EXPECT_EQ(shard.PickByOffset(0.999).row, 1);
+  EXPECT_EQ(shard.PickByOffset(1.0).row, 2);  // the running sum must exceed the offset
+  EXPECT_EQ(shard.PickByOffset(9.999).row, 2);
+  EXPECT_EQ(shard.PickByOffset(10.0).row, 2);  // at the total: last row with D² > 0
+  EXPECT_EQ(shard.PickByOffset(1e9).row, 2);
+  const ShardPoint point = shard.PickByOffset(5);
+  EXPECT_EQ(point.sq_dist, 9.0);
+  EXPECT_EQ(point.values, std::vector<float>{3});
+}
+
+TEST(KMeansShardTest, PickByOffsetWithZeroWeights) {
+  const MatrixXfR x = MatrixXfR::Constant(5, 2, 1.5f);
+  KMeansShard shard(0, &x);
+  shard.ResetMinDistances();
+  EXPECT_EQ(shard.AddCenters(x.topRows(1)), 0.0);
+  EXPECT_EQ(shard.PickByOffset(0).row, -1);
+
+  const MatrixXfR empty(0, 2);
+  KMeansShard empty_shard(1, &empty);
+  EXPECT_EQ(empty_shard.PickByOffset(0).row, -1);
+}
+
+TEST(KMeansShardTest, EmptyShardGivesZeroPartial) {
+  const MatrixXfR empty(0, 3);
+  KMeansShard shard(5, &empty);
+  const LloydPartial partial = shard.LloydStep(MatrixXfR::Ones(2, 3), 3);
+  EXPECT_EQ(partial.sums, MatrixXdR::Zero(2, 3));
+  EXPECT_EQ(partial.counts, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(partial.inertia, 0.0);
+  EXPECT_TRUE(partial.farthest.empty());
+  EXPECT_EQ(shard.TrialPotentials(MatrixXfR::Ones(2, 3)), (std::vector<double>{0, 0}));
+}
+
+TEST(KMeansShardTest, ColumnMomentsMatchDoubleLoop) {
+  MatrixXfR x(3, 2);
+  x << 1, -2, 3, 4, 5, 0.5;
+  KMeansShard shard(0, &x);
+  std::vector<double> sum, sum_sq;
+  shard.ColumnMoments(&sum, &sum_sq);
+  EXPECT_EQ(sum, (std::vector<double>{9, 2.5}));
+  EXPECT_EQ(sum_sq, (std::vector<double>{35, 20.25}));
+}
+
+}  // namespace
+}  // namespace cohort

@@ -1,0 +1,413 @@
+#include "core/raw_table.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/csv.h"
+#include "core/schema.h"
+#include "core/shard_hash.h"
+#include "tests/test_data.h"
+
+namespace cohort {
+namespace {
+
+Schema UserSchema() {
+  Schema schema;
+  schema.columns = {{"user_id", ColumnType::kId},
+                    {"age", ColumnType::kNumeric},
+                    {"city", ColumnType::kCategorical},
+                    {"income", ColumnType::kNumeric}};
+  return schema;
+}
+
+std::vector<int> AllShards(int num_shards) {
+  std::vector<int> shards(num_shards);
+  for (int s = 0; s < num_shards; ++s) shards[s] = s;
+  return shards;
+}
+
+class RawTableTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("cohort_raw_table_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string WriteFile(const std::string& name, const std::string& bytes) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream out(path, std::ios::binary);
+    out << bytes;
+    return path;
+  }
+
+  UserLoadOptions Options(std::vector<std::string> paths, int num_shards = 4) {
+    UserLoadOptions options;
+    options.paths = std::move(paths);
+    options.schema = UserSchema();
+    options.num_shards = num_shards;
+    options.shards = AllShards(num_shards);
+    return options;
+  }
+
+  // Writes `rows` users u0..u{rows-1} with a header whose columns are in a different
+  // order from the schema and include a column the schema does not use.
+  std::string WriteUsers(const std::string& name, int first, int rows) {
+    std::string text = "city,extra,income,user_id,age\n";
+    for (int i = first; i < first + rows; ++i) {
+      text += "c" + std::to_string(i % 3) + ",x," + std::to_string(i * 100) + ",u" +
+              std::to_string(i) + "," + std::to_string(20 + i % 50) + "\n";
+    }
+    return WriteFile(name, text);
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(RawTableTest, EmptyShardHasVectorPerColumn) {
+  const RawShard shard = MakeEmptyShard(UserSchema(), 7);
+  EXPECT_EQ(shard.shard_id, 7);
+  EXPECT_EQ(shard.num_rows(), 0);
+  EXPECT_EQ(shard.numeric.size(), 2u);
+  EXPECT_EQ(shard.categorical.size(), 1u);
+}
+
+TEST_F(RawTableTest, AppendRowSplitsCellsByType) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  ASSERT_TRUE(AppendUserRow(schema, {"u1", "30", "Paris", "1.5e3"}, &shard).ok());
+  ASSERT_TRUE(AppendUserRow(schema, {"u2", "", "", " "}, &shard).ok());
+  ASSERT_EQ(shard.num_rows(), 2);
+  EXPECT_EQ(shard.ids, (std::vector<std::string>{"u1", "u2"}));
+  EXPECT_EQ(shard.numeric[0][0], 30.0);
+  EXPECT_EQ(shard.numeric[1][0], 1500.0);
+  EXPECT_EQ(shard.categorical[0][0], "Paris");
+  // Blank cells are missing values: NaN for numeric columns, "" for categorical ones.
+  EXPECT_TRUE(std::isnan(shard.numeric[0][1]));
+  EXPECT_TRUE(std::isnan(shard.numeric[1][1]));
+  EXPECT_EQ(shard.categorical[0][1], "");
+}
+
+TEST_F(RawTableTest, AppendRowRejectsNonFiniteCell) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  for (const char* text : {"nan", "inf", "-Inf"}) {
+    const absl::Status status = AppendUserRow(schema, {"u1", "30", "Paris", text}, &shard);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(status.message().find(std::string("column 'income': value '") + text +
+                                    "' is not a finite number; fix or blank the cell"),
+              std::string::npos)
+        << status;
+  }
+  EXPECT_EQ(shard.num_rows(), 0);
+  EXPECT_TRUE(shard.numeric[0].empty());
+  EXPECT_TRUE(shard.numeric[1].empty());
+  EXPECT_TRUE(shard.categorical[0].empty());
+}
+
+TEST_F(RawTableTest, AppendRowRejectsTextInNumeric) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  const absl::Status status = AppendUserRow(schema, {"u1", "thirty", "Paris", "1"}, &shard);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("column 'age': value 'thirty' is not a number"),
+            std::string::npos)
+      << status;
+}
+
+TEST_F(RawTableTest, AppendRowRejectsEmptyId) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  const absl::Status status = AppendUserRow(schema, {"", "1", "a", "2"}, &shard);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("user id is empty"), std::string::npos) << status;
+}
+
+TEST_F(RawTableTest, LoadsAllRowsInFileOrder) {
+  const std::string path = WriteUsers("users.csv", 0, 10);
+  UserLoadOptions options = Options({path}, /*num_shards=*/1);
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 10);
+  ASSERT_EQ(loaded->shards.size(), 1u);
+  const RawShard& shard = loaded->shards[0];
+  ASSERT_EQ(shard.num_rows(), 10);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(shard.ids[i], "u" + std::to_string(i));
+    EXPECT_EQ(shard.numeric[0][i], 20.0 + i % 50) << "age of row " << i;
+    EXPECT_EQ(shard.numeric[1][i], i * 100.0) << "income of row " << i;
+    EXPECT_EQ(shard.categorical[0][i], "c" + std::to_string(i % 3));
+  }
+}
+
+TEST_F(RawTableTest, ShardFilterKeepsOnlyHostedRows) {
+  const int num_shards = 4;
+  const std::string path = WriteUsers("users.csv", 0, 200);
+  UserLoadOptions options = Options({path}, num_shards);
+  options.shards = {3, 1};
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 200);
+  ASSERT_EQ(loaded->shards.size(), 2u);
+  EXPECT_EQ(loaded->shards[0].shard_id, 1);
+  EXPECT_EQ(loaded->shards[1].shard_id, 3);
+
+  int64_t expected_rows = 0;
+  for (int i = 0; i < 200; ++i) {
+    const int shard = ShardOfUser("u" + std::to_string(i), num_shards);
+    if (shard == 1 || shard == 3) ++expected_rows;
+  }
+  EXPECT_EQ(loaded->shards[0].num_rows() + loaded->shards[1].num_rows(), expected_rows);
+  for (const RawShard& shard : loaded->shards) {
+    for (const std::string& id : shard.ids) EXPECT_EQ(ShardOfUser(id, num_shards), shard.shard_id);
+  }
+}
+
+TEST_F(RawTableTest, UnionOverShardsEqualsAllRowsInOrder) {
+  const int num_shards = 5;
+  const std::string first = WriteUsers("part-1.csv", 0, 120);
+  const std::string second = WriteUsers("part-2.csv", 120, 80);
+
+  std::vector<std::string> union_ids;
+  int64_t rows_read_total = 0;
+  for (int s = 0; s < num_shards; ++s) {
+    UserLoadOptions options = Options({first, second}, num_shards);
+    options.shards = {s};
+    absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->rows_read, 200);
+    rows_read_total += loaded->rows_read;
+    const RawShard& shard = loaded->shards[0];
+    // Within a shard, rows keep file order: the ids' numbers increase.
+    for (int64_t r = 1; r < shard.num_rows(); ++r) {
+      EXPECT_LT(std::stoi(shard.ids[r - 1].substr(1)), std::stoi(shard.ids[r].substr(1)));
+    }
+    union_ids.insert(union_ids.end(), shard.ids.begin(), shard.ids.end());
+  }
+  EXPECT_EQ(rows_read_total, 200 * num_shards);
+  std::sort(union_ids.begin(), union_ids.end());
+  std::vector<std::string> all_ids;
+  for (int i = 0; i < 200; ++i) all_ids.push_back("u" + std::to_string(i));
+  std::sort(all_ids.begin(), all_ids.end());
+  EXPECT_EQ(union_ids, all_ids);
+}
+
+TEST_F(RawTableTest, NoRequestedShardsReadsButKeepsNothing) {
+  UserLoadOptions options = Options({WriteUsers("users.csv", 0, 20)});
+  options.shards = {};
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 20);
+  EXPECT_TRUE(loaded->shards.empty());
+}
+
+TEST_F(RawTableTest, BadCellInSkippedShardIsNotParsed) {
+  const int num_shards = 8;
+  // Find an id whose shard is not shard 0, then give it an invalid numeric cell.
+  std::string skipped_id;
+  for (int i = 0; skipped_id.empty(); ++i) {
+    const std::string id = "v" + std::to_string(i);
+    if (ShardOfUser(id, num_shards) != 0) skipped_id = id;
+  }
+  const std::string path =
+      WriteFile("users.csv", "user_id,age,city,income\n" + skipped_id + ",inf,a,1\n");
+  UserLoadOptions options = Options({path}, num_shards);
+  options.shards = {0};
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 1);
+  EXPECT_EQ(loaded->shards[0].num_rows(), 0);
+}
+
+TEST_F(RawTableTest, InfiniteCellNamesFileLineColumnAndValue) {
+  const std::string path =
+      WriteFile("users.csv", "user_id,age,city,income\nu1,30,a,1\nu2,31,b,+Inf\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 1));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(loaded.status().message(),
+            path + ":3: column 'income': value '+Inf' is not a finite number; fix or blank the "
+                   "cell (blank cells are imputed)");
+}
+
+TEST_F(RawTableTest, NanCellIsRejected) {
+  const std::string path = WriteFile("users.csv", "user_id,age,city,income\nu1,NaN,a,1\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 1));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(path + ":2: column 'age': value 'NaN'"),
+            std::string::npos)
+      << loaded.status();
+}
+
+TEST_F(RawTableTest, DuplicateIdNamesBothLines) {
+  const std::string first = WriteFile("a.csv", "user_id,age,city,income\nu1,1,a,1\nu2,2,b,2\n");
+  const std::string second = WriteFile("b.csv", "user_id,age,city,income\nu3,3,c,3\nu2,4,d,4\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({first, second}, 1));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(loaded.status().message(), second + ":3: user id 'u2' already appeared at " + first +
+                                           ":3; user ids must be unique");
+}
+
+TEST_F(RawTableTest, EmptyIdIsRejectedWithLocation) {
+  const std::string path = WriteFile("users.csv", "user_id,age,city,income\n,1,a,1\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 4));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(path + ":2: column 'user_id': user id is empty"),
+            std::string::npos)
+      << loaded.status();
+}
+
+TEST_F(RawTableTest, MissingHeaderColumnListsHeader) {
+  const std::string path = WriteFile("users.csv", "user_id,age,town,income\nu1,1,a,1\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("column 'city' of the schema is missing"),
+            std::string::npos)
+      << loaded.status();
+  EXPECT_NE(loaded.status().message().find("'user_id', 'age', 'town', 'income'"),
+            std::string::npos)
+      << loaded.status();
+}
+
+TEST_F(RawTableTest, MalformedLineIsReported) {
+  const std::string path = WriteFile("users.csv", "user_id,age,city,income\nu1,1,a\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(path + ":2: expected 4 fields"), std::string::npos)
+      << loaded.status();
+}
+
+TEST_F(RawTableTest, EmptyFileAndMissingFileAreReported) {
+  const std::string empty = WriteFile("empty.csv", "");
+  EXPECT_EQ(LoadUserShards(Options({empty})).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadUserShards(Options({(dir_ / "absent.csv").string()})).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(RawTableTest, InvalidOptionsAreRejected) {
+  const std::string path = WriteUsers("users.csv", 0, 3);
+  UserLoadOptions out_of_range = Options({path}, 4);
+  out_of_range.shards = {4};
+  EXPECT_EQ(LoadUserShards(out_of_range).status().code(), absl::StatusCode::kInvalidArgument);
+
+  UserLoadOptions repeated = Options({path}, 4);
+  repeated.shards = {1, 1};
+  EXPECT_EQ(LoadUserShards(repeated).status().code(), absl::StatusCode::kInvalidArgument);
+
+  UserLoadOptions zero_shards = Options({path}, 4);
+  zero_shards.num_shards = 0;
+  zero_shards.shards = {};
+  EXPECT_EQ(LoadUserShards(zero_shards).status().code(), absl::StatusCode::kInvalidArgument);
+
+  UserLoadOptions no_header = Options({path}, 4);
+  no_header.csv.has_header = false;
+  EXPECT_EQ(LoadUserShards(no_header).status().code(), absl::StatusCode::kInvalidArgument);
+
+  UserLoadOptions no_paths = Options({}, 4);
+  EXPECT_EQ(LoadUserShards(no_paths).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RawTableRealDataTest, BankMarketingReadsAndInfersTypes) {
+  COHORT_REQUIRE_DATA_FILE(path, "bank-marketing/bank-full.csv");
+  CsvOptions csv;
+  csv.delimiter = ';';
+  absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, csv);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ASSERT_EQ((*reader)->header().size(), 17u);
+
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> fields;
+  while (true) {
+    absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+    ASSERT_TRUE(has_record.ok()) << has_record.status();
+    if (!*has_record) break;
+    ASSERT_EQ(fields.size(), 17u) << "line " << (*reader)->line();
+    rows.push_back(fields);
+  }
+  EXPECT_EQ(rows.size(), 45211u);
+
+  // The file has no user id column, so a row number is added as the id. Without it,
+  // InferSchema would take the first column ("age") as the id.
+  std::vector<std::string> header = (*reader)->header();
+  header.insert(header.begin(), "row_id");
+  for (size_t r = 0; r < rows.size(); ++r) rows[r].insert(rows[r].begin(), std::to_string(r + 2));
+
+  absl::StatusOr<Schema> schema = InferSchema(header, rows, {});
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  EXPECT_EQ(schema->IdIndex(), 0);
+  for (const char* name : {"age", "balance", "day", "duration", "campaign", "pdays", "previous"}) {
+    const int index = schema->IndexOf(name);
+    ASSERT_GE(index, 0) << name;
+    EXPECT_EQ(schema->columns[index].type, ColumnType::kNumeric) << name;
+  }
+  for (const char* name : {"job", "marital", "education", "default", "housing", "loan", "contact",
+                           "month", "poutcome", "y"}) {
+    const int index = schema->IndexOf(name);
+    ASSERT_GE(index, 0) << name;
+    EXPECT_EQ(schema->columns[index].type, ColumnType::kCategorical) << name;
+  }
+}
+
+TEST(RawTableRealDataTest, MallCustomersLoadOverFourShards) {
+  COHORT_REQUIRE_DATA_FILE(path, "mall-customers/Mall_Customers.csv");
+  absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, {});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> fields;
+  while (true) {
+    absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+    ASSERT_TRUE(has_record.ok()) << has_record.status();
+    if (!*has_record) break;
+    rows.push_back(fields);
+  }
+  ASSERT_EQ(rows.size(), 200u);
+  // The file ends without a newline, so the last record must still be complete.
+  EXPECT_EQ(rows.back()[0], "0200");
+  EXPECT_EQ(rows.back()[4], "83");
+
+  absl::StatusOr<Schema> schema = InferSchema((*reader)->header(), rows, {});
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  EXPECT_EQ(schema->columns[schema->IdIndex()].name, "CustomerID");
+  EXPECT_EQ(schema->CategoricalNames(), std::vector<std::string>{"Genre"});
+  EXPECT_EQ(schema->NumericNames(),
+            (std::vector<std::string>{"Age", "Annual Income (k$)", "Spending Score (1-100)"}));
+
+  UserLoadOptions options;
+  options.paths = {path};
+  options.schema = *schema;
+  options.num_shards = 4;
+  options.shards = {0, 1, 2, 3};
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 200);
+
+  std::vector<std::string> union_ids;
+  for (const RawShard& shard : loaded->shards) {
+    EXPECT_GT(shard.num_rows(), 0) << "shard " << shard.shard_id;
+    union_ids.insert(union_ids.end(), shard.ids.begin(), shard.ids.end());
+  }
+  ASSERT_EQ(union_ids.size(), 200u);
+  std::sort(union_ids.begin(), union_ids.end());
+  std::vector<std::string> all_ids;
+  for (const std::vector<std::string>& row : rows) all_ids.push_back(row[0]);
+  std::sort(all_ids.begin(), all_ids.end());
+  EXPECT_EQ(union_ids, all_ids);
+}
+
+}  // namespace
+}  // namespace cohort

@@ -1,0 +1,57 @@
+// The worker side of one job stream: materialized features and K-means state per
+// hosted shard. Internal to worker/.
+#ifndef COHORT_WORKER_JOB_SESSION_H_
+#define COHORT_WORKER_JOB_SESSION_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "cohort/v1/worker.pb.h"
+#include "core/kmeans_kernels.h"
+#include "core/matrix.h"
+#include "worker/shard_store.h"
+
+namespace cohort {
+
+// Thread safety: used by the one thread that serves its stream.
+class JobSession {
+ public:
+  JobSession(ShardStore* store, std::string worker_id);
+
+  // Runs one command and appends one result per shard of the job, in shard-id order.
+  // Errors end the stream: InvalidArgument for a malformed command (wrong order, sizes
+  // that do not match the data), NotFound for an unknown dataset.
+  [[nodiscard]] absl::Status Handle(const v1::JobCommand& command,
+                                    std::vector<v1::ShardResult>* results);
+
+  const std::string& job_id() const { return job_id_; }
+
+ private:
+  struct ShardState {
+    int shard_id = 0;
+    std::vector<std::string> user_ids;
+    MatrixXfR x;  // n×d features
+    std::unique_ptr<KMeansShard> kmeans;
+  };
+
+  absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
+  absl::Status Stats(int64_t seq, std::vector<v1::ShardResult>* results);
+  absl::Status BuildFeatures(const v1::BuildFeatures& command, int64_t seq,
+                             std::vector<v1::ShardResult>* results);
+  absl::Status CheckFeaturesBuilt() const;
+  absl::Status CheckDim(int cols, const char* what) const;
+  v1::ShardResult NewResult(int64_t seq, const ShardState& shard) const;
+
+  ShardStore* store_;
+  const std::string worker_id_;
+  std::string job_id_;
+  std::shared_ptr<HostedDataset> dataset_;
+  std::vector<ShardState> shards_;
+  int dim_ = -1;
+};
+
+}  // namespace cohort
+
+#endif  // COHORT_WORKER_JOB_SESSION_H_

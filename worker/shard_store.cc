@@ -1,0 +1,217 @@
+#include "worker/shard_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/csv.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "core/transactions.h"
+#include "proto/convert.h"
+
+namespace cohort {
+namespace {
+
+// Assignments per export message: about 1 MB for short ids.
+constexpr int kExportChunkRows = 16384;
+
+absl::Status CheckShardIds(const google::protobuf::RepeatedField<int32_t>& shards,
+                           int num_shards) {
+  if (num_shards < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("num_shards ", num_shards, " must be >= 1"));
+  }
+  for (int shard : shards) {
+    if (shard < 0 || shard >= num_shards) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("shard ", shard, " is outside [0, ", num_shards, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int ShardStore::HostedShardCount() const {
+  absl::MutexLock lock(&mutex_);
+  int count = 0;
+  for (const auto& [id, dataset] : datasets_) {
+    absl::ReaderMutexLock dataset_lock(&dataset->mutex);
+    count += static_cast<int>(dataset->shards.size());
+  }
+  return count;
+}
+
+absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
+                              v1::LoadShardsResponse* response) {
+  COHORT_RETURN_IF_ERROR(CheckShardIds(request.shards(), request.num_shards()));
+  COHORT_ASSIGN_OR_RETURN(std::vector<std::string> paths, ExpandPaths(request.source()));
+  const std::vector<int> shards(request.shards().begin(), request.shards().end());
+
+  auto dataset = std::make_shared<HostedDataset>();
+  dataset->kind = request.kind();
+  dataset->num_shards = request.num_shards();
+  LoadedShards loaded;
+  if (request.kind() == v1::DATASET_KIND_TRANSACTIONS) {
+    COHORT_ASSIGN_OR_RETURN(TransactionOptions options,
+                            FromProto(request.transactions(), request.csv()));
+    COHORT_ASSIGN_OR_RETURN(
+        TransactionShards result,
+        LoadTransactionShards(paths, options, request.num_shards(), shards));
+    dataset->schema = TransactionFeatureSchema();
+    response->set_rows_read(result.counts.rows_read);
+    response->set_anonymous_rows(result.counts.anonymous_rows);
+    response->set_reference_time(result.counts.reference_time);
+    loaded = std::move(result.loaded);
+    // Shard-level drop counts are reported in total on the first shard entry; the
+    // coordinator only sums them.
+    v1::ShardRows* first = nullptr;
+    for (const RawShard& shard : loaded.shards) {
+      v1::ShardRows* out = response->add_shards();
+      out->set_shard_id(shard.shard_id);
+      out->set_rows(shard.num_rows());
+      if (first == nullptr) first = out;
+    }
+    if (first != nullptr) {
+      first->set_cancelled_rows(result.counts.cancelled_rows);
+      first->set_non_positive_rows(result.counts.non_positive_rows);
+    }
+  } else {
+    UserLoadOptions options;
+    options.paths = paths;
+    COHORT_ASSIGN_OR_RETURN(options.csv, FromProto(request.csv()));
+    COHORT_ASSIGN_OR_RETURN(options.schema, FromProto(request.schema()));
+    options.num_shards = request.num_shards();
+    options.shards = shards;
+    COHORT_ASSIGN_OR_RETURN(loaded, LoadUserShards(options));
+    dataset->schema = options.schema;
+    response->set_rows_read(loaded.rows_read);
+    for (const RawShard& shard : loaded.shards) {
+      v1::ShardRows* out = response->add_shards();
+      out->set_shard_id(shard.shard_id);
+      out->set_rows(shard.num_rows());
+    }
+  }
+  {
+    absl::MutexLock dataset_lock(&dataset->mutex);
+    for (RawShard& shard : loaded.shards) {
+      const int id = shard.shard_id;
+      dataset->shards.emplace(id, std::move(shard));
+    }
+  }
+  absl::MutexLock lock(&mutex_);
+  datasets_[request.dataset_id()] = std::move(dataset);
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
+                                v1::AppendRowsResponse* response) {
+  if (request.shard_ids_size() != request.rows_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("append request has ", request.rows_size(),
+                                                   " rows but ", request.shard_ids_size(),
+                                                   " shard ids"));
+  }
+  COHORT_RETURN_IF_ERROR(CheckShardIds(request.shard_ids(), request.num_shards()));
+  COHORT_ASSIGN_OR_RETURN(Schema schema, FromProto(request.schema()));
+  std::shared_ptr<HostedDataset> dataset;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto& slot = datasets_[request.dataset_id()];
+    if (slot == nullptr) {
+      slot = std::make_shared<HostedDataset>();
+      slot->kind = v1::DATASET_KIND_USERS;
+      slot->schema = schema;
+      slot->num_shards = request.num_shards();
+    }
+    dataset = slot;
+  }
+  absl::MutexLock dataset_lock(&dataset->mutex);
+  int64_t stored = 0;
+  std::vector<std::string> cells;
+  for (int i = 0; i < request.rows_size(); ++i) {
+    const int shard_id = request.shard_ids(i);
+    auto it = dataset->shards.find(shard_id);
+    if (it == dataset->shards.end()) {
+      it = dataset->shards.emplace(shard_id, MakeEmptyShard(dataset->schema, shard_id)).first;
+    }
+    cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
+    absl::Status appended = AppendUserRow(dataset->schema, cells, &it->second);
+    if (!appended.ok()) {
+      response->set_rows_stored(stored);
+      return absl::Status(appended.code(),
+                          absl::StrCat("row ", i, " of the batch: ", appended.message()));
+    }
+    ++stored;
+  }
+  response->set_rows_stored(stored);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<HostedDataset>> ShardStore::Dataset(
+    const std::string& dataset_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = datasets_.find(dataset_id);
+  if (it == datasets_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("dataset '", dataset_id, "' is not loaded on this worker"));
+  }
+  return it->second;
+}
+
+void ShardStore::StoreAssignments(const std::string& job_id, int shard_id,
+                                  ShardAssignments assignments) {
+  auto stored = std::make_shared<const ShardAssignments>(std::move(assignments));
+  absl::MutexLock lock(&mutex_);
+  assignments_[job_id][shard_id] = std::move(stored);
+}
+
+absl::Status ShardStore::ExportAssignments(const v1::ExportRequest& request,
+                                           grpc::ServerContext* context,
+                                           grpc::ServerWriter<v1::ExportChunk>* writer) {
+  std::vector<std::shared_ptr<const ShardAssignments>> shards;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto job = assignments_.find(request.job_id());
+    if (job == assignments_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("job '", request.job_id(), "' has no stored assignments on this worker"));
+    }
+    for (int shard_id : request.shards()) {
+      auto it = job->second.find(shard_id);
+      if (it == job->second.end()) {
+        return absl::NotFoundError(absl::StrCat("job '", request.job_id(),
+                                                "' has no assignments for shard ", shard_id,
+                                                " on this worker"));
+      }
+      shards.push_back(it->second);
+    }
+  }
+  for (int i = 0; i < request.shards_size(); ++i) {
+    const ShardAssignments& shard = *shards[i];
+    const int64_t n = static_cast<int64_t>(shard.user_ids.size());
+    int64_t begin = 0;
+    do {
+      const int64_t end = std::min(n, begin + kExportChunkRows);
+      v1::ExportChunk chunk;
+      chunk.set_shard_id(request.shards(i));
+      for (int64_t row = begin; row < end; ++row) {
+        chunk.add_user_ids(shard.user_ids[row]);
+        chunk.add_segments(shard.segments[row]);
+        chunk.add_squared_distances(shard.squared_distances[row]);
+      }
+      chunk.set_last_of_shard(end == n);
+      if (context->IsCancelled() || !writer->Write(chunk)) {
+        return absl::CancelledError("export stream closed by the coordinator");
+      }
+      begin = end;
+    } while (begin < n);
+  }
+  return absl::OkStatus();
+}
+
+void ShardStore::DropJob(const std::string& job_id) {
+  absl::MutexLock lock(&mutex_);
+  assignments_.erase(job_id);
+}
+
+}  // namespace cohort

@@ -1,0 +1,81 @@
+// The datasets and finished-job assignments one worker holds. Internal to worker/.
+#ifndef COHORT_WORKER_SHARD_STORE_H_
+#define COHORT_WORKER_SHARD_STORE_H_
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/sync_stream.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cohort/v1/worker.pb.h"
+#include "core/raw_table.h"
+#include "core/schema.h"
+
+namespace cohort {
+
+// The shards of one dataset on this worker. Jobs read the shards under a reader lock;
+// streamed rows are appended under the writer lock.
+struct HostedDataset {
+  v1::DatasetKind kind = v1::DATASET_KIND_USERS;
+  Schema schema;
+  int num_shards = 0;
+
+  mutable absl::Mutex mutex;
+  std::map<int, RawShard> shards ABSL_GUARDED_BY(mutex);
+};
+
+// Per-shard labels of a finished job, kept for export.
+struct ShardAssignments {
+  std::vector<std::string> user_ids;
+  std::vector<int32_t> segments;
+  std::vector<float> squared_distances;
+};
+
+// Thread safety: all methods may be called concurrently.
+class ShardStore {
+ public:
+  int HostedShardCount() const ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Loads the request's shards from its files, replacing what was held for the dataset.
+  [[nodiscard]] absl::Status Load(const v1::LoadShardsRequest& request,
+                                  v1::LoadShardsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Appends streamed rows. Errors: InvalidArgument naming the row and cell; rows before
+  // the bad one stay stored.
+  [[nodiscard]] absl::Status Append(const v1::AppendRowsRequest& request,
+                                    v1::AppendRowsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Errors: NotFound when this worker holds no shard of the dataset.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<HostedDataset>> Dataset(
+      const std::string& dataset_id) const ABSL_LOCKS_EXCLUDED(mutex_);
+
+  void StoreAssignments(const std::string& job_id, int shard_id, ShardAssignments assignments)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Streams the stored assignments of the requested shards in the order asked.
+  // Errors: NotFound for an unknown job or shard.
+  [[nodiscard]] absl::Status ExportAssignments(const v1::ExportRequest& request,
+                                               grpc::ServerContext* context,
+                                               grpc::ServerWriter<v1::ExportChunk>* writer)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  void DropJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mutex_);
+
+ private:
+  using JobAssignments = std::map<int, std::shared_ptr<const ShardAssignments>>;
+
+  mutable absl::Mutex mutex_;
+  std::map<std::string, std::shared_ptr<HostedDataset>> datasets_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, JobAssignments> assignments_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace cohort
+
+#endif  // COHORT_WORKER_SHARD_STORE_H_

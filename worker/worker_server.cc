@@ -1,0 +1,276 @@
+#include "worker/worker_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "cohort/v1/worker.grpc.pb.h"
+#include "core/csv.h"
+#include "core/features.h"
+#include "core/kmeans_kernels.h"
+#include "core/log.h"
+#include "core/raw_table.h"
+#include "core/schema.h"
+#include "core/status_macros.h"
+#include "core/transactions.h"
+#include "proto/convert.h"
+#include "worker/job_session.h"
+#include "worker/shard_store.h"
+
+namespace cohort {
+namespace {
+
+using v1::JobCommand;
+using v1::ShardResult;
+
+// Largest message the worker accepts or sends; centroid and partial-sum messages of big
+// k × d stay below it.
+constexpr int kMaxMessageBytes = 256 << 20;
+
+class WorkerServiceImpl final : public v1::Worker::Service {
+ public:
+  // The id depends on the bound port when none is configured, so it is set after start.
+  void set_worker_id(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(id_mutex_) {
+    absl::MutexLock lock(&id_mutex_);
+    worker_id_ = worker_id;
+  }
+
+  grpc::Status Ping(grpc::ServerContext*, const v1::PingRequest*,
+                    v1::PingResponse* response) override {
+    response->set_worker_id(worker_id());
+    response->set_hosted_shards(store_.HostedShardCount());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status InferSchema(grpc::ServerContext*, const v1::InferSchemaRequest* request,
+                           v1::Schema* response) override {
+    absl::StatusOr<Schema> schema = InferSchemaFromSource(*request);
+    if (!schema.ok()) return ToGrpcStatus(schema.status());
+    ToProto(*schema, response);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status LoadShards(grpc::ServerContext*, const v1::LoadShardsRequest* request,
+                          v1::LoadShardsResponse* response) override {
+    COHORT_LOG_INFO("worker {}: loading dataset {} ({} shards) from {}", worker_id(),
+                    request->dataset_id(), request->shards_size(), request->source());
+    absl::Status status = store_.Load(*request, response);
+    if (!status.ok()) {
+      COHORT_LOG_WARN("worker {}: load of dataset {} failed: {}", worker_id(),
+                      request->dataset_id(), status.ToString());
+    } else {
+      COHORT_LOG_INFO("worker {}: dataset {} loaded, {} rows read", worker_id(),
+                      request->dataset_id(), response->rows_read());
+    }
+    return ToGrpcStatus(status);
+  }
+
+  grpc::Status AppendRows(grpc::ServerContext*, const v1::AppendRowsRequest* request,
+                          v1::AppendRowsResponse* response) override {
+    return ToGrpcStatus(store_.Append(*request, response));
+  }
+
+  grpc::Status RunJob(grpc::ServerContext* context,
+                      grpc::ServerReaderWriter<ShardResult, JobCommand>* stream) override {
+    JobSession session(&store_, worker_id());
+    JobCommand command;
+    std::vector<ShardResult> results;
+    while (stream->Read(&command)) {
+      results.clear();
+      absl::Status status = session.Handle(command, &results);
+      if (!status.ok()) {
+        COHORT_LOG_WARN("worker {}: job {} command {} failed: {}", worker_id(),
+                        session.job_id(), command.seq(), status.ToString());
+        return ToGrpcStatus(status);
+      }
+      for (const ShardResult& result : results) {
+        if (!stream->Write(result)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "coordinator closed the job stream");
+        }
+      }
+      if (context->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "job stream cancelled");
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ExportAssignments(grpc::ServerContext* context, const v1::ExportRequest* request,
+                                 grpc::ServerWriter<v1::ExportChunk>* writer) override {
+    return ToGrpcStatus(store_.ExportAssignments(*request, context, writer));
+  }
+
+  grpc::Status DropJob(grpc::ServerContext*, const v1::DropJobRequest* request,
+                       v1::DropJobResponse*) override {
+    store_.DropJob(request->job_id());
+    return grpc::Status::OK;
+  }
+
+ private:
+  absl::StatusOr<Schema> InferSchemaFromSource(const v1::InferSchemaRequest& request) {
+    COHORT_ASSIGN_OR_RETURN(std::vector<std::string> paths, ExpandPaths(request.source()));
+    COHORT_ASSIGN_OR_RETURN(CsvOptions csv, FromProto(request.csv()));
+    if (!csv.has_header) {
+      return absl::InvalidArgumentError(
+          "a schema cannot be inferred from files without a header; pass the schema");
+    }
+    COHORT_ASSIGN_OR_RETURN(std::unique_ptr<CsvReader> reader, CsvReader::Open(paths[0], csv));
+    const int sample_rows = request.sample_rows() > 0 ? request.sample_rows() : 1000;
+    std::vector<std::vector<std::string>> sample;
+    std::vector<std::string> fields;
+    while (static_cast<int>(sample.size()) < sample_rows) {
+      COHORT_ASSIGN_OR_RETURN(bool more, reader->Next(&fields));
+      if (!more) break;
+      sample.push_back(fields);
+    }
+    SchemaOverrides overrides;
+    overrides.id_column = request.id_column();
+    for (const auto& [name, type] : request.overrides()) {
+      COHORT_ASSIGN_OR_RETURN(overrides.types[name], FromProto(type));
+    }
+    return cohort::InferSchema(reader->header(), sample, overrides);
+  }
+
+  std::string worker_id() const ABSL_LOCKS_EXCLUDED(id_mutex_) {
+    absl::MutexLock lock(&id_mutex_);
+    return worker_id_;
+  }
+
+  mutable absl::Mutex id_mutex_;
+  std::string worker_id_ ABSL_GUARDED_BY(id_mutex_);
+  ShardStore store_;
+};
+
+class WorkerServerImpl final : public WorkerServer {
+ public:
+  WorkerServerImpl(std::string worker_id, std::unique_ptr<WorkerServiceImpl> service,
+                   std::unique_ptr<grpc::Server> server, std::string address)
+      : worker_id_(std::move(worker_id)),
+        service_(std::move(service)),
+        server_(std::move(server)),
+        address_(std::move(address)) {}
+
+  ~WorkerServerImpl() override { Shutdown(absl::Seconds(1)); }
+
+  std::string address() const override { return address_; }
+  const std::string& worker_id() const override { return worker_id_; }
+
+  void Shutdown(absl::Duration grace) override {
+    absl::MutexLock lock(&mutex_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
+    COHORT_LOG_INFO("worker {} at {} stopped", worker_id_, address_);
+  }
+
+  void Wait() override { server_->Wait(); }
+
+ private:
+  const std::string worker_id_;
+  std::unique_ptr<WorkerServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  const std::string address_;
+  absl::Mutex mutex_;
+  bool shut_down_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+// Replaces the port of host:port (or [v6]:port).
+std::string WithPort(const std::string& address, int port) {
+  const size_t colon = address.rfind(':');
+  return absl::StrCat(address.substr(0, colon), ":", port);
+}
+
+absl::Status RegisterWithCoordinator(const WorkerServerOptions& options,
+                                     const std::string& worker_id,
+                                     const std::string& advertise) {
+  auto channel =
+      grpc::CreateChannel(options.coordinator_address, grpc::InsecureChannelCredentials());
+  auto stub = v1::Registry::NewStub(channel);
+  const absl::Time give_up = absl::Now() + options.register_timeout;
+  absl::Duration backoff = absl::Milliseconds(100);
+  grpc::Status last;
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::RegisterWorkerRequest request;
+    request.set_worker_id(worker_id);
+    request.set_address(advertise);
+    v1::RegisterWorkerResponse response;
+    last = stub->RegisterWorker(&context, request, &response);
+    if (last.ok()) {
+      COHORT_LOG_INFO("worker {} registered with coordinator {} as {}", worker_id,
+                      options.coordinator_address, advertise);
+      return absl::OkStatus();
+    }
+    if (last.error_code() == grpc::StatusCode::INVALID_ARGUMENT || absl::Now() + backoff > give_up) {
+      break;
+    }
+    COHORT_LOG_WARN("worker {}: registration with {} failed ({}); retrying in {}", worker_id,
+                    options.coordinator_address, last.error_message(),
+                    absl::FormatDuration(backoff));
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "worker ", worker_id, " could not register with coordinator ", options.coordinator_address,
+      ": ", last.error_message(), "; check that the coordinator runs and the address is right"));
+}
+
+}  // namespace
+
+absl::Status WorkerServerOptions::Validate() const {
+  if (listen_address.empty() || listen_address.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address '", listen_address, "' is invalid; use host:port, e.g. 127.0.0.1:7071"));
+  }
+  if (register_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("register_timeout must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
+    const WorkerServerOptions& options) {
+  COHORT_RETURN_IF_ERROR(options.Validate());
+  grpc::EnableDefaultHealthCheckService(true);
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  auto service = std::make_unique<WorkerServiceImpl>();
+  builder.RegisterService(service.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("worker could not listen on '",
+                                               options.listen_address,
+                                               "'; is the port free and the host local?"));
+  }
+  const std::string address = WithPort(options.listen_address, port);
+  const std::string worker_id =
+      options.worker_id.empty() ? absl::StrCat("worker-", port) : options.worker_id;
+  service->set_worker_id(worker_id);
+  COHORT_LOG_INFO("worker {} listening on {}", worker_id, address);
+  auto result = std::make_unique<WorkerServerImpl>(worker_id, std::move(service),
+                                                   std::move(server), address);
+  if (!options.coordinator_address.empty()) {
+    const std::string advertise =
+        options.advertise_address.empty() ? address : options.advertise_address;
+    absl::Status registered = RegisterWithCoordinator(options, worker_id, advertise);
+    if (!registered.ok()) {
+      result->Shutdown(absl::ZeroDuration());
+      return registered;
+    }
+  }
+  return result;
+}
+
+}  // namespace cohort
