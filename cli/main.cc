@@ -77,6 +77,12 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "independent seedings; the lowest inertia wins (default 1)");
   command->add_option("--max-categories", options->max_categories,
                       "values one-hot encoded per categorical column (default 16)");
+  command->add_option("--log1p", options->log1p_columns,
+                      "numeric columns to transform with log1p before standardizing (default: "
+                      "none for --data, every RFM column for --transactions)")
+      ->delimiter(',');
+  command->add_flag("--raw-numeric", options->raw_numeric,
+                    "with --transactions: standardize the RFM columns without log1p");
   command->add_option("--out", options->out_dir, "output folder")->capture_default_str();
   command->add_flag("!--no-assignments", options->write_assignments,
                     "do not write assignments.csv");

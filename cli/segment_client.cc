@@ -169,6 +169,8 @@ absl::StatusOr<v1::Job> RunJob(Client& client, const std::string& dataset_id,
   job_options->set_seed(options.seed);
   job_options->set_n_init(options.n_init);
   job_options->set_max_categories(options.max_categories);
+  for (const std::string& name : options.log1p_columns) job_options->add_log1p_columns(name);
+  job_options->set_raw_numeric(options.raw_numeric);
   v1::Job job;
   grpc::Status status = client.stub()->StartSegmentation(client.Context().get(), start, &job);
   if (!status.ok()) return CallError(status, "starting the segmentation job");
@@ -223,10 +225,12 @@ void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::
   }
   std::vector<std::string> overall = {"all", FormatReadable(static_cast<double>(model.num_users())),
                                       "100%"};
-  for (const v1::NumericFeature& numeric : model.transform().numeric()) {
-    overall.push_back(FormatReadable(numeric.mean()));
+  if (model.segments_size() > 0) {
+    for (const v1::NumericSummary& numeric : model.segments(0).numeric()) {
+      overall.push_back(FormatReadable(numeric.overall_mean()));
+    }
+    rows.push_back(overall);
   }
-  rows.push_back(overall);
   std::vector<size_t> widths(header.size());
   for (size_t c = 0; c < header.size(); ++c) {
     widths[c] = header[c].size();

@@ -34,6 +34,8 @@ struct SegmentCommandOptions {
   uint64_t seed = 0;
   int n_init = 0;
   int max_categories = 0;
+  std::vector<std::string> log1p_columns;
+  bool raw_numeric = false;
 
   // Output folder for model.json, segments.csv, centroids.csv and assignments.csv.
   std::string out_dir = "cohort-out";

@@ -471,6 +471,7 @@ grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
   }
   auto record = std::make_shared<JobRecord>();
   Schema schema;
+  v1::DatasetKind kind = v1::DATASET_KIND_USERS;
   {
     absl::MutexLock lock(&mutex_);
     if (shutting_down_) {
@@ -506,6 +507,12 @@ grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
     absl::StatusOr<Schema> parsed = FromProto(dataset.info.schema());
     if (!parsed.ok()) return ToGrpcStatus(parsed.status());
     schema = *parsed;
+    kind = dataset.info.kind();
+    absl::StatusOr<std::vector<bool>> log1p =
+        Log1pFlags(schema, ToFeatureOptions(request->options(), kind));
+    if (!log1p.ok()) {
+      return Error(log1p.status().code(), absl::StrCat("options.", log1p.status().message()));
+    }
     record->job_id = absl::StrFormat("job-%06d", next_job_++);
     record->dataset_id = request->dataset_id();
     record->created = absl::Now();
@@ -524,13 +531,13 @@ grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
   }
   COHORT_LOG_INFO("job {} started on dataset {} with k = {}", record->job_id, record->dataset_id,
                   options->k);
-  record->thread = std::thread(&CohortServiceImpl::RunJob, this, record, schema,
+  record->thread = std::thread(&CohortServiceImpl::RunJob, this, record, schema, kind,
                                request->options());
   return grpc::Status::OK;
 }
 
 void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record, Schema schema,
-                               v1::SegmentationOptions options) {
+                               v1::DatasetKind kind, v1::SegmentationOptions options) {
   {
     absl::MutexLock lock(&record->mutex);
     record->job.set_state(v1::JOB_STATE_RUNNING);
@@ -577,6 +584,7 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record, Schema schema,
     SegmentationJobInput input;
     input.job_id = record->job_id;
     input.dataset_id = record->dataset_id;
+    input.kind = kind;
     input.schema = std::move(schema);
     input.options = options;
     JobRecord* raw_record = record.get();

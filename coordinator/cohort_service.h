@@ -97,7 +97,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
                                          const std::vector<int>& shards) const;
   absl::Status LoadOnWorkers(const v1::LoadDatasetRequest& request, v1::Dataset* info,
                              const std::vector<std::string>& owners);
-  void RunJob(std::shared_ptr<JobRecord> record, Schema schema, v1::SegmentationOptions options);
+  void RunJob(std::shared_ptr<JobRecord> record, Schema schema, v1::DatasetKind kind,
+              v1::SegmentationOptions options);
   void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
   absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
   absl::Status PersistModel(const v1::SegmentModel& model) const;

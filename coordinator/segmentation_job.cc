@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "core/features.h"
 #include "core/log.h"
+#include "core/transactions.h"
 #include "core/segment_summary.h"
 #include "core/status_macros.h"
 #include "proto/convert.h"
@@ -54,8 +55,15 @@ class EventSink {
 
 }  // namespace
 
-int MaxCategories(const v1::SegmentationOptions& options) {
-  return options.max_categories() == 0 ? 16 : options.max_categories();
+FeatureOptions ToFeatureOptions(const v1::SegmentationOptions& options, v1::DatasetKind kind) {
+  FeatureOptions features;
+  if (options.max_categories() != 0) features.max_categories = options.max_categories();
+  features.log1p_columns.assign(options.log1p_columns().begin(), options.log1p_columns().end());
+  if (features.log1p_columns.empty() && kind == v1::DATASET_KIND_TRANSACTIONS &&
+      !options.raw_numeric()) {
+    features.log1p_columns = TransactionFeatureSchema().NumericNames();
+  }
+  return features;
 }
 
 absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& options) {
@@ -66,17 +74,14 @@ absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& opt
   if (options.seed() != 0) out.seed = options.seed();
   if (options.n_init() != 0) out.n_init = options.n_init();
   COHORT_RETURN_IF_ERROR(out.Validate());
-  FeatureOptions features;
-  features.max_categories = MaxCategories(options);
-  COHORT_RETURN_IF_ERROR(features.Validate());
+  COHORT_RETURN_IF_ERROR(ToFeatureOptions(options, v1::DATASET_KIND_USERS).Validate());
   return out;
 }
 
 absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& input,
                                                     JobStreams* streams) {
   COHORT_ASSIGN_OR_RETURN(KMeansOptions kmeans_options, ToKMeansOptions(input.options));
-  FeatureOptions feature_options;
-  feature_options.max_categories = MaxCategories(input.options);
+  const FeatureOptions feature_options = ToFeatureOptions(input.options, input.kind);
   EventSink events(input, streams->num_shards(), 0);
 
   // Feature statistics per shard, merged in shard order, then one fitted transform.
@@ -85,6 +90,9 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
   event.set_message("computing feature statistics");
   events.Emit(event, true);
   v1::JobCommand stats_command;
+  for (const std::string& name : feature_options.log1p_columns) {
+    stats_command.mutable_stats()->add_log1p_columns(name);
+  }
   stats_command.mutable_stats();
   COHORT_ASSIGN_OR_RETURN(auto stats_results, streams->Execute(std::move(stats_command)));
   FeatureStats stats;
@@ -121,7 +129,21 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
 
   v1::JobCommand store_command;
   ToProto(result.centroids, store_command.mutable_store_assignments()->mutable_centroids());
-  COHORT_RETURN_IF_ERROR(streams->Execute(std::move(store_command)).status());
+  COHORT_ASSIGN_OR_RETURN(auto stored, streams->Execute(std::move(store_command)));
+  // Raw-value statistics per segment, merged in shard order, for the summaries.
+  std::vector<FeatureStats> segment_stats(result.effective_k);
+  for (const v1::ShardResult& shard : stored) {
+    if (shard.segment_stats_size() == 0) continue;  // a shard without rows
+    if (shard.segment_stats_size() != result.effective_k) {
+      return absl::InternalError(absl::StrCat("shard ", shard.shard_id(), " returned ",
+                                              shard.segment_stats_size(),
+                                              " segment statistics for ", result.effective_k,
+                                              " segments"));
+    }
+    for (int s = 0; s < result.effective_k; ++s) {
+      segment_stats[s].Merge(FromProto(shard.segment_stats(s)));
+    }
+  }
 
   v1::SegmentModel model;
   model.set_model_id(input.job_id);
@@ -140,8 +162,7 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
   model.set_num_users(result.num_rows);
   model.set_reseeded_clusters(result.reseeded_clusters);
   *model.mutable_options() = input.options;
-  for (const SegmentSummary& summary :
-       SummarizeSegments(transform, stats, result.centroids, result.sizes)) {
+  for (const SegmentSummary& summary : SummarizeSegments(transform, segment_stats)) {
     v1::Segment* segment = model.add_segments();
     segment->set_index(summary.index);
     segment->set_size(summary.size);
@@ -152,6 +173,9 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
       out->set_mean(stat.mean);
       out->set_overall_mean(stat.overall_mean);
       out->set_z(stat.z);
+      out->set_min(stat.min);
+      out->set_max(stat.max);
+      out->set_missing(stat.missing);
     }
     for (const CategoricalSegmentStat& stat : summary.categorical) {
       v1::CategoricalSummary* out = segment->add_categorical();

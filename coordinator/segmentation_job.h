@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "cohort/v1/cohort.pb.h"
 #include "coordinator/job_streams.h"
+#include "core/features.h"
 #include "core/kmeans.h"
 #include "core/schema.h"
 
@@ -18,11 +19,14 @@ namespace cohort {
 // Converts API options (0 = default) to validated core options.
 // Errors: InvalidArgument naming the field, the value and the accepted range.
 [[nodiscard]] absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& options);
-int MaxCategories(const v1::SegmentationOptions& options);
+// The feature options of a job: max_categories and the log1p columns, which default
+// to every RFM column for TRANSACTIONS datasets.
+FeatureOptions ToFeatureOptions(const v1::SegmentationOptions& options, v1::DatasetKind kind);
 
 struct SegmentationJobInput {
   std::string job_id;
   std::string dataset_id;
+  v1::DatasetKind kind = v1::DATASET_KIND_USERS;
   Schema schema;
   v1::SegmentationOptions options;
   // Called on the job thread for every progress event.

@@ -93,9 +93,32 @@ void EncodeCategory(const CategoricalTransform& column,
   }
 }
 
+// REQUIRES: value > −1 for a log1p column (checked at fit time and in TransformUser).
 float Standardize(const NumericTransform& column, double value) {
   if (std::isnan(value)) return 0.0f;  // missing → mean → 0
+  if (column.log1p) value = std::log1p(value);
   return static_cast<float>((value - column.mean) / column.scale);
+}
+
+void AccumulateNumeric(double value, bool log1p, NumericStats* column) {
+  if (std::isnan(value)) {
+    ++column->missing;
+    return;
+  }
+  if (column->count == 0) {
+    column->min = value;
+    column->max = value;
+  } else {
+    column->min = std::min(column->min, value);
+    column->max = std::max(column->max, value);
+  }
+  ++column->count;
+  if (log1p) {
+    if (value <= -1) return;  // reported through min at fit time
+    value = std::log1p(value);
+  }
+  column->sum += value;
+  column->sum_sq += value * value;
 }
 
 }  // namespace
@@ -127,29 +150,14 @@ void FeatureStats::Merge(const FeatureStats& other) {
   }
 }
 
-FeatureStats ComputeFeatureStats(const RawShard& shard) {
+FeatureStats ComputeFeatureStats(const RawShard& shard, const std::vector<bool>& log1p) {
   FeatureStats stats;
   stats.rows = shard.num_rows();
 
   stats.numeric.resize(shard.numeric.size());
   for (size_t c = 0; c < shard.numeric.size(); ++c) {
-    NumericStats& column = stats.numeric[c];
-    for (double value : shard.numeric[c]) {
-      if (std::isnan(value)) {
-        ++column.missing;
-        continue;
-      }
-      if (column.count == 0) {
-        column.min = value;
-        column.max = value;
-      } else {
-        column.min = std::min(column.min, value);
-        column.max = std::max(column.max, value);
-      }
-      ++column.count;
-      column.sum += value;
-      column.sum_sq += value * value;
-    }
+    const bool use_log = c < log1p.size() && log1p[c];
+    for (double value : shard.numeric[c]) AccumulateNumeric(value, use_log, &stats.numeric[c]);
   }
 
   stats.categorical.resize(shard.categorical.size());
@@ -160,6 +168,45 @@ FeatureStats ComputeFeatureStats(const RawShard& shard) {
     stats.categorical[c].counts.insert(counts.begin(), counts.end());
   }
   return stats;
+}
+
+std::vector<FeatureStats> ComputeGroupStats(const RawShard& shard, const int32_t* labels,
+                                            int num_groups) {
+  std::vector<FeatureStats> groups(num_groups);
+  for (FeatureStats& group : groups) {
+    group.numeric.resize(shard.numeric.size());
+    group.categorical.resize(shard.categorical.size());
+  }
+  const int64_t n = shard.num_rows();
+  for (int64_t row = 0; row < n; ++row) ++groups[labels[row]].rows;
+  for (size_t c = 0; c < shard.numeric.size(); ++c) {
+    for (int64_t row = 0; row < n; ++row) {
+      AccumulateNumeric(shard.numeric[c][row], false, &groups[labels[row]].numeric[c]);
+    }
+  }
+  for (size_t c = 0; c < shard.categorical.size(); ++c) {
+    std::vector<absl::flat_hash_map<std::string, int64_t>> counts(num_groups);
+    for (int64_t row = 0; row < n; ++row) ++counts[labels[row]][shard.categorical[c][row]];
+    for (int g = 0; g < num_groups; ++g) {
+      groups[g].categorical[c].counts.insert(counts[g].begin(), counts[g].end());
+    }
+  }
+  return groups;
+}
+
+absl::StatusOr<std::vector<bool>> Log1pFlags(const Schema& schema, const FeatureOptions& options) {
+  const std::vector<std::string> numeric_names = schema.NumericNames();
+  std::vector<bool> flags(numeric_names.size(), false);
+  for (const std::string& name : options.log1p_columns) {
+    auto it = std::find(numeric_names.begin(), numeric_names.end(), name);
+    if (it == numeric_names.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "log1p column '", name, "' is not a numeric column; the numeric columns are ",
+          absl::StrJoin(numeric_names, ", ")));
+    }
+    flags[it - numeric_names.begin()] = true;
+  }
+  return flags;
 }
 
 absl::StatusOr<FeatureTransform> FitFeatureTransform(const Schema& schema,
@@ -180,6 +227,9 @@ absl::StatusOr<FeatureTransform> FitFeatureTransform(const Schema& schema,
         categorical_names.size(), "; compute the statistics with the same schema"));
   }
 
+  absl::StatusOr<std::vector<bool>> log1p = Log1pFlags(schema, options);
+  if (!log1p.ok()) return log1p.status();
+
   FeatureTransform transform;
   transform.numeric.reserve(numeric_names.size());
   for (size_t c = 0; c < numeric_names.size(); ++c) {
@@ -191,6 +241,12 @@ absl::StatusOr<FeatureTransform> FitFeatureTransform(const Schema& schema,
     }
     NumericTransform numeric;
     numeric.name = numeric_names[c];
+    numeric.log1p = (*log1p)[c];
+    if (numeric.log1p && column.min <= -1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "numeric column '", numeric_names[c], "' has the value ", column.min,
+          ", but log1p needs values > -1; remove the column from log1p_columns"));
+    }
     numeric.mean = column.sum / static_cast<double>(column.count);
     const double std_dev = PopulationStd(column);
     numeric.scale = std_dev > 0 ? std_dev : 1.0;
@@ -289,6 +345,11 @@ absl::StatusOr<std::vector<float>> TransformUser(
           absl::StrCat("column '", name, "': value '", text,
                        "' is not a finite number; send a number or an empty cell for missing"));
     }
+    if (transform.numeric[it->second].log1p && *value <= -1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", name, "': value '", text,
+          "' is <= -1, but the model takes log1p of this column; send a value > -1"));
+    }
     numeric[it->second] = *value;
   }
 
@@ -310,7 +371,8 @@ OriginalUnits ToOriginalUnits(const FeatureTransform& transform, const float* po
   units.numeric_means.reserve(transform.numeric.size());
   for (size_t c = 0; c < transform.numeric.size(); ++c) {
     const NumericTransform& column = transform.numeric[c];
-    units.numeric_means.push_back(static_cast<double>(point[c]) * column.scale + column.mean);
+    const double value = static_cast<double>(point[c]) * column.scale + column.mean;
+    units.numeric_means.push_back(column.log1p ? std::expm1(value) : value);
   }
   size_t offset = transform.numeric.size();
   units.category_shares.reserve(transform.categorical.size());

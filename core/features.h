@@ -1,5 +1,6 @@
 // Feature pipeline v1: raw user columns → a dense float feature vector.
-//   numeric:      missing → column mean, then (value − mean) / std (std 0 → divide by 1)
+//   numeric:      optionally v → log1p(v) first (for heavy-tailed columns such as spend);
+//                 missing → column mean, then (v − mean) / std (std 0 → divide by 1)
 //   categorical:  one-hot over the most frequent values, plus "other" for the rest;
 //                 an empty cell is the value "" and is counted like any other value
 // Statistics are computed per shard, merged, and fitted once; the fitted transform is
@@ -23,6 +24,9 @@ struct FeatureOptions {
   // Values kept per categorical column, by descending count (ties by value); the rest
   // share the "other" feature. Range [1, 10000].
   int max_categories = 16;
+  // Numeric columns transformed by log1p before standardization. Every value of such a
+  // column must be > −1.
+  std::vector<std::string> log1p_columns;
 
   [[nodiscard]] absl::Status Validate() const;
 };
@@ -30,6 +34,8 @@ struct FeatureOptions {
 struct NumericStats {
   int64_t count = 0;    // non-missing cells
   int64_t missing = 0;  // missing cells
+  // Sums of the values, or of log1p(value) for a column computed with log1p; min and
+  // max are always of the raw values.
   double sum = 0;
   double sum_sq = 0;
   double min = 0;       // meaningful only when count > 0
@@ -51,13 +57,26 @@ struct FeatureStats {
   void Merge(const FeatureStats& other);
 };
 
-// Computes the statistics of one shard.
-FeatureStats ComputeFeatureStats(const RawShard& shard);
+// Computes the statistics of one shard. `log1p` (empty, or one flag per numeric column)
+// selects the columns whose sums are of log1p(value); values <= −1 are left out of those
+// sums and only show in min.
+FeatureStats ComputeFeatureStats(const RawShard& shard, const std::vector<bool>& log1p = {});
+
+// Raw-value statistics of the rows of each group: labels[i] in [0, num_groups) is the
+// group of row i. Returns num_groups entries; used for per-segment summaries.
+std::vector<FeatureStats> ComputeGroupStats(const RawShard& shard, const int32_t* labels,
+                                            int num_groups);
+
+// The per-numeric-column log1p flags of `options` for `schema`. Errors: InvalidArgument
+// for a name that is not a numeric column of the schema (listing those).
+[[nodiscard]] absl::StatusOr<std::vector<bool>> Log1pFlags(const Schema& schema,
+                                                           const FeatureOptions& options);
 
 struct NumericTransform {
   std::string name;
-  double mean = 0;   // imputed for missing cells
-  double scale = 1;  // population standard deviation, or 1 when it is 0
+  bool log1p = false;  // the value is replaced by log1p(value) first
+  double mean = 0;     // imputed for missing cells (in the log1p domain when log1p)
+  double scale = 1;    // population standard deviation, or 1 when it is 0
 };
 
 struct CategoricalTransform {
@@ -77,8 +96,10 @@ struct FeatureTransform {
   std::vector<std::string> FeatureNames() const;
 };
 
-// Fits the transform from merged statistics. Errors: InvalidArgument when there are no
-// rows, or FailedPrecondition when a numeric column has no non-missing value (naming it).
+// Fits the transform from merged statistics computed with Log1pFlags(schema, options).
+// Errors: InvalidArgument when there are no rows or a log1p column is unknown;
+// FailedPrecondition when a numeric column has no non-missing value, or a log1p column
+// has a value <= −1 (naming it and the value).
 [[nodiscard]] absl::StatusOr<FeatureTransform> FitFeatureTransform(
     const Schema& schema, const FeatureStats& stats, const FeatureOptions& options);
 
@@ -93,13 +114,15 @@ void TransformShard(const FeatureTransform& transform, const RawShard& shard, Ma
 // that is absent, or an empty cell, is treated as missing (a categorical column then
 // takes the value ""). Categories are encoded as in TransformShard. Errors:
 // InvalidArgument for a name the transform does not know (listing the known ones), or
-// for a numeric cell that is not a finite number.
+// for a numeric cell that is not a finite number or is <= −1 in a log1p column.
 [[nodiscard]] absl::StatusOr<std::vector<float>> TransformUser(
     const FeatureTransform& transform, const std::map<std::string, std::string>& columns);
 
 // A centroid expressed in original units: numeric means and per-value shares.
 struct OriginalUnits {
-  std::vector<double> numeric_means;                 // per numeric column
+  // Per numeric column; for a log1p column, expm1 of the point's log-domain value (a
+  // typical value like a geometric mean, not the arithmetic mean).
+  std::vector<double> numeric_means;
   std::vector<std::vector<double>> category_shares;  // per categorical column, per output value
 };
 

@@ -56,8 +56,13 @@ size_t CountColumns(const Schema& schema, ColumnType type) {
                                            [type](const ColumnSpec& c) { return c.type == type; }));
 }
 
+// Header position of the line-number id column, which is not read from the file.
+constexpr size_t kNotInFile = static_cast<size_t>(-1);
+
 // Maps each schema column to its index in `header`. Errors: InvalidArgument when a
-// schema column is missing from the header or appears in it twice.
+// schema column is missing from the header or appears in it twice. The line-number id
+// column maps to kNotInFile.
+
 absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
                                                       const std::vector<std::string>& header,
                                                       const std::string& path) {
@@ -69,6 +74,10 @@ absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
   std::vector<size_t> header_index(schema.columns.size());
   for (size_t j = 0; j < schema.columns.size(); ++j) {
     const std::string& name = schema.columns[j].name;
+    if (name == kLineNumberIdColumn && schema.columns[j].type == ColumnType::kId) {
+      header_index[j] = kNotInFile;
+      continue;
+    }
     auto it = index_of_name.find(name);
     if (it == index_of_name.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -183,6 +192,8 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
         MapSchemaToHeader(schema, (*reader)->header(), path);
     if (!header_index.ok()) return header_index.status();
     const size_t id_field = (*header_index)[id_column];
+    const std::string line_id_prefix = file_index == 0 ? "" : absl::StrCat(file_index, ":");
+    std::string line_id;
 
     while (true) {
       absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
@@ -191,7 +202,8 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
       ++loaded.rows_read;
       const int64_t line = (*reader)->line();
 
-      const std::string& id = fields[id_field];
+      if (id_field == kNotInFile) line_id = absl::StrCat(line_id_prefix, line);
+      const std::string& id = id_field == kNotInFile ? line_id : fields[id_field];
       if (id.empty()) {
         return absl::InvalidArgumentError(
             absl::StrCat(path, ":", line, ": column '", schema.columns[id_column].name,
@@ -210,9 +222,17 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
 
       // The cells are swapped in and back out, so no string is copied and `fields`
       // keeps its buffers for the next record.
-      for (size_t j = 0; j < cells.size(); ++j) cells[j].swap(fields[(*header_index)[j]]);
+      for (size_t j = 0; j < cells.size(); ++j) {
+        if ((*header_index)[j] == kNotInFile) {
+          cells[j] = line_id;
+        } else {
+          cells[j].swap(fields[(*header_index)[j]]);
+        }
+      }
       absl::Status status = AppendUserRow(schema, cells, &loaded.shards[slot]);
-      for (size_t j = 0; j < cells.size(); ++j) cells[j].swap(fields[(*header_index)[j]]);
+      for (size_t j = 0; j < cells.size(); ++j) {
+        if ((*header_index)[j] != kNotInFile) cells[j].swap(fields[(*header_index)[j]]);
+      }
       if (!status.ok()) {
         return absl::Status(status.code(), absl::StrCat(path, ":", line, ": ", status.message()));
       }

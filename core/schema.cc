@@ -145,7 +145,16 @@ absl::StatusOr<Schema> InferSchema(const std::vector<std::string>& header,
   // without an override whose name is "id" or ends in "id", else the first column
   // without an override.
   int id_index = -1;
-  if (!overrides.id_column.empty()) {
+  const bool line_ids = overrides.id_column == kLineNumberIdColumn;
+  if (line_ids) {
+    for (const auto& [name, type] : overrides.types) {
+      if (type == ColumnType::kId) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "column '", name, "' has type id but the id column is '", std::string(kLineNumberIdColumn),
+            "' (line numbers); remove one of the two"));
+      }
+    }
+  } else if (!overrides.id_column.empty()) {
     id_index = index_of(overrides.id_column);
     if (id_index < 0) {
       return absl::InvalidArgumentError(
@@ -157,7 +166,7 @@ absl::StatusOr<Schema> InferSchema(const std::vector<std::string>& header,
   for (const auto& [name, type] : overrides.types) {
     if (type == ColumnType::kId) id_overridden = true;
   }
-  if (id_index < 0 && !id_overridden) {
+  if (id_index < 0 && !id_overridden && !line_ids) {
     for (size_t i = 0; i < header.size() && id_index < 0; ++i) {
       if (!overrides.types.contains(header[i]) && LooksLikeIdName(header[i])) {
         id_index = static_cast<int>(i);
@@ -201,6 +210,10 @@ absl::StatusOr<Schema> InferSchema(const std::vector<std::string>& header,
       }
     }
     column.type = any_value && all_numbers ? ColumnType::kNumeric : ColumnType::kCategorical;
+  }
+  if (line_ids) {
+    schema.columns.insert(schema.columns.begin(),
+                          ColumnSpec{std::string(kLineNumberIdColumn), ColumnType::kId});
   }
 
   if (absl::Status status = schema.Validate(); !status.ok()) {

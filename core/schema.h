@@ -42,10 +42,15 @@ struct Schema {
   [[nodiscard]] absl::Status Validate() const;
 };
 
+// An id column with this name is not read from the files: the user id of a record is
+// its 1-based line number, prefixed by "<file index>:" for every file after the first
+// (files in sorted path order). For data without an id column, such as survey exports.
+inline constexpr std::string_view kLineNumberIdColumn = "@line";
+
 // What the caller fixes before inference: the id column and per-column types.
 struct SchemaOverrides {
-  // Name of the id column. When empty, the first column whose lower-cased name is "id"
-  // or ends in "id" is used, else the first column.
+  // Name of the id column, or kLineNumberIdColumn. When empty, the first column whose
+  // lower-cased name is "id" or ends in "id" is used, else the first column.
   std::string id_column;
   // Column name → type. Every name must exist in the header.
   std::map<std::string, ColumnType> types;

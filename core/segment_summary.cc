@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,14 +16,25 @@ constexpr int kDistinguishingFeatures = 3;
 constexpr int kTopCategories = 3;
 
 struct Signal {
-  double strength;  // |standardized difference|
-  std::string text;
+  double strength;     // |standardized difference|
+  std::string text;    // for the distinguishing list
   std::string phrase;  // for the description
 };
 
 std::string DisplayValue(const std::string& value) { return value.empty() ? "(missing)" : value; }
 
 std::string Percent(double share) { return absl::StrFormat("%.0f%%", 100.0 * share); }
+
+double Mean(const NumericStats& stats) {
+  return stats.count > 0 ? stats.sum / static_cast<double>(stats.count) : 0;
+}
+
+double StdDev(const NumericStats& stats) {
+  if (stats.count == 0 || stats.min == stats.max) return 0;
+  const double n = static_cast<double>(stats.count);
+  const double mean = stats.sum / n;
+  return std::sqrt(std::max(0.0, stats.sum_sq / n - mean * mean));
+}
 
 }  // namespace
 
@@ -41,69 +51,68 @@ std::string FormatReadable(double value) {
     }
     return text;
   }
+  if (value == std::round(value)) return absl::StrFormat("%.0f", value);
   if (magnitude >= 100) return absl::StrFormat("%.1f", value);
   if (magnitude >= 1) return absl::StrFormat("%.2f", value);
   return absl::StrFormat("%.3g", value);
 }
 
 std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
-                                              const FeatureStats& stats,
-                                              const MatrixXfR& centroids,
-                                              const std::vector<int64_t>& sizes) {
-  const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t{0});
+                                              const std::vector<FeatureStats>& segment_stats) {
+  FeatureStats overall;
+  for (const FeatureStats& stats : segment_stats) overall.Merge(stats);
+  const double total_rows = static_cast<double>(std::max<int64_t>(overall.rows, 1));
+
   std::vector<SegmentSummary> summaries;
-  for (int s = 0; s < static_cast<int>(centroids.rows()); ++s) {
+  for (size_t s = 0; s < segment_stats.size(); ++s) {
+    const FeatureStats& stats = segment_stats[s];
     SegmentSummary summary;
-    summary.index = s;
-    summary.size = sizes[s];
-    summary.share = total > 0 ? static_cast<double>(sizes[s]) / static_cast<double>(total) : 0;
-    const OriginalUnits units = ToOriginalUnits(transform, centroids.row(s).data());
+    summary.index = static_cast<int>(s);
+    summary.size = stats.rows;
+    summary.share = static_cast<double>(stats.rows) / total_rows;
     std::vector<Signal> signals;
 
-    for (size_t c = 0; c < transform.numeric.size(); ++c) {
-      const NumericTransform& column = transform.numeric[c];
+    for (size_t c = 0; c < transform.numeric.size() && c < stats.numeric.size(); ++c) {
+      const std::string& name = transform.numeric[c].name;
+      const NumericStats& column = stats.numeric[c];
       NumericSegmentStat stat;
-      stat.column = column.name;
-      stat.mean = units.numeric_means[c];
-      stat.overall_mean = column.mean;
-      stat.z = (stat.mean - column.mean) / column.scale;
+      stat.column = name;
+      stat.mean = Mean(column);
+      stat.overall_mean = Mean(overall.numeric[c]);
+      const double spread = StdDev(overall.numeric[c]);
+      stat.z = spread > 0 && column.count > 0 ? (stat.mean - stat.overall_mean) / spread : 0;
+      stat.min = column.min;
+      stat.max = column.max;
+      stat.missing = column.missing;
       summary.numeric.push_back(stat);
+      if (column.count == 0) continue;
       signals.push_back(Signal{
-          std::fabs(stat.z), absl::StrFormat("%s %+.1fσ", column.name, stat.z),
-          absl::StrCat(stat.z >= 0 ? "high " : "low ", column.name, " (",
-                       FormatReadable(stat.mean), " vs ", FormatReadable(stat.overall_mean),
-                       ")")});
+          std::fabs(stat.z), absl::StrFormat("%s %+.1fσ", name, stat.z),
+          absl::StrCat(stat.z >= 0 ? "high " : "low ", name, " (", FormatReadable(stat.mean),
+                       " vs ", FormatReadable(stat.overall_mean), ")")});
     }
 
-    for (size_t c = 0; c < transform.categorical.size(); ++c) {
-      const CategoricalTransform& column = transform.categorical[c];
-      const CategoricalStats& counts = stats.categorical[c];
-      const double rows = static_cast<double>(std::max<int64_t>(stats.rows, 1));
+    for (size_t c = 0; c < transform.categorical.size() && c < stats.categorical.size(); ++c) {
+      const std::string& name = transform.categorical[c].name;
       CategoricalSegmentStat stat;
-      stat.column = column.name;
-      double kept_share = 0;
-      for (size_t v = 0; v < column.values.size(); ++v) {
-        auto it = counts.counts.find(column.values[v]);
-        const double overall = it == counts.counts.end() ? 0 : static_cast<double>(it->second) / rows;
-        kept_share += overall;
-        stat.top.push_back(
-            CategoryShareStat{DisplayValue(column.values[v]), units.category_shares[c][v], overall});
-      }
-      if (column.has_other) {
-        stat.top.push_back(CategoryShareStat{"(other)", units.category_shares[c].back(),
-                                             std::max(0.0, 1.0 - kept_share)});
-      }
-      for (const CategoryShareStat& share : stat.top) {
-        const double spread = std::sqrt(share.overall_share * (1 - share.overall_share));
-        if (spread <= 0) continue;
-        const double z = (share.share - share.overall_share) / spread;
-        // Only over-represented values read naturally ("mostly app users").
-        if (z <= 0) continue;
+      stat.column = name;
+      const double rows = static_cast<double>(std::max<int64_t>(stats.rows, 1));
+      for (const auto& [value, count] : stats.categorical[c].counts) {
+        auto it = overall.categorical[c].counts.find(value);
+        const double overall_share =
+            it == overall.categorical[c].counts.end() ? 0 : static_cast<double>(it->second) / total_rows;
+        const double share = static_cast<double>(count) / rows;
+        stat.top.push_back(CategoryShareStat{DisplayValue(value), share, overall_share});
+        const double spread = std::sqrt(overall_share * (1 - overall_share));
+        // Only over-represented values read naturally ("often channel=app").
+        if (spread <= 0 || share <= overall_share) continue;
+        const double z = (share - overall_share) / spread;
         signals.push_back(Signal{
-            z, absl::StrCat(column.name, "=", share.value, " ", Percent(share.share), " vs ",
-                            Percent(share.overall_share)),
-            absl::StrCat("often ", column.name, "=", share.value, " (", Percent(share.share),
-                         " vs ", Percent(share.overall_share), ")")});
+            z,
+            absl::StrCat(name, "=", DisplayValue(value), " ", Percent(share), " vs ",
+                         Percent(overall_share)),
+            absl::StrCat("often ", name, "=", DisplayValue(value), " (", Percent(share), " vs ",
+                         Percent(overall_share), ")")});
       }
       std::stable_sort(stat.top.begin(), stat.top.end(),
                        [](const CategoryShareStat& a, const CategoryShareStat& b) {
@@ -113,6 +122,7 @@ std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
       summary.categorical.push_back(std::move(stat));
     }
 
+    // Strongest first; equal strengths keep column order, so the text is deterministic.
     std::stable_sort(signals.begin(), signals.end(),
                      [](const Signal& a, const Signal& b) { return a.strength > b.strength; });
     std::vector<std::string> phrases;
@@ -120,9 +130,9 @@ std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
       summary.distinguishing.push_back(signals[i].text);
       phrases.push_back(signals[i].phrase);
     }
-    summary.description = absl::StrCat(FormatReadable(static_cast<double>(summary.size)),
-                                       " users (", absl::StrFormat("%.1f%%", 100 * summary.share),
-                                       ")");
+    summary.description =
+        absl::StrCat(FormatReadable(static_cast<double>(summary.size)), " users (",
+                     absl::StrFormat("%.1f%%", 100 * summary.share), ")");
     if (!phrases.empty()) absl::StrAppend(&summary.description, ": ", absl::StrJoin(phrases, ", "));
     summaries.push_back(std::move(summary));
   }

@@ -1,5 +1,5 @@
-// Readable per-segment summaries in original units, built from a fitted transform, the
-// merged feature statistics and the final centroids.
+// Readable per-segment summaries in original units, built from the raw-value statistics
+// of each segment's users.
 #ifndef COHORT_CORE_SEGMENT_SUMMARY_H_
 #define COHORT_CORE_SEGMENT_SUMMARY_H_
 
@@ -8,19 +8,21 @@
 #include <vector>
 
 #include "core/features.h"
-#include "core/matrix.h"
 
 namespace cohort {
 
 struct NumericSegmentStat {
   std::string column;
-  double mean = 0;          // segment mean, original units (missing cells imputed)
+  double mean = 0;          // mean of the segment's non-missing values (0 when none)
   double overall_mean = 0;
   double z = 0;             // (mean − overall_mean) / overall standard deviation
+  double min = 0;
+  double max = 0;
+  int64_t missing = 0;
 };
 
 struct CategoryShareStat {
-  std::string value;        // "(other)" and "(missing)" for the pooled and empty values
+  std::string value;        // "(missing)" for empty cells
   double share = 0;         // within the segment
   double overall_share = 0;
 };
@@ -43,12 +45,11 @@ struct SegmentSummary {
   std::string description;
 };
 
-// Summarizes each row of centroids (k×d, feature space of `transform`).
-// REQUIRES: sizes.size() == centroids.rows(); stats merged over all shards.
+// Summarizes every segment. segment_stats[s] holds the raw-value statistics of segment
+// s's users (ComputeGroupStats merged over all shards); column names come from
+// `transform`, whose columns are in the same order.
 std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
-                                              const FeatureStats& stats,
-                                              const MatrixXfR& centroids,
-                                              const std::vector<int64_t>& sizes);
+                                              const std::vector<FeatureStats>& segment_stats);
 
 // Formats a number for people: thousands separators, at most 3 significant decimals.
 std::string FormatReadable(double value);

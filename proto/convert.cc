@@ -171,6 +171,7 @@ void ToProto(const FeatureTransform& transform, v1::FeatureTransform* proto) {
     out->set_name(numeric.name);
     out->set_mean(numeric.mean);
     out->set_scale(numeric.scale);
+    out->set_log1p(numeric.log1p);
   }
   for (const CategoricalTransform& categorical : transform.categorical) {
     v1::CategoricalFeature* out = proto->add_categorical();
@@ -183,7 +184,8 @@ void ToProto(const FeatureTransform& transform, v1::FeatureTransform* proto) {
 FeatureTransform FromProto(const v1::FeatureTransform& proto) {
   FeatureTransform transform;
   for (const v1::NumericFeature& numeric : proto.numeric()) {
-    transform.numeric.push_back(NumericTransform{numeric.name(), numeric.mean(), numeric.scale()});
+    transform.numeric.push_back(
+        NumericTransform{numeric.name(), numeric.log1p(), numeric.mean(), numeric.scale()});
   }
   for (const v1::CategoricalFeature& categorical : proto.categorical()) {
     CategoricalTransform out;

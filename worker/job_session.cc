@@ -47,7 +47,7 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
     case v1::JobCommand::kOpen:
       return Open(command.open(), results);
     case v1::JobCommand::kStats:
-      return Stats(seq, results);
+      return Stats(command.stats(), seq, results);
     case v1::JobCommand::kBuildFeatures:
       return BuildFeatures(command.build_features(), seq, results);
     case v1::JobCommand::kMoments: {
@@ -135,14 +135,7 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       if (centroids.rows() < 1) {
         return absl::InvalidArgumentError("StoreAssignments needs centroids");
       }
-      for (const ShardState& shard : shards_) {
-        ShardAssignments assignments;
-        assignments.user_ids = shard.user_ids;
-        shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
-        store_->StoreAssignments(job_id_, shard.shard_id, std::move(assignments));
-        results->push_back(NewResult(seq, shard));
-      }
-      return absl::OkStatus();
+      return StoreAssignments(centroids, seq, results);
     }
     case v1::JobCommand::COMMAND_NOT_SET:
       break;
@@ -171,7 +164,11 @@ absl::Status JobSession::Open(const v1::OpenJob& open, std::vector<v1::ShardResu
   return absl::OkStatus();
 }
 
-absl::Status JobSession::Stats(int64_t seq, std::vector<v1::ShardResult>* results) {
+absl::Status JobSession::Stats(const v1::ComputeStats& command, int64_t seq,
+                              std::vector<v1::ShardResult>* results) {
+  FeatureOptions options;
+  options.log1p_columns.assign(command.log1p_columns().begin(), command.log1p_columns().end());
+  COHORT_ASSIGN_OR_RETURN(std::vector<bool> log1p, Log1pFlags(dataset_->schema, options));
   absl::ReaderMutexLock lock(&dataset_->mutex);
   for (ShardState& shard : shards_) {
     auto it = dataset_->shards.find(shard.shard_id);
@@ -180,10 +177,45 @@ absl::Status JobSession::Stats(int64_t seq, std::vector<v1::ShardResult>* result
     const RawShard& raw = it == dataset_->shards.end() ? empty : it->second;
     shard.user_ids = raw.ids;
     v1::ShardResult result = NewResult(seq, shard);
-    ToProto(ComputeFeatureStats(raw), result.mutable_stats());
+    ToProto(ComputeFeatureStats(raw, log1p), result.mutable_stats());
     results->push_back(std::move(result));
   }
   return absl::OkStatus();
+}
+
+absl::Status JobSession::StoreAssignments(const MatrixXfR& centroids, int64_t seq,
+                                          std::vector<v1::ShardResult>* results) {
+  const int k = static_cast<int>(centroids.rows());
+  absl::ReaderMutexLock lock(&dataset_->mutex);
+  for (const ShardState& shard : shards_) {
+    COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
+    ShardAssignments assignments;
+    assignments.user_ids = shard.user_ids;
+    shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
+    v1::ShardResult result = NewResult(seq, shard);
+    if (raw != nullptr) {
+      for (const FeatureStats& stats : ComputeGroupStats(*raw, assignments.segments.data(), k)) {
+        ToProto(stats, result.add_segment_stats());
+      }
+    }
+    store_->StoreAssignments(job_id_, shard.shard_id, std::move(assignments));
+    results->push_back(std::move(result));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const RawShard*> JobSession::CurrentRaw(const ShardState& shard) const {
+  auto it = dataset_->shards.find(shard.shard_id);
+  const RawShard* raw = it == dataset_->shards.end() ? nullptr : &it->second;
+  const int64_t rows = raw == nullptr ? 0 : raw->num_rows();
+  if (rows != static_cast<int64_t>(shard.user_ids.size()) ||
+      (raw != nullptr && raw->ids != shard.user_ids)) {
+    // Rows were streamed in after the job read the shard; its statistics and features
+    // no longer describe the data.
+    return absl::AbortedError(absl::StrCat("job ", job_id_, ": shard ", shard.shard_id,
+                                           " changed while the job ran; rerun the job"));
+  }
+  return raw;
 }
 
 absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t seq,
@@ -197,15 +229,9 @@ absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t
   }
   absl::ReaderMutexLock lock(&dataset_->mutex);
   for (ShardState& shard : shards_) {
-    auto it = dataset_->shards.find(shard.shard_id);
+    COHORT_ASSIGN_OR_RETURN(const RawShard* current, CurrentRaw(shard));
     RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
-    const RawShard& raw = it == dataset_->shards.end() ? empty : it->second;
-    if (raw.ids != shard.user_ids) {
-      // Rows were streamed in between Stats and BuildFeatures; the statistics no longer
-      // describe the data.
-      return absl::AbortedError(absl::StrCat("job ", job_id_, ": shard ", shard.shard_id,
-                                             " changed while the job started; rerun the job"));
-    }
+    const RawShard& raw = current == nullptr ? empty : *current;
     TransformShard(transform, raw, &shard.x);
     shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x);
     results->push_back(NewResult(seq, shard));

@@ -37,7 +37,15 @@ class JobSession {
   };
 
   absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
-  absl::Status Stats(int64_t seq, std::vector<v1::ShardResult>* results);
+  absl::Status Stats(const v1::ComputeStats& command, int64_t seq,
+                     std::vector<v1::ShardResult>* results);
+  absl::Status StoreAssignments(const MatrixXfR& centroids, int64_t seq,
+                                std::vector<v1::ShardResult>* results)
+      ABSL_LOCKS_EXCLUDED(dataset_->mutex);
+  // The shard's raw rows (null for a shard no row hashed to). Errors: Aborted when
+  // rows were appended since the job read the shard.
+  absl::StatusOr<const RawShard*> CurrentRaw(const ShardState& shard) const
+      ABSL_SHARED_LOCKS_REQUIRED(dataset_->mutex);
   absl::Status BuildFeatures(const v1::BuildFeatures& command, int64_t seq,
                              std::vector<v1::ShardResult>* results);
   absl::Status CheckFeaturesBuilt() const;

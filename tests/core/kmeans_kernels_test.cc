@@ -58,7 +58,7 @@ class ThreadCountGuard {
   int saved_;
 };
 
-TEST(RowSquaredNormsTest, MatchesDoubleLoop) {
+TEST(RowSquaredNormsKernelTest, MatchesDoubleLoop) {
   const MatrixXfR x = RandomMatrix(300, 19, 1);
   const Eigen::VectorXf norms = RowSquaredNorms(x);
   ASSERT_EQ(norms.size(), 300);
@@ -69,7 +69,7 @@ TEST(RowSquaredNormsTest, MatchesDoubleLoop) {
   }
 }
 
-TEST(RowSquaredNormsTest, EmptyMatrixGivesEmptyVector) {
+TEST(RowSquaredNormsKernelTest, EmptyMatrixGivesEmptyVector) {
   EXPECT_EQ(RowSquaredNorms(MatrixXfR(0, 4)).size(), 0);
 }
 
@@ -77,7 +77,7 @@ struct AssignCase {
   int64_t n, d, k;
 };
 
-TEST(AssignNearestTest, MatchesDoubleLoop) {
+TEST(AssignNearestKernelTest, MatchesDoubleLoop) {
   const AssignCase cases[] = {{1, 1, 1},    {300, 3, 1},   {257, 5, 7},     {1000, 16, 37},
                               {513, 2, 4},  {5000, 33, 600}, {4097, 64, 256}, {100, 300, 9}};
   uint64_t seed = 10;
@@ -101,7 +101,7 @@ TEST(AssignNearestTest, MatchesDoubleLoop) {
   }
 }
 
-TEST(AssignNearestTest, TieGoesToLowestIndex) {
+TEST(AssignNearestKernelTest, TieGoesToLowestIndex) {
   // Small integers, so every product and sum is exact and the ties are real.
   MatrixXfR centroids(4, 2);
   centroids << 1, 0,  //
@@ -120,7 +120,7 @@ TEST(AssignNearestTest, TieGoesToLowestIndex) {
   EXPECT_EQ(got.labels[2], 2);
 }
 
-TEST(AssignNearestTest, TieAcrossCentroidBlocksGoesToLowestIndex) {
+TEST(AssignNearestKernelTest, TieAcrossCentroidBlocksGoesToLowestIndex) {
   const int64_t k = kAssignBlockCentroids + 3;
   MatrixXfR centroids = MatrixXfR::Constant(k, 3, 9.0f);
   centroids.row(kAssignBlockCentroids - 1) << 1, 1, 1;
@@ -133,7 +133,7 @@ TEST(AssignNearestTest, TieAcrossCentroidBlocksGoesToLowestIndex) {
   }
 }
 
-TEST(AssignNearestTest, NegativeRoundingIsClampedToZero) {
+TEST(AssignNearestKernelTest, NegativeRoundingIsClampedToZero) {
   // Large norms and a row equal to its centroid: the expansion cancels to a value near
   // 0 whose sign depends on rounding.
   MatrixXfR x = RandomMatrix(50, 7, 3, 1000.0f);
@@ -141,7 +141,7 @@ TEST(AssignNearestTest, NegativeRoundingIsClampedToZero) {
   for (int64_t i = 0; i < x.rows(); ++i) EXPECT_GE(got.sq_dist[i], 0.0f) << "row " << i;
 }
 
-TEST(AssignNearestTest, ResultDoesNotDependOnRowPosition) {
+TEST(AssignNearestKernelTest, ResultDoesNotDependOnRowPosition) {
   const int64_t ks[] = {1, 5, 13, 600};
   const int64_t ds[] = {3, 17, 64};
   const int64_t prefixes[] = {1, 3, 100, 255, 4500};
@@ -166,7 +166,7 @@ TEST(AssignNearestTest, ResultDoesNotDependOnRowPosition) {
   }
 }
 
-TEST(AssignNearestTest, OneAndTwoThreadsGiveIdenticalResults) {
+TEST(AssignNearestKernelTest, OneAndTwoThreadsGiveIdenticalResults) {
   ThreadCountGuard guard;
   // 3000 rows stay below kParallelMinRows, where only Eigen itself could use threads.
   for (int64_t n : {3000, 20000}) {
@@ -183,7 +183,7 @@ TEST(AssignNearestTest, OneAndTwoThreadsGiveIdenticalResults) {
   }
 }
 
-TEST(AssignNearestTest, KeepsCallerThreadCount) {
+TEST(AssignNearestKernelTest, KeepsCallerThreadCount) {
   ThreadCountGuard guard;
   omp_set_num_threads(2);
   const MatrixXfR x = RandomMatrix(100, 4, 9);

@@ -352,7 +352,7 @@ double ReferenceLloydInertia(const MatrixXfR& x, MatrixXdR centroids, int iterat
   return assign();
 }
 
-TEST(RunLloydTest, MatchesReferenceLloyd) {
+TEST(RunKMeansFromCentroidsTest, MatchesReferenceLloyd) {
   const Blobs blobs = MakeBlobs(RandomMeans(5, 4, 4.0, 22), 200, 1.0, 23, /*grid=*/false);
   MatrixXfR initial(5, 4);
   for (int j = 0; j < 5; ++j) initial.row(j) = blobs.x.row(j * 7);
@@ -368,7 +368,7 @@ TEST(RunLloydTest, MatchesReferenceLloyd) {
   EXPECT_NEAR(result->inertia, expected, 1e-5 * expected) << "iterations=" << result->iterations;
 }
 
-TEST(RunLloydTest, EmptyClusterIsReseeded) {
+TEST(RunKMeansFromCentroidsTest, EmptyClusterIsReseeded) {
   // Centroid 2 is far from every row, so no row picks it in the first iteration.
   const Blobs blobs = MakeBlobs(RandomMeans(3, 2, 10.0, 24), 50, 0.5, 25, /*grid=*/false);
   MatrixXfR initial(3, 2);
@@ -382,7 +382,7 @@ TEST(RunLloydTest, EmptyClusterIsReseeded) {
   EXPECT_LT(result->centroids.cwiseAbs().maxCoeff(), 100.0f);
 }
 
-TEST(RunLloydTest, MoreCentroidsThanRowsLeavesSomeEmpty) {
+TEST(RunKMeansFromCentroidsTest, MoreCentroidsThanRowsLeavesSomeEmpty) {
   MatrixXfR x(2, 1);
   x << 0, 1;
   MatrixXfR initial(4, 1);
@@ -396,7 +396,7 @@ TEST(RunLloydTest, MoreCentroidsThanRowsLeavesSomeEmpty) {
   EXPECT_EQ(CountDistinctRows(result->centroids), 4);
 }
 
-TEST(RunLloydTest, RejectsBadInitialCentroids) {
+TEST(RunKMeansFromCentroidsTest, RejectsBadInitialCentroids) {
   const MatrixXfR x = MatrixXfR::Ones(10, 3);
   ShardedData data(x, 1);
   const KMeansOptions options;

@@ -150,6 +150,41 @@ TEST_F(RawTableTest, LoadsAllRowsInFileOrder) {
   }
 }
 
+TEST_F(RawTableTest, LineNumberIdsNumberEachFileFromItsDataLines) {
+  const std::string first = WriteFile("a.csv", "age,city\n30,x\n31,y\n");
+  const std::string second = WriteFile("b.csv", "age,city\n40,z\n");
+  SchemaOverrides overrides;
+  overrides.id_column = std::string(kLineNumberIdColumn);
+  absl::StatusOr<Schema> schema = InferSchema({"age", "city"}, {{"30", "x"}}, overrides);
+  ASSERT_TRUE(schema.ok()) << schema.status();
+  ASSERT_EQ(schema->columns.size(), 3u);
+  EXPECT_EQ(schema->columns[0].name, "@line");
+  EXPECT_EQ(schema->columns[0].type, ColumnType::kId);
+  EXPECT_EQ(schema->columns[1].type, ColumnType::kNumeric);
+
+  UserLoadOptions options = Options({first, second}, /*num_shards=*/1);
+  options.schema = *schema;
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const RawShard& shard = loaded->shards[0];
+  ASSERT_EQ(shard.num_rows(), 3);
+  EXPECT_EQ(shard.ids[0], "2");
+  EXPECT_EQ(shard.ids[1], "3");
+  EXPECT_EQ(shard.ids[2], "1:2");
+  EXPECT_EQ(shard.numeric[0][2], 40.0);
+  EXPECT_EQ(shard.categorical[0][1], "y");
+}
+
+TEST_F(RawTableTest, LineNumberIdConflictsWithIdTypeOverride) {
+  SchemaOverrides overrides;
+  overrides.id_column = std::string(kLineNumberIdColumn);
+  overrides.types["age"] = ColumnType::kId;
+  absl::StatusOr<Schema> schema = InferSchema({"age", "city"}, {{"30", "x"}}, overrides);
+  ASSERT_FALSE(schema.ok());
+  EXPECT_EQ(schema.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(schema.status().message().find("'age'"), std::string::npos) << schema.status();
+}
+
 TEST_F(RawTableTest, ShardFilterKeepsOnlyHostedRows) {
   const int num_shards = 4;
   const std::string path = WriteUsers("users.csv", 0, 200);
