@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/segment_client.h"
@@ -83,10 +84,50 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
       ->delimiter(',');
   command->add_flag("--raw-numeric", options->raw_numeric,
                     "with --transactions: standardize the RFM columns without log1p");
+  command->add_option("--algorithm", options->algorithm,
+                      "kmeans (default) or bisecting (a segment tree split by 2-means)");
+  command->add_option("--split-rule", options->split_rule,
+                      "bisecting: largest (default) or highest_inertia");
+  command->add_option("--min-divisible-size", options->min_divisible_size,
+                      "bisecting: leaves with fewer users are not split (default 2)");
   command->add_option("--out", options->out_dir, "output folder")->capture_default_str();
   command->add_flag("!--no-assignments", options->write_assignments,
                     "do not write assignments.csv");
   command->add_flag("!--no-progress", options->progress_bar, "do not draw the progress bar");
+}
+
+// Adds the report flags; `sweep` receives the raw --sweep text.
+void AddReportFlags(CLI::App* command, SegmentCommandOptions* options, std::string* sweep) {
+  command->add_option("--sweep", *sweep,
+                      "k values to try first, as a range 2-10 or a list 3,5,8; the suggested "
+                      "k is used unless -k is given");
+  command->add_flag("--tree", options->tree, "also grow a bisecting segment tree with the same k");
+}
+
+// Parses "2-10" or "3,5,8". Errors: InvalidArgument naming the text.
+absl::StatusOr<std::vector<int>> ParseSweep(const std::string& text) {
+  std::vector<int> ks;
+  const auto fail = [&text]() {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sweep '", text, "' is invalid; use a range such as 2-10 or a list such as 3,5,8"));
+  };
+  const size_t dash = text.find('-');
+  if (dash != std::string::npos) {
+    int low = 0;
+    int high = 0;
+    if (!absl::SimpleAtoi(text.substr(0, dash), &low) ||
+        !absl::SimpleAtoi(text.substr(dash + 1), &high) || low < 1 || high < low) {
+      return fail();
+    }
+    for (int k = low; k <= high; ++k) ks.push_back(k);
+    return ks;
+  }
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int k = 0;
+    if (!absl::SimpleAtoi(part, &k) || k < 1) return fail();
+    ks.push_back(k);
+  }
+  return ks;
 }
 
 // Without --data or --transactions, local mode generates the synthetic shop and segments
@@ -162,6 +203,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   AddSegmentFlags(segment, &segment_options);
 
+  // cohort report
+  CLI::App* report = app.add_subcommand(
+      "report", "segment a dataset on a running coordinator and write report.html");
+  SegmentCommandOptions report_options;
+  std::string report_sweep;
+  report->add_option("--coordinator", coordinator_address, "coordinator host:port")
+      ->capture_default_str();
+  AddSegmentFlags(report, &report_options);
+  AddReportFlags(report, &report_options, &report_sweep);
+
   // cohort local segment
   CLI::App* local = app.add_subcommand("local", "run a coordinator and workers in this process");
   local->require_subcommand(1);
@@ -171,6 +222,12 @@ int main(int argc, char** argv) {
   int local_workers = 3;
   local_segment->add_option("--workers", local_workers, "workers to start")->capture_default_str();
   AddSegmentFlags(local_segment, &local_options);
+  CLI::App* local_report = local->add_subcommand(
+      "report", "segment a dataset (default: the synthetic shop) locally and write report.html");
+  std::string local_sweep;
+  local_report->add_option("--workers", local_workers, "workers to start")->capture_default_str();
+  AddSegmentFlags(local_report, &local_options);
+  AddReportFlags(local_report, &local_options, &local_sweep);
 
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(log_level);
@@ -208,7 +265,25 @@ int main(int argc, char** argv) {
     absl::Status status = RunSegmentCommand(coordinator_address, segment_options, std::cout);
     return status.ok() ? 0 : Fail(status);
   }
-  if (local_segment->parsed()) {
+  if (report->parsed()) {
+    if (!report_sweep.empty()) {
+      absl::StatusOr<std::vector<int>> ks = ParseSweep(report_sweep);
+      if (!ks.ok()) return Fail(ks.status());
+      report_options.sweep_ks = *ks;
+    }
+    report_options.k_given = report->count("-k") > 0;
+    absl::Status status = RunReportCommand(coordinator_address, report_options, std::cout);
+    return status.ok() ? 0 : Fail(status);
+  }
+  if (local_segment->parsed() || local_report->parsed()) {
+    if (local_report->parsed()) {
+      if (!local_sweep.empty()) {
+        absl::StatusOr<std::vector<int>> ks = ParseSweep(local_sweep);
+        if (!ks.ok()) return Fail(ks.status());
+        local_options.sweep_ks = *ks;
+      }
+      local_options.k_given = local_report->count("-k") > 0;
+    }
     if (local_workers < 1 || local_workers > 64) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("--workers ", local_workers, " is invalid; use 1..64")));
@@ -232,7 +307,10 @@ int main(int argc, char** argv) {
     if (!server.ok()) return Fail(server.status());
     std::fprintf(stderr, "local cluster: coordinator %s, %d workers\n",
                  (*server)->address().c_str(), local_workers);
-    absl::Status status = RunSegmentCommand((*server)->address(), local_options, std::cout);
+    absl::Status status =
+        local_report->parsed()
+            ? RunReportCommand((*server)->address(), local_options, std::cout)
+            : RunSegmentCommand((*server)->address(), local_options, std::cout);
     (*server)->Shutdown(absl::Seconds(1));
     for (auto& w : workers) w->Shutdown(absl::Seconds(1));
     return status.ok() ? 0 : Fail(status);

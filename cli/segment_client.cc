@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cohort/v1/cohort.grpc.pb.h"
+#include "core/report.h"
 #include "core/segment_summary.h"
 #include "core/status_macros.h"
 #include "proto/convert.h"
@@ -158,24 +159,25 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
   return dataset;
 }
 
-absl::StatusOr<v1::Job> RunJob(Client& client, const std::string& dataset_id,
-                               const SegmentCommandOptions& options) {
-  v1::StartSegmentationRequest start;
-  start.set_dataset_id(dataset_id);
-  v1::SegmentationOptions* job_options = start.mutable_options();
-  job_options->set_k(options.k);
-  job_options->set_max_iter(options.max_iter);
-  job_options->set_tol(options.tol);
-  job_options->set_seed(options.seed);
-  job_options->set_n_init(options.n_init);
-  job_options->set_max_categories(options.max_categories);
-  for (const std::string& name : options.log1p_columns) job_options->add_log1p_columns(name);
-  job_options->set_raw_numeric(options.raw_numeric);
-  v1::Job job;
-  grpc::Status status = client.stub()->StartSegmentation(client.Context().get(), start, &job);
-  if (!status.ok()) return CallError(status, "starting the segmentation job");
+v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) {
+  v1::SegmentationOptions job_options;
+  job_options.set_k(k);
+  job_options.set_max_iter(options.max_iter);
+  job_options.set_tol(options.tol);
+  job_options.set_seed(options.seed);
+  job_options.set_n_init(options.n_init);
+  job_options.set_max_categories(options.max_categories);
+  for (const std::string& name : options.log1p_columns) job_options.add_log1p_columns(name);
+  job_options.set_raw_numeric(options.raw_numeric);
+  job_options.set_algorithm(options.algorithm);
+  job_options.set_split_rule(options.split_rule);
+  job_options.set_min_divisible_size(options.min_divisible_size);
+  return job_options;
+}
 
-  ProgressBar bar(options.progress_bar);
+// Draws the job's progress until it ends; returns the finished job or its error.
+absl::StatusOr<v1::Job> WatchToEnd(Client& client, v1::Job job, bool progress_bar) {
+  ProgressBar bar(progress_bar);
   v1::WatchJobRequest watch;
   watch.set_job_id(job.job_id());
   auto context = client.Context();
@@ -183,7 +185,7 @@ absl::StatusOr<v1::Job> RunJob(Client& client, const std::string& dataset_id,
   v1::JobEvent event;
   while (reader->Read(&event)) bar.Update(event);
   bar.Finish();
-  status = reader->Finish();
+  grpc::Status status = reader->Finish();
   if (!status.ok()) return CallError(status, "watching the job");
 
   v1::GetJobRequest get;
@@ -196,6 +198,43 @@ absl::StatusOr<v1::Job> RunJob(Client& client, const std::string& dataset_id,
                                      ": ", job.error_message()));
   }
   return job;
+}
+
+absl::StatusOr<v1::SegmentModel> RunSegmentation(Client& client, const std::string& dataset_id,
+                                                 const v1::SegmentationOptions& options,
+                                                 bool progress_bar) {
+  v1::StartSegmentationRequest start;
+  start.set_dataset_id(dataset_id);
+  *start.mutable_options() = options;
+  v1::Job job;
+  grpc::Status status = client.stub()->StartSegmentation(client.Context().get(), start, &job);
+  if (!status.ok()) return CallError(status, "starting the segmentation job");
+  COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, progress_bar));
+  v1::GetSegmentModelRequest get;
+  get.set_model_id(job.model_id());
+  v1::SegmentModel model;
+  status = client.stub()->GetSegmentModel(client.Context().get(), get, &model);
+  if (!status.ok()) return CallError(status, "reading the segment model");
+  return model;
+}
+
+absl::StatusOr<v1::Sweep> RunSweep(Client& client, const std::string& dataset_id,
+                                   const SegmentCommandOptions& options) {
+  v1::StartSweepRequest start;
+  start.set_dataset_id(dataset_id);
+  for (int k : options.sweep_ks) start.add_ks(k);
+  *start.mutable_options() = JobOptions(options, 1);
+  start.mutable_options()->clear_algorithm();
+  v1::Job job;
+  grpc::Status status = client.stub()->StartSweep(client.Context().get(), start, &job);
+  if (!status.ok()) return CallError(status, "starting the k sweep");
+  COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, options.progress_bar));
+  v1::GetSweepRequest get;
+  get.set_job_id(job.job_id());
+  v1::Sweep sweep;
+  status = client.stub()->GetSweep(client.Context().get(), get, &sweep);
+  if (!status.ok()) return CallError(status, "reading the sweep");
+  return sweep;
 }
 
 void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::ostream& out) {
@@ -328,6 +367,88 @@ absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
   return absl::OkStatus();
 }
 
+absl::Status WriteOutputs(Client& client, const v1::SegmentModel& model,
+                          const SegmentCommandOptions& options, std::ostream& out) {
+  const std::filesystem::path dir(options.out_dir);
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::InternalError(
+        absl::StrCat("cannot create output folder ", dir.string(), ": ", error.message()));
+  }
+  COHORT_RETURN_IF_ERROR(WriteModelFiles(model, dir));
+  if (options.write_assignments) {
+    COHORT_RETURN_IF_ERROR(WriteAssignments(client, model, dir / "assignments.csv"));
+  }
+  out << "\nWrote " << (dir / "model.json").string() << ", segments.csv, centroids.csv"
+      << (options.write_assignments ? ", assignments.csv" : "") << " in " << dir.string()
+      << "\n";
+  return absl::OkStatus();
+}
+
+SegmentSummary SummaryFromProto(const v1::Segment& segment) {
+  SegmentSummary summary;
+  summary.index = segment.index();
+  summary.size = segment.size();
+  summary.share = segment.share();
+  for (const v1::NumericSummary& numeric : segment.numeric()) {
+    summary.numeric.push_back(NumericSegmentStat{numeric.column(), numeric.mean(),
+                                                 numeric.overall_mean(), numeric.z(),
+                                                 numeric.min(), numeric.max(), numeric.missing(),
+                                                 numeric.median()});
+  }
+  for (const v1::CategoricalSummary& categorical : segment.categorical()) {
+    CategoricalSegmentStat stat;
+    stat.column = categorical.column();
+    for (const v1::CategoryShare& share : categorical.top()) {
+      stat.top.push_back(CategoryShareStat{share.value(), share.share(), share.overall_share()});
+    }
+    summary.categorical.push_back(std::move(stat));
+  }
+  summary.distinguishing.assign(segment.distinguishing().begin(), segment.distinguishing().end());
+  summary.description = segment.description();
+  return summary;
+}
+
+// The report is built only from what the API returns, so a calling service can build the
+// same page.
+ReportData BuildReportData(const std::string& title, const v1::Dataset& dataset,
+                           const v1::SegmentModel& model, const v1::Sweep& sweep,
+                           const v1::SegmentModel* tree) {
+  ReportData data;
+  data.title = title;
+  data.subtitle = absl::StrCat(FormatReadable(static_cast<double>(model.num_users())),
+                               " users in dataset ", dataset.dataset_id(), ", k = ",
+                               model.effective_k(), ", ", model.feature_names_size(),
+                               " features, model ", model.model_id());
+  for (const v1::Segment& segment : model.segments()) data.segments.push_back(SummaryFromProto(segment));
+  data.metrics = FromProto(model.metrics());
+  const v1::Projection& projection = model.projection();
+  data.projection.explained_variance_ratio.assign(projection.explained_variance_ratio().begin(),
+                                                  projection.explained_variance_ratio().end());
+  data.projection.x.assign(projection.x().begin(), projection.x().end());
+  data.projection.y.assign(projection.y().begin(), projection.y().end());
+  data.projection_segments.assign(projection.segments().begin(), projection.segments().end());
+  for (const v1::SweepPoint& point : sweep.points()) {
+    data.sweep.push_back(SweepPoint{point.k(), FromProto(point.metrics())});
+  }
+  data.suggestion = KSuggestion{sweep.suggested_k(), sweep.reason()};
+  if (tree != nullptr) {
+    for (const v1::SegmentTreeNode& node : tree->tree()) {
+      SegmentTreeNode out;
+      out.id = node.id();
+      out.parent = node.parent();
+      out.depth = node.depth();
+      out.size = node.size();
+      out.inertia = node.inertia();
+      out.segment = node.segment();
+      out.description = node.description();
+      data.tree.push_back(std::move(out));
+    }
+  }
+  return data;
+}
+
 }  // namespace
 
 absl::Status SegmentCommandOptions::Validate() const {
@@ -351,29 +472,49 @@ absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandO
   COHORT_RETURN_IF_ERROR(options.Validate());
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
-  COHORT_ASSIGN_OR_RETURN(v1::Job job, RunJob(client, dataset.dataset_id(), options));
-
-  v1::GetSegmentModelRequest get;
-  get.set_model_id(job.model_id());
-  v1::SegmentModel model;
-  grpc::Status status = client.stub()->GetSegmentModel(client.Context().get(), get, &model);
-  if (!status.ok()) return CallError(status, "reading the segment model");
+  COHORT_ASSIGN_OR_RETURN(
+      v1::SegmentModel model,
+      RunSegmentation(client, dataset.dataset_id(), JobOptions(options, options.k),
+                      options.progress_bar));
   PrintTable(model, dataset, out);
+  COHORT_RETURN_IF_ERROR(WriteOutputs(client, model, options, out));
+  return absl::OkStatus();
+}
 
-  const std::filesystem::path dir(options.out_dir);
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) {
-    return absl::InternalError(
-        absl::StrCat("cannot create output folder ", dir.string(), ": ", error.message()));
+absl::Status RunReportCommand(const std::string& address, const SegmentCommandOptions& options,
+                              std::ostream& out) {
+  COHORT_RETURN_IF_ERROR(options.Validate());
+  Client client(address, options.deadline);
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+
+  int k = options.k;
+  v1::Sweep sweep;
+  if (!options.sweep_ks.empty()) {
+    COHORT_ASSIGN_OR_RETURN(sweep, RunSweep(client, dataset.dataset_id(), options));
+    out << "k sweep: " << sweep.reason() << "\n";
+    if (!options.k_given) k = sweep.suggested_k();
   }
-  COHORT_RETURN_IF_ERROR(WriteModelFiles(model, dir));
-  if (options.write_assignments) {
-    COHORT_RETURN_IF_ERROR(WriteAssignments(client, model, dir / "assignments.csv"));
+  v1::SegmentationOptions job_options = JobOptions(options, k);
+  job_options.set_algorithm("kmeans");
+  COHORT_ASSIGN_OR_RETURN(
+      v1::SegmentModel model,
+      RunSegmentation(client, dataset.dataset_id(), job_options, options.progress_bar));
+  PrintTable(model, dataset, out);
+  v1::SegmentModel tree;
+  if (options.tree) {
+    job_options.set_algorithm("bisecting");
+    COHORT_ASSIGN_OR_RETURN(tree, RunSegmentation(client, dataset.dataset_id(), job_options,
+                                                  options.progress_bar));
   }
-  out << "\nWrote " << (dir / "model.json").string() << ", segments.csv, centroids.csv"
-      << (options.write_assignments ? ", assignments.csv" : "") << " in " << dir.string()
-      << "\n";
+  COHORT_RETURN_IF_ERROR(WriteOutputs(client, model, options, out));
+
+  const std::filesystem::path path = std::filesystem::path(options.out_dir) / "report.html";
+  const std::string title = absl::StrCat(
+      "Segments of ", options.users.empty() ? options.transactions : options.users);
+  COHORT_RETURN_IF_ERROR(WriteText(path, RenderReportHtml(BuildReportData(
+                                             title, dataset, model, sweep,
+                                             options.tree ? &tree : nullptr))));
+  out << "Wrote the report " << path.string() << "\n";
   return absl::OkStatus();
 }
 

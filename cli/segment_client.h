@@ -36,6 +36,15 @@ struct SegmentCommandOptions {
   int max_categories = 0;
   std::vector<std::string> log1p_columns;
   bool raw_numeric = false;
+  std::string algorithm;  // "kmeans" (default) or "bisecting"
+  std::string split_rule;
+  int64_t min_divisible_size = 0;
+
+  // Report only: k values to sweep (the suggested k is used unless k_given), and
+  // whether to grow a bisecting segment tree too.
+  std::vector<int> sweep_ks;
+  bool k_given = false;
+  bool tree = false;
 
   // Output folder for model.json, segments.csv, centroids.csv and assignments.csv.
   std::string out_dir = "cohort-out";
@@ -52,6 +61,13 @@ struct SegmentCommandOptions {
 [[nodiscard]] absl::Status RunSegmentCommand(const std::string& address,
                                              const SegmentCommandOptions& options,
                                              std::ostream& out);
+
+// Like RunSegmentCommand, then writes report.html to the output folder: an optional k
+// sweep first (its suggested k is used unless options.k_given), the K-means model, and
+// an optional bisecting tree with the same k.
+[[nodiscard]] absl::Status RunReportCommand(const std::string& address,
+                                            const SegmentCommandOptions& options,
+                                            std::ostream& out);
 
 }  // namespace cohort
 

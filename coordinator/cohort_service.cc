@@ -147,7 +147,8 @@ absl::StatusOr<WorkerHandle> CohortServiceImpl::LiveOwner(const std::string& wor
   }
   return absl::UnavailableError(absl::StrCat(
       "worker ", worker_id, " holding shards ", absl::StrJoin(shards, ","),
-      " is not live; restart it (same id) or reload the dataset, then retry"));
+      " is not live and its shards are not moved yet; load the data into a new dataset "
+      "(CreateDataset + LoadDataset) and retry"));
 }
 
 grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
@@ -379,10 +380,18 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
 
   int64_t accepted = 0;
   absl::Status status;
+  bool first_batch = true;
   do {
     // Validate every row here first so the error names its position in the stream.
     RawShard scratch = MakeEmptyShard(*schema, 0);
     std::map<std::string, v1::AppendRowsRequest> by_worker;
+    // A worker creates its part of the dataset on its first AppendRows. Every owner gets
+    // one with the first batch, even with no rows, because a job fails with NotFound on
+    // an owner that never received one.
+    if (first_batch) {
+      for (const std::string& owner : owners) by_worker[owner];
+      first_batch = false;
+    }
     std::vector<std::string> cells;
     for (int i = 0; i < batch.rows_size() && status.ok(); ++i) {
       const v1::UserRow& row = batch.rows(i);
@@ -462,61 +471,54 @@ grpc::Status CohortServiceImpl::GetDataset(grpc::ServerContext*, const v1::GetDa
 // ---------------------------------------------------------------------------------------
 // Jobs
 
-grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
-                                                  const v1::StartSegmentationRequest* request,
-                                                  v1::Job* response) {
-  absl::StatusOr<KMeansOptions> options = ToKMeansOptions(request->options());
-  if (!options.ok()) {
-    return Error(options.status().code(), absl::StrCat("options.", options.status().message()));
-  }
+absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::CreateJob(
+    const std::string& dataset_id, const v1::SegmentationOptions& options, int max_k,
+    std::vector<int> sweep_ks) {
   auto record = std::make_shared<JobRecord>();
-  Schema schema;
-  v1::DatasetKind kind = v1::DATASET_KIND_USERS;
   {
     absl::MutexLock lock(&mutex_);
     if (shutting_down_) {
-      return Error(absl::StatusCode::kUnavailable, "the coordinator is shutting down; retry");
+      return absl::UnavailableError("the coordinator is shutting down; retry");
     }
-    auto it = datasets_.find(request->dataset_id());
+    auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
-      return Error(absl::StatusCode::kNotFound,
-                   absl::StrCat("dataset '", request->dataset_id(), "' does not exist"));
+      return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
     }
     const DatasetRecord& dataset = it->second;
     if (dataset.info.state() != v1::DATASET_STATE_READY) {
-      return Error(absl::StatusCode::kFailedPrecondition,
-                   absl::StrCat("dataset '", request->dataset_id(), "' is ",
-                                v1::DatasetState_Name(dataset.info.state()),
-                                "; load rows before segmenting"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("dataset '", dataset_id, "' is ",
+                       v1::DatasetState_Name(dataset.info.state()),
+                       "; load rows before segmenting"));
     }
-    if (options->k > dataset.info.num_users()) {
-      return Error(absl::StatusCode::kInvalidArgument,
-                   absl::StrCat("options.k = ", options->k, " exceeds the ",
-                                dataset.info.num_users(), " users of dataset '",
-                                request->dataset_id(), "'; choose k <= ",
-                                dataset.info.num_users()));
+    if (max_k > dataset.info.num_users()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.k = ", max_k, " exceeds the ", dataset.info.num_users(),
+                       " users of dataset '", dataset_id, "'; choose k <= ",
+                       dataset.info.num_users()));
     }
     for (const std::string& owner : dataset.owners) {
       if (!registry_->IsLive(owner)) {
-        return Error(absl::StatusCode::kUnavailable,
-                     absl::StrCat("worker ", owner, " holding shards of dataset '",
-                                  request->dataset_id(),
-                                  "' is not live; restart it or reload the dataset, then retry"));
+        return absl::UnavailableError(
+            absl::StrCat("worker ", owner, " holding shards of dataset '", dataset_id,
+                         "' is not live and its shards are not moved yet; load the data into a new dataset "
+                         "and retry"));
       }
     }
-    absl::StatusOr<Schema> parsed = FromProto(dataset.info.schema());
-    if (!parsed.ok()) return ToGrpcStatus(parsed.status());
-    schema = *parsed;
-    kind = dataset.info.kind();
+    COHORT_ASSIGN_OR_RETURN(record->schema, FromProto(dataset.info.schema()));
+    record->kind = dataset.info.kind();
     absl::StatusOr<std::vector<bool>> log1p =
-        Log1pFlags(schema, ToFeatureOptions(request->options(), kind));
+        Log1pFlags(record->schema, ToFeatureOptions(options, record->kind));
     if (!log1p.ok()) {
-      return Error(log1p.status().code(), absl::StrCat("options.", log1p.status().message()));
+      return absl::Status(log1p.status().code(),
+                          absl::StrCat("options.", log1p.status().message()));
     }
     record->job_id = absl::StrFormat("job-%06d", next_job_++);
-    record->dataset_id = request->dataset_id();
+    record->dataset_id = dataset_id;
     record->created = absl::Now();
     record->owners = dataset.owners;
+    record->options = options;
+    record->sweep_ks = std::move(sweep_ks);
     jobs_[record->job_id] = record;
   }
   {
@@ -524,20 +526,103 @@ grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
     record->job.set_job_id(record->job_id);
     record->job.set_dataset_id(record->dataset_id);
     record->job.set_state(v1::JOB_STATE_PENDING);
-    *record->job.mutable_options() = request->options();
+    *record->job.mutable_options() = options;
     record->job.mutable_last_event()->set_job_id(record->job_id);
     record->job.mutable_last_event()->set_state(v1::JOB_STATE_PENDING);
-    *response = record->job;
   }
-  COHORT_LOG_INFO("job {} started on dataset {} with k = {}", record->job_id, record->dataset_id,
-                  options->k);
-  record->thread = std::thread(&CohortServiceImpl::RunJob, this, record, schema, kind,
-                               request->options());
+  record->thread = std::thread(&CohortServiceImpl::RunJob, this, record);
+  return record;
+}
+
+grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
+                                                  const v1::StartSegmentationRequest* request,
+                                                  v1::Job* response) {
+  absl::StatusOr<KMeansOptions> options = ToKMeansOptions(request->options());
+  if (!options.ok()) {
+    return Error(options.status().code(), absl::StrCat("options.", options.status().message()));
+  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> record =
+      CreateJob(request->dataset_id(), request->options(), options->k, {});
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  absl::MutexLock lock(&(*record)->mutex);
+  *response = (*record)->job;
+  COHORT_LOG_INFO("job {} started on dataset {} with k = {}", (*record)->job_id,
+                  (*record)->dataset_id, options->k);
   return grpc::Status::OK;
 }
 
-void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record, Schema schema,
-                               v1::DatasetKind kind, v1::SegmentationOptions options) {
+grpc::Status CohortServiceImpl::StartSweep(grpc::ServerContext*,
+                                           const v1::StartSweepRequest* request,
+                                           v1::Job* response) {
+  constexpr int kMaxSweepValues = 100;
+  std::vector<int> ks(request->ks().begin(), request->ks().end());
+  if (ks.empty()) {
+    if (request->k_min() < 1 || request->k_max() < request->k_min() ||
+        request->k_max() - request->k_min() >= kMaxSweepValues) {
+      return Error(absl::StatusCode::kInvalidArgument,
+                   absl::StrCat("k range [", request->k_min(), ", ", request->k_max(),
+                                "] is invalid; give ks, or 1 <= k_min <= k_max with at most ",
+                                kMaxSweepValues, " values"));
+    }
+    for (int k = request->k_min(); k <= request->k_max(); ++k) ks.push_back(k);
+  }
+  if (static_cast<int>(ks.size()) > kMaxSweepValues) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat(ks.size(), " k values are too many; use at most ", kMaxSweepValues));
+  }
+  if (!request->options().algorithm().empty() && request->options().algorithm() != "kmeans") {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 "options.algorithm must be 'kmeans' or empty for a sweep");
+  }
+  int max_k = 0;
+  for (int k : ks) {
+    v1::SegmentationOptions options = request->options();
+    options.set_k(k);
+    absl::StatusOr<KMeansOptions> validated = ToKMeansOptions(options);
+    if (!validated.ok()) {
+      return Error(validated.status().code(),
+                   absl::StrCat("options.", validated.status().message()));
+    }
+    max_k = std::max(max_k, k);
+  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> record =
+      CreateJob(request->dataset_id(), request->options(), max_k, ks);
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  absl::MutexLock lock(&(*record)->mutex);
+  *response = (*record)->job;
+  COHORT_LOG_INFO("sweep job {} started on dataset {} with {} values of k", (*record)->job_id,
+                  (*record)->dataset_id, ks.size());
+  return grpc::Status::OK;
+}
+
+grpc::Status CohortServiceImpl::GetSweep(grpc::ServerContext*, const v1::GetSweepRequest* request,
+                                         v1::Sweep* response) {
+  std::shared_ptr<JobRecord> record;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = jobs_.find(request->job_id());
+    if (it == jobs_.end()) {
+      return Error(absl::StatusCode::kNotFound,
+                   absl::StrCat("job '", request->job_id(), "' does not exist"));
+    }
+    record = it->second;
+  }
+  if (record->sweep_ks.empty()) {
+    return Error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("job '", request->job_id(), "' is a segmentation, not a sweep"));
+  }
+  absl::MutexLock lock(&record->mutex);
+  if (record->sweep == nullptr) {
+    return Error(absl::StatusCode::kFailedPrecondition,
+                 absl::StrCat("sweep job '", request->job_id(), "' is ",
+                              v1::JobState_Name(record->job.state()),
+                              "; its result exists once it has succeeded"));
+  }
+  *response = *record->sweep;
+  return grpc::Status::OK;
+}
+
+void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   {
     absl::MutexLock lock(&record->mutex);
     record->job.set_state(v1::JOB_STATE_RUNNING);
@@ -584,25 +669,31 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record, Schema schema,
     SegmentationJobInput input;
     input.job_id = record->job_id;
     input.dataset_id = record->dataset_id;
-    input.kind = kind;
-    input.schema = std::move(schema);
-    input.options = options;
+    input.kind = record->kind;
+    input.schema = record->schema;
+    input.options = record->options;
     JobRecord* raw_record = record.get();
     input.on_event = [raw_record](const v1::JobEvent& event) {
       absl::MutexLock lock(&raw_record->mutex);
       *raw_record->job.mutable_last_event() = event;
       ++raw_record->event_seq;
     };
-    absl::StatusOr<v1::SegmentModel> model = RunSegmentationJob(input, streams.get());
-    if (model.ok()) {
-      status = PersistModel(*model);
+    if (!record->sweep_ks.empty()) {
+      absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
+      if (sweep.ok()) {
+        absl::MutexLock lock(&record->mutex);
+        record->sweep = std::make_shared<const v1::Sweep>(std::move(*sweep));
+      } else {
+        status = sweep.status();
+      }
+    } else {
+      absl::StatusOr<v1::SegmentModel> model = RunSegmentationJob(input, streams.get());
+      status = model.ok() ? PersistModel(*model) : model.status();
       if (status.ok()) {
         model_id = model->model_id();
         absl::MutexLock lock(&mutex_);
         models_[model_id] = std::make_shared<const v1::SegmentModel>(std::move(*model));
       }
-    } else {
-      status = model.status();
     }
   }
   if (listener >= 0) registry_->RemoveLossListener(listener);
@@ -788,6 +879,24 @@ grpc::Status CohortServiceImpl::AssignSegment(grpc::ServerContext*,
       best = sum;
       best_index = c;
     }
+  }
+  if (model.tree_size() > 0) {
+    // A bisecting model routes a user down its tree, as training did.
+    int node = 0;
+    for (int depth = 0; depth <= model.tree_size() && model.tree(node).left() >= 0; ++depth) {
+      const v1::SegmentTreeNode& inner = model.tree(node);
+      const v1::Matrix& split = inner.split_centroids();
+      double distance[2] = {0, 0};
+      for (int side = 0; side < 2; ++side) {
+        for (int j = 0; j < d; ++j) {
+          const double diff = double{(*features)[j]} - split.values(side * d + j);
+          distance[side] += diff * diff;
+        }
+      }
+      node = distance[1] < distance[0] ? inner.right() : inner.left();
+    }
+    best_index = model.tree(node).segment();
+    best = response->squared_distances(best_index);
   }
   response->set_segment(best_index);
   response->set_squared_distance(best);

@@ -54,6 +54,10 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   grpc::Status StartSegmentation(grpc::ServerContext* context,
                                  const v1::StartSegmentationRequest* request,
                                  v1::Job* response) override;
+  grpc::Status StartSweep(grpc::ServerContext* context, const v1::StartSweepRequest* request,
+                          v1::Job* response) override;
+  grpc::Status GetSweep(grpc::ServerContext* context, const v1::GetSweepRequest* request,
+                        v1::Sweep* response) override;
   grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                       v1::Job* response) override;
   grpc::Status WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* request,
@@ -79,16 +83,22 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   };
 
   struct JobRecord {
+    // Const after CreateJob returns.
     std::string job_id;
     std::string dataset_id;
     absl::Time created;
     std::vector<std::string> owners;  // placement the job ran on, for export
+    Schema schema;
+    v1::DatasetKind kind = v1::DATASET_KIND_USERS;
+    v1::SegmentationOptions options;
+    std::vector<int> sweep_ks;  // non-empty for a sweep job
 
     mutable absl::Mutex mutex;
     v1::Job job ABSL_GUARDED_BY(mutex);
     int64_t event_seq ABSL_GUARDED_BY(mutex) = 0;
     bool cancel_requested ABSL_GUARDED_BY(mutex) = false;
     JobStreams* streams ABSL_GUARDED_BY(mutex) = nullptr;
+    std::shared_ptr<const v1::Sweep> sweep ABSL_GUARDED_BY(mutex);
     std::thread thread;
   };
 
@@ -97,8 +107,11 @@ class CohortServiceImpl final : public v1::Cohort::Service {
                                          const std::vector<int>& shards) const;
   absl::Status LoadOnWorkers(const v1::LoadDatasetRequest& request, v1::Dataset* info,
                              const std::vector<std::string>& owners);
-  void RunJob(std::shared_ptr<JobRecord> record, Schema schema, v1::DatasetKind kind,
-              v1::SegmentationOptions options);
+  // Validates the dataset's state, registers a job and starts its thread.
+  absl::StatusOr<std::shared_ptr<JobRecord>> CreateJob(const std::string& dataset_id,
+                                                       const v1::SegmentationOptions& options,
+                                                       int max_k, std::vector<int> sweep_ks);
+  void RunJob(std::shared_ptr<JobRecord> record);
   void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
   absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
   absl::Status PersistModel(const v1::SegmentModel& model) const;

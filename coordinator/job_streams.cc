@@ -77,7 +77,7 @@ absl::Status JobStreams::StreamError(Stream& stream, const std::string& action) 
     return absl::UnavailableError(absl::StrCat(
         "worker ", worker.worker_id, " at ", worker.address, " was lost while ", action,
         " (shards ", shards, "): ", lost ? "it stopped answering probes" : finished.error_message(),
-        "; restart the worker or reload the dataset, then rerun the job"));
+        "; load the data into a new dataset and rerun the job"));
   }
   return absl::Status(static_cast<absl::StatusCode>(finished.error_code()),
                       absl::StrCat("worker ", worker.worker_id, ": ", finished.error_message()));
@@ -120,6 +120,12 @@ void JobStreams::Close() {
     if (stream.closed) continue;
     stream.closed = true;
     stream.stream->WritesDone();
+    // When a step failed on another worker, this worker's results of that step are still
+    // unread. A worker blocked on flow control while writing them never sends its status,
+    // and Finish() would wait for it for ever, so the results are drained first.
+    v1::ShardResult unread;
+    while (stream.stream->Read(&unread)) {
+    }
     const grpc::Status status = stream.stream->Finish();
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
       COHORT_LOG_DEBUG("job {}: stream to worker {} ended with {}", job_id_,
@@ -240,6 +246,34 @@ absl::StatusOr<std::vector<LloydPartial>> GrpcKMeansBackend::LloydStep(const Mat
     partials.push_back(std::move(partial));
   }
   return partials;
+}
+
+absl::StatusOr<std::vector<ShardSum>> GrpcBisectingBackend::Focus(int node) {
+  v1::JobCommand command;
+  command.mutable_focus()->set_node(node);
+  COHORT_ASSIGN_OR_RETURN(auto results, streams_->Execute(std::move(command)));
+  std::vector<ShardSum> rows;
+  for (const v1::ShardResult& result : results) {
+    rows.push_back(ShardSum{result.shard_id(), result.rows(), static_cast<double>(result.rows())});
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<ShardAggregates>> GrpcBisectingBackend::Split(int node,
+                                                                        const MatrixXfR& centroids,
+                                                                        int left, int right) {
+  v1::JobCommand command;
+  command.mutable_split()->set_node(node);
+  ToProto(centroids, command.mutable_split()->mutable_centroids());
+  command.mutable_split()->set_left(left);
+  command.mutable_split()->set_right(right);
+  COHORT_ASSIGN_OR_RETURN(auto results, streams_->Execute(std::move(command)));
+  std::vector<ShardAggregates> aggregates;
+  for (const v1::ShardResult& result : results) {
+    COHORT_ASSIGN_OR_RETURN(ClusterAggregates shard, FromProto(result.aggregates()));
+    aggregates.push_back(ShardAggregates{result.shard_id(), std::move(shard)});
+  }
+  return aggregates;
 }
 
 }  // namespace cohort

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cohort/v1/worker.grpc.pb.h"
 #include "coordinator/worker_registry.h"
+#include "core/bisecting.h"
 #include "core/kmeans.h"
 
 namespace cohort {
@@ -89,6 +90,37 @@ class GrpcKMeansBackend final : public KMeansBackend {
  private:
   JobStreams* streams_;
   const int dim_;
+};
+
+// BisectingBackend over a job's worker streams: the K-means steps act on the rows of the
+// node last focused on each worker.
+class GrpcBisectingBackend final : public BisectingBackend {
+ public:
+  GrpcBisectingBackend(JobStreams* streams, int dim) : streams_(streams), kmeans_(streams, dim) {}
+
+  int dim() const override { return kmeans_.dim(); }
+  absl::StatusOr<std::vector<ShardMoments>> Moments() override { return kmeans_.Moments(); }
+  absl::StatusOr<std::vector<ShardSum>> AddCenters(const MatrixXfR& centers, bool reset) override {
+    return kmeans_.AddCenters(centers, reset);
+  }
+  absl::StatusOr<std::vector<std::vector<double>>> TrialPotentials(
+      const MatrixXfR& candidates) override {
+    return kmeans_.TrialPotentials(candidates);
+  }
+  absl::StatusOr<std::vector<ShardPoint>> Pick(const std::vector<ShardOffset>& offsets) override {
+    return kmeans_.Pick(offsets);
+  }
+  absl::StatusOr<std::vector<LloydPartial>> LloydStep(const MatrixXfR& centroids,
+                                                      int num_farthest) override {
+    return kmeans_.LloydStep(centroids, num_farthest);
+  }
+  absl::StatusOr<std::vector<ShardSum>> Focus(int node) override;
+  absl::StatusOr<std::vector<ShardAggregates>> Split(int node, const MatrixXfR& centroids, int left,
+                                                     int right) override;
+
+ private:
+  JobStreams* streams_;
+  GrpcKMeansBackend kmeans_;
 };
 
 }  // namespace cohort

@@ -10,11 +10,17 @@
 #include "absl/status/statusor.h"
 #include "cohort/v1/cohort.pb.h"
 #include "coordinator/job_streams.h"
+#include "core/bisecting.h"
 #include "core/features.h"
 #include "core/kmeans.h"
 #include "core/schema.h"
 
 namespace cohort {
+
+// Bisecting options from API options (k and the 2-means options from `kmeans`).
+// Errors: InvalidArgument naming the field, the value and the accepted values.
+[[nodiscard]] absl::StatusOr<BisectingOptions> ToBisectingOptions(
+    const v1::SegmentationOptions& options, const KMeansOptions& kmeans);
 
 // Converts API options (0 = default) to validated core options.
 // Errors: InvalidArgument naming the field, the value and the accepted range.
@@ -39,6 +45,13 @@ struct SegmentationJobInput {
 // cancelled.
 [[nodiscard]] absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& input,
                                                                   JobStreams* streams);
+
+// Runs one K-means per k over the same features and returns the metrics per k and the
+// suggested k. Errors: as RunSegmentationJob; InvalidArgument for a k above the number
+// of users.
+[[nodiscard]] absl::StatusOr<v1::Sweep> RunSweepJob(const SegmentationJobInput& input,
+                                                    const std::vector<int>& ks,
+                                                    JobStreams* streams);
 
 }  // namespace cohort
 

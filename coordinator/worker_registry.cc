@@ -10,6 +10,9 @@
 namespace cohort {
 namespace {
 
+// After a worker is lost, one probe failure in this many is logged.
+constexpr int kProbeLogEvery = 60;
+
 // Matches the worker's own limit.
 constexpr int kMaxMessageBytes = 256 << 20;
 
@@ -39,9 +42,9 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
   }
   absl::MutexLock lock(&mutex_);
   Entry& entry = workers_[worker_id];
-  if (entry.handle.address != address || entry.handle.stub == nullptr) {
-    entry.handle = WorkerHandle{worker_id, address, MakeStub(address)};
-  }
+  // A new channel every time: a restarted worker at the same address would otherwise
+  // wait for the old channel's reconnect backoff.
+  entry.handle = WorkerHandle{worker_id, address, MakeStub(address)};
   entry.live = true;
   entry.consecutive_failures = 0;
   COHORT_LOG_INFO("worker {} registered at {} ({} known)", worker_id, address, workers_.size());
@@ -139,8 +142,13 @@ void WorkerRegistry::ProbeOnce() {
         continue;
       }
       ++entry.consecutive_failures;
-      COHORT_LOG_WARN("probe of worker {} at {} failed ({} in a row): {}", target.worker_id,
-                      target.address, entry.consecutive_failures, status.error_message());
+      // The first failures, then one line per kProbeLogEvery, so a dead worker does not
+      // fill the log.
+      if (entry.consecutive_failures <= probe_failures_ ||
+          entry.consecutive_failures % kProbeLogEvery == 0) {
+        COHORT_LOG_WARN("probe of worker {} at {} failed ({} in a row): {}", target.worker_id,
+                        target.address, entry.consecutive_failures, status.error_message());
+      }
       if (entry.live && entry.consecutive_failures >= probe_failures_) {
         entry.live = false;
         COHORT_LOG_WARN("worker {} at {} declared lost after {} failed probes",

@@ -12,7 +12,10 @@ void SetLogLevel(std::string_view level) {
     return true;
   }();
   (void)kStderrSink;
-  spdlog::set_level(spdlog::level::from_str(std::string(level)));
+  // spdlog maps an unknown name to "off"; this function promises "info".
+  const spdlog::level::level_enum parsed = spdlog::level::from_str(std::string(level));
+  spdlog::set_level(parsed == spdlog::level::off && level != "off" ? spdlog::level::info
+                                                                    : parsed);
 }
 
 }  // namespace cohort

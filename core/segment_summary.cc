@@ -57,8 +57,22 @@ std::string FormatReadable(double value) {
   return absl::StrFormat("%.3g", value);
 }
 
-std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
-                                              const std::vector<FeatureStats>& segment_stats) {
+std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& shard,
+                                                              const int32_t* labels,
+                                                              int num_groups) {
+  std::vector<std::vector<QuantileSketch>> sketches(
+      num_groups, std::vector<QuantileSketch>(shard.numeric.size()));
+  for (size_t c = 0; c < shard.numeric.size(); ++c) {
+    for (int64_t row = 0; row < shard.num_rows(); ++row) {
+      sketches[labels[row]][c].Add(shard.numeric[c][row]);  // NaN (missing) is ignored
+    }
+  }
+  return sketches;
+}
+
+std::vector<SegmentSummary> SummarizeSegments(
+    const FeatureTransform& transform, const std::vector<FeatureStats>& segment_stats,
+    const std::vector<std::vector<QuantileSketch>>& segment_sketches) {
   FeatureStats overall;
   for (const FeatureStats& stats : segment_stats) overall.Merge(stats);
   const double total_rows = static_cast<double>(std::max<int64_t>(overall.rows, 1));
@@ -84,6 +98,9 @@ std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
       stat.min = column.min;
       stat.max = column.max;
       stat.missing = column.missing;
+      stat.median = s < segment_sketches.size() && c < segment_sketches[s].size()
+                        ? segment_sketches[s][c].Quantile(0.5)
+                        : std::nan("");
       summary.numeric.push_back(stat);
       if (column.count == 0) continue;
       signals.push_back(Signal{

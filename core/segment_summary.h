@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "core/features.h"
+#include "core/quantile_sketch.h"
+#include "core/raw_table.h"
 
 namespace cohort {
 
@@ -19,6 +21,7 @@ struct NumericSegmentStat {
   double min = 0;
   double max = 0;
   int64_t missing = 0;
+  double median = 0;        // NaN when no sketch was given
 };
 
 struct CategoryShareStat {
@@ -48,8 +51,17 @@ struct SegmentSummary {
 // Summarizes every segment. segment_stats[s] holds the raw-value statistics of segment
 // s's users (ComputeGroupStats merged over all shards); column names come from
 // `transform`, whose columns are in the same order.
-std::vector<SegmentSummary> SummarizeSegments(const FeatureTransform& transform,
-                                              const std::vector<FeatureStats>& segment_stats);
+// segment_sketches, when not empty, holds per segment one QuantileSketch per numeric
+// column (ComputeGroupSketches merged over all shards) for the medians.
+std::vector<SegmentSummary> SummarizeSegments(
+    const FeatureTransform& transform, const std::vector<FeatureStats>& segment_stats,
+    const std::vector<std::vector<QuantileSketch>>& segment_sketches = {});
+
+// Per group, per numeric column: a sketch of the raw non-missing values (labels[i] in
+// [0, num_groups) is the group of row i).
+std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& shard,
+                                                              const int32_t* labels,
+                                                              int num_groups);
 
 // Formats a number for people: thousands separators, at most 3 significant decimals.
 std::string FormatReadable(double value);

@@ -197,4 +197,92 @@ FeatureTransform FromProto(const v1::FeatureTransform& proto) {
   return transform;
 }
 
+void ToProto(const ClusterAggregates& aggregates, v1::ClusterAggregatesProto* proto) {
+  proto->set_k(aggregates.k);
+  proto->set_d(aggregates.d);
+  proto->mutable_counts()->Assign(aggregates.counts.begin(), aggregates.counts.end());
+  proto->mutable_sums()->Assign(aggregates.sums.data(),
+                                aggregates.sums.data() + aggregates.sums.size());
+  proto->mutable_sq_norm_sums()->Assign(aggregates.sq_norm_sums.begin(),
+                                        aggregates.sq_norm_sums.end());
+  proto->mutable_sq_deviation_sums()->Assign(aggregates.sq_deviation_sums.begin(),
+                                             aggregates.sq_deviation_sums.end());
+}
+
+absl::StatusOr<ClusterAggregates> FromProto(const v1::ClusterAggregatesProto& proto) {
+  const int64_t k = proto.k();
+  const int64_t d = proto.d();
+  if (k < 0 || d < 0 || proto.counts_size() != k || proto.sums_size() != k * d ||
+      proto.sq_norm_sums_size() != k || proto.sq_deviation_sums_size() != k) {
+    return absl::InvalidArgumentError(absl::StrCat("cluster aggregates of k = ", k, ", d = ", d,
+                                                   " have arrays of the wrong size"));
+  }
+  ClusterAggregates aggregates;
+  aggregates.k = static_cast<int>(k);
+  aggregates.d = static_cast<int>(d);
+  aggregates.counts.assign(proto.counts().begin(), proto.counts().end());
+  aggregates.sums.resize(k, d);
+  std::copy(proto.sums().begin(), proto.sums().end(), aggregates.sums.data());
+  aggregates.sq_norm_sums.assign(proto.sq_norm_sums().begin(), proto.sq_norm_sums().end());
+  aggregates.sq_deviation_sums.assign(proto.sq_deviation_sums().begin(),
+                                      proto.sq_deviation_sums().end());
+  return aggregates;
+}
+
+void ToProto(const SpreadPartial& spread, v1::SpreadProto* proto) {
+  proto->mutable_distance_sums()->Assign(spread.distance_sums.begin(),
+                                         spread.distance_sums.end());
+  proto->set_silhouette_sum(spread.silhouette_sum);
+  proto->set_rows(spread.rows);
+}
+
+SpreadPartial FromProto(const v1::SpreadProto& proto) {
+  SpreadPartial spread;
+  spread.distance_sums.assign(proto.distance_sums().begin(), proto.distance_sums().end());
+  spread.silhouette_sum = proto.silhouette_sum();
+  spread.rows = proto.rows();
+  return spread;
+}
+
+void ToProto(const MetricValue& metric, v1::MetricValue* proto) {
+  proto->set_defined(metric.value.has_value());
+  if (metric.value.has_value()) {
+    proto->set_value(*metric.value);
+  } else {
+    proto->set_undefined_reason(metric.undefined_reason);
+  }
+}
+
+void ToProto(const ClusterMetrics& metrics, v1::ClusterMetrics* proto) {
+  proto->set_num_users(metrics.n);
+  proto->set_num_segments(metrics.k);
+  proto->set_inertia(metrics.inertia);
+  ToProto(metrics.calinski_harabasz, proto->mutable_calinski_harabasz());
+  ToProto(metrics.davies_bouldin, proto->mutable_davies_bouldin());
+  ToProto(metrics.silhouette, proto->mutable_silhouette());
+}
+
+namespace {
+MetricValue FromProto(const v1::MetricValue& proto) {
+  MetricValue metric;
+  if (proto.defined()) {
+    metric.value = proto.value();
+  } else {
+    metric.undefined_reason = proto.undefined_reason();
+  }
+  return metric;
+}
+}  // namespace
+
+ClusterMetrics FromProto(const v1::ClusterMetrics& proto) {
+  ClusterMetrics metrics;
+  metrics.n = proto.num_users();
+  metrics.k = proto.num_segments();
+  metrics.inertia = proto.inertia();
+  metrics.calinski_harabasz = FromProto(proto.calinski_harabasz());
+  metrics.davies_bouldin = FromProto(proto.davies_bouldin());
+  metrics.silhouette = FromProto(proto.silhouette());
+  return metrics;
+}
+
 }  // namespace cohort

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "cohort/v1/cohort.pb.h"
 #include "cohort/v1/worker.pb.h"
+#include "core/cluster_metrics.h"
 #include "core/csv.h"
 #include "core/features.h"
 #include "core/matrix.h"
@@ -44,6 +45,17 @@ FeatureStats FromProto(const v1::FeatureStatsProto& proto);
 
 void ToProto(const FeatureTransform& transform, v1::FeatureTransform* proto);
 FeatureTransform FromProto(const v1::FeatureTransform& proto);
+
+void ToProto(const ClusterAggregates& aggregates, v1::ClusterAggregatesProto* proto);
+// Errors: InvalidArgument when the array sizes do not match k and d.
+[[nodiscard]] absl::StatusOr<ClusterAggregates> FromProto(const v1::ClusterAggregatesProto& proto);
+
+void ToProto(const SpreadPartial& spread, v1::SpreadProto* proto);
+SpreadPartial FromProto(const v1::SpreadProto& proto);
+
+void ToProto(const MetricValue& metric, v1::MetricValue* proto);
+void ToProto(const ClusterMetrics& metrics, v1::ClusterMetrics* proto);
+ClusterMetrics FromProto(const v1::ClusterMetrics& proto);
 
 }  // namespace cohort
 

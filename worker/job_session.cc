@@ -3,7 +3,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include <algorithm>
+
+#include "core/bisecting.h"
+#include "core/cluster_metrics.h"
 #include "core/features.h"
+#include "core/quantile_sketch.h"
+#include "core/segment_summary.h"
+#include "core/shard_hash.h"
 #include "core/status_macros.h"
 #include "proto/convert.h"
 
@@ -52,10 +59,10 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       return BuildFeatures(command.build_features(), seq, results);
     case v1::JobCommand::kMoments: {
       COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
-      for (const ShardState& shard : shards_) {
+      for (ShardState& shard : shards_) {
         v1::ShardResult result = NewResult(seq, shard);
         std::vector<double> sum, sum_sq;
-        shard.kmeans->ColumnMoments(&sum, &sum_sq);
+        Active(shard).ColumnMoments(&sum, &sum_sq);
         result.mutable_moments()->mutable_sum()->Assign(sum.begin(), sum.end());
         result.mutable_moments()->mutable_sum_sq()->Assign(sum_sq.begin(), sum_sq.end());
         results->push_back(std::move(result));
@@ -67,9 +74,9 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       if (centers.rows() > 0) COHORT_RETURN_IF_ERROR(CheckDim(centers.cols(), "centers"));
       COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
       for (ShardState& shard : shards_) {
-        if (command.add_centers().reset()) shard.kmeans->ResetMinDistances();
+        if (command.add_centers().reset()) Active(shard).ResetMinDistances();
         v1::ShardResult result = NewResult(seq, shard);
-        result.set_sum(shard.kmeans->AddCenters(centers));
+        result.set_sum(Active(shard).AddCenters(centers));
         results->push_back(std::move(result));
       }
       return absl::OkStatus();
@@ -78,9 +85,9 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       COHORT_ASSIGN_OR_RETURN(MatrixXfR candidates,
                               FromProto(command.trial_potentials().candidates()));
       COHORT_RETURN_IF_ERROR(CheckDim(candidates.cols(), "candidates"));
-      for (const ShardState& shard : shards_) {
+      for (ShardState& shard : shards_) {
         v1::ShardResult result = NewResult(seq, shard);
-        std::vector<double> values = shard.kmeans->TrialPotentials(candidates);
+        std::vector<double> values = Active(shard).TrialPotentials(candidates);
         result.mutable_potentials()->mutable_values()->Assign(values.begin(), values.end());
         results->push_back(std::move(result));
       }
@@ -88,13 +95,13 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
     }
     case v1::JobCommand::kPick: {
       COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
-      for (const ShardState& shard : shards_) {
+      for (ShardState& shard : shards_) {
         v1::ShardResult result = NewResult(seq, shard);
         v1::PickResult* picked = result.mutable_picked();
         const auto& offsets = command.pick().offsets();
         for (int i = 0; i < offsets.size(); ++i) {
           if (offsets[i].shard_id() != shard.shard_id) continue;
-          ShardPoint point = shard.kmeans->PickByOffset(offsets[i].offset());
+          ShardPoint point = Active(shard).PickByOffset(offsets[i].offset());
           v1::PickedPoint* out = picked->add_points();
           out->set_index(i);
           out->set_row(point.row);
@@ -108,9 +115,9 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       COHORT_ASSIGN_OR_RETURN(MatrixXfR centroids, FromProto(command.lloyd().centroids()));
       COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "centroids"));
       if (centroids.rows() < 1) return absl::InvalidArgumentError("LloydStep needs centroids");
-      for (const ShardState& shard : shards_) {
+      for (ShardState& shard : shards_) {
         v1::ShardResult result = NewResult(seq, shard);
-        LloydPartial partial = shard.kmeans->LloydStep(centroids, command.lloyd().num_farthest());
+        LloydPartial partial = Active(shard).LloydStep(centroids, command.lloyd().num_farthest());
         v1::LloydPartialProto* out = result.mutable_lloyd();
         out->set_k(static_cast<int32_t>(partial.sums.rows()));
         out->set_d(static_cast<int32_t>(partial.sums.cols()));
@@ -135,7 +142,55 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       if (centroids.rows() < 1) {
         return absl::InvalidArgumentError("StoreAssignments needs centroids");
       }
-      return StoreAssignments(centroids, seq, results);
+      return StoreAssignments(centroids, command.store_assignments().node_segments(), seq,
+                              results);
+    }
+    case v1::JobCommand::kAssignLabels: {
+      COHORT_ASSIGN_OR_RETURN(MatrixXfR centroids,
+                              FromProto(command.assign_labels().centroids()));
+      COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "centroids"));
+      if (centroids.rows() < 1) return absl::InvalidArgumentError("AssignLabels needs centroids");
+      for (ShardState& shard : shards_) {
+        std::vector<float> unused;
+        shard.kmeans->Assign(centroids, &shard.labels, &unused);
+        shard.num_labels = static_cast<int>(centroids.rows());
+        results->push_back(NewResult(seq, shard));
+      }
+      return absl::OkStatus();
+    }
+    case v1::JobCommand::kMetrics:
+      return Metrics(command.metrics(), seq, results);
+    case v1::JobCommand::kSample:
+      return Sample(command.sample(), seq, results);
+    case v1::JobCommand::kFocus: {
+      COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+      for (ShardState& shard : shards_) {
+        if (shard.bisect == nullptr) {
+          shard.bisect = std::make_unique<BisectingShard>(shard.shard_id, &shard.x);
+        }
+        v1::ShardResult result = NewResult(seq, shard);
+        result.set_rows(shard.bisect->Focus(command.focus().node()));
+        results->push_back(std::move(result));
+      }
+      return absl::OkStatus();
+    }
+    case v1::JobCommand::kSplit: {
+      COHORT_ASSIGN_OR_RETURN(MatrixXfR centroids, FromProto(command.split().centroids()));
+      COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "split centroids"));
+      if (centroids.rows() != 2) {
+        return absl::InvalidArgumentError("SplitNode needs exactly 2 centroids");
+      }
+      for (ShardState& shard : shards_) {
+        if (shard.bisect == nullptr) {
+          return absl::FailedPreconditionError("SplitNode before any FocusNode");
+        }
+        v1::ShardResult result = NewResult(seq, shard);
+        ToProto(shard.bisect->Split(command.split().node(), centroids, command.split().left(),
+                                    command.split().right()),
+                result.mutable_aggregates());
+        results->push_back(std::move(result));
+      }
+      return absl::OkStatus();
     }
     case v1::JobCommand::COMMAND_NOT_SET:
       break;
@@ -183,25 +238,137 @@ absl::Status JobSession::Stats(const v1::ComputeStats& command, int64_t seq,
   return absl::OkStatus();
 }
 
-absl::Status JobSession::StoreAssignments(const MatrixXfR& centroids, int64_t seq,
-                                          std::vector<v1::ShardResult>* results) {
+absl::Status JobSession::StoreAssignments(
+    const MatrixXfR& centroids, const google::protobuf::RepeatedField<int32_t>& node_segments,
+    int64_t seq, std::vector<v1::ShardResult>* results) {
   const int k = static_cast<int>(centroids.rows());
+  for (int segment : node_segments) {
+    if (segment < -1 || segment >= k) {
+      return absl::InvalidArgumentError(absl::StrCat("node segment ", segment,
+                                                     " is outside [-1, ", k, ")"));
+    }
+  }
   absl::ReaderMutexLock lock(&dataset_->mutex);
-  for (const ShardState& shard : shards_) {
+  for (ShardState& shard : shards_) {
     COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
     ShardAssignments assignments;
     assignments.user_ids = shard.user_ids;
-    shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
+    if (node_segments.empty()) {
+      shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
+    } else {
+      COHORT_RETURN_IF_ERROR(TreeAssign(shard, centroids, node_segments, &assignments));
+    }
+    shard.labels = assignments.segments;
+    shard.num_labels = k;
     v1::ShardResult result = NewResult(seq, shard);
     if (raw != nullptr) {
-      for (const FeatureStats& stats : ComputeGroupStats(*raw, assignments.segments.data(), k)) {
-        ToProto(stats, result.add_segment_stats());
+      const std::vector<FeatureStats> stats =
+          ComputeGroupStats(*raw, assignments.segments.data(), k);
+      const std::vector<std::vector<QuantileSketch>> sketches =
+          ComputeGroupSketches(*raw, assignments.segments.data(), k);
+      for (int s = 0; s < k; ++s) {
+        v1::FeatureStatsProto* out = result.add_segment_stats();
+        ToProto(stats[s], out);
+        for (const QuantileSketch& sketch : sketches[s]) out->add_numeric_sketches(sketch.Serialize());
       }
     }
     store_->StoreAssignments(job_id_, shard.shard_id, std::move(assignments));
     results->push_back(std::move(result));
   }
   return absl::OkStatus();
+}
+
+absl::Status JobSession::TreeAssign(const ShardState& shard, const MatrixXfR& centroids,
+                                    const google::protobuf::RepeatedField<int32_t>& node_segments,
+                                    ShardAssignments* assignments) const {
+  if (shard.bisect == nullptr) {
+    return absl::FailedPreconditionError("tree assignments need a bisecting job");
+  }
+  const std::vector<int32_t>& nodes = shard.bisect->nodes();
+  const int64_t n = shard.x.rows();
+  const int64_t d = shard.x.cols();
+  assignments->segments.resize(n);
+  assignments->squared_distances.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int node = nodes[i];
+    if (node < 0 || node >= node_segments.size() || node_segments[node] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", i, " of shard ", shard.shard_id,
+                                                     " is in node ", node,
+                                                     ", which is not a leaf"));
+    }
+    const int segment = node_segments[node];
+    double sum = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const double diff = double{shard.x(i, j)} - centroids(segment, j);
+      sum += diff * diff;
+    }
+    assignments->segments[i] = segment;
+    assignments->squared_distances[i] = static_cast<float>(sum);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
+                                 std::vector<v1::ShardResult>* results) {
+  COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+  const bool second_pass = command.merged().k() > 0;
+  ClusterAggregates merged;
+  if (second_pass) {
+    COHORT_ASSIGN_OR_RETURN(merged, FromProto(command.merged()));
+  }
+  for (ShardState& shard : shards_) {
+    if (static_cast<int64_t>(shard.labels.size()) != shard.x.rows()) {
+      return absl::FailedPreconditionError(
+          "metrics need labels; send AssignLabels or StoreAssignments first");
+    }
+    v1::ShardResult result = NewResult(seq, shard);
+    if (second_pass) {
+      if (merged.d != dim_ || merged.k != shard.num_labels) {
+        return absl::InvalidArgumentError("merged aggregates do not match the labels");
+      }
+      ToProto(ComputeSpreadPartial(shard.x, shard.labels.data(), merged), result.mutable_spread());
+    } else {
+      ToProto(ComputeClusterAggregates(shard.x, shard.labels.data(), shard.num_labels),
+              result.mutable_aggregates());
+    }
+    results->push_back(std::move(result));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
+                                std::vector<v1::ShardResult>* results) {
+  COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+  for (ShardState& shard : shards_) {
+    int64_t quota = 0;
+    for (const v1::SampleRows::Quota& entry : command.quotas()) {
+      if (entry.shard_id() == shard.shard_id) quota = entry.count();
+    }
+    const int64_t n = shard.x.rows();
+    quota = std::clamp<int64_t>(quota, 0, n);
+    // Rank rows by a seeded hash of the user id: the sample does not depend on where
+    // the shard lives or on the row order.
+    std::vector<std::pair<uint64_t, int64_t>> ranked(n);
+    for (int64_t i = 0; i < n; ++i) {
+      ranked[i] = {HashUserId(absl::StrCat(command.seed(), "/", shard.user_ids[i])), i};
+    }
+    std::partial_sort(ranked.begin(), ranked.begin() + quota, ranked.end());
+    v1::ShardResult result = NewResult(seq, shard);
+    v1::SampleResult* sample = result.mutable_sample();
+    sample->set_d(dim_);
+    const bool labelled = static_cast<int64_t>(shard.labels.size()) == n;
+    for (int64_t r = 0; r < quota; ++r) {
+      const int64_t row = ranked[r].second;
+      for (int j = 0; j < dim_; ++j) sample->add_values(shard.x(row, j));
+      sample->add_labels(labelled ? shard.labels[row] : -1);
+    }
+    results->push_back(std::move(result));
+  }
+  return absl::OkStatus();
+}
+
+KMeansShard& JobSession::Active(ShardState& shard) {
+  return shard.bisect != nullptr ? shard.bisect->focused() : *shard.kmeans;
 }
 
 absl::StatusOr<const RawShard*> JobSession::CurrentRaw(const ShardState& shard) const {

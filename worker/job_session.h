@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "cohort/v1/worker.pb.h"
+#include "core/bisecting.h"
 #include "core/kmeans_kernels.h"
 #include "core/matrix.h"
 #include "worker/shard_store.h"
@@ -34,14 +35,31 @@ class JobSession {
     std::vector<std::string> user_ids;
     MatrixXfR x;  // n×d features
     std::unique_ptr<KMeansShard> kmeans;
+    // Bisecting jobs: tree node of every row and the focused node's K-means state.
+    std::unique_ptr<BisectingShard> bisect;
+    // Segment of every row for the metrics passes, and the number of segments.
+    std::vector<int32_t> labels;
+    int num_labels = 0;
   };
+
+  // The K-means state the steps act on: the focused node's rows in a bisecting job,
+  // else every row.
+  static KMeansShard& Active(ShardState& shard);
 
   absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
   absl::Status Stats(const v1::ComputeStats& command, int64_t seq,
                      std::vector<v1::ShardResult>* results);
-  absl::Status StoreAssignments(const MatrixXfR& centroids, int64_t seq,
-                                std::vector<v1::ShardResult>* results)
+  absl::Status StoreAssignments(const MatrixXfR& centroids,
+                                const google::protobuf::RepeatedField<int32_t>& node_segments,
+                                int64_t seq, std::vector<v1::ShardResult>* results)
       ABSL_LOCKS_EXCLUDED(dataset_->mutex);
+  absl::Status TreeAssign(const ShardState& shard, const MatrixXfR& centroids,
+                          const google::protobuf::RepeatedField<int32_t>& node_segments,
+                          ShardAssignments* assignments) const;
+  absl::Status Metrics(const v1::MetricsPass& command, int64_t seq,
+                       std::vector<v1::ShardResult>* results);
+  absl::Status Sample(const v1::SampleRows& command, int64_t seq,
+                      std::vector<v1::ShardResult>* results);
   // The shard's raw rows (null for a shard no row hashed to). Errors: Aborted when
   // rows were appended since the job read the shard.
   absl::StatusOr<const RawShard*> CurrentRaw(const ShardState& shard) const

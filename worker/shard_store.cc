@@ -33,9 +33,15 @@ absl::Status CheckShardIds(const google::protobuf::RepeatedField<int32_t>& shard
 }  // namespace
 
 int ShardStore::HostedShardCount() const {
-  absl::MutexLock lock(&mutex_);
+  // The store's lock is released before any dataset lock is taken: jobs hold a dataset
+  // lock while they call StoreAssignments, which takes the store's lock.
+  std::vector<std::shared_ptr<HostedDataset>> datasets;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto& [id, dataset] : datasets_) datasets.push_back(dataset);
+  }
   int count = 0;
-  for (const auto& [id, dataset] : datasets_) {
+  for (const auto& dataset : datasets) {
     absl::ReaderMutexLock dataset_lock(&dataset->mutex);
     count += static_cast<int>(dataset->shards.size());
   }

@@ -38,7 +38,8 @@ struct ShardAssignments {
   std::vector<float> squared_distances;
 };
 
-// Thread safety: all methods may be called concurrently.
+// Thread safety: all methods may be called concurrently. Lock order: a dataset's mutex
+// may be held while the store's mutex_ is taken, never the other way round.
 class ShardStore {
  public:
   int HostedShardCount() const ABSL_LOCKS_EXCLUDED(mutex_);
