@@ -510,7 +510,10 @@ absl::Status RunReportCommand(const std::string& address, const SegmentCommandOp
 
   const std::filesystem::path path = std::filesystem::path(options.out_dir) / "report.html";
   const std::string title = absl::StrCat(
-      "Segments of ", options.users.empty() ? options.transactions : options.users);
+      "Segments of ",
+      std::filesystem::path(options.users.empty() ? options.transactions : options.users)
+          .filename()
+          .string());
   COHORT_RETURN_IF_ERROR(WriteText(path, RenderReportHtml(BuildReportData(
                                              title, dataset, model, sweep,
                                              options.tree ? &tree : nullptr))));

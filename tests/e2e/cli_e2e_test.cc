@@ -1,0 +1,304 @@
+// End-to-end tests of the `cohort` command: a coordinator and two workers as separate
+// processes on loopback ports, driven by the client commands.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/csv.h"
+#include "core/synthetic.h"
+
+namespace cohort {
+namespace {
+
+constexpr char kCli[] = COHORT_CLI_PATH;
+constexpr int64_t kCustomers = 3000;
+// Time allowed for a server to print its address, and for a stopped server to exit.
+constexpr absl::Duration kServerTimeout = absl::Seconds(30);
+// Time allowed for one client command.
+constexpr absl::Duration kCommandTimeout = absl::Seconds(180);
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+// A child process whose stdout and stderr go to files. The destructor kills it with
+// SIGKILL when it still runs, so no child outlives a failed test.
+class Subprocess {
+ public:
+  // Starts `args` (args[0] is the program path) in `cwd`. Errors are test failures and
+  // return null.
+  static std::unique_ptr<Subprocess> Start(const std::vector<std::string>& args,
+                                           const std::string& stdout_path,
+                                           const std::string& stderr_path,
+                                           const std::string& cwd) {
+    // Everything the child needs is prepared before fork(): between fork() and exec()
+    // a multithreaded parent may only make async-signal-safe calls.
+    std::vector<std::string> owned = args;
+    std::vector<char*> argv;
+    for (std::string& arg : owned) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+      ADD_FAILURE() << "fork failed";
+      return nullptr;
+    }
+    if (pid == 0) {
+      const int out = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (out < 0 || err < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0 ||
+          chdir(cwd.c_str()) != 0) {
+        _exit(126);
+      }
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    return std::unique_ptr<Subprocess>(new Subprocess(pid, stdout_path, stderr_path));
+  }
+
+  ~Subprocess() {
+    if (exit_code_.has_value()) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  void Signal(int signal) const {
+    if (!exit_code_.has_value()) kill(pid_, signal);
+  }
+
+  // Waits up to `timeout` for the process to end. Returns its exit code (128 + the
+  // signal number when a signal ended it), or nullopt when it still runs.
+  std::optional<int> WaitForExit(absl::Duration timeout) {
+    const absl::Time give_up = absl::Now() + timeout;
+    while (!exit_code_.has_value()) {
+      int status = 0;
+      const pid_t done = waitpid(pid_, &status, WNOHANG);
+      if (done == pid_) {
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (absl::Now() > give_up) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return exit_code_;
+  }
+
+  // Waits up to `timeout` for a stderr line that starts with `prefix` and returns the
+  // rest of that line. Returns nullopt on timeout or when the process ends first.
+  std::optional<std::string> AwaitStderrLine(const std::string& prefix, absl::Duration timeout) {
+    const absl::Time give_up = absl::Now() + timeout;
+    while (absl::Now() < give_up) {
+      for (absl::string_view line : absl::StrSplit(ReadFile(stderr_path_), '\n')) {
+        if (absl::StartsWith(line, prefix)) {
+          return std::string(absl::StripAsciiWhitespace(line.substr(prefix.size())));
+        }
+      }
+      if (WaitForExit(absl::ZeroDuration()).has_value()) return std::nullopt;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return std::nullopt;
+  }
+
+  std::string Stdout() const { return ReadFile(stdout_path_); }
+  std::string Stderr() const { return ReadFile(stderr_path_); }
+
+ private:
+  Subprocess(pid_t pid, std::string stdout_path, std::string stderr_path)
+      : pid_(pid), stdout_path_(std::move(stdout_path)), stderr_path_(std::move(stderr_path)) {}
+
+  const pid_t pid_;
+  const std::string stdout_path_;
+  const std::string stderr_path_;
+  std::optional<int> exit_code_;
+};
+
+// Records of a CSV file with a header, or -1 when it cannot be read.
+int64_t CountCsvRecords(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, CsvOptions());
+  if (!reader.ok()) return -1;
+  std::vector<std::string> fields;
+  int64_t records = 0;
+  while (true) {
+    absl::StatusOr<bool> more = (*reader)->Next(&fields);
+    if (!more.ok()) return -1;
+    if (!*more) return records;
+    ++records;
+  }
+}
+
+// Lines of the segment list that the segment table ends with: "Segment <i>: ...".
+int CountSegmentLines(const std::string& text) {
+  static const std::regex kSegmentLine("^Segment [0-9]+: .*");
+  int count = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (std::regex_match(line.begin(), line.end(), kSegmentLine)) ++count;
+  }
+  return count;
+}
+
+class CliEndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "cohort-e2e-XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << "mkdtemp(" << pattern << ") failed";
+    dir_ = pattern;
+  }
+
+  // Kills every child that still runs, then removes the temp folder.
+  void TearDown() override {
+    for (auto it = children_.rbegin(); it != children_.rend(); ++it) it->reset();
+    children_.clear();
+    std::error_code error;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, error);
+  }
+
+  std::string PathIn(const std::string& name) const {
+    return (std::filesystem::path(dir_) / name).string();
+  }
+
+  // Starts `cohort <args>` in the background; its output goes to <name>.stdout and
+  // <name>.stderr in the temp folder.
+  Subprocess* Spawn(const std::string& name, std::vector<std::string> args,
+                    const std::string& cwd = "") {
+    args.insert(args.begin(), kCli);
+    std::unique_ptr<Subprocess> child =
+        Subprocess::Start(args, PathIn(name + ".stdout"), PathIn(name + ".stderr"),
+                          cwd.empty() ? dir_ : cwd);
+    if (child == nullptr) return nullptr;
+    children_.push_back(std::move(child));
+    return children_.back().get();
+  }
+
+  struct CommandResult {
+    int exit_code = -1;  // -1: still running at the timeout, then killed
+    std::string out;
+    std::string err;
+  };
+
+  // Runs `cohort <args>` to completion, bounded by kCommandTimeout.
+  CommandResult Run(const std::string& name, std::vector<std::string> args,
+                    const std::string& cwd = "") {
+    CommandResult result;
+    Subprocess* child = Spawn(name, std::move(args), cwd);
+    if (child == nullptr) return result;
+    result.exit_code = child->WaitForExit(kCommandTimeout).value_or(-1);
+    result.out = child->Stdout();
+    result.err = child->Stderr();
+    return result;
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<Subprocess>> children_;
+};
+
+TEST_F(CliEndToEndTest, ServersAndClientCommands) {
+  SyntheticShopOptions shop_options;
+  shop_options.num_customers = kCustomers;
+  absl::StatusOr<SyntheticShopFiles> shop = WriteSyntheticShop(PathIn("shop"), shop_options);
+  ASSERT_TRUE(shop.ok()) << shop.status();
+
+  // The servers print their bound address on stderr once they serve.
+  Subprocess* coordinator = Spawn("coordinator", {"coordinator", "--listen", "127.0.0.1:0"});
+  ASSERT_NE(coordinator, nullptr);
+  const std::optional<std::string> address =
+      coordinator->AwaitStderrLine("coordinator listening on ", kServerTimeout);
+  ASSERT_TRUE(address.has_value()) << "coordinator printed no address:\n" << coordinator->Stderr();
+  ASSERT_TRUE(absl::StartsWith(*address, "127.0.0.1:")) << *address;
+
+  std::vector<Subprocess*> workers;
+  for (int i = 0; i < 2; ++i) {
+    const std::string id = absl::StrCat("w", i);
+    Subprocess* worker = Spawn(absl::StrCat("worker", i), {"worker", "--listen", "127.0.0.1:0",
+                                                           "--coordinator", *address, "--id", id});
+    ASSERT_NE(worker, nullptr);
+    // The line is printed after the worker has registered with the coordinator.
+    const std::optional<std::string> listening =
+        worker->AwaitStderrLine(absl::StrCat("worker ", id, " listening on "), kServerTimeout);
+    ASSERT_TRUE(listening.has_value()) << "worker " << id << " did not start:\n"
+                                       << worker->Stderr();
+    workers.push_back(worker);
+  }
+
+  // Client mode: segment the synthetic customers and write the result files.
+  const std::string out_dir = PathIn("out");
+  const CommandResult segment =
+      Run("segment", {"segment", "--coordinator", *address, "--data", shop->customers_csv,
+                      "--id-column", "customer_id", "--ignore", "segment_truth", "-k", "4",
+                      "--out", out_dir, "--no-progress"});
+  ASSERT_EQ(segment.exit_code, 0) << segment.err;
+  EXPECT_TRUE(absl::StrContains(segment.out, "Segments of dataset")) << segment.out;
+  EXPECT_EQ(CountSegmentLines(segment.out), 4) << segment.out;
+  EXPECT_TRUE(std::filesystem::exists(out_dir + "/model.json"));
+  EXPECT_EQ(CountCsvRecords(out_dir + "/segments.csv"), 4);
+  EXPECT_EQ(CountCsvRecords(out_dir + "/centroids.csv"), 4);
+  EXPECT_EQ(CountCsvRecords(out_dir + "/assignments.csv"), kCustomers);
+
+  // A missing input file fails the command with a message that names it.
+  const CommandResult missing = Run(
+      "missing", {"segment", "--coordinator", *address, "--data", "/nonexistent.csv",
+                  "--no-progress", "--out", PathIn("missing-out")});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.exit_code, -1) << "the command did not end";
+  EXPECT_TRUE(absl::StrContains(missing.err, "/nonexistent.csv")) << missing.err;
+  EXPECT_TRUE(absl::StrContains(missing.err, "NOT_FOUND")) << missing.err;
+
+  // SIGTERM drains the servers, which then exit with code 0.
+  for (Subprocess* worker : workers) worker->Signal(SIGTERM);
+  coordinator->Signal(SIGTERM);
+  for (size_t i = 0; i < workers.size(); ++i) {
+    EXPECT_EQ(workers[i]->WaitForExit(kServerTimeout), std::optional<int>(0))
+        << "worker " << i << ":\n"
+        << workers[i]->Stderr();
+  }
+  EXPECT_EQ(coordinator->WaitForExit(kServerTimeout), std::optional<int>(0))
+      << coordinator->Stderr();
+}
+
+TEST_F(CliEndToEndTest, LocalSegmentWithoutDataUsesSyntheticShop) {
+  const std::string cwd = PathIn("local");
+  std::filesystem::create_directories(cwd);
+  const CommandResult local = Run("local", {"local", "segment", "--no-progress"}, cwd);
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  EXPECT_TRUE(absl::StrContains(local.out, "Segments of dataset")) << local.out;
+  EXPECT_EQ(CountSegmentLines(local.out), 5) << local.out;
+  EXPECT_TRUE(std::filesystem::exists(cwd + "/cohort-out/model.json"));
+}
+
+TEST_F(CliEndToEndTest, SegmentWithoutCoordinatorFails) {
+  // Port 1 of the loopback address has no listener.
+  const CommandResult result =
+      Run("unreachable", {"segment", "--coordinator", "127.0.0.1:1", "--data", "/nonexistent.csv",
+                          "--no-progress", "--out", PathIn("unreachable-out")});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.exit_code, -1) << "the command did not end";
+  EXPECT_TRUE(absl::StrContains(result.err, "UNAVAILABLE")) << result.err;
+}
+
+}  // namespace
+}  // namespace cohort

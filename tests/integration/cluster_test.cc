@@ -1,0 +1,988 @@
+// Integration tests of the coordinator and workers: real servers on loopback ports in
+// this process, driven through the public Cohort API.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <omp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cohort/v1/cohort.grpc.pb.h"
+#include "core/csv.h"
+#include "core/log.h"
+#include "core/status_macros.h"
+#include "core/synthetic.h"
+#include "tests/integration/test_cluster.h"
+#include "tests/test_data.h"
+
+extern char** environ;
+
+namespace cohort::testing {
+namespace {
+
+// Environment variables of the child process started by the OpenMP thread-count test.
+constexpr char kChildOutputEnv[] = "COHORT_OMP_CHILD_OUTPUT";
+constexpr char kChildDataEnv[] = "COHORT_OMP_CHILD_DATA";
+
+// Users in the synthetic shop of most tests.
+constexpr int64_t kShopCustomers = 5000;
+
+// Checks the code of `status` and that its message contains every one of `parts`.
+::testing::AssertionResult HasError(const absl::Status& status, absl::StatusCode code,
+                                    const std::vector<std::string>& parts) {
+  if (status.code() != code) {
+    return ::testing::AssertionFailure()
+           << "expected code " << absl::StatusCodeToString(code) << ", got " << status;
+  }
+  for (const std::string& part : parts) {
+    if (!absl::StrContains(status.message(), part)) {
+      return ::testing::AssertionFailure() << "message lacks '" << part << "': " << status;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+v1::SegmentationOptions WithK(int k) {
+  v1::SegmentationOptions options;
+  options.set_k(k);
+  return options;
+}
+
+// Options that keep a job of 20000 users running for many seconds: 100 k-means++
+// seedings, each followed by Lloyd iterations that stop only at a tiny tolerance.
+v1::SegmentationOptions LongJobOptions() {
+  v1::SegmentationOptions options;
+  options.set_k(20);
+  options.set_n_init(100);
+  options.set_max_iter(100000);
+  options.set_tol(1e-9);
+  return options;
+}
+
+// 300 distinct users with two numeric columns and one categorical column.
+std::string SmallUsersCsv() {
+  static const char* const kColors[] = {"red", "green", "blue"};
+  std::string csv = "id,x,y,color\n";
+  for (int i = 0; i < 300; ++i) {
+    absl::StrAppend(&csv, "u", i, ",", (i * 37) % 101, ".5,", (i * 53) % 97, ",", kColors[i % 3],
+                    "\n");
+  }
+  return csv;
+}
+
+struct CsvTable {
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+};
+
+absl::StatusOr<CsvTable> ReadCsv(const std::string& path) {
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<CsvReader> reader, CsvReader::Open(path, CsvOptions()));
+  CsvTable table;
+  table.header = reader->header();
+  std::vector<std::string> fields;
+  while (true) {
+    COHORT_ASSIGN_OR_RETURN(bool more, reader->Next(&fields));
+    if (!more) break;
+    table.rows.push_back(fields);
+  }
+  return table;
+}
+
+// What one successful job produced.
+struct JobOutput {
+  v1::Job job;
+  v1::SegmentModel model;
+  std::vector<v1::Assignment> assignments;
+};
+
+// Runs a job on `dataset_id` and reads its model and assignments. Errors: the first
+// failing call, or the job's own error when it did not succeed.
+absl::StatusOr<JobOutput> Segment(TestCluster& cluster, const std::string& dataset_id,
+                                  const v1::SegmentationOptions& options) {
+  JobOutput output;
+  COHORT_ASSIGN_OR_RETURN(output.job, cluster.RunSegmentation(dataset_id, options));
+  if (output.job.state() != v1::JOB_STATE_SUCCEEDED) {
+    const absl::StatusCode code = output.job.error_code() == 0
+                                      ? absl::StatusCode::kUnknown
+                                      : static_cast<absl::StatusCode>(output.job.error_code());
+    return absl::Status(code, absl::StrCat("job ", output.job.job_id(), " ended ",
+                                           v1::JobState_Name(output.job.state()), ": ",
+                                           output.job.error_message()));
+  }
+  COHORT_ASSIGN_OR_RETURN(output.model, cluster.GetSegmentModel(output.job.model_id()));
+  COHORT_ASSIGN_OR_RETURN(output.assignments, cluster.ExportAssignments(output.job.model_id()));
+  return output;
+}
+
+// Asserts equality, not closeness: the merge rule makes results independent of the
+// worker count, the placement and the OpenMP thread count.
+void ExpectSameModel(const v1::SegmentModel& expected, const v1::SegmentModel& actual) {
+  EXPECT_EQ(actual.requested_k(), expected.requested_k());
+  EXPECT_EQ(actual.effective_k(), expected.effective_k());
+  EXPECT_EQ(std::vector<std::string>(actual.feature_names().begin(), actual.feature_names().end()),
+            std::vector<std::string>(expected.feature_names().begin(),
+                                     expected.feature_names().end()));
+  ASSERT_EQ(actual.centroids().rows(), expected.centroids().rows());
+  ASSERT_EQ(actual.centroids().cols(), expected.centroids().cols());
+  ASSERT_EQ(actual.centroids().values_size(), expected.centroids().values_size());
+  const int d = expected.centroids().cols();
+  for (int i = 0; i < expected.centroids().values_size(); ++i) {
+    EXPECT_EQ(actual.centroids().values(i), expected.centroids().values(i))
+        << "centroid " << i / d << ", feature " << expected.feature_names(i % d);
+  }
+  EXPECT_EQ(actual.inertia(), expected.inertia());
+  EXPECT_EQ(actual.iterations(), expected.iterations());
+  EXPECT_EQ(actual.num_users(), expected.num_users());
+  ASSERT_EQ(actual.segments_size(), expected.segments_size());
+  for (int s = 0; s < expected.segments_size(); ++s) {
+    EXPECT_EQ(actual.segments(s).size(), expected.segments(s).size()) << "segment " << s;
+  }
+}
+
+std::map<std::string, v1::Assignment> ByUser(const std::vector<v1::Assignment>& assignments) {
+  std::map<std::string, v1::Assignment> by_user;
+  for (const v1::Assignment& assignment : assignments) {
+    EXPECT_TRUE(by_user.emplace(assignment.user_id(), assignment).second)
+        << "user " << assignment.user_id() << " is exported twice";
+  }
+  return by_user;
+}
+
+void ExpectSameAssignments(const std::vector<v1::Assignment>& expected,
+                           const std::vector<v1::Assignment>& actual) {
+  ASSERT_EQ(actual.size(), expected.size());
+  const std::map<std::string, v1::Assignment> expected_by_user = ByUser(expected);
+  const std::map<std::string, v1::Assignment> actual_by_user = ByUser(actual);
+  int mismatches = 0;
+  for (const auto& [user, want] : expected_by_user) {
+    auto it = actual_by_user.find(user);
+    const bool same = it != actual_by_user.end() && it->second.segment() == want.segment() &&
+                      it->second.squared_distance() == want.squared_distance();
+    if (same) continue;
+    // The first few differences are shown; the count below covers the rest.
+    if (++mismatches <= 5) {
+      ADD_FAILURE() << "user " << user << ": expected segment " << want.segment() << " at "
+                    << want.squared_distance() << ", got "
+                    << (it == actual_by_user.end()
+                            ? std::string("no assignment")
+                            : absl::StrCat("segment ", it->second.segment(), " at ",
+                                           it->second.squared_distance()));
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "users assigned differently";
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetLogLevel("warn");
+    small_users_csv_ = temp_.WriteFile("small_users.csv", SmallUsersCsv());
+  }
+
+  // Starts a cluster; a failure to start is a test failure and returns null.
+  static std::unique_ptr<TestCluster> StartCluster(const TestClusterOptions& options = {}) {
+    absl::StatusOr<std::unique_ptr<TestCluster>> cluster = TestCluster::Start(options);
+    EXPECT_TRUE(cluster.ok()) << cluster.status();
+    return cluster.ok() ? std::move(*cluster) : nullptr;
+  }
+
+  // Writes the synthetic shop with `customers` customers into the temp folder.
+  SyntheticShopFiles WriteShop(int64_t customers) {
+    SyntheticShopOptions options;
+    options.num_customers = customers;
+    absl::StatusOr<SyntheticShopFiles> files =
+        WriteSyntheticShop((std::filesystem::path(temp_.path()) / "shop").string(), options);
+    EXPECT_TRUE(files.ok()) << files.status();
+    return files.ok() ? *files : SyntheticShopFiles();
+  }
+
+  // Checks that the cluster still serves after a rejected request: a fresh dataset loads
+  // and a job on it succeeds.
+  void ExpectStillServes(TestCluster& cluster) {
+    absl::StatusOr<v1::Dataset> dataset = cluster.LoadUsers(small_users_csv_, "id");
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    EXPECT_EQ(dataset->num_users(), 300);
+    absl::StatusOr<JobOutput> output = Segment(cluster, dataset->dataset_id(), WithK(3));
+    ASSERT_TRUE(output.ok()) << output.status();
+    EXPECT_EQ(output->model.effective_k(), 3);
+  }
+
+  // Polls GetJob until the job is RUNNING in its seeding or Lloyd phase.
+  static absl::Status AwaitJobComputing(TestCluster& cluster, const std::string& job_id) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < give_up) {
+      COHORT_ASSIGN_OR_RETURN(v1::Job job, cluster.GetJob(job_id));
+      if (IsFinal(job.state())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("job ", job_id, " ended ", v1::JobState_Name(job.state()),
+                         " before the test could act; make the job longer"));
+      }
+      const std::string& phase = job.last_event().phase();
+      if (job.state() == v1::JOB_STATE_RUNNING && (phase == "init" || phase == "lloyd")) {
+        return absl::OkStatus();
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("job ", job_id, " did not reach seeding or Lloyd within 60 s"));
+  }
+
+  TempDir temp_;
+  std::string small_users_csv_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Determinism
+
+TEST_F(ClusterTest, UsersModelSameOnOneAndThreeWorkers) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::vector<JobOutput> outputs;
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset =
+        cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    EXPECT_EQ(dataset->num_users(), kShopCustomers);
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+    ASSERT_TRUE(output.ok()) << output.status();
+    EXPECT_EQ(output->model.effective_k(), 5);
+    EXPECT_EQ(output->assignments.size(), static_cast<size_t>(kShopCustomers));
+    outputs.push_back(*std::move(output));
+  }
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+}
+
+TEST_F(ClusterTest, TransactionsModelSameOnOneAndThreeWorkers) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::vector<JobOutput> outputs;
+  std::vector<v1::Dataset> datasets;
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    ASSERT_NE(cluster, nullptr);
+    v1::CreateDatasetRequest create;
+    create.set_kind(v1::DATASET_KIND_TRANSACTIONS);
+    v1::LoadDatasetRequest load;
+    load.set_source(shop.transactions_csv);
+    absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    EXPECT_GT(dataset->num_users(), 0);
+    EXPECT_EQ(dataset->rows_read(), shop.transactions);
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+    ASSERT_TRUE(output.ok()) << output.status();
+    datasets.push_back(*dataset);
+    outputs.push_back(*std::move(output));
+  }
+  EXPECT_EQ(datasets[1].num_users(), datasets[0].num_users());
+  EXPECT_EQ(datasets[1].dropped().anonymous_rows(), datasets[0].dropped().anonymous_rows());
+  EXPECT_EQ(datasets[1].dropped().cancelled_rows(), datasets[0].dropped().cancelled_rows());
+  EXPECT_EQ(datasets[1].dropped().non_positive_rows(), datasets[0].dropped().non_positive_rows());
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+}
+
+// Runs only as the child process of OneAndTwoOmpThreadsGiveSameModel. libgomp keeps
+// the OpenMP thread count per thread. The gRPC threads that run the worker kernels start
+// from the process-wide value that OMP_NUM_THREADS sets, so omp_set_num_threads() in the
+// test thread does not reach them, but a child process started with that variable does.
+TEST_F(ClusterTest, OmpChildWritesModel) {
+  const char* output_path = std::getenv(kChildOutputEnv);
+  const char* data_path = std::getenv(kChildDataEnv);
+  if (output_path == nullptr || data_path == nullptr) {
+    GTEST_SKIP() << "runs only as the child process of OneAndTwoOmpThreadsGiveSameModel";
+  }
+  TestClusterOptions options;
+  options.num_workers = 2;
+  std::unique_ptr<TestCluster> cluster = StartCluster(options);
+  ASSERT_NE(cluster, nullptr);
+  // Two shards of 10000 rows each, so the kernels pass their parallel threshold of
+  // 4096 rows and really split the rows over threads.
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(data_path, "customer_id", {"segment_truth"}, /*num_shards=*/2);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+
+  v1::AssignmentChunk assignments;
+  for (const v1::Assignment& assignment : output->assignments) {
+    *assignments.add_assignments() = assignment;
+  }
+  const std::string base = output_path;
+  std::ofstream model_file(base + ".model", std::ios::binary);
+  ASSERT_TRUE(output->model.SerializeToOstream(&model_file));
+  std::ofstream assignments_file(base + ".assignments", std::ios::binary);
+  ASSERT_TRUE(assignments.SerializeToOstream(&assignments_file));
+  std::ofstream threads_file(base + ".threads");
+  threads_file << omp_get_max_threads();
+  ASSERT_TRUE(threads_file.good());
+}
+
+// Runs this test binary's OmpChildWritesModel with OMP_NUM_THREADS = `threads` and
+// waits up to 180 s. Returns the exit status text on failure.
+absl::Status RunOmpChild(int threads, const std::string& data, const std::string& output,
+                         const std::string& log) {
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text = *entry;
+    if (absl::StartsWith(text, "OMP_NUM_THREADS=") || absl::StartsWith(text, kChildOutputEnv) ||
+        absl::StartsWith(text, kChildDataEnv) || absl::StartsWith(text, "GTEST_")) {
+      continue;
+    }
+    env.push_back(text);
+  }
+  env.push_back(absl::StrCat("OMP_NUM_THREADS=", threads));
+  env.push_back(absl::StrCat(kChildOutputEnv, "=", output));
+  env.push_back(absl::StrCat(kChildDataEnv, "=", data));
+  std::vector<std::string> args = {"/proc/self/exe",
+                                   "--gtest_filter=ClusterTest.OmpChildWritesModel"};
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (std::string& entry : env) envp.push_back(entry.data());
+  envp.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = 0;
+  const int spawned = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(),
+                                  envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) {
+    return absl::InternalError(absl::StrCat("posix_spawn failed: ", std::strerror(spawned)));
+  }
+  const absl::Time give_up = absl::Now() + absl::Seconds(180);
+  int wait_status = 0;
+  while (waitpid(pid, &wait_status, WNOHANG) == 0) {
+    if (absl::Now() > give_up) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &wait_status, 0);
+      return absl::DeadlineExceededError("the child test did not end within 180 s");
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
+    return absl::InternalError(absl::StrCat("the child test failed (wait status ", wait_status,
+                                            "); its output is in ", log));
+  }
+  return absl::OkStatus();
+}
+
+TEST_F(ClusterTest, OneAndTwoOmpThreadsGiveSameModel) {
+  SyntheticShopOptions shop_options;
+  shop_options.num_customers = 20000;
+  absl::StatusOr<SyntheticShopFiles> shop =
+      WriteSyntheticShop((std::filesystem::path(temp_.path()) / "shop").string(), shop_options);
+  ASSERT_TRUE(shop.ok()) << shop.status();
+
+  std::vector<v1::SegmentModel> models;
+  std::vector<std::vector<v1::Assignment>> assignments;
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat("OMP_NUM_THREADS=", threads));
+    const std::string base = (std::filesystem::path(temp_.path()) / absl::StrCat("omp", threads))
+                                 .string();
+    const absl::Status ran = RunOmpChild(threads, shop->customers_csv, base, base + ".log");
+    if (!ran.ok()) {
+      std::ifstream log(base + ".log");
+      const std::string text((std::istreambuf_iterator<char>(log)),
+                             std::istreambuf_iterator<char>());
+      FAIL() << ran << "\n" << text;
+    }
+    std::ifstream threads_file(base + ".threads");
+    int reported = 0;
+    threads_file >> reported;
+    EXPECT_EQ(reported, threads) << "the child ran with another OpenMP thread count";
+
+    v1::SegmentModel model;
+    std::ifstream model_file(base + ".model", std::ios::binary);
+    ASSERT_TRUE(model.ParseFromIstream(&model_file));
+    v1::AssignmentChunk chunk;
+    std::ifstream assignments_file(base + ".assignments", std::ios::binary);
+    ASSERT_TRUE(chunk.ParseFromIstream(&assignments_file));
+    EXPECT_EQ(chunk.assignments_size(), 20000);
+    models.push_back(model);
+    assignments.emplace_back(chunk.assignments().begin(), chunk.assignments().end());
+  }
+  ExpectSameModel(models[0], models[1]);
+  ExpectSameAssignments(assignments[0], assignments[1]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Streamed ingest
+
+TEST_F(ClusterTest, StreamedRowsGiveSameModelAsFile) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  constexpr int kShards = 16;
+  absl::StatusOr<v1::Dataset> from_file =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"}, kShards);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("streamed-shop");
+  create.set_num_shards(kShards);
+  *create.mutable_schema() = from_file->schema();
+  absl::StatusOr<v1::Dataset> streamed = cluster->CreateDataset(create);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_EQ(streamed->state(), v1::DATASET_STATE_CREATED);
+
+  absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_EQ(table->rows.size(), static_cast<size_t>(kShopCustomers));
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster->stub().IngestUsers(context.get(), &response);
+  constexpr size_t kBatchRows = 500;
+  for (size_t begin = 0; begin < table->rows.size(); begin += kBatchRows) {
+    v1::IngestUsersRequest batch;
+    if (begin == 0) batch.set_dataset_id("streamed-shop");
+    for (size_t i = begin; i < std::min(table->rows.size(), begin + kBatchRows); ++i) {
+      v1::UserRow* row = batch.add_rows();
+      for (const std::string& cell : table->rows[i]) row->add_cells(cell);
+    }
+    ASSERT_TRUE(writer->Write(batch)) << "the ingest stream closed at row " << begin;
+  }
+  ASSERT_TRUE(writer->WritesDone());
+  const grpc::Status ingested = writer->Finish();
+  ASSERT_TRUE(ingested.ok()) << ingested.error_message();
+  EXPECT_EQ(response.rows_accepted(), kShopCustomers);
+
+  absl::StatusOr<v1::Dataset> ready = cluster->GetDataset("streamed-shop");
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->state(), v1::DATASET_STATE_READY);
+  EXPECT_EQ(ready->num_users(), kShopCustomers);
+
+  absl::StatusOr<JobOutput> file_output = Segment(*cluster, from_file->dataset_id(), WithK(5));
+  ASSERT_TRUE(file_output.ok()) << file_output.status();
+  absl::StatusOr<JobOutput> stream_output = Segment(*cluster, "streamed-shop", WithK(5));
+  ASSERT_TRUE(stream_output.ok()) << stream_output.status();
+  ExpectSameModel(file_output->model, stream_output->model);
+  ExpectSameAssignments(file_output->assignments, stream_output->assignments);
+}
+
+TEST_F(ClusterTest, IngestBadCellKeepsEarlierBatches) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("streamed-bad");
+  v1::Column* id = create.mutable_schema()->add_columns();
+  id->set_name("id");
+  id->set_type(v1::COLUMN_TYPE_ID);
+  v1::Column* x = create.mutable_schema()->add_columns();
+  x->set_name("x");
+  x->set_type(v1::COLUMN_TYPE_NUMERIC);
+  ASSERT_TRUE(cluster->CreateDataset(create).ok());
+
+  // Two valid rows in the first batch; the second batch starts with an invalid cell,
+  // which is row 2 of the stream.
+  v1::IngestUsersRequest first;
+  first.set_dataset_id("streamed-bad");
+  v1::IngestUsersRequest second;
+  for (const char* value : {"1", "2"}) {
+    v1::UserRow* row = first.add_rows();
+    row->add_cells(absl::StrCat("user-", value));
+    row->add_cells(value);
+  }
+  v1::UserRow* bad = second.add_rows();
+  bad->add_cells("user-3");
+  bad->add_cells("oops");
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster->stub().IngestUsers(context.get(), &response);
+  ASSERT_TRUE(writer->Write(first));
+  // The coordinator may end the call as soon as it reads the bad row, so this write
+  // can fail. Finish() still returns the status.
+  writer->Write(second);
+  writer->WritesDone();
+  const absl::Status status = FromGrpcStatus(writer->Finish());
+  EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"row 2", "'x'", "'oops'"}));
+
+  absl::StatusOr<v1::Dataset> dataset = cluster->GetDataset("streamed-bad");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_EQ(dataset->num_users(), 2);
+  EXPECT_EQ(dataset->state(), v1::DATASET_STATE_READY);
+  absl::StatusOr<JobOutput> output = Segment(*cluster, "streamed-bad", WithK(2));
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_EQ(output->assignments.size(), 2u);
+
+  ExpectStillServes(*cluster);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rejected input: the documented code and message, and the service keeps serving.
+
+TEST_F(ClusterTest, UnterminatedQuoteNamesFileAndLine) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  // Schema inference samples the first 1000 rows, so the bad record on line 1502 is
+  // found while loading.
+  std::string csv = "id,x,y\n";
+  for (int i = 0; i < 1500; ++i) absl::StrAppend(&csv, "u", i, ",", i, ",", i % 7, "\n");
+  absl::StrAppend(&csv, "u1500,\"4,5\n");
+  const std::string path = temp_.WriteFile("bad_quote.csv", csv);
+
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                       {"bad_quote.csv:1502", "quoted field is not closed"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, NanCellNamesColumnAndValue) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  const std::string path = temp_.WriteFile("nan.csv", "id,x,y\nu1,1,2\nu2,nan,3\nu3,4,5\n");
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("with-nan");
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.set_id_column("id");
+  (*load.mutable_overrides())["x"] = v1::COLUMN_TYPE_NUMERIC;
+
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                       {"nan.csv:3", "column 'x'", "'nan'"}));
+  absl::StatusOr<v1::Dataset> failed = cluster->GetDataset("with-nan");
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state(), v1::DATASET_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(failed->error(), "'nan'")) << failed->error();
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, OverrideOfUnknownColumnRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  v1::LoadDatasetRequest load;
+  load.set_source(small_users_csv_);
+  load.set_id_column("id");
+  (*load.mutable_overrides())["no_such_column"] = v1::COLUMN_TYPE_NUMERIC;
+
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  EXPECT_TRUE(
+      HasError(dataset.status(), absl::StatusCode::kInvalidArgument, {"'no_such_column'"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, UnknownIdColumnRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "user_key");
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument, {"'user_key'"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, EmptyFileRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  const std::string path = temp_.WriteFile("empty.csv", "");
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  EXPECT_TRUE(
+      HasError(dataset.status(), absl::StatusCode::kInvalidArgument, {"empty.csv", "empty"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, MissingFileNotFound) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  const std::string path = (std::filesystem::path(temp_.path()) / "missing.csv").string();
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kNotFound, {"missing.csv"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, KBelowOneRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  for (int k : {0, -1}) {
+    SCOPED_TRACE(absl::StrCat("k = ", k));
+    absl::StatusOr<v1::Job> job = cluster->StartSegmentation(dataset->dataset_id(), WithK(k));
+    EXPECT_TRUE(HasError(job.status(), absl::StatusCode::kInvalidArgument, {"options.k"}));
+  }
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, KAboveUserCountRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<v1::Job> job = cluster->StartSegmentation(dataset->dataset_id(), WithK(301));
+  EXPECT_TRUE(HasError(job.status(), absl::StatusCode::kInvalidArgument, {"options.k", "301"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, KAboveDistinctRowsGivesFewerSegments) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  // 30 users whose feature rows take only 3 distinct values.
+  std::string csv = "id,x,y\n";
+  for (int i = 0; i < 30; ++i) absl::StrAppend(&csv, "u", i, ",", i % 3, ",", 10 * (i % 3), "\n");
+  const std::string path = temp_.WriteFile("three_points.csv", csv);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const v1::SegmentModel& model = output->model;
+  EXPECT_TRUE(model.fewer_distinct_points());
+  EXPECT_EQ(model.requested_k(), 5);
+  EXPECT_EQ(model.effective_k(), 3);
+  EXPECT_EQ(model.segments_size(), 3);
+  ASSERT_EQ(model.centroids().rows(), 3);
+  const int d = model.centroids().cols();
+  std::set<std::vector<float>> distinct;
+  for (int c = 0; c < model.centroids().rows(); ++c) {
+    distinct.emplace(model.centroids().values().begin() + c * d,
+                     model.centroids().values().begin() + (c + 1) * d);
+  }
+  EXPECT_EQ(distinct.size(), 3u) << "two centroids are equal";
+  EXPECT_EQ(output->assignments.size(), 30u);
+}
+
+TEST_F(ClusterTest, UnknownIdsNotFound) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  EXPECT_TRUE(HasError(cluster->GetDataset("no-dataset").status(), absl::StatusCode::kNotFound,
+                       {"no-dataset"}));
+  v1::LoadDatasetRequest load;
+  load.set_dataset_id("no-dataset");
+  load.set_source(small_users_csv_);
+  EXPECT_TRUE(HasError(cluster->LoadDataset(load).status(), absl::StatusCode::kNotFound,
+                       {"no-dataset"}));
+  EXPECT_TRUE(HasError(cluster->StartSegmentation("no-dataset", WithK(2)).status(),
+                       absl::StatusCode::kNotFound, {"no-dataset"}));
+  EXPECT_TRUE(
+      HasError(cluster->GetJob("no-job").status(), absl::StatusCode::kNotFound, {"no-job"}));
+  EXPECT_TRUE(HasError(cluster->WaitForJob("no-job").status(), absl::StatusCode::kNotFound,
+                       {"no-job"}));
+  EXPECT_TRUE(
+      HasError(cluster->CancelJob("no-job"), absl::StatusCode::kNotFound, {"no-job"}));
+  EXPECT_TRUE(HasError(cluster->GetSegmentModel("no-model").status(),
+                       absl::StatusCode::kNotFound, {"no-model"}));
+  EXPECT_TRUE(HasError(cluster->AssignSegment("no-model", {{"x", "1"}}).status(),
+                       absl::StatusCode::kNotFound, {"no-model"}));
+  EXPECT_TRUE(HasError(cluster->ExportAssignments("no-model").status(),
+                       absl::StatusCode::kNotFound, {"no-model"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, SegmentingUnloadedDatasetFailsPrecondition) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("not-loaded");
+  ASSERT_TRUE(cluster->CreateDataset(create).ok());
+  absl::StatusOr<v1::Job> job = cluster->StartSegmentation("not-loaded", WithK(2));
+  EXPECT_TRUE(HasError(job.status(), absl::StatusCode::kFailedPrecondition,
+                       {"not-loaded", "DATASET_STATE_CREATED"}));
+
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, CancelledJobEndsCancelled) {
+  const SyntheticShopFiles shop = WriteShop(20000);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<v1::Job> job = cluster->StartSegmentation(dataset->dataset_id(), LongJobOptions());
+  ASSERT_TRUE(job.ok()) << job.status();
+  const absl::Status computing = AwaitJobComputing(*cluster, job->job_id());
+  ASSERT_TRUE(computing.ok()) << computing;
+
+  EXPECT_TRUE(cluster->CancelJob(job->job_id()).ok());
+  absl::StatusOr<v1::Job> ended = cluster->WaitForJob(job->job_id(), absl::Seconds(30));
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(ended->error_code(), static_cast<int>(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(HasError(cluster->CancelJob(job->job_id()), absl::StatusCode::kFailedPrecondition,
+                       {"JOB_STATE_CANCELLED"}));
+  EXPECT_TRUE(HasError(cluster->GetSegmentModel(job->job_id()).status(),
+                       absl::StatusCode::kFailedPrecondition, {job->job_id()}));
+
+  ExpectStillServes(*cluster);
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker failures
+
+TEST_F(ClusterTest, LoadNamesUnreachableWorkerBeforeProbesFail) {
+  TestClusterOptions options;
+  options.num_workers = 2;
+  // Nothing listens on port 1 of the loopback address. With an hour between probes the
+  // coordinator still counts that worker (worker-2) as live.
+  options.extra_worker_addresses = {"127.0.0.1:1"};
+  options.probe_interval = absl::Hours(1);
+  std::unique_ptr<TestCluster> cluster = StartCluster(options);
+  ASSERT_NE(cluster, nullptr);
+
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("placed-on-dead");
+  v1::LoadDatasetRequest load;
+  load.set_source(small_users_csv_);
+  load.set_id_column("id");
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kUnavailable,
+                       {"worker-2", "127.0.0.1:1"}));
+  absl::StatusOr<v1::Dataset> failed = cluster->GetDataset("placed-on-dead");
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state(), v1::DATASET_STATE_FAILED);
+
+  absl::StatusOr<v1::ListWorkersResponse> workers = cluster->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->workers_size(), 3);
+  EXPECT_EQ(workers->workers(2).worker_id(), "worker-2");
+  EXPECT_TRUE(workers->workers(2).live());
+}
+
+TEST_F(ClusterTest, LoadSucceedsAfterUnreachableWorkerIsLost) {
+  TestClusterOptions options;
+  options.num_workers = 2;
+  options.extra_worker_addresses = {"127.0.0.1:1"};
+  options.probe_interval = absl::Milliseconds(50);
+  options.probe_timeout = absl::Milliseconds(500);
+  options.probe_failures = 2;
+  std::unique_ptr<TestCluster> cluster = StartCluster(options);
+  ASSERT_NE(cluster, nullptr);
+
+  const absl::Status lost = cluster->AwaitWorkerLive("worker-2", false, absl::Seconds(10));
+  ASSERT_TRUE(lost.ok()) << lost;
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(3));
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_EQ(output->assignments.size(), 300u);
+
+  absl::StatusOr<v1::ListWorkersResponse> workers = cluster->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  for (const v1::WorkerInfo& worker : workers->workers()) {
+    if (worker.worker_id() == "worker-2") {
+      EXPECT_FALSE(worker.live());
+      EXPECT_EQ(worker.hosted_shards(), 0);
+    } else {
+      EXPECT_TRUE(worker.live()) << worker.worker_id();
+      EXPECT_GT(worker.hosted_shards(), 0) << worker.worker_id();
+    }
+  }
+}
+
+TEST_F(ClusterTest, WorkerShutdownFailsRunningJob) {
+  const SyntheticShopFiles shop = WriteShop(20000);
+  TestClusterOptions options;
+  options.probe_interval = absl::Milliseconds(100);
+  options.probe_timeout = absl::Milliseconds(500);
+  options.probe_failures = 2;
+  std::unique_ptr<TestCluster> cluster = StartCluster(options);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<v1::Job> job = cluster->StartSegmentation(dataset->dataset_id(), LongJobOptions());
+  ASSERT_TRUE(job.ok()) << job.status();
+  const absl::Status computing = AwaitJobComputing(*cluster, job->job_id());
+  ASSERT_TRUE(computing.ok()) << computing;
+
+  cluster->worker(1).Shutdown(absl::ZeroDuration());
+  absl::StatusOr<v1::Job> ended = cluster->WaitForJob(job->job_id(), absl::Seconds(30));
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->state(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(HasError(JobError(*ended), absl::StatusCode::kUnavailable, {"worker-1"}));
+
+  // The coordinator keeps serving reads, and probing declares the worker lost.
+  absl::StatusOr<v1::Job> read = cluster->GetJob(job->job_id());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->state(), v1::JOB_STATE_FAILED);
+  const absl::Status lost = cluster->AwaitWorkerLive("worker-1", false, absl::Seconds(10));
+  EXPECT_TRUE(lost.ok()) << lost;
+  absl::StatusOr<v1::ListWorkersResponse> workers = cluster->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  EXPECT_EQ(workers->workers_size(), 3);
+
+  // The dataset has shards on the lost worker, so a new job on it is refused.
+  absl::StatusOr<v1::Job> again = cluster->StartSegmentation(dataset->dataset_id(), WithK(3));
+  EXPECT_TRUE(HasError(again.status(), absl::StatusCode::kUnavailable, {"worker-1"}));
+  // A dataset loaded after the loss is placed on the live workers only.
+  ExpectStillServes(*cluster);
+}
+
+// ---------------------------------------------------------------------------------------
+// Serving
+
+TEST_F(ClusterTest, AssignSegmentMatchesExportForTrainingUsers) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const std::map<std::string, v1::Assignment> exported = ByUser(output->assignments);
+
+  absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
+  ASSERT_TRUE(table.ok()) << table.status();
+  int mismatches = 0;
+  for (const std::vector<std::string>& row : table->rows) {
+    std::map<std::string, std::string> columns;
+    std::string user;
+    for (size_t j = 0; j < row.size(); ++j) {
+      const std::string& name = table->header[j];
+      if (name == "customer_id") {
+        user = row[j];
+      } else if (name != "segment_truth") {
+        columns[name] = row[j];
+      }
+    }
+    absl::StatusOr<v1::AssignSegmentResponse> assigned =
+        cluster->AssignSegment(output->model.model_id(), columns);
+    ASSERT_TRUE(assigned.ok()) << "user " << user << ": " << assigned.status();
+    auto it = exported.find(user);
+    ASSERT_NE(it, exported.end()) << "user " << user << " is not exported";
+    EXPECT_NEAR(assigned->squared_distance(), it->second.squared_distance(),
+                1e-4 * (1 + it->second.squared_distance()))
+        << "user " << user;
+    if (assigned->segment() != it->second.segment() && ++mismatches <= 5) {
+      ADD_FAILURE() << "user " << user << ": AssignSegment gives segment " << assigned->segment()
+                    << ", the export " << it->second.segment() << "; distances "
+                    << absl::StrJoin(assigned->squared_distances(), ", ");
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "users whose served segment differs from the exported one";
+
+  absl::StatusOr<v1::AssignSegmentResponse> unknown =
+      cluster->AssignSegment(output->model.model_id(), {{"age", "40"}, {"bogus", "1"}});
+  EXPECT_TRUE(HasError(unknown.status(), absl::StatusCode::kInvalidArgument, {"'bogus'"}));
+  absl::StatusOr<v1::AssignSegmentResponse> not_finite =
+      cluster->AssignSegment(output->model.model_id(), {{"age", "inf"}});
+  EXPECT_TRUE(
+      HasError(not_finite.status(), absl::StatusCode::kInvalidArgument, {"'age'", "'inf'"}));
+  absl::StatusOr<v1::AssignSegmentResponse> all_missing =
+      cluster->AssignSegment(output->model.model_id(), {});
+  ASSERT_TRUE(all_missing.ok()) << all_missing.status();
+  EXPECT_EQ(all_missing->imputed_columns_size(), table->header.size() - 2);
+
+  ExpectStillServes(*cluster);
+}
+
+// ---------------------------------------------------------------------------------------
+// Public data sets through a 3-worker cluster
+
+TEST_F(ClusterTest, OnlineRetailTransactionsGiveFiveSegments) {
+  COHORT_REQUIRE_DATA_FILE(path, "online-retail/OnlineRetail.csv.gz");
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  create.set_kind(v1::DATASET_KIND_TRANSACTIONS);
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_EQ(dataset->rows_read(), 541909);
+  EXPECT_EQ(dataset->num_users(), 4339);
+  EXPECT_EQ(dataset->dropped().anonymous_rows(), 135080);
+  EXPECT_EQ(dataset->dropped().cancelled_rows(), 8905);
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_EQ(output->model.effective_k(), 5);
+  ASSERT_EQ(output->model.segments_size(), 5);
+  int64_t users = 0;
+  for (const v1::Segment& segment : output->model.segments()) {
+    EXPECT_GT(segment.size(), 0) << "segment " << segment.index();
+    users += segment.size();
+  }
+  EXPECT_EQ(users, 4339);
+  EXPECT_EQ(output->assignments.size(), 4339u);
+}
+
+TEST_F(ClusterTest, MallCustomersGiveFiveSegments) {
+  COHORT_REQUIRE_DATA_FILE(path, "mall-customers/Mall_Customers.csv");
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "CustomerID");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_EQ(dataset->num_users(), 200);
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_EQ(output->model.effective_k(), 5);
+  EXPECT_EQ(output->model.segments_size(), 5);
+  EXPECT_EQ(output->assignments.size(), 200u);
+}
+
+TEST_F(ClusterTest, BankMarketingWithLineIdsGivesSixSegments) {
+  COHORT_REQUIRE_DATA_FILE(path, "bank-marketing/bank-full.csv");
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.mutable_csv()->set_delimiter(";");
+  // The file has no id column: "@line" makes each record's line number its user id.
+  load.set_id_column("@line");
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_EQ(dataset->num_users(), 45211);
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(6));
+  ASSERT_TRUE(output.ok()) << output.status();
+  EXPECT_EQ(output->model.effective_k(), 6);
+  EXPECT_EQ(output->model.segments_size(), 6);
+  ASSERT_EQ(output->assignments.size(), 45211u);
+  std::set<int64_t> lines;
+  for (const v1::Assignment& assignment : output->assignments) {
+    int64_t line = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(assignment.user_id(), &line))
+        << "user id '" << assignment.user_id() << "' is not a line number";
+    EXPECT_GE(line, 1);
+    EXPECT_LE(line, 45212);  // 45211 records after the header line
+    lines.insert(line);
+  }
+  EXPECT_EQ(lines.size(), 45211u) << "line-number ids repeat";
+}
+
+}  // namespace
+}  // namespace cohort::testing
