@@ -368,11 +368,24 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
   }
   const std::vector<SegmentSummary> summaries = SummarizeSegments(transform, segment_stats, sketches);
   FillModelSegments(summaries, &model);
-  for (v1::SegmentTreeNode& node : *model.mutable_tree()) {
-    node.set_description(node.segment() >= 0
-                             ? summaries[node.segment()].description
-                             : absl::StrCat(FormatReadable(static_cast<double>(node.size())),
-                                            " users"));
+  if (model.tree_size() > 0) {
+    // Every node of the tree gets a summary: its statistics are the merge of its
+    // children's, and children have larger ids than their parent.
+    std::vector<FeatureStats> node_stats(model.tree_size());
+    for (int id = model.tree_size() - 1; id >= 0; --id) {
+      const v1::SegmentTreeNode& node = model.tree(id);
+      if (node.segment() >= 0) {
+        node_stats[id] = segment_stats[node.segment()];
+      } else {
+        node_stats[id].Merge(node_stats[node.left()]);
+        node_stats[id].Merge(node_stats[node.right()]);
+      }
+    }
+    const std::vector<SegmentSummary> node_summaries =
+        SummarizeSegments(transform, node_stats, {}, &node_stats[0]);
+    for (int id = 0; id < model.tree_size(); ++id) {
+      model.mutable_tree(id)->set_description(node_summaries[id].description);
+    }
   }
 
   events.Message("metrics", "computing cluster quality metrics");

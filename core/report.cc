@@ -765,9 +765,15 @@ void AppendMetrics(const ClusterMetrics& metrics, std::string& out) {
 
 void AppendNumericTable(const SegmentSummary& segment, std::string& out) {
   bool any_missing = false;
-  for (const NumericSegmentStat& stat : segment.numeric) any_missing |= stat.missing > 0;
+  bool any_median = false;
+  for (const NumericSegmentStat& stat : segment.numeric) {
+    any_missing |= stat.missing > 0;
+    any_median |= !std::isnan(stat.median);
+  }
   absl::StrAppend(&out, "<h4>Averages</h4>\n<table>\n<thead><tr><th>Feature</th>"
-                        "<th class=\"num\">Segment</th><th class=\"num\">All users</th>"
+                        "<th class=\"num\">Segment</th>");
+  if (any_median) absl::StrAppend(&out, "<th class=\"num\">Median</th>");
+  absl::StrAppend(&out, "<th class=\"num\">All users</th>"
                         "<th class=\"num\">Difference</th><th class=\"num\">Range</th>");
   if (any_missing) absl::StrAppend(&out, "<th class=\"num\">Missing</th>");
   absl::StrAppend(&out, "</tr></thead>\n<tbody>\n");
@@ -776,7 +782,12 @@ void AppendNumericTable(const SegmentSummary& segment, std::string& out) {
     std::string direction;
     if (SignedZ(stat.z) != "0.0") direction = stat.z > 0 ? "higher" : "lower";
     absl::StrAppend(&out, "<tr><td>", EscapeHtml(stat.column), "</td><td class=\"num\">",
-                    FormatReadable(stat.mean), "</td><td class=\"num\">",
+                    FormatReadable(stat.mean), "</td>");
+    if (any_median) {
+      absl::StrAppend(&out, "<td class=\"num\">",
+                      std::isnan(stat.median) ? "–" : FormatReadable(stat.median), "</td>");
+    }
+    absl::StrAppend(&out, "<td class=\"num\">",
                     FormatReadable(stat.overall_mean), "</td><td class=\"num ", direction, "\">",
                     EscapeHtml(SignedZ(stat.z)), "σ</td><td class=\"num\">",
                     FormatReadable(stat.min), " – ", FormatReadable(stat.max), "</td>");

@@ -72,9 +72,14 @@ std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& sh
 
 std::vector<SegmentSummary> SummarizeSegments(
     const FeatureTransform& transform, const std::vector<FeatureStats>& segment_stats,
-    const std::vector<std::vector<QuantileSketch>>& segment_sketches) {
+    const std::vector<std::vector<QuantileSketch>>& segment_sketches,
+    const FeatureStats* overall_stats) {
   FeatureStats overall;
-  for (const FeatureStats& stats : segment_stats) overall.Merge(stats);
+  if (overall_stats != nullptr) {
+    overall = *overall_stats;
+  } else {
+    for (const FeatureStats& stats : segment_stats) overall.Merge(stats);
+  }
   const double total_rows = static_cast<double>(std::max<int64_t>(overall.rows, 1));
 
   std::vector<SegmentSummary> summaries;

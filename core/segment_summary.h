@@ -4,6 +4,7 @@
 #define COHORT_CORE_SEGMENT_SUMMARY_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,7 @@ struct NumericSegmentStat {
   double min = 0;
   double max = 0;
   int64_t missing = 0;
-  double median = 0;        // NaN when no sketch was given
+  double median = std::numeric_limits<double>::quiet_NaN();  // NaN: no sketch given
 };
 
 struct CategoryShareStat {
@@ -52,10 +53,13 @@ struct SegmentSummary {
 // s's users (ComputeGroupStats merged over all shards); column names come from
 // `transform`, whose columns are in the same order.
 // segment_sketches, when not empty, holds per segment one QuantileSketch per numeric
-// column (ComputeGroupSketches merged over all shards) for the medians.
+// column (ComputeGroupSketches merged over all shards) for the medians. Segments are
+// compared with `overall`, or, when it is null, with the merge of all segment_stats
+// (pass it when the groups overlap, as the nodes of a segment tree do).
 std::vector<SegmentSummary> SummarizeSegments(
     const FeatureTransform& transform, const std::vector<FeatureStats>& segment_stats,
-    const std::vector<std::vector<QuantileSketch>>& segment_sketches = {});
+    const std::vector<std::vector<QuantileSketch>>& segment_sketches = {},
+    const FeatureStats* overall = nullptr);
 
 // Per group, per numeric column: a sketch of the raw non-missing values (labels[i] in
 // [0, num_groups) is the group of row i).
