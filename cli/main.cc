@@ -30,8 +30,8 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-// Blocks until SIGINT or SIGTERM arrives. The signals are blocked in every thread first
-// (call BlockStopSignals before starting servers) so that this thread receives them.
+// Blocks SIGINT and SIGTERM in the calling thread and in every thread it starts later,
+// so that WaitForStopSignal receives them. Call it before starting servers.
 void BlockStopSignals() {
   sigset_t set;
   sigemptyset(&set);
@@ -40,6 +40,7 @@ void BlockStopSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+// Blocks until SIGINT or SIGTERM arrives and returns the signal number.
 int WaitForStopSignal() {
   sigset_t set;
   sigemptyset(&set);

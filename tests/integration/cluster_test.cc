@@ -984,5 +984,199 @@ TEST_F(ClusterTest, BankMarketingWithLineIdsGivesSixSegments) {
   EXPECT_EQ(lines.size(), 45211u) << "line-number ids repeat";
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Bisecting trees, metrics and sweeps through the cluster
+
+v1::SegmentationOptions Bisecting(int k) {
+  v1::SegmentationOptions options = WithK(k);
+  options.set_algorithm("bisecting");
+  return options;
+}
+
+// Starts a sweep and waits for it. Errors: the start call's, or the job's own error.
+absl::StatusOr<v1::Sweep> RunSweep(TestCluster& cluster, const std::string& dataset_id,
+                                   const std::vector<int>& ks) {
+  v1::StartSweepRequest request;
+  request.set_dataset_id(dataset_id);
+  for (int k : ks) request.add_ks(k);
+  v1::Job job;
+  const grpc::Status started =
+      cluster.stub().StartSweep(TestCluster::Context().get(), request, &job);
+  if (!started.ok()) return FromGrpcStatus(started);
+  COHORT_ASSIGN_OR_RETURN(job, cluster.WaitForJob(job.job_id()));
+  if (job.state() != v1::JOB_STATE_SUCCEEDED) return JobError(job);
+  v1::GetSweepRequest get;
+  get.set_job_id(job.job_id());
+  v1::Sweep sweep;
+  const grpc::Status got = cluster.stub().GetSweep(TestCluster::Context().get(), get, &sweep);
+  if (!got.ok()) return FromGrpcStatus(got);
+  return sweep;
+}
+
+TEST_F(ClusterTest, BisectingTreeSameOnOneAndThreeWorkers) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::vector<JobOutput> outputs;
+  for (int workers : {1, 3}) {
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset =
+        cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), Bisecting(5));
+    ASSERT_TRUE(output.ok()) << output.status();
+    outputs.push_back(std::move(*output));
+  }
+  const v1::SegmentModel& model = outputs[0].model;
+  EXPECT_EQ(model.effective_k(), 5);
+  ASSERT_EQ(model.tree_size(), 9) << "a binary tree with 5 leaves has 9 nodes";
+  ExpectSameModel(model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+  ASSERT_EQ(outputs[1].model.tree_size(), model.tree_size());
+  for (int id = 0; id < model.tree_size(); ++id) {
+    EXPECT_EQ(outputs[1].model.tree(id).size(), model.tree(id).size()) << "node " << id;
+    EXPECT_EQ(outputs[1].model.tree(id).segment(), model.tree(id).segment()) << "node " << id;
+  }
+  // Leaf sizes are the exported segment sizes; inner nodes add up their children.
+  std::map<int, int64_t> exported_sizes;
+  for (const v1::Assignment& assignment : outputs[0].assignments) {
+    ++exported_sizes[assignment.segment()];
+  }
+  for (const v1::SegmentTreeNode& node : model.tree()) {
+    EXPECT_FALSE(node.description().empty()) << "node " << node.id();
+    if (node.segment() >= 0) {
+      EXPECT_EQ(node.size(), exported_sizes[node.segment()]) << "leaf " << node.id();
+    } else {
+      EXPECT_EQ(node.size(), model.tree(node.left()).size() + model.tree(node.right()).size())
+          << "node " << node.id();
+    }
+  }
+}
+
+TEST_F(ClusterTest, BisectingAssignSegmentWalksTree) {
+  const SyntheticShopFiles shop = WriteShop(2000);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), Bisecting(6));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const std::map<std::string, v1::Assignment> exported = ByUser(output->assignments);
+
+  absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
+  ASSERT_TRUE(table.ok()) << table.status();
+  int mismatches = 0;
+  for (const std::vector<std::string>& row : table->rows) {
+    std::map<std::string, std::string> columns;
+    std::string user;
+    for (size_t j = 0; j < row.size(); ++j) {
+      if (table->header[j] == "customer_id") {
+        user = row[j];
+      } else if (table->header[j] != "segment_truth") {
+        columns[table->header[j]] = row[j];
+      }
+    }
+    absl::StatusOr<v1::AssignSegmentResponse> assigned =
+        cluster->AssignSegment(output->model.model_id(), columns);
+    ASSERT_TRUE(assigned.ok()) << "user " << user << ": " << assigned.status();
+    if (assigned->segment() != exported.at(user).segment()) ++mismatches;
+  }
+  EXPECT_EQ(mismatches, 0) << "users whose served segment differs from the tree's";
+}
+
+TEST_F(ClusterTest, ModelCarriesMetricsAndProjection) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const v1::ClusterMetrics& metrics = output->model.metrics();
+  EXPECT_EQ(metrics.num_users(), kShopCustomers);
+  EXPECT_EQ(metrics.num_segments(), 5);
+  ASSERT_TRUE(metrics.silhouette().defined()) << metrics.silhouette().undefined_reason();
+  EXPECT_GT(metrics.silhouette().value(), 0.0);
+  EXPECT_LE(metrics.silhouette().value(), 1.0);
+  EXPECT_TRUE(metrics.calinski_harabasz().defined());
+  EXPECT_TRUE(metrics.davies_bouldin().defined());
+  EXPECT_TRUE(metrics.silhouette_euclidean_sampled().defined());
+  EXPECT_TRUE(metrics.silhouette_cosine_sampled().defined());
+  EXPECT_EQ(metrics.sample_size(), 2000);
+  EXPECT_EQ(output->model.projection().x_size(), 2000);
+  EXPECT_EQ(output->model.projection().segments_size(), 2000);
+  // At convergence the centroids are the segment means, so the inertia of the metrics
+  // equals the sum of the exported squared distances up to float rounding.
+  double exported = 0;
+  for (const v1::Assignment& assignment : output->assignments) {
+    exported += assignment.squared_distance();
+  }
+  EXPECT_NEAR(metrics.inertia(), exported, 1e-3 * exported);
+  for (const v1::Segment& segment : output->model.segments()) {
+    for (const v1::NumericSummary& numeric : segment.numeric()) {
+      EXPECT_GE(numeric.median(), numeric.min()) << numeric.column();
+      EXPECT_LE(numeric.median(), numeric.max()) << numeric.column();
+    }
+  }
+}
+
+TEST_F(ClusterTest, SweepMatchesSegmentationMetrics) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<v1::Sweep> sweep = RunSweep(*cluster, dataset->dataset_id(), {2, 3, 4, 5, 6});
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  ASSERT_EQ(sweep->points_size(), 5);
+  EXPECT_GE(sweep->suggested_k(), 2);
+  EXPECT_LE(sweep->suggested_k(), 6);
+  EXPECT_NE(sweep->reason().find("silhouette"), std::string::npos) << sweep->reason();
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const v1::SweepPoint& five = sweep->points(3);
+  ASSERT_EQ(five.k(), 5);
+  EXPECT_EQ(five.metrics().inertia(), output->model.metrics().inertia());
+  EXPECT_EQ(five.metrics().silhouette().value(), output->model.metrics().silhouette().value());
+}
+
+TEST_F(ClusterTest, SweepAndAlgorithmErrorsNameTheField) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+
+  v1::StartSweepRequest empty;
+  empty.set_dataset_id(dataset->dataset_id());
+  v1::Job job;
+  grpc::Status status = cluster->stub().StartSweep(TestCluster::Context().get(), empty, &job);
+  EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kInvalidArgument, {"k range"}));
+
+  absl::StatusOr<v1::Sweep> too_big = RunSweep(*cluster, dataset->dataset_id(), {2, 400});
+  EXPECT_TRUE(HasError(too_big.status(), absl::StatusCode::kInvalidArgument, {"400"}));
+
+  v1::SegmentationOptions unknown = WithK(3);
+  unknown.set_algorithm("dbscan");
+  absl::StatusOr<v1::Job> started = cluster->StartSegmentation(dataset->dataset_id(), unknown);
+  EXPECT_TRUE(
+      HasError(started.status(), absl::StatusCode::kInvalidArgument, {"algorithm", "'dbscan'"}));
+
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(3));
+  ASSERT_TRUE(output.ok()) << output.status();
+  v1::GetSweepRequest get;
+  get.set_job_id(output->job.job_id());
+  v1::Sweep sweep;
+  status = cluster->stub().GetSweep(TestCluster::Context().get(), get, &sweep);
+  EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kFailedPrecondition,
+                       {"not a sweep"}));
+  ExpectStillServes(*cluster);
+}
+
 }  // namespace
 }  // namespace cohort::testing
