@@ -534,6 +534,16 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
   return record;
 }
 
+absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::FindJob(
+    const std::string& job_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' does not exist"));
+  }
+  return it->second;
+}
+
 grpc::Status CohortServiceImpl::StartSegmentation(grpc::ServerContext*,
                                                   const v1::StartSegmentationRequest* request,
                                                   v1::Job* response) {
@@ -597,16 +607,9 @@ grpc::Status CohortServiceImpl::StartSweep(grpc::ServerContext*,
 
 grpc::Status CohortServiceImpl::GetSweep(grpc::ServerContext*, const v1::GetSweepRequest* request,
                                          v1::Sweep* response) {
-  std::shared_ptr<JobRecord> record;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) {
-      return Error(absl::StatusCode::kNotFound,
-                   absl::StrCat("job '", request->job_id(), "' does not exist"));
-    }
-    record = it->second;
-  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> found = FindJob(request->job_id());
+  if (!found.ok()) return ToGrpcStatus(found.status());
+  const std::shared_ptr<JobRecord> record = *std::move(found);
   if (record->sweep_ks.empty()) {
     return Error(absl::StatusCode::kFailedPrecondition,
                  absl::StrCat("job '", request->job_id(), "' is a segmentation, not a sweep"));
@@ -736,16 +739,9 @@ void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,
 
 grpc::Status CohortServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
                                        v1::Job* response) {
-  std::shared_ptr<JobRecord> record;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) {
-      return Error(absl::StatusCode::kNotFound,
-                   absl::StrCat("job '", request->job_id(), "' does not exist"));
-    }
-    record = it->second;
-  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> found = FindJob(request->job_id());
+  if (!found.ok()) return ToGrpcStatus(found.status());
+  const std::shared_ptr<JobRecord> record = *std::move(found);
   absl::MutexLock lock(&record->mutex);
   *response = record->job;
   if (!IsTerminal(record->job.state())) {
@@ -757,16 +753,9 @@ grpc::Status CohortServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobReq
 grpc::Status CohortServiceImpl::WatchJob(grpc::ServerContext* context,
                                          const v1::WatchJobRequest* request,
                                          grpc::ServerWriter<v1::JobEvent>* writer) {
-  std::shared_ptr<JobRecord> record;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) {
-      return Error(absl::StatusCode::kNotFound,
-                   absl::StrCat("job '", request->job_id(), "' does not exist"));
-    }
-    record = it->second;
-  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> found = FindJob(request->job_id());
+  if (!found.ok()) return ToGrpcStatus(found.status());
+  const std::shared_ptr<JobRecord> record = *std::move(found);
   int64_t seen = -1;
   while (true) {
     v1::JobEvent event;
@@ -795,16 +784,9 @@ grpc::Status CohortServiceImpl::WatchJob(grpc::ServerContext* context,
 
 grpc::Status CohortServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
                                           v1::Job* response) {
-  std::shared_ptr<JobRecord> record;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) {
-      return Error(absl::StatusCode::kNotFound,
-                   absl::StrCat("job '", request->job_id(), "' does not exist"));
-    }
-    record = it->second;
-  }
+  absl::StatusOr<std::shared_ptr<JobRecord>> found = FindJob(request->job_id());
+  if (!found.ok()) return ToGrpcStatus(found.status());
+  const std::shared_ptr<JobRecord> record = *std::move(found);
   absl::MutexLock lock(&record->mutex);
   if (IsTerminal(record->job.state())) {
     return Error(absl::StatusCode::kFailedPrecondition,

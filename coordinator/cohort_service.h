@@ -112,6 +112,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
                                                        const v1::SegmentationOptions& options,
                                                        int max_k, std::vector<int> sweep_ks);
   void RunJob(std::shared_ptr<JobRecord> record);
+  // Errors: NotFound naming the id.
+  absl::StatusOr<std::shared_ptr<JobRecord>> FindJob(const std::string& job_id) const;
   void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
   absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
   absl::Status PersistModel(const v1::SegmentModel& model) const;

@@ -109,6 +109,27 @@ absl::StatusOr<CsvTable> ReadCsv(const std::string& path) {
 }
 
 // What one successful job produced.
+// The raw columns of every synthetic shop customer by id, as AssignSegment takes them:
+// every column but customer_id and segment_truth.
+std::map<std::string, std::map<std::string, std::string>> ShopColumnsByUser(
+    const CsvTable& table) {
+  std::map<std::string, std::map<std::string, std::string>> users;
+  for (const std::vector<std::string>& row : table.rows) {
+    std::map<std::string, std::string> columns;
+    std::string user;
+    for (size_t j = 0; j < row.size(); ++j) {
+      const std::string& name = table.header[j];
+      if (name == "customer_id") {
+        user = row[j];
+      } else if (name != "segment_truth") {
+        columns[name] = row[j];
+      }
+    }
+    users[user] = std::move(columns);
+  }
+  return users;
+}
+
 struct JobOutput {
   v1::Job job;
   v1::SegmentModel model;
@@ -865,17 +886,7 @@ TEST_F(ClusterTest, AssignSegmentMatchesExportForTrainingUsers) {
   absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
   ASSERT_TRUE(table.ok()) << table.status();
   int mismatches = 0;
-  for (const std::vector<std::string>& row : table->rows) {
-    std::map<std::string, std::string> columns;
-    std::string user;
-    for (size_t j = 0; j < row.size(); ++j) {
-      const std::string& name = table->header[j];
-      if (name == "customer_id") {
-        user = row[j];
-      } else if (name != "segment_truth") {
-        columns[name] = row[j];
-      }
-    }
+  for (const auto& [user, columns] : ShopColumnsByUser(*table)) {
     absl::StatusOr<v1::AssignSegmentResponse> assigned =
         cluster->AssignSegment(output->model.model_id(), columns);
     ASSERT_TRUE(assigned.ok()) << "user " << user << ": " << assigned.status();
@@ -1069,16 +1080,7 @@ TEST_F(ClusterTest, BisectingAssignSegmentWalksTree) {
   absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
   ASSERT_TRUE(table.ok()) << table.status();
   int mismatches = 0;
-  for (const std::vector<std::string>& row : table->rows) {
-    std::map<std::string, std::string> columns;
-    std::string user;
-    for (size_t j = 0; j < row.size(); ++j) {
-      if (table->header[j] == "customer_id") {
-        user = row[j];
-      } else if (table->header[j] != "segment_truth") {
-        columns[table->header[j]] = row[j];
-      }
-    }
+  for (const auto& [user, columns] : ShopColumnsByUser(*table)) {
     absl::StatusOr<v1::AssignSegmentResponse> assigned =
         cluster->AssignSegment(output->model.model_id(), columns);
     ASSERT_TRUE(assigned.ok()) << "user " << user << ": " << assigned.status();
