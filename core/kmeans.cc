@@ -18,6 +18,12 @@ constexpr int kMaxK = 100000;
 constexpr int kMaxIter = 100000;
 constexpr int kMaxNInit = 100;
 constexpr int kMaxLocalTrials = 1000;
+constexpr double kMaxOversampling = 1e7;
+constexpr int kMaxInitRounds = 100;
+// k-means‖ rounds run past init_rounds while fewer than k candidates were found.
+constexpr int kMaxExtraInitRounds = 100;
+constexpr int kMaxBatchSize = 100000000;
+constexpr int kMaxNoImprovement = 100000;
 
 absl::Status CheckRange(const char* field, int value, int min, int max) {
   if (value >= min && value <= max) return absl::OkStatus();
@@ -55,6 +61,7 @@ absl::Status InternalBackendError(const char* call, size_t got, size_t expected)
 struct DataStats {
   int64_t num_rows = 0;
   double data_scale = 0;
+  std::vector<ShardBatchRows> shard_rows;  // rows per shard, in shard order
 };
 
 // Merges the per-shard moments in shard order. data_scale is the square root of the mean
@@ -70,6 +77,7 @@ absl::StatusOr<DataStats> ComputeDataStats(KMeansBackend& backend) {
   std::vector<double> sum_sq(d, 0.0);
   DataStats stats;
   for (const ShardMoments& shard : moments) {
+    stats.shard_rows.push_back(ShardBatchRows{shard.shard_id, shard.rows});
     if (shard.rows == 0) continue;
     if (shard.sum.size() != static_cast<size_t>(d) || shard.sum_sq.size() != sum.size()) {
       return InternalBackendError("Moments column sums", shard.sum.size(), d);
@@ -200,6 +208,7 @@ absl::StatusOr<MatrixXfR> SeedKMeansPlusPlus(KMeansBackend& backend, int k, int 
 struct MergedStep {
   MatrixXdR sums;               // k×d
   std::vector<int64_t> counts;  // k
+  std::vector<double> weighted_counts;  // k
   double inertia = 0;
   // The farthest rows of all shards by (sq_dist desc, shard asc, row asc).
   std::vector<ShardPoint> farthest;
@@ -213,13 +222,23 @@ absl::StatusOr<MergedStep> MergedLloydStep(KMeansBackend& backend, const MatrixX
   MergedStep merged;
   merged.sums = MatrixXdR::Zero(k, centroids.cols());
   merged.counts.assign(k, 0);
+  merged.weighted_counts.assign(k, 0.0);
   for (LloydPartial& partial : partials) {
     if (partial.sums.rows() != k || partial.sums.cols() != centroids.cols() ||
         partial.counts.size() != static_cast<size_t>(k)) {
       return InternalBackendError("LloydStep centroid sums", partial.counts.size(), k);
     }
+    if (!partial.weighted_counts.empty() &&
+        partial.weighted_counts.size() != static_cast<size_t>(k)) {
+      return InternalBackendError("LloydStep weighted counts", partial.weighted_counts.size(), k);
+    }
     merged.sums += partial.sums;
-    for (int64_t j = 0; j < k; ++j) merged.counts[j] += partial.counts[j];
+    for (int64_t j = 0; j < k; ++j) {
+      merged.counts[j] += partial.counts[j];
+      merged.weighted_counts[j] += partial.weighted_counts.empty()
+                                       ? static_cast<double>(partial.counts[j])
+                                       : partial.weighted_counts[j];
+    }
     merged.inertia += partial.inertia;
     for (ShardPoint& point : partial.farthest) merged.farthest.push_back(std::move(point));
   }
@@ -265,6 +284,97 @@ int64_t ReseedEmptyClusters(const std::vector<int64_t>& counts,
   return reseeded;
 }
 
+// __extension__ keeps -Wpedantic quiet about the GCC 128-bit integer.
+__extension__ using Int128 = __int128;
+
+// k-means‖ seeding (Bahmani et al. 2012, "Scalable K-Means++"). The first candidate is a
+// row drawn with probability proportional to its weight. Each round, every shard picks
+// each row with probability min(1, ℓ w D² / φ), where φ is the global Σ w D², and the
+// picks join the candidates in shard order. Each candidate then weighs the total weight
+// of the rows nearest to it, and a weighted greedy k-means++ over the candidates,
+// run at the driver with the run's generator, chooses the k centers.
+absl::StatusOr<MatrixXfR> SeedKMeansParallel(KMeansBackend& backend, const KMeansOptions& options,
+                                             int local_trials, int run, RunRandom& random,
+                                             const KMeansProgressCallback& progress) {
+  const int d = backend.dim();
+  const int k = options.k;
+  const double oversampling = options.oversampling > 0 ? options.oversampling : 2.0 * k;
+
+  COHORT_ASSIGN_OR_RETURN(std::vector<ShardSum> sums,
+                          backend.AddCenters(MatrixXfR(0, d), /*reset=*/true));
+  COHORT_ASSIGN_OR_RETURN(MatrixXfR candidates, DrawPoints(backend, sums, 1, random));
+  COHORT_ASSIGN_OR_RETURN(sums, backend.AddCenters(candidates, /*reset=*/false));
+  double potential = TotalWeight(sums);
+
+  KMeansProgress event;
+  event.phase = "init";
+  event.run = run;
+  for (int round = 0; potential > 0; ++round) {
+    const bool enough = candidates.rows() >= k;
+    if (round >= options.init_rounds + (enough ? 0 : kMaxExtraInitRounds)) break;
+
+    COHORT_ASSIGN_OR_RETURN(
+        std::vector<ShardCandidates> picks,
+        backend.SampleCandidates(options.seed, run, round, oversampling, potential));
+    int64_t num_picks = 0;
+    for (const ShardCandidates& shard : picks) num_picks += shard.points.size();
+    if (num_picks == 0) continue;
+
+    MatrixXfR added(num_picks, d);
+    int64_t next = 0;
+    for (const ShardCandidates& shard : picks) {
+      for (const ShardPoint& point : shard.points) {
+        if (point.values.size() != static_cast<size_t>(d)) {
+          return InternalBackendError("SampleCandidates point values", point.values.size(), d);
+        }
+        added.row(next++) = Eigen::Map<const Eigen::RowVectorXf>(point.values.data(), d);
+      }
+    }
+    MatrixXfR joined(candidates.rows() + num_picks, d);
+    joined << candidates, added;
+    candidates = std::move(joined);
+    COHORT_ASSIGN_OR_RETURN(sums, backend.AddCenters(added, /*reset=*/false));
+    potential = TotalWeight(sums);
+
+    event.centers_chosen = static_cast<int>(candidates.rows());
+    event.inertia = potential;
+    if (progress) progress(event);
+  }
+
+  // Ties go to the lower index, so of two equal candidates the later one weighs 0 and is
+  // never chosen.
+  COHORT_ASSIGN_OR_RETURN(MergedStep step, MergedLloydStep(backend, candidates, 0));
+  std::vector<float> weights(step.weighted_counts.begin(), step.weighted_counts.end());
+  KMeansShard local(0, &candidates, &weights);
+  InProcessKMeansBackend local_backend({&local});
+  return SeedKMeansPlusPlus(local_backend, k, local_trials, run, random, nullptr);
+}
+
+// Splits `batch_size` rows over the shards in proportion to their rows (Hamilton's
+// largest remainders; equal remainders go to the lower shard id). The batch is at most
+// the total row count.
+std::vector<ShardBatchRows> SplitBatch(const std::vector<ShardBatchRows>& shard_rows,
+                                       int64_t num_rows, int64_t batch_size) {
+  const int64_t batch = std::min(batch_size, num_rows);
+  std::vector<ShardBatchRows> shares;
+  std::vector<std::pair<int64_t, size_t>> remainders;  // (remainder, index)
+  int64_t assigned = 0;
+  for (size_t s = 0; s < shard_rows.size(); ++s) {
+    // batch × rows can pass 2^63, so the product is 128-bit.
+    const Int128 product = static_cast<Int128>(batch) * shard_rows[s].rows;
+    const int64_t share = static_cast<int64_t>(product / num_rows);
+    remainders.emplace_back(static_cast<int64_t>(product % num_rows), s);
+    shares.push_back(ShardBatchRows{shard_rows[s].shard_id, share});
+    assigned += share;
+  }
+  std::stable_sort(remainders.begin(), remainders.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t r = 0; assigned < batch && r < remainders.size(); ++r, ++assigned) {
+    ++shares[remainders[r].second].rows;
+  }
+  return shares;
+}
+
 struct LloydRun {
   MatrixXfR centroids;
   int iterations = 0;
@@ -274,8 +384,25 @@ struct LloydRun {
 
 // Lloyd iterations from `centroids` until the largest centroid move is at most
 // `max_shift_tol` or max_iter iterations have run.
+// Scales centroid row j to unit norm; a zero row keeps `fallback`, the centroid before
+// the update, because a mean of opposite unit rows has no direction.
+void NormalizeCentroid(const Eigen::RowVectorXf& fallback, int64_t j, MatrixXfR* centroids) {
+  const double norm = centroids->row(j).cast<double>().norm();
+  if (norm > 0) {
+    centroids->row(j) = (centroids->row(j).cast<double>() / norm).cast<float>();
+  } else {
+    centroids->row(j) = fallback;
+  }
+}
+
+// The objective reported for the distance: inertia from squared distances, halved for
+// cosine because ‖x − c‖² = 2 (1 − x·c) for unit x and c.
+double ReportedInertia(double sq_inertia, bool cosine) {
+  return cosine ? 0.5 * sq_inertia : sq_inertia;
+}
+
 absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroids, int max_iter,
-                                      double max_shift_tol, int run,
+                                      double max_shift_tol, bool cosine, int run,
                                       const KMeansProgressCallback& progress) {
   const int64_t k = centroids.rows();
   LloydRun result;
@@ -289,7 +416,8 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
         ++num_empty;
         continue;
       }
-      updated.row(j) = (step.sums.row(j) / static_cast<double>(step.counts[j])).cast<float>();
+      updated.row(j) = (step.sums.row(j) / step.weighted_counts[j]).cast<float>();
+      if (cosine) NormalizeCentroid(centroids.row(j), j, &updated);
     }
     // Empty clusters are rare, so their farthest rows come from a second pass with the
     // same centroids instead of a candidate list on every pass.
@@ -315,7 +443,7 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
       event.run = run;
       event.iteration = iteration;
       event.centers_chosen = static_cast<int>(k);
-      event.inertia = step.inertia;
+      event.inertia = ReportedInertia(step.inertia, cosine);
       event.max_shift = max_shift;
       progress(event);
     }
@@ -328,16 +456,142 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
   return result;
 }
 
+// Mini-batch K-means (Sculley 2010, "Web-Scale K-Means Clustering"). The centroid
+// update, smoothed-inertia early stop and random reassignment follow scikit-learn's
+// MiniBatchKMeans as recalled, not checked against its source. Each centroid with batch
+// weight b and cumulative weight n moves to (n c + batch sum) / (n + b), that is by the
+// learning rate b / (n + b) towards the batch mean.
+absl::StatusOr<LloydRun> IterateMiniBatch(KMeansBackend& backend, MatrixXfR centroids,
+                                          const KMeansOptions& options, const DataStats& stats,
+                                          int run, RunRandom& random,
+                                          const KMeansProgressCallback& progress) {
+  const int64_t k = centroids.rows();
+  const int64_t d = centroids.cols();
+  const bool cosine = options.distance == KMeansDistance::kCosine;
+  const std::vector<ShardBatchRows> shares =
+      SplitBatch(stats.shard_rows, stats.num_rows, options.batch_size);
+  const int64_t batch = std::min<int64_t>(options.batch_size, stats.num_rows);
+  const int64_t max_steps =
+      options.max_iter * ((stats.num_rows + options.batch_size - 1) / options.batch_size);
+  // Smoothing factor of the batch inertia: 2 / (batches per pass + 1).
+  const double alpha =
+      std::min(1.0, 2.0 * static_cast<double>(batch) / (static_cast<double>(stats.num_rows) + 1));
+
+  MatrixXdR current = centroids.cast<double>();
+  std::vector<double> cumulative(k, 0.0);
+  int64_t rows_since_reassign = 0;
+  double smoothed = 0;
+  double best_smoothed = 0;
+  int no_improvement = 0;
+  LloydRun result;
+
+  for (int64_t step = 0; step < max_steps; ++step) {
+    // Reassign once 10·k rows have been drawn since the last time, or
+    // while some centroid has no weight yet.
+    const bool any_empty = std::any_of(cumulative.begin(), cumulative.end(),
+                                       [](double c) { return c == 0; });
+    const bool reassign_step =
+        options.reassignment_ratio > 0 && (step > 0) && (any_empty || rows_since_reassign >= 10 * k);
+    const int num_points = reassign_step ? static_cast<int>(k) : 0;
+
+    COHORT_ASSIGN_OR_RETURN(std::vector<MiniBatchPartial> partials,
+                            backend.MiniBatchStep(centroids, options.seed, run, step, shares,
+                                                  num_points));
+    MatrixXdR sums = MatrixXdR::Zero(k, d);
+    std::vector<double> batch_weights(k, 0.0);
+    double inertia = 0;
+    std::vector<const ShardPoint*> points;
+    for (const MiniBatchPartial& partial : partials) {
+      if (partial.sums.rows() != k || partial.sums.cols() != d ||
+          partial.weighted_counts.size() != static_cast<size_t>(k)) {
+        return InternalBackendError("MiniBatchStep centroid sums", partial.weighted_counts.size(), k);
+      }
+      sums += partial.sums;
+      for (int64_t j = 0; j < k; ++j) batch_weights[j] += partial.weighted_counts[j];
+      inertia += partial.inertia;
+      for (const ShardPoint& point : partial.points) {
+        if (point.values.size() == static_cast<size_t>(d)) points.push_back(&point);
+      }
+    }
+
+    MatrixXfR updated = centroids;
+    for (int64_t j = 0; j < k; ++j) {
+      if (batch_weights[j] <= 0) continue;
+      const double total = cumulative[j] + batch_weights[j];
+      current.row(j) = (current.row(j) * cumulative[j] + sums.row(j)) / total;
+      cumulative[j] = total;
+      updated.row(j) = current.row(j).cast<float>();
+      if (cosine) {
+        NormalizeCentroid(centroids.row(j), j, &updated);
+        current.row(j) = updated.row(j).cast<double>();
+      }
+    }
+    rows_since_reassign += batch;
+
+    if (reassign_step) {
+      rows_since_reassign = 0;
+      const double max_weight = *std::max_element(cumulative.begin(), cumulative.end());
+      const double threshold = options.reassignment_ratio * max_weight;
+      double min_kept = max_weight;
+      std::vector<int64_t> low;
+      for (int64_t j = 0; j < k; ++j) {
+        if (cumulative[j] < threshold) {
+          low.push_back(j);
+        } else {
+          min_kept = std::min(min_kept, cumulative[j]);
+        }
+      }
+      // Each low centroid takes a distinct batch row drawn uniformly with the run's
+      // generator. The reassigned weight becomes the smallest kept weight, so the centroid
+      // is not reassigned again at once.
+      for (int64_t j : low) {
+        if (points.empty()) break;
+        const size_t pick = std::min(points.size() - 1,
+                                     static_cast<size_t>(random.Uniform() * points.size()));
+        updated.row(j) =
+            Eigen::Map<const Eigen::RowVectorXf>(points[pick]->values.data(), d);
+        current.row(j) = updated.row(j).cast<double>();
+        cumulative[j] = min_kept;
+        points.erase(points.begin() + static_cast<std::ptrdiff_t>(pick));
+        ++result.reseeded_clusters;
+      }
+    }
+    centroids = std::move(updated);
+    result.iterations = static_cast<int>(std::min<int64_t>(step + 1, INT32_MAX));
+
+    const double batch_inertia = inertia / static_cast<double>(batch);
+    smoothed = step == 0 ? batch_inertia : smoothed * (1 - alpha) + batch_inertia * alpha;
+    if (progress) {
+      KMeansProgress event;
+      event.phase = "minibatch";
+      event.run = run;
+      event.iteration = result.iterations;
+      event.centers_chosen = static_cast<int>(k);
+      event.inertia = ReportedInertia(inertia, cosine);
+      progress(event);
+    }
+    if (step == 0 || smoothed < best_smoothed) {
+      best_smoothed = smoothed;
+      no_improvement = 0;
+    } else if (options.max_no_improvement > 0 && ++no_improvement >= options.max_no_improvement) {
+      result.converged = true;
+      break;
+    }
+  }
+  result.centroids = std::move(centroids);
+  return result;
+}
+
 // Runs the extra assignment pass for the final centroids and fills the result.
-absl::StatusOr<KMeansResult> FinishRun(KMeansBackend& backend, LloydRun lloyd, int run,
-                                       const KMeansProgressCallback& progress) {
+absl::StatusOr<KMeansResult> FinishRun(KMeansBackend& backend, LloydRun lloyd, bool cosine,
+                                       int run, const KMeansProgressCallback& progress) {
   COHORT_ASSIGN_OR_RETURN(MergedStep step, MergedLloydStep(backend, lloyd.centroids, 0));
   KMeansResult result;
   result.effective_k = static_cast<int>(lloyd.centroids.rows());
   result.requested_k = result.effective_k;
   result.centroids = std::move(lloyd.centroids);
   result.sizes = std::move(step.counts);
-  result.inertia = step.inertia;
+  result.inertia = ReportedInertia(step.inertia, cosine);
   result.iterations = lloyd.iterations;
   result.converged = lloyd.converged;
   result.best_run = run;
@@ -366,7 +620,53 @@ absl::Status KMeansOptions::Validate() const {
   }
   COHORT_RETURN_IF_ERROR(CheckRange("n_init", n_init, 1, kMaxNInit));
   COHORT_RETURN_IF_ERROR(CheckRange("local_trials", local_trials, 0, kMaxLocalTrials));
+  if (init != KMeansInit::kKMeansPlusPlus && init != KMeansInit::kKMeansParallel) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "init = %d is invalid; init must be kKMeansPlusPlus or kKMeansParallel",
+        static_cast<int>(init)));
+  }
+  if (!(oversampling >= 0 && oversampling <= kMaxOversampling)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "oversampling = %g is invalid; oversampling must be in [0, %g] (0 means 2·k)",
+        oversampling, kMaxOversampling));
+  }
+  COHORT_RETURN_IF_ERROR(CheckRange("init_rounds", init_rounds, 1, kMaxInitRounds));
+  if (algorithm != KMeansAlgorithm::kLloyd && algorithm != KMeansAlgorithm::kMiniBatch) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "algorithm = %d is invalid; algorithm must be kLloyd or kMiniBatch",
+        static_cast<int>(algorithm)));
+  }
+  COHORT_RETURN_IF_ERROR(CheckRange("batch_size", batch_size, 1, kMaxBatchSize));
+  COHORT_RETURN_IF_ERROR(
+      CheckRange("max_no_improvement", max_no_improvement, 0, kMaxNoImprovement));
+  if (!(reassignment_ratio >= 0 && reassignment_ratio <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "reassignment_ratio = %g is invalid; reassignment_ratio must be in [0, 1]",
+        reassignment_ratio));
+  }
+  if (distance != KMeansDistance::kSquaredEuclidean && distance != KMeansDistance::kCosine) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "distance = %d is invalid; distance must be kSquaredEuclidean or kCosine",
+        static_cast<int>(distance)));
+  }
   return absl::OkStatus();
+}
+
+absl::Status KMeansBackend::SetDistance(KMeansDistance distance) {
+  if (distance == KMeansDistance::kSquaredEuclidean) return absl::OkStatus();
+  return absl::UnimplementedError("this K-means backend does not support the cosine distance");
+}
+
+absl::StatusOr<std::vector<ShardCandidates>> KMeansBackend::SampleCandidates(
+    uint64_t /*seed*/, int /*run*/, int /*round*/, double /*oversampling*/,
+    double /*potential*/) {
+  return absl::UnimplementedError("this K-means backend does not support k-means|| seeding");
+}
+
+absl::StatusOr<std::vector<MiniBatchPartial>> KMeansBackend::MiniBatchStep(
+    const MatrixXfR& /*centroids*/, uint64_t /*seed*/, int /*run*/, int64_t /*step*/,
+    const std::vector<ShardBatchRows>& /*batch_rows*/, int /*num_points*/) {
+  return absl::UnimplementedError("this K-means backend does not support mini-batch K-means");
 }
 
 InProcessKMeansBackend::InProcessKMeansBackend(std::vector<KMeansShard*> shards)
@@ -434,10 +734,56 @@ absl::StatusOr<std::vector<LloydPartial>> InProcessKMeansBackend::LloydStep(
   return partials;
 }
 
+absl::Status InProcessKMeansBackend::SetDistance(KMeansDistance distance) {
+  for (KMeansShard* shard : shards_) {
+    if (distance == KMeansDistance::kCosine) {
+      shard->UseCosineDistance();
+    } else if (shard->cosine()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "shard %d already uses the cosine distance; build new shards for squared Euclidean",
+          shard->shard_id()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ShardCandidates>> InProcessKMeansBackend::SampleCandidates(
+    uint64_t seed, int run, int round, double oversampling, double potential) {
+  std::vector<ShardCandidates> picks;
+  picks.reserve(shards_.size());
+  for (const KMeansShard* shard : shards_) {
+    picks.push_back(ShardCandidates{
+        shard->shard_id(), shard->SampleCandidates(seed, run, round, oversampling, potential)});
+  }
+  return picks;
+}
+
+absl::StatusOr<std::vector<MiniBatchPartial>> InProcessKMeansBackend::MiniBatchStep(
+    const MatrixXfR& centroids, uint64_t seed, int run, int64_t step,
+    const std::vector<ShardBatchRows>& batch_rows, int num_points) {
+  if (batch_rows.size() != shards_.size()) {
+    return InternalBackendError("MiniBatchStep batch shares", batch_rows.size(), shards_.size());
+  }
+  std::vector<MiniBatchPartial> partials;
+  partials.reserve(shards_.size());
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    if (batch_rows[s].shard_id != shards_[s]->shard_id()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch share %d is for shard %d; expected shard %d", s, batch_rows[s].shard_id,
+          shards_[s]->shard_id()));
+    }
+    partials.push_back(
+        shards_[s]->MiniBatchStep(centroids, seed, run, step, batch_rows[s].rows, num_points));
+  }
+  return partials;
+}
+
 absl::StatusOr<KMeansResult> RunKMeans(KMeansBackend& backend, const KMeansOptions& options,
                                        const KMeansProgressCallback& progress) {
   COHORT_RETURN_IF_ERROR(options.Validate());
+  COHORT_RETURN_IF_ERROR(backend.SetDistance(options.distance));
   COHORT_ASSIGN_OR_RETURN(const DataStats stats, ComputeDataStats(backend));
+  const bool cosine = options.distance == KMeansDistance::kCosine;
   const int local_trials = options.local_trials > 0
                                ? options.local_trials
                                : 2 + static_cast<int>(std::floor(std::log(options.k)));
@@ -446,14 +792,24 @@ absl::StatusOr<KMeansResult> RunKMeans(KMeansBackend& backend, const KMeansOptio
   KMeansResult best;
   for (int run = 0; run < options.n_init; ++run) {
     RunRandom random(options.seed, run);
-    COHORT_ASSIGN_OR_RETURN(
-        MatrixXfR seeds,
-        SeedKMeansPlusPlus(backend, options.k, local_trials, run, random, progress));
-    COHORT_ASSIGN_OR_RETURN(
-        LloydRun lloyd,
-        IterateLloyd(backend, std::move(seeds), options.max_iter, max_shift_tol, run, progress));
+    MatrixXfR seeds;
+    if (options.init == KMeansInit::kKMeansParallel) {
+      COHORT_ASSIGN_OR_RETURN(
+          seeds, SeedKMeansParallel(backend, options, local_trials, run, random, progress));
+    } else {
+      COHORT_ASSIGN_OR_RETURN(
+          seeds, SeedKMeansPlusPlus(backend, options.k, local_trials, run, random, progress));
+    }
+    LloydRun lloyd;
+    if (options.algorithm == KMeansAlgorithm::kMiniBatch) {
+      COHORT_ASSIGN_OR_RETURN(lloyd, IterateMiniBatch(backend, std::move(seeds), options, stats,
+                                                      run, random, progress));
+    } else {
+      COHORT_ASSIGN_OR_RETURN(lloyd, IterateLloyd(backend, std::move(seeds), options.max_iter,
+                                                  max_shift_tol, cosine, run, progress));
+    }
     COHORT_ASSIGN_OR_RETURN(KMeansResult result,
-                            FinishRun(backend, std::move(lloyd), run, progress));
+                            FinishRun(backend, std::move(lloyd), cosine, run, progress));
     COHORT_LOG_DEBUG("k-means run {}: k {}, {} iterations, inertia {}", run,
                      result.effective_k, result.iterations, result.inertia);
     // Strictly lower, so equal inertia keeps the earliest run.
@@ -483,13 +839,27 @@ absl::StatusOr<KMeansResult> RunLloyd(KMeansBackend& backend, const MatrixXfR& i
   KMeansOptions checked = options;
   checked.k = static_cast<int>(k);
   COHORT_RETURN_IF_ERROR(checked.Validate());
+  const bool cosine = options.distance == KMeansDistance::kCosine;
+  MatrixXfR start = initial_centroids;
+  if (cosine) {
+    const Eigen::VectorXf sq_norms = RowSquaredNorms(start);
+    for (int64_t j = 0; j < k; ++j) {
+      if (!(sq_norms[j] > 0)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "initial_centroids row %d is all zero; the cosine distance needs a direction", j));
+      }
+    }
+    NormalizeRows(&start);
+  }
+  COHORT_RETURN_IF_ERROR(backend.SetDistance(options.distance));
   COHORT_ASSIGN_OR_RETURN(const DataStats stats, ComputeDataStats(backend));
 
   COHORT_ASSIGN_OR_RETURN(LloydRun lloyd,
-                          IterateLloyd(backend, initial_centroids, options.max_iter,
-                                       options.tol * stats.data_scale, /*run=*/0, progress));
+                          IterateLloyd(backend, std::move(start), options.max_iter,
+                                       options.tol * stats.data_scale, cosine, /*run=*/0,
+                                       progress));
   COHORT_ASSIGN_OR_RETURN(KMeansResult result,
-                          FinishRun(backend, std::move(lloyd), /*run=*/0, progress));
+                          FinishRun(backend, std::move(lloyd), cosine, /*run=*/0, progress));
   result.num_rows = stats.num_rows;
   result.data_scale = stats.data_scale;
   return result;

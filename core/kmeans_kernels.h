@@ -4,8 +4,10 @@
 #define COHORT_CORE_KMEANS_KERNELS_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/matrix.h"
 
 namespace cohort {
@@ -34,6 +36,34 @@ void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
                    const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
                    int32_t* labels, float* sq_dist);
 
+// Scales every row of x (n×d) to unit Euclidean norm, in place. A row whose norm is 0
+// stays all zero. Returns the number of such zero rows. Training with the cosine distance
+// and serving a cosine model both normalize rows with this function.
+int64_t NormalizeRows(MatrixXfR* x);
+
+// Cosine distance of an all-zero row to every centroid. The zero-row rule, applied in
+// training and in AssignNearestCosine: a zero row stays zero, has cosine distance 1 to
+// every centroid, is assigned to centroid 0, and has weight 0 in training (it adds
+// nothing to sums, counts or inertia and never becomes a center).
+inline constexpr float kZeroRowCosineDistance = 1.0f;
+
+// For each row i of x_unit (n×d, rows unit or zero, see NormalizeRows) finds the centroid
+// of centroids_unit (k×d, unit rows) with the largest dot product: labels[i] in [0, k)
+// (ties → lowest index) and cos_dist[i] = max(0, 1 − x_i·c). Zero rows follow the
+// zero-row rule above. Deterministic as AssignNearest.
+// REQUIRES: k >= 1, x_unit.cols() == centroids_unit.cols(), labels and cos_dist hold n
+// entries.
+void AssignNearestCosine(const MatrixXfR& x_unit, const MatrixXfR& centroids_unit,
+                         int32_t* labels, float* cos_dist);
+
+// Uniform double in [0, 1) that depends only on the five keys (splitmix64 of each key in
+// turn), so a draw does not depend on thread count or on which process makes it.
+double KeyedUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+
+// Checks per-row sample weights for x: one weight per row, each finite and >= 0.
+// Errors: InvalidArgument naming `weights` with the row and value.
+[[nodiscard]] absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& weights);
+
 // A data row chosen by a shard: where it is and its values.
 struct ShardPoint {
   int shard_id = 0;
@@ -46,23 +76,56 @@ struct ShardPoint {
 struct LloydPartial {
   int shard_id = 0;
   MatrixXdR sums;               // k×d: per-centroid sum of assigned rows
-  std::vector<int64_t> counts;  // k
-  double inertia = 0;           // sum of squared distances to the nearest centroid
+  // k: per-centroid number of assigned rows with weight > 0.
+  std::vector<int64_t> counts;
+  // k: per-centroid sum of row weights. Empty means equal to counts (no sample weights),
+  // which is what backends that predate sample weights return.
+  std::vector<double> weighted_counts;
+  // Sum of weight × squared distance to the nearest centroid.
+  double inertia = 0;
   // Up to `num_farthest` rows with the largest distance to their centroid, ordered by
   // distance descending then row ascending.
   std::vector<ShardPoint> farthest;
 };
 
+// One shard's sample of a mini-batch step.
+struct MiniBatchPartial {
+  int shard_id = 0;
+  MatrixXdR sums;                      // k×d: per-centroid weighted sum of sampled rows
+  std::vector<int64_t> counts;         // k: sampled rows with weight > 0
+  std::vector<double> weighted_counts;  // k: per-centroid sum of sampled row weights
+  double inertia = 0;                  // Σ weight × squared distance of sampled rows
+  // The first `num_points` sampled rows with weight > 0, in draw order (row = -1 never).
+  std::vector<ShardPoint> points;
+};
+
 // One shard's rows (n×d, row-major) with the per-job state of the K-means steps.
 // The shard does not own x, which must outlive it.
+//
+// Sample weights: a row of weight w counts as w copies of itself in the k-means++ and
+// k-means‖ sampling (w × D²), in sums, weighted counts and inertia. A row of weight 0
+// never becomes a center, never appears in `farthest`, and adds nothing to sums, counts
+// or inertia; for training it is as if the row were absent. Without weights every row
+// has weight 1.
 //
 // Thread safety: not thread-safe; one job step at a time.
 class KMeansShard {
  public:
   KMeansShard(int shard_id, const MatrixXfR* x);
+  // As above with one weight per row (copied). REQUIRES: CheckSampleWeights(*x, *weights)
+  // is OK. A null `weights` means every row has weight 1.
+  KMeansShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights);
+
+  // Switches the shard to the cosine distance: later steps see the rows normalized by
+  // NormalizeRows (an owned copy, so the shard then holds a second n×d matrix), and zero
+  // rows get weight 0 (the zero-row rule, see kZeroRowCosineDistance). Resets the
+  // k-means++ state. Calling it again does nothing.
+  void UseCosineDistance();
+  bool cosine() const { return normalized_ != nullptr; }
 
   int shard_id() const { return shard_id_; }
   int64_t num_rows() const { return x_->rows(); }
+  bool has_weights() const { return !weights_.empty(); }
   int dim() const { return static_cast<int>(x_->cols()); }
 
   // Per-column sums and sums of squares in double (for the data scale).
@@ -91,16 +154,41 @@ class KMeansShard {
   // is 0 or the shard has no rows.
   ShardPoint PickByOffset(double offset) const;
 
+  // k-means‖ sampling round: picks each row independently with probability
+  // min(1, oversampling × w × D² / potential), where D² is the state left by AddCenters
+  // and `potential` is the global Σ w × D². The uniform draw of a row is
+  // KeyedUniform(seed, run, round, shard_id, row), so the picks do not depend on threads
+  // or placement. Returns the picks in row order, sq_dist = D². Picks nothing when
+  // potential <= 0 or no center has been added since the last reset.
+  std::vector<ShardPoint> SampleCandidates(uint64_t seed, int run, int round,
+                                           double oversampling, double potential) const;
+
   // Assigns every row to centroids (k×d) and returns the partial sums.
   LloydPartial LloydStep(const MatrixXfR& centroids, int num_farthest) const;
 
-  // Labels and squared distances of every row for centroids (k×d).
+  // Mini-batch step: draws `batch_rows` rows uniformly with replacement, draw j picking
+  // row floor(KeyedUniform(seed, run, step, shard_id, j) × n), assigns them to centroids
+  // (k×d) and returns their sums. Rows of weight 0 are drawn but add nothing.
+  MiniBatchPartial MiniBatchStep(const MatrixXfR& centroids, uint64_t seed, int run,
+                                 int64_t step, int64_t batch_rows, int num_points) const;
+
+  // Labels and distances of every row for centroids (k×d): squared Euclidean distances,
+  // or after UseCosineDistance the cosine distances of AssignNearestCosine (centroids
+  // must then have unit rows).
   void Assign(const MatrixXfR& centroids, std::vector<int32_t>* labels,
               std::vector<float>* sq_dist) const;
 
  private:
+  // Weight of row i: 1 without weights.
+  float Weight(int64_t i) const { return weights_.empty() ? 1.0f : weights_[i]; }
+  // Squared Euclidean labels and distances of the rows the steps see.
+  void AssignSquared(const MatrixXfR& centroids, std::vector<int32_t>* labels,
+                     std::vector<float>* sq_dist) const;
+
   int shard_id_;
-  const MatrixXfR* x_;
+  const MatrixXfR* x_;  // the caller's rows, or normalized_ after UseCosineDistance
+  std::unique_ptr<MatrixXfR> normalized_;
+  std::vector<float> weights_;  // empty: every row has weight 1
   Eigen::VectorXf x_sq_norms_;
   std::vector<float> min_sq_dist_;  // k-means++ state, n entries
   bool has_centers_ = false;        // a center was added since the last reset
