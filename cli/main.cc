@@ -86,7 +86,26 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
   command->add_flag("--raw-numeric", options->raw_numeric,
                     "with --transactions: standardize the RFM columns without log1p");
   command->add_option("--algorithm", options->algorithm,
-                      "kmeans (default) or bisecting (a segment tree split by 2-means)");
+                      "kmeans (default, Lloyd iterations), minibatch (mini-batch K-means) or "
+                      "bisecting (a segment tree split by 2-means)");
+  command->add_option("--init", options->init,
+                      "seeding: kmeans++ (default) or kmeans|| (k-means parallel, a few "
+                      "sampling rounds on the workers)");
+  command->add_option("--oversampling", options->oversampling,
+                      "kmeans||: expected candidates per round (default 2 x k)");
+  command->add_option("--init-rounds", options->init_rounds,
+                      "kmeans||: sampling rounds (default 5)");
+  command->add_option("--batch-size", options->batch_size,
+                      "minibatch: users per step (default 4096)");
+  command->add_option("--max-no-improvement", options->max_no_improvement,
+                      "minibatch: stop after this many steps without a lower smoothed batch "
+                      "inertia (default 10)");
+  command->add_option("--reassignment-ratio", options->reassignment_ratio,
+                      "minibatch: centroids whose weight is below this ratio of the largest "
+                      "move to a batch user (default 0.01)");
+  command->add_option("--distance", options->distance,
+                      "sqeuclidean (default) or cosine (features scaled to unit norm; not "
+                      "with bisecting)");
   command->add_option("--split-rule", options->split_rule,
                       "bisecting: largest (default) or highest_inertia");
   command->add_option("--min-divisible-size", options->min_divisible_size,

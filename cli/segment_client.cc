@@ -134,13 +134,17 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
     (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_NUMERIC;
   }
   v1::TransactionColumns* columns = load.mutable_transactions();
-  for (const auto& [key, value] : options.transaction_columns) {
-    if (key == "user") columns->set_user(value);
-    if (key == "invoice") columns->set_invoice(value);
-    if (key == "item") columns->set_item(value);
-    if (key == "quantity") columns->set_quantity(value);
-    if (key == "price") columns->set_price(value);
-    if (key == "time") columns->set_time(value);
+  for (const std::string& entry : options.transaction_columns) {
+    // Validate() has checked the form and the role.
+    const size_t equals = entry.find('=');
+    const std::string role = entry.substr(0, equals);
+    const std::string name = entry.substr(equals + 1);
+    if (role == "user") columns->set_user(name);
+    if (role == "invoice") columns->set_invoice(name);
+    if (role == "item") columns->set_item(name);
+    if (role == "quantity") columns->set_quantity(name);
+    if (role == "price") columns->set_price(name);
+    if (role == "time") columns->set_time(name);
   }
   std::fprintf(stderr, "loading %s into dataset %s ...\n", load.source().c_str(),
                dataset.dataset_id().c_str());
@@ -172,6 +176,13 @@ v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) 
   job_options.set_algorithm(options.algorithm);
   job_options.set_split_rule(options.split_rule);
   job_options.set_min_divisible_size(options.min_divisible_size);
+  job_options.set_init(options.init);
+  job_options.set_oversampling(options.oversampling);
+  job_options.set_init_rounds(options.init_rounds);
+  job_options.set_batch_size(options.batch_size);
+  job_options.set_max_no_improvement(options.max_no_improvement);
+  job_options.set_reassignment_ratio(options.reassignment_ratio);
+  job_options.set_distance(options.distance);
   return job_options;
 }
 
@@ -243,6 +254,7 @@ void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::
     out << " (requested " << model.requested_k() << ", but the data has only "
         << model.effective_k() << " distinct points)";
   }
+  if (!model.stop_reason().empty()) out << " (" << model.stop_reason() << ")";
   out << ", " << FormatReadable(static_cast<double>(model.num_users())) << " users, inertia "
       << FormatReadable(model.inertia()) << ", " << model.iterations() << " iterations"
       << (model.converged() ? " (converged)" : " (max_iter reached)") << "\n\n";
@@ -464,6 +476,18 @@ absl::Status SegmentCommandOptions::Validate() const {
         absl::StrCat("--delimiter '", delimiter, "' is invalid; use one character"));
   }
   if (out_dir.empty()) return absl::InvalidArgumentError("--out must not be empty");
+  static constexpr const char* kRoles[] = {"user", "invoice", "item", "quantity", "price", "time"};
+  for (const std::string& entry : transaction_columns) {
+    const size_t equals = entry.find('=');
+    const std::string role = entry.substr(0, equals);
+    const bool known = std::find(std::begin(kRoles), std::end(kRoles), role) != std::end(kRoles);
+    if (equals == std::string::npos || equals + 1 == entry.size() || !known) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tx-column '", entry,
+          "' is invalid; use role=column with a role among user, invoice, item, quantity, "
+          "price, time"));
+    }
+  }
   return absl::OkStatus();
 }
 

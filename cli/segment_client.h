@@ -25,7 +25,8 @@ struct SegmentCommandOptions {
   std::vector<std::string> categorical_columns;
   std::vector<std::string> numeric_columns;
   // Transaction log column names; empty fields keep the Online Retail defaults.
-  std::map<std::string, std::string> transaction_columns;  // user, invoice, item, ...
+  // "role=name" entries; roles: user, invoice, item, quantity, price, time.
+  std::vector<std::string> transaction_columns;
   int num_shards = 0;  // 0: the coordinator's default
 
   int k = 5;
@@ -36,9 +37,17 @@ struct SegmentCommandOptions {
   int max_categories = 0;
   std::vector<std::string> log1p_columns;
   bool raw_numeric = false;
-  std::string algorithm;  // "kmeans" (default) or "bisecting"
+  std::string algorithm;  // "kmeans" (default), "minibatch" or "bisecting"
   std::string split_rule;
   int64_t min_divisible_size = 0;
+  // Seeding, mini-batch and distance options; 0 or empty means the coordinator's default.
+  std::string init;  // "kmeans++" or "kmeans||"
+  double oversampling = 0;
+  int init_rounds = 0;
+  int batch_size = 0;
+  int max_no_improvement = 0;
+  double reassignment_ratio = 0;
+  std::string distance;  // "sqeuclidean" or "cosine"
 
   // Report only: k values to sweep (the suggested k is used unless k_given), and
   // whether to grow a bisecting segment tree too.

@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -81,6 +83,12 @@ absl::Status CohortServiceImpl::LoadState() {
                                               " is not a readable segment model; move it away"));
     }
     absl::MutexLock lock(&mutex_);
+    // New jobs continue after the highest stored id, so a restarted coordinator never
+    // overwrites a model that clients may still hold.
+    int64_t number = 0;
+    if (absl::SimpleAtoi(absl::StripPrefix(model->model_id(), "job-"), &number)) {
+      next_job_ = std::max(next_job_, number + 1);
+    }
     models_[model->model_id()] = std::move(model);
     ++loaded;
   }
@@ -378,7 +386,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   if (!schema.ok()) return ToGrpcStatus(schema.status());
   const int id_index = schema->IdIndex();
 
-  int64_t accepted = 0;
+  int64_t accepted = 0;  // rows stored on their workers
   absl::Status status;
   bool first_batch = true;
   do {
@@ -393,9 +401,10 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       first_batch = false;
     }
     std::vector<std::string> cells;
+    const int64_t first_position = accepted;
     for (int i = 0; i < batch.rows_size() && status.ok(); ++i) {
       const v1::UserRow& row = batch.rows(i);
-      const int64_t position = accepted + i;
+      const int64_t position = first_position + i;
       if (row.cells_size() != static_cast<int>(schema->columns.size())) {
         status = absl::InvalidArgumentError(absl::StrCat(
             "row ", position, " has ", row.cells_size(), " cells but the schema has ",
@@ -428,15 +437,18 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       call.set_deadline(WorkerDeadline());
       v1::AppendRowsResponse stored;
       const grpc::Status appended = worker->stub->AppendRows(&call, request, &stored);
+      accepted += stored.rows_stored();
       if (!appended.ok()) {
-        status = absl::UnavailableError(absl::StrCat("worker ", worker_id,
-                                                     " did not store the rows: ",
-                                                     appended.error_message(), "; retry"));
+        const bool lost = appended.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                          appended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+        status = lost ? absl::UnavailableError(absl::StrCat("worker ", worker_id,
+                                                            " did not store the rows: ",
+                                                            appended.error_message(), "; retry"))
+                      : FromGrpcStatus(appended);
         break;
       }
     }
     if (!status.ok()) break;
-    accepted += batch.rows_size();
     if (context->IsCancelled()) {
       status = absl::CancelledError("ingest stream cancelled by the caller");
       break;
@@ -446,8 +458,6 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   {
     absl::MutexLock lock(&mutex_);
     DatasetRecord& record = datasets_[dataset_id];
-    // TODO: rows accepted before an error are counted only when the batch was stored
-    // whole; a partly stored batch leaves num_users low until the dataset is reloaded.
     record.info.set_num_users(record.info.num_users() + accepted);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
   }
@@ -491,6 +501,10 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
                        v1::DatasetState_Name(dataset.info.state()),
                        "; load rows before segmenting"));
     }
+    if (dataset.info.num_users() == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset '", dataset_id, "' has no users; load a file with data rows or stream rows"));
+    }
     if (max_k > dataset.info.num_users()) {
       return absl::InvalidArgumentError(
           absl::StrCat("options.k = ", max_k, " exceeds the ", dataset.info.num_users(),
@@ -519,6 +533,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     record->owners = dataset.owners;
     record->options = options;
     record->sweep_ks = std::move(sweep_ks);
+    record->num_users = dataset.info.num_users();
     jobs_[record->job_id] = record;
   }
   {
@@ -673,6 +688,7 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     input.job_id = record->job_id;
     input.dataset_id = record->dataset_id;
     input.kind = record->kind;
+    input.expected_users = record->num_users;
     input.schema = record->schema;
     input.options = record->options;
     JobRecord* raw_record = record.get();
@@ -848,6 +864,30 @@ grpc::Status CohortServiceImpl::AssignSegment(grpc::ServerContext*,
   }
   const v1::Matrix& centroids = model.centroids();
   const int d = centroids.cols();
+  if (static_cast<int>(features->size()) != d) {
+    return Error(absl::StatusCode::kInternal,
+                 absl::StrCat("model ", model.model_id(), " has ", d, " centroid columns but its ",
+                              "transform gives ", features->size(), " features"));
+  }
+  if (model.options().distance() == "cosine") {
+    // The rule of training and StoreAssignments: the features are scaled to unit norm,
+    // the nearest centroid has the largest dot product, and an all-zero feature vector
+    // goes to segment 0 at cosine distance 1.
+    absl::StatusOr<MatrixXfR> unit_centroids = FromProto(centroids);
+    if (!unit_centroids.ok()) return ToGrpcStatus(unit_centroids.status());
+    MatrixXfR user = Eigen::Map<const MatrixXfR>(features->data(), 1, d);
+    NormalizeRows(&user);
+    int32_t segment = 0;
+    float cosine_distance = kZeroRowCosineDistance;
+    AssignNearestCosine(user, *unit_centroids, &segment, &cosine_distance);
+    for (int c = 0; c < unit_centroids->rows(); ++c) {
+      const double dot = user.row(0).cast<double>().dot(unit_centroids->row(c).cast<double>());
+      response->add_squared_distances(std::max(0.0, 1.0 - dot));
+    }
+    response->set_segment(segment);
+    response->set_squared_distance(cosine_distance);
+    return grpc::Status::OK;
+  }
   double best = std::numeric_limits<double>::infinity();
   int best_index = 0;
   for (int c = 0; c < centroids.rows(); ++c) {

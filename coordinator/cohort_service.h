@@ -92,6 +92,7 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     v1::DatasetKind kind = v1::DATASET_KIND_USERS;
     v1::SegmentationOptions options;
     std::vector<int> sweep_ks;  // non-empty for a sweep job
+    int64_t num_users = 0;      // of the dataset when the job started
 
     mutable absl::Mutex mutex;
     v1::Job job ABSL_GUARDED_BY(mutex);

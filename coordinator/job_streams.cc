@@ -61,6 +61,10 @@ void JobStreams::MarkLost(const std::string& worker_id) {
 
 absl::Status JobStreams::StreamError(Stream& stream, const std::string& action) {
   stream.closed = true;
+  // A read can also fail on this side (a reply that does not parse) while the worker
+  // still waits for commands; Finish() would then wait for the call's deadline. A status
+  // the worker already sent is kept by the cancellation.
+  stream.context->TryCancel();
   const grpc::Status finished = stream.stream->Finish();
   const WorkerHandle& worker = stream.member.worker;
   bool lost = false;
@@ -234,6 +238,12 @@ absl::StatusOr<std::vector<LloydPartial>> GrpcKMeansBackend::LloydStep(const Mat
     partial.sums.resize(in.k(), in.d());
     std::copy(in.sums().begin(), in.sums().end(), partial.sums.data());
     partial.counts.assign(in.counts().begin(), in.counts().end());
+    if (in.weighted_counts_size() != 0 && in.weighted_counts_size() != in.k()) {
+      return absl::InternalError(absl::StrCat("shard ", result.shard_id(), " returned ",
+                                              in.weighted_counts_size(),
+                                              " weighted counts for ", in.k(), " centroids"));
+    }
+    partial.weighted_counts.assign(in.weighted_counts().begin(), in.weighted_counts().end());
     partial.inertia = in.inertia();
     for (const v1::FarPoint& far : in.farthest()) {
       ShardPoint point;
@@ -242,6 +252,97 @@ absl::StatusOr<std::vector<LloydPartial>> GrpcKMeansBackend::LloydStep(const Mat
       point.sq_dist = far.sq_dist();
       point.values.assign(far.values().begin(), far.values().end());
       partial.farthest.push_back(std::move(point));
+    }
+    partials.push_back(std::move(partial));
+  }
+  return partials;
+}
+
+namespace {
+
+ShardPoint PointFromProto(int shard_id, const v1::FarPoint& in) {
+  ShardPoint point;
+  point.shard_id = shard_id;
+  point.row = in.row();
+  point.sq_dist = in.sq_dist();
+  point.values.assign(in.values().begin(), in.values().end());
+  return point;
+}
+
+}  // namespace
+
+absl::Status GrpcKMeansBackend::SetDistance(KMeansDistance distance) {
+  v1::JobCommand command;
+  command.mutable_set_distance()->set_distance(distance == KMeansDistance::kCosine
+                                                   ? v1::DISTANCE_KIND_COSINE
+                                                   : v1::DISTANCE_KIND_SQUARED_EUCLIDEAN);
+  return streams_->Execute(std::move(command)).status();
+}
+
+absl::StatusOr<std::vector<ShardCandidates>> GrpcKMeansBackend::SampleCandidates(
+    uint64_t seed, int run, int round, double oversampling, double potential) {
+  v1::JobCommand command;
+  v1::SampleCandidates* sample = command.mutable_sample_candidates();
+  sample->set_seed(seed);
+  sample->set_run(run);
+  sample->set_round(round);
+  sample->set_oversampling(oversampling);
+  sample->set_potential(potential);
+  COHORT_ASSIGN_OR_RETURN(auto results, streams_->Execute(std::move(command)));
+  std::vector<ShardCandidates> picks;
+  picks.reserve(results.size());
+  for (const v1::ShardResult& result : results) {
+    ShardCandidates shard;
+    shard.shard_id = result.shard_id();
+    for (const v1::FarPoint& point : result.candidates().points()) {
+      if (point.values_size() != dim_) {
+        return absl::InternalError(absl::StrCat("shard ", result.shard_id(),
+                                                " returned a candidate with ",
+                                                point.values_size(), " values for ", dim_,
+                                                " features"));
+      }
+      shard.points.push_back(PointFromProto(result.shard_id(), point));
+    }
+    picks.push_back(std::move(shard));
+  }
+  return picks;
+}
+
+absl::StatusOr<std::vector<MiniBatchPartial>> GrpcKMeansBackend::MiniBatchStep(
+    const MatrixXfR& centroids, uint64_t seed, int run, int64_t step,
+    const std::vector<ShardBatchRows>& batch_rows, int num_points) {
+  v1::JobCommand command;
+  v1::MiniBatchStep* minibatch = command.mutable_minibatch();
+  ToProto(centroids, minibatch->mutable_centroids());
+  minibatch->set_seed(seed);
+  minibatch->set_run(run);
+  minibatch->set_step(step);
+  minibatch->set_num_points(num_points);
+  for (const ShardBatchRows& share : batch_rows) {
+    v1::MiniBatchStep::Share* out = minibatch->add_shares();
+    out->set_shard_id(share.shard_id);
+    out->set_rows(share.rows);
+  }
+  COHORT_ASSIGN_OR_RETURN(auto results, streams_->Execute(std::move(command)));
+  std::vector<MiniBatchPartial> partials;
+  partials.reserve(results.size());
+  for (const v1::ShardResult& result : results) {
+    const v1::MiniBatchPartialProto& in = result.minibatch();
+    if (in.k() != centroids.rows() || in.d() != centroids.cols() ||
+        in.sums_size() != int64_t{in.k()} * in.d() || in.counts_size() != in.k() ||
+        in.weighted_counts_size() != in.k()) {
+      return absl::InternalError(absl::StrCat("shard ", result.shard_id(),
+                                              " returned a malformed mini-batch partial"));
+    }
+    MiniBatchPartial partial;
+    partial.shard_id = result.shard_id();
+    partial.sums.resize(in.k(), in.d());
+    std::copy(in.sums().begin(), in.sums().end(), partial.sums.data());
+    partial.counts.assign(in.counts().begin(), in.counts().end());
+    partial.weighted_counts.assign(in.weighted_counts().begin(), in.weighted_counts().end());
+    partial.inertia = in.inertia();
+    for (const v1::FarPoint& point : in.points()) {
+      partial.points.push_back(PointFromProto(result.shard_id(), point));
     }
     partials.push_back(std::move(partial));
   }

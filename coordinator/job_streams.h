@@ -86,6 +86,14 @@ class GrpcKMeansBackend final : public KMeansBackend {
   absl::StatusOr<std::vector<ShardPoint>> Pick(const std::vector<ShardOffset>& offsets) override;
   absl::StatusOr<std::vector<LloydPartial>> LloydStep(const MatrixXfR& centroids,
                                                       int num_farthest) override;
+  // Sends SetDistance to every worker; each applies it with SetShardDistance.
+  absl::Status SetDistance(KMeansDistance distance) override;
+  absl::StatusOr<std::vector<ShardCandidates>> SampleCandidates(uint64_t seed, int run,
+                                                                int round, double oversampling,
+                                                                double potential) override;
+  absl::StatusOr<std::vector<MiniBatchPartial>> MiniBatchStep(
+      const MatrixXfR& centroids, uint64_t seed, int run, int64_t step,
+      const std::vector<ShardBatchRows>& batch_rows, int num_points) override;
 
  private:
   JobStreams* streams_;
@@ -113,6 +121,16 @@ class GrpcBisectingBackend final : public BisectingBackend {
   absl::StatusOr<std::vector<LloydPartial>> LloydStep(const MatrixXfR& centroids,
                                                       int num_farthest) override {
     return kmeans_.LloydStep(centroids, num_farthest);
+  }
+  absl::StatusOr<std::vector<ShardCandidates>> SampleCandidates(uint64_t seed, int run,
+                                                                int round, double oversampling,
+                                                                double potential) override {
+    return kmeans_.SampleCandidates(seed, run, round, oversampling, potential);
+  }
+  absl::StatusOr<std::vector<MiniBatchPartial>> MiniBatchStep(
+      const MatrixXfR& centroids, uint64_t seed, int run, int64_t step,
+      const std::vector<ShardBatchRows>& batch_rows, int num_points) override {
+    return kmeans_.MiniBatchStep(centroids, seed, run, step, batch_rows, num_points);
   }
   absl::StatusOr<std::vector<ShardSum>> Focus(int node) override;
   absl::StatusOr<std::vector<ShardAggregates>> Split(int node, const MatrixXfR& centroids, int left,

@@ -110,6 +110,12 @@ absl::StatusOr<PreparedFeatures> PrepareFeatures(const SegmentationJobInput& inp
     prepared.stats.Merge(FromProto(result.stats()));
     prepared.shard_rows.push_back(ShardSum{result.shard_id(), result.rows(), 0});
   }
+  if (prepared.stats.rows != input.expected_users) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the workers hold ", prepared.stats.rows, " users of dataset '", input.dataset_id,
+        "' but it has ", input.expected_users,
+        "; a worker was replaced or reloaded, so load the data into a new dataset"));
+  }
   events.set_users(prepared.stats.rows);
   COHORT_ASSIGN_OR_RETURN(prepared.transform,
                           FitFeatureTransform(input.schema, prepared.stats, feature_options));
@@ -244,14 +250,51 @@ absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& opt
   if (options.tol() != 0) out.tol = options.tol();
   if (options.seed() != 0) out.seed = options.seed();
   if (options.n_init() != 0) out.n_init = options.n_init();
+
+  if (options.init().empty() || options.init() == "kmeans++") {
+    out.init = KMeansInit::kKMeansPlusPlus;
+  } else if (options.init() == "kmeans||") {
+    out.init = KMeansInit::kKMeansParallel;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "init = '", options.init(), "' is invalid; use 'kmeans++' or 'kmeans||'"));
+  }
+  if (options.oversampling() != 0) out.oversampling = options.oversampling();
+  if (options.init_rounds() != 0) out.init_rounds = options.init_rounds();
+
+  if (options.algorithm().empty() || options.algorithm() == "kmeans" ||
+      options.algorithm() == "bisecting") {
+    out.algorithm = KMeansAlgorithm::kLloyd;
+  } else if (options.algorithm() == "minibatch") {
+    out.algorithm = KMeansAlgorithm::kMiniBatch;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("algorithm = '", options.algorithm(),
+                     "' is invalid; use 'kmeans', 'minibatch' or 'bisecting'"));
+  }
+  if (options.batch_size() != 0) out.batch_size = options.batch_size();
+  if (options.max_no_improvement() != 0) out.max_no_improvement = options.max_no_improvement();
+  if (options.reassignment_ratio() != 0) out.reassignment_ratio = options.reassignment_ratio();
+
+  if (options.distance().empty() || options.distance() == "sqeuclidean") {
+    out.distance = KMeansDistance::kSquaredEuclidean;
+  } else if (options.distance() == "cosine") {
+    out.distance = KMeansDistance::kCosine;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distance = '", options.distance(), "' is invalid; use 'sqeuclidean' or 'cosine'"));
+  }
+  if (options.algorithm() == "bisecting" && out.distance == KMeansDistance::kCosine) {
+    return absl::InvalidArgumentError(
+        "distance = 'cosine' is invalid with algorithm 'bisecting', which supports only "
+        "'sqeuclidean'; use algorithm 'kmeans' or 'minibatch' for the cosine distance");
+  }
+
   COHORT_RETURN_IF_ERROR(out.Validate());
   COHORT_RETURN_IF_ERROR(ToFeatureOptions(options, v1::DATASET_KIND_USERS).Validate());
-  if (!options.algorithm().empty() && options.algorithm() != "kmeans" &&
-      options.algorithm() != "bisecting") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "algorithm = '", options.algorithm(), "' is invalid; use 'kmeans' or 'bisecting'"));
+  if (options.algorithm() == "bisecting") {
+    COHORT_RETURN_IF_ERROR(ToBisectingOptions(options, out).status());
   }
-  COHORT_RETURN_IF_ERROR(ToBisectingOptions(options, out).status());
   if (options.sample_size() < 0 || options.sample_size() > kMaxSampleSize) {
     return absl::InvalidArgumentError(absl::StrCat("sample_size = ", options.sample_size(),
                                                    " is invalid; use 0..", kMaxSampleSize));
@@ -317,7 +360,7 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
     }
     model.set_requested_k(tree.requested_k);
     model.set_effective_k(tree.leaves);
-    model.set_fewer_distinct_points(tree.leaves < tree.requested_k);
+    model.set_fewer_distinct_points(false);
     model.set_stop_reason(tree.stop_reason);
     model.set_converged(true);
   } else {

@@ -34,6 +34,9 @@ struct SegmentationJobInput {
   std::string dataset_id;
   v1::DatasetKind kind = v1::DATASET_KIND_USERS;
   Schema schema;
+  // Users the dataset holds; a job whose shards hold another number fails rather than
+  // segment part of the data.
+  int64_t expected_users = 0;
   v1::SegmentationOptions options;
   // Called on the job thread for every progress event.
   std::function<void(const v1::JobEvent&)> on_event;

@@ -41,6 +41,18 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
                                                    worker_id, "' and address '", address, "'"));
   }
   absl::MutexLock lock(&mutex_);
+  // One process, one id: a worker the coordinator was told about by address that also
+  // registers itself under its own id would otherwise host shards twice, and its second
+  // load would replace the first.
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->first != worker_id && it->second.handle.address == address) {
+      COHORT_LOG_WARN("worker {} at {} re-registered as {}; the old id is dropped", it->first,
+                      address, worker_id);
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   Entry& entry = workers_[worker_id];
   // A new channel every time: a restarted worker at the same address would otherwise
   // wait for the old channel's reconnect backoff.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,11 @@ class CsvReader {
 
   virtual const std::string& path() const = 0;
 };
+
+// True when `text` is well-formed UTF-8 (no overlong forms, surrogates or code points
+// above U+10FFFF). Ids, category values and column names travel in protobuf string
+// fields, which must be UTF-8.
+bool IsValidUtf8(std::string_view text);
 
 // Expands a path or a glob pattern into the sorted list of matching regular files.
 // Errors: NotFound when nothing matches, naming the pattern.

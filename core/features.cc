@@ -249,6 +249,11 @@ absl::StatusOr<FeatureTransform> FitFeatureTransform(const Schema& schema,
     }
     numeric.mean = column.sum / static_cast<double>(column.count);
     const double std_dev = PopulationStd(column);
+    if (!std::isfinite(numeric.mean) || !std::isfinite(std_dev)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "numeric column '", numeric_names[c], "' has values too large to standardize (from ",
+          column.min, " to ", column.max, "); rescale the column or use log1p"));
+    }
     numeric.scale = std_dev > 0 ? std_dev : 1.0;
     transform.numeric.push_back(std::move(numeric));
   }

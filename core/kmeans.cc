@@ -734,15 +734,20 @@ absl::StatusOr<std::vector<LloydPartial>> InProcessKMeansBackend::LloydStep(
   return partials;
 }
 
+absl::Status SetShardDistance(KMeansShard& shard, KMeansDistance distance) {
+  if (distance == KMeansDistance::kCosine) {
+    shard.UseCosineDistance();
+  } else if (shard.cosine()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "shard %d already uses the cosine distance; build new shards for squared Euclidean",
+        shard.shard_id()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InProcessKMeansBackend::SetDistance(KMeansDistance distance) {
   for (KMeansShard* shard : shards_) {
-    if (distance == KMeansDistance::kCosine) {
-      shard->UseCosineDistance();
-    } else if (shard->cosine()) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "shard %d already uses the cosine distance; build new shards for squared Euclidean",
-          shard->shard_id()));
-    }
+    COHORT_RETURN_IF_ERROR(SetShardDistance(*shard, distance));
   }
   return absl::OkStatus();
 }

@@ -157,6 +157,11 @@ class KMeansBackend {
       const std::vector<ShardBatchRows>& batch_rows, int num_points);
 };
 
+// Selects the distance of one shard's later steps, the per-shard part of
+// KMeansBackend::SetDistance: kCosine calls UseCosineDistance, and kSquaredEuclidean on
+// a shard that already uses the cosine distance is FailedPrecondition.
+[[nodiscard]] absl::Status SetShardDistance(KMeansShard& shard, KMeansDistance distance);
+
 // Runs the driver's steps over KMeansShard objects in this process.
 class InProcessKMeansBackend final : public KMeansBackend {
  public:

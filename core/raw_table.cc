@@ -123,6 +123,14 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     return absl::InvalidArgumentError(absl::StrCat("column '", schema.columns[id_index].name,
                                                    "': user id is empty; every row needs a user id"));
   }
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    const ColumnType type = schema.columns[j].type;
+    if ((type == ColumnType::kId || type == ColumnType::kCategorical) && !IsValidUtf8(cells[j])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", schema.columns[j].name,
+          "': the cell is not valid UTF-8; convert the file to UTF-8 (e.g. with iconv)"));
+    }
+  }
 
   // Numeric cells are appended first. A rejected cell removes the values already
   // appended for this row, so the shard is unchanged on error.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "core/csv.h"
 
 namespace cohort {
 namespace {
@@ -122,6 +123,12 @@ absl::StatusOr<Schema> InferSchema(const std::vector<std::string>& header,
                                    const std::vector<std::vector<std::string>>& sample_rows,
                                    const SchemaOverrides& overrides) {
   if (header.empty()) return absl::InvalidArgumentError("header has no columns");
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (!IsValidUtf8(header[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column ", i + 1, " of the header is not valid UTF-8; convert the file to UTF-8"));
+    }
+  }
 
   auto index_of = [&header](std::string_view name) -> int {
     for (size_t i = 0; i < header.size(); ++i) {

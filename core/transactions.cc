@@ -234,6 +234,11 @@ absl::Status ApplyRow(const CsvReader& reader, const TransactionOptions& options
     ++state->counts.anonymous_rows;
     return absl::OkStatus();
   }
+  if (!IsValidUtf8(user)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        reader.path(), ":", reader.line(), ": column '", options.user_column,
+        "': the user id is not valid UTF-8; convert the file to UTF-8 (e.g. with iconv)"));
+  }
   const int slot = state->slot[ShardOfUser(user, state->num_shards)];
   const bool requested = slot >= 0;
 

@@ -8,6 +8,7 @@
 #include "core/bisecting.h"
 #include "core/cluster_metrics.h"
 #include "core/features.h"
+#include "core/kmeans.h"
 #include "core/quantile_sketch.h"
 #include "core/segment_summary.h"
 #include "core/shard_hash.h"
@@ -15,6 +16,15 @@
 #include "proto/convert.h"
 
 namespace cohort {
+namespace {
+
+void ToProto(const ShardPoint& point, v1::FarPoint* out) {
+  out->set_row(point.row);
+  out->set_sq_dist(point.sq_dist);
+  out->mutable_values()->Assign(point.values.begin(), point.values.end());
+}
+
+}  // namespace
 
 JobSession::JobSession(ShardStore* store, std::string worker_id)
     : store_(store), worker_id_(std::move(worker_id)) {}
@@ -124,6 +134,8 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
         out->mutable_sums()->Assign(partial.sums.data(),
                                     partial.sums.data() + partial.sums.size());
         out->mutable_counts()->Assign(partial.counts.begin(), partial.counts.end());
+        out->mutable_weighted_counts()->Assign(partial.weighted_counts.begin(),
+                                               partial.weighted_counts.end());
         out->set_inertia(partial.inertia);
         for (const ShardPoint& point : partial.farthest) {
           v1::FarPoint* far = out->add_farthest();
@@ -135,6 +147,24 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       }
       return absl::OkStatus();
     }
+    case v1::JobCommand::kSetDistance:
+      return SetDistance(command.set_distance(), seq, results);
+    case v1::JobCommand::kSampleCandidates: {
+      COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+      const v1::SampleCandidates& sample = command.sample_candidates();
+      for (ShardState& shard : shards_) {
+        v1::ShardResult result = NewResult(seq, shard);
+        const std::vector<ShardPoint> picks =
+            Active(shard).SampleCandidates(sample.seed(), sample.run(), sample.round(),
+                                           sample.oversampling(), sample.potential());
+        v1::CandidatesResult* out = result.mutable_candidates();
+        for (const ShardPoint& point : picks) ToProto(point, out->add_points());
+        results->push_back(std::move(result));
+      }
+      return absl::OkStatus();
+    }
+    case v1::JobCommand::kMinibatch:
+      return MiniBatchStep(command.minibatch(), seq, results);
     case v1::JobCommand::kStoreAssignments: {
       COHORT_ASSIGN_OR_RETURN(MatrixXfR centroids,
                               FromProto(command.store_assignments().centroids()));
@@ -216,6 +246,62 @@ absl::Status JobSession::Open(const v1::OpenJob& open, std::vector<v1::ShardResu
     shards_.push_back(std::move(state));
   }
   (void)results;  // OpenJob has no per-shard answer.
+  return absl::OkStatus();
+}
+
+absl::Status JobSession::SetDistance(const v1::SetDistance& command, int64_t seq,
+                                     std::vector<v1::ShardResult>* results) {
+  COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+  KMeansDistance distance;
+  switch (command.distance()) {
+    case v1::DISTANCE_KIND_SQUARED_EUCLIDEAN:
+      distance = KMeansDistance::kSquaredEuclidean;
+      break;
+    case v1::DISTANCE_KIND_COSINE:
+      distance = KMeansDistance::kCosine;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("job ", job_id_, ": distance ", command.distance(), " is unknown"));
+  }
+  for (ShardState& shard : shards_) {
+    COHORT_RETURN_IF_ERROR(SetShardDistance(Active(shard), distance));
+    results->push_back(NewResult(seq, shard));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobSession::MiniBatchStep(const v1::MiniBatchStep& command, int64_t seq,
+                                       std::vector<v1::ShardResult>* results) {
+  COHORT_ASSIGN_OR_RETURN(MatrixXfR centroids, FromProto(command.centroids()));
+  COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "centroids"));
+  if (centroids.rows() < 1) return absl::InvalidArgumentError("MiniBatchStep needs centroids");
+  for (ShardState& shard : shards_) {
+    const auto share = std::find_if(
+        command.shares().begin(), command.shares().end(),
+        [&shard](const v1::MiniBatchStep::Share& entry) {
+          return entry.shard_id() == shard.shard_id;
+        });
+    if (share == command.shares().end() || share->rows() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job ", job_id_, ": MiniBatchStep has no valid batch share for shard ",
+          shard.shard_id));
+    }
+    const MiniBatchPartial partial =
+        Active(shard).MiniBatchStep(centroids, command.seed(), command.run(), command.step(),
+                                    share->rows(), command.num_points());
+    v1::ShardResult result = NewResult(seq, shard);
+    v1::MiniBatchPartialProto* out = result.mutable_minibatch();
+    out->set_k(static_cast<int32_t>(partial.sums.rows()));
+    out->set_d(static_cast<int32_t>(partial.sums.cols()));
+    out->mutable_sums()->Assign(partial.sums.data(), partial.sums.data() + partial.sums.size());
+    out->mutable_counts()->Assign(partial.counts.begin(), partial.counts.end());
+    out->mutable_weighted_counts()->Assign(partial.weighted_counts.begin(),
+                                           partial.weighted_counts.end());
+    out->set_inertia(partial.inertia);
+    for (const ShardPoint& point : partial.points) ToProto(point, out->add_points());
+    results->push_back(std::move(result));
+  }
   return absl::OkStatus();
 }
 

@@ -49,6 +49,11 @@ class JobSession {
   absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
   absl::Status Stats(const v1::ComputeStats& command, int64_t seq,
                      std::vector<v1::ShardResult>* results);
+  absl::Status SetDistance(const v1::SetDistance& command, int64_t seq,
+                           std::vector<v1::ShardResult>* results);
+  // Errors: InvalidArgument when a hosted shard has no batch share.
+  absl::Status MiniBatchStep(const v1::MiniBatchStep& command, int64_t seq,
+                             std::vector<v1::ShardResult>* results);
   absl::Status StoreAssignments(const MatrixXfR& centroids,
                                 const google::protobuf::RepeatedField<int32_t>& node_segments,
                                 int64_t seq, std::vector<v1::ShardResult>* results)

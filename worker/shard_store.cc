@@ -132,8 +132,29 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
     dataset = slot;
   }
   absl::MutexLock dataset_lock(&dataset->mutex);
-  int64_t stored = 0;
+  const int id_index = dataset->schema.IdIndex();
+
+  // Every row is checked before any is stored, so a request is stored whole or not at
+  // all: cells parse, and no user id repeats one already held or one earlier in the
+  // request.
   std::vector<std::string> cells;
+  RawShard scratch = MakeEmptyShard(dataset->schema, 0);
+  absl::flat_hash_set<std::string> request_ids;
+  for (int i = 0; i < request.rows_size(); ++i) {
+    const std::string& id = request.rows(i).cells(id_index);
+    absl::flat_hash_set<std::string>& held = IdsOfShard(*dataset, request.shard_ids(i));
+    if (held.contains(id) || !request_ids.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "row ", i, " of the batch: user id '", id,
+          "' is already stored in this dataset; user ids must be unique"));
+    }
+    cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
+    absl::Status valid = AppendUserRow(dataset->schema, cells, &scratch);
+    if (!valid.ok()) {
+      return absl::Status(valid.code(), absl::StrCat("row ", i, " of the batch: ", valid.message()));
+    }
+  }
+
   for (int i = 0; i < request.rows_size(); ++i) {
     const int shard_id = request.shard_ids(i);
     auto it = dataset->shards.find(shard_id);
@@ -141,16 +162,22 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
       it = dataset->shards.emplace(shard_id, MakeEmptyShard(dataset->schema, shard_id)).first;
     }
     cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
-    absl::Status appended = AppendUserRow(dataset->schema, cells, &it->second);
-    if (!appended.ok()) {
-      response->set_rows_stored(stored);
-      return absl::Status(appended.code(),
-                          absl::StrCat("row ", i, " of the batch: ", appended.message()));
-    }
-    ++stored;
+    // Cannot fail: the same row passed AppendUserRow above.
+    (void)AppendUserRow(dataset->schema, cells, &it->second);
+    dataset->ids[shard_id].insert(cells[id_index]);
   }
-  response->set_rows_stored(stored);
+  response->set_rows_stored(request.rows_size());
   return absl::OkStatus();
+}
+
+absl::flat_hash_set<std::string>& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id) {
+  auto [it, inserted] = dataset.ids.try_emplace(shard_id);
+  if (inserted) {
+    // Built on first use from the rows a file load stored.
+    auto shard = dataset.shards.find(shard_id);
+    if (shard != dataset.shards.end()) it->second.insert(shard->second.ids.begin(), shard->second.ids.end());
+  }
+  return it->second;
 }
 
 absl::StatusOr<std::shared_ptr<HostedDataset>> ShardStore::Dataset(

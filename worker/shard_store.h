@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -29,6 +30,9 @@ struct HostedDataset {
 
   mutable absl::Mutex mutex;
   std::map<int, RawShard> shards ABSL_GUARDED_BY(mutex);
+  // User ids per shard, for rejecting duplicates among streamed rows; a shard's set is
+  // built on its first append.
+  std::map<int, absl::flat_hash_set<std::string>> ids ABSL_GUARDED_BY(mutex);
 };
 
 // Per-shard labels of a finished job, kept for export.
@@ -70,6 +74,9 @@ class ShardStore {
   void DropJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mutex_);
 
  private:
+  static absl::flat_hash_set<std::string>& IdsOfShard(HostedDataset& dataset, int shard_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(dataset.mutex);
+
   using JobAssignments = std::map<int, std::shared_ptr<const ShardAssignments>>;
 
   mutable absl::Mutex mutex_;

@@ -244,6 +244,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   int port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  // gRPC sets SO_REUSEPORT by default, which lets a second server start on a port in use
+  // and split the calls with the first.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   auto service = std::make_unique<WorkerServiceImpl>();

@@ -332,3 +332,25 @@ TEST_F(CsvReaderTest, ExpandPathsWithoutMatchIsNotFound) {
 
 }  // namespace
 }  // namespace cohort
+
+namespace cohort {
+namespace {
+
+TEST(Utf8Test, AcceptsWellFormedText) {
+  EXPECT_TRUE(IsValidUtf8(""));
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("用户画像"));
+  EXPECT_TRUE(IsValidUtf8("\xF0\x9F\x98\x80"));  // U+1F600, four bytes
+}
+
+TEST(Utf8Test, RejectsMalformedBytes) {
+  EXPECT_FALSE(IsValidUtf8("s\xff" "uth"));           // never valid in UTF-8
+  EXPECT_FALSE(IsValidUtf8("caf\xe9"));               // Latin-1 é
+  EXPECT_FALSE(IsValidUtf8("\xC0\xAF"));              // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xED\xA0\x80"));          // surrogate U+D800
+  EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));      // above U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xE7\x94"));              // truncated sequence
+}
+
+}  // namespace
+}  // namespace cohort

@@ -343,3 +343,23 @@ TEST(ToOriginalUnitsTest, InvertsStandardization) {
 
 }  // namespace
 }  // namespace cohort
+
+namespace cohort {
+namespace {
+
+TEST(FitFeatureTransformOverflowTest, HugeValuesAreFailedPrecondition) {
+  Schema schema;
+  schema.columns = {{"id", ColumnType::kId}, {"spend", ColumnType::kNumeric}};
+  RawShard shard = MakeEmptyShard(schema, 0);
+  ASSERT_TRUE(AppendUserRow(schema, {"a", "4e307"}, &shard).ok());
+  ASSERT_TRUE(AppendUserRow(schema, {"b", "-4e307"}, &shard).ok());
+  absl::StatusOr<FeatureTransform> transform =
+      FitFeatureTransform(schema, ComputeFeatureStats(shard), FeatureOptions{});
+  ASSERT_FALSE(transform.ok());
+  EXPECT_EQ(transform.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(transform.status().message().find("'spend'"), std::string::npos)
+      << transform.status();
+}
+
+}  // namespace
+}  // namespace cohort

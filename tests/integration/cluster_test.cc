@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -28,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cohort/v1/cohort.grpc.pb.h"
+#include "cohort/v1/worker.grpc.pb.h"
 #include "core/csv.h"
 #include "core/log.h"
 #include "core/status_macros.h"
@@ -1178,6 +1181,390 @@ TEST_F(ClusterTest, SweepAndAlgorithmErrorsNameTheField) {
   EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kFailedPrecondition,
                        {"not a sweep"}));
   ExpectStillServes(*cluster);
+}
+
+
+// ---------------------------------------------------------------------------------------
+// k-means||, mini-batch and cosine options through the cluster
+
+v1::SegmentationOptions KMeansParallel(int k) {
+  v1::SegmentationOptions options = WithK(k);
+  options.set_init("kmeans||");
+  return options;
+}
+
+v1::SegmentationOptions MiniBatch(int k) {
+  v1::SegmentationOptions options = WithK(k);
+  options.set_algorithm("minibatch");
+  options.set_batch_size(1024);
+  return options;
+}
+
+v1::SegmentationOptions Cosine(int k) {
+  v1::SegmentationOptions options = WithK(k);
+  options.set_distance("cosine");
+  return options;
+}
+
+class ClusterVariantTest : public ClusterTest {
+ protected:
+  // Runs `options` on the shop with 1 and with 3 workers; fills `outputs` with both.
+  void RunOnOneAndThreeWorkers(const v1::SegmentationOptions& options,
+                               std::vector<JobOutput>* outputs) {
+    const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+    for (int workers : {1, 3}) {
+      SCOPED_TRACE(absl::StrCat(workers, " workers"));
+      TestClusterOptions cluster_options;
+      cluster_options.num_workers = workers;
+      std::unique_ptr<TestCluster> cluster = StartCluster(cluster_options);
+      ASSERT_NE(cluster, nullptr);
+      absl::StatusOr<v1::Dataset> dataset =
+          cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+      ASSERT_TRUE(dataset.ok()) << dataset.status();
+      absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), options);
+      ASSERT_TRUE(output.ok()) << output.status();
+      EXPECT_EQ(output->assignments.size(), static_cast<size_t>(kShopCustomers));
+      outputs->push_back(*std::move(output));
+    }
+  }
+
+  // The inertia of plain k-means++ seeding and Lloyd iterations with k segments.
+  double LloydInertia(int k) {
+    const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+    std::unique_ptr<TestCluster> cluster = StartCluster();
+    EXPECT_NE(cluster, nullptr);
+    if (cluster == nullptr) return 0;
+    absl::StatusOr<v1::Dataset> dataset =
+        cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+    EXPECT_TRUE(dataset.ok()) << dataset.status();
+    if (!dataset.ok()) return 0;
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), WithK(k));
+    EXPECT_TRUE(output.ok()) << output.status();
+    return output.ok() ? output->model.inertia() : 0;
+  }
+};
+
+TEST_F(ClusterVariantTest, KMeansParallelSameOnOneAndThreeWorkers) {
+  std::vector<JobOutput> outputs;
+  ASSERT_NO_FATAL_FAILURE(RunOnOneAndThreeWorkers(KMeansParallel(5), &outputs));
+  ASSERT_EQ(outputs.size(), 2u);
+  EXPECT_EQ(outputs[0].model.effective_k(), 5);
+  EXPECT_EQ(outputs[0].model.options().init(), "kmeans||");
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+
+  const double lloyd = LloydInertia(5);
+  ASSERT_GT(lloyd, 0);
+  EXPECT_LE(outputs[0].model.inertia(), 1.02 * lloyd);
+}
+
+TEST_F(ClusterVariantTest, MiniBatchSameOnOneAndThreeWorkers) {
+  std::vector<JobOutput> outputs;
+  ASSERT_NO_FATAL_FAILURE(RunOnOneAndThreeWorkers(MiniBatch(5), &outputs));
+  ASSERT_EQ(outputs.size(), 2u);
+  EXPECT_EQ(outputs[0].model.effective_k(), 5);
+  EXPECT_GT(outputs[0].model.iterations(), 0);
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+
+  const double lloyd = LloydInertia(5);
+  ASSERT_GT(lloyd, 0);
+  EXPECT_LE(outputs[0].model.inertia(), 1.02 * lloyd);
+}
+
+TEST_F(ClusterVariantTest, KMeansParallelMiniBatchSameOnOneAndThreeWorkers) {
+  v1::SegmentationOptions options = MiniBatch(5);
+  options.set_init("kmeans||");
+  std::vector<JobOutput> outputs;
+  ASSERT_NO_FATAL_FAILURE(RunOnOneAndThreeWorkers(options, &outputs));
+  ASSERT_EQ(outputs.size(), 2u);
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+}
+
+TEST_F(ClusterVariantTest, CosineSameOnOneAndThreeWorkers) {
+  std::vector<JobOutput> outputs;
+  ASSERT_NO_FATAL_FAILURE(RunOnOneAndThreeWorkers(Cosine(5), &outputs));
+  ASSERT_EQ(outputs.size(), 2u);
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+
+  const v1::Matrix& centroids = outputs[0].model.centroids();
+  ASSERT_EQ(centroids.rows(), 5);
+  const int d = centroids.cols();
+  for (int c = 0; c < centroids.rows(); ++c) {
+    double sq_norm = 0;
+    for (int j = 0; j < d; ++j) {
+      const double value = centroids.values(c * d + j);
+      sq_norm += value * value;
+    }
+    EXPECT_NEAR(std::sqrt(sq_norm), 1.0, 1e-5) << "centroid " << c;
+  }
+  // The exported distance is the cosine distance, which lies in [0, 2].
+  for (const v1::Assignment& assignment : outputs[0].assignments) {
+    EXPECT_GE(assignment.squared_distance(), 0.0f) << "user " << assignment.user_id();
+    EXPECT_LE(assignment.squared_distance(), 2.0f) << "user " << assignment.user_id();
+  }
+}
+
+TEST_F(ClusterVariantTest, CosineMiniBatchSameOnOneAndThreeWorkers) {
+  v1::SegmentationOptions options = MiniBatch(5);
+  options.set_distance("cosine");
+  std::vector<JobOutput> outputs;
+  ASSERT_NO_FATAL_FAILURE(RunOnOneAndThreeWorkers(options, &outputs));
+  ASSERT_EQ(outputs.size(), 2u);
+  ExpectSameModel(outputs[0].model, outputs[1].model);
+  ExpectSameAssignments(outputs[0].assignments, outputs[1].assignments);
+}
+
+TEST_F(ClusterVariantTest, CosineAssignSegmentMatchesExport) {
+  const SyntheticShopFiles shop = WriteShop(kShopCustomers);
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), Cosine(5));
+  ASSERT_TRUE(output.ok()) << output.status();
+  const std::map<std::string, v1::Assignment> exported = ByUser(output->assignments);
+
+  absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
+  ASSERT_TRUE(table.ok()) << table.status();
+  int mismatches = 0;
+  for (const auto& [user, columns] : ShopColumnsByUser(*table)) {
+    absl::StatusOr<v1::AssignSegmentResponse> assigned =
+        cluster->AssignSegment(output->model.model_id(), columns);
+    ASSERT_TRUE(assigned.ok()) << "user " << user << ": " << assigned.status();
+    auto it = exported.find(user);
+    ASSERT_NE(it, exported.end()) << "user " << user << " is not exported";
+    EXPECT_NEAR(assigned->squared_distance(), it->second.squared_distance(), 1e-5)
+        << "user " << user;
+    ASSERT_EQ(assigned->squared_distances_size(), 5) << "user " << user;
+    EXPECT_NEAR(assigned->squared_distances(assigned->segment()), assigned->squared_distance(),
+                1e-5)
+        << "user " << user;
+    if (assigned->segment() != it->second.segment() && ++mismatches <= 5) {
+      ADD_FAILURE() << "user " << user << ": AssignSegment gives segment " << assigned->segment()
+                    << ", the export " << it->second.segment() << "; distances "
+                    << absl::StrJoin(assigned->squared_distances(), ", ");
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "users whose served segment differs from the exported one";
+}
+
+TEST_F(ClusterVariantTest, InvalidVariantOptionsNameTheField) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+
+  struct Case {
+    std::string name;
+    v1::SegmentationOptions options;
+    std::vector<std::string> parts;
+  };
+  std::vector<Case> cases;
+  auto add = [&cases](const std::string& name, const std::vector<std::string>& parts,
+                      const std::function<void(v1::SegmentationOptions&)>& change) {
+    Case entry{name, WithK(3), parts};
+    change(entry.options);
+    cases.push_back(std::move(entry));
+  };
+  add("init", {"options.init", "'kmeans+'"},
+      [](v1::SegmentationOptions& o) { o.set_init("kmeans+"); });
+  add("oversampling", {"options.oversampling", "-1"},
+      [](v1::SegmentationOptions& o) { o.set_oversampling(-1); });
+  add("init_rounds", {"options.init_rounds", "101"},
+      [](v1::SegmentationOptions& o) { o.set_init_rounds(101); });
+  add("algorithm", {"options.algorithm", "'mini-batch'"},
+      [](v1::SegmentationOptions& o) { o.set_algorithm("mini-batch"); });
+  add("batch_size", {"options.batch_size", "-5"},
+      [](v1::SegmentationOptions& o) { o.set_batch_size(-5); });
+  add("max_no_improvement", {"options.max_no_improvement", "-1"},
+      [](v1::SegmentationOptions& o) { o.set_max_no_improvement(-1); });
+  add("reassignment_ratio", {"options.reassignment_ratio", "1.5"},
+      [](v1::SegmentationOptions& o) { o.set_reassignment_ratio(1.5); });
+  add("distance", {"options.distance", "'manhattan'"},
+      [](v1::SegmentationOptions& o) { o.set_distance("manhattan"); });
+  add("bisecting cosine", {"options.distance", "'cosine'", "bisecting"},
+      [](v1::SegmentationOptions& o) {
+        o.set_algorithm("bisecting");
+        o.set_distance("cosine");
+      });
+  for (const Case& entry : cases) {
+    SCOPED_TRACE(entry.name);
+    absl::StatusOr<v1::Job> started =
+        cluster->StartSegmentation(dataset->dataset_id(), entry.options);
+    EXPECT_TRUE(HasError(started.status(), absl::StatusCode::kInvalidArgument, entry.parts));
+  }
+  ExpectStillServes(*cluster);
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Data integrity: duplicate streamed ids, non-UTF-8 cells, restarts, re-registration
+
+// Creates a USERS dataset with columns id and x, and streams `batches` of (id, x) rows.
+absl::Status StreamRows(TestCluster& cluster, const std::string& dataset_id,
+                        const std::vector<std::vector<std::pair<std::string, std::string>>>& batches,
+                        int64_t* accepted) {
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id(dataset_id);
+  v1::Column* id = create.mutable_schema()->add_columns();
+  id->set_name("id");
+  id->set_type(v1::COLUMN_TYPE_ID);
+  v1::Column* x = create.mutable_schema()->add_columns();
+  x->set_name("x");
+  x->set_type(v1::COLUMN_TYPE_NUMERIC);
+  COHORT_RETURN_IF_ERROR(cluster.CreateDataset(create).status());
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster.stub().IngestUsers(context.get(), &response);
+  for (const auto& batch : batches) {
+    v1::IngestUsersRequest request;
+    request.set_dataset_id(dataset_id);
+    for (const auto& [user, value] : batch) {
+      v1::UserRow* row = request.add_rows();
+      row->add_cells(user);
+      row->add_cells(value);
+    }
+    // The coordinator may end the call at a bad row; Finish() still returns the status.
+    if (!writer->Write(request)) break;
+  }
+  writer->WritesDone();
+  const absl::Status status = FromGrpcStatus(writer->Finish());
+  *accepted = response.rows_accepted();
+  return status;
+}
+
+TEST_F(ClusterTest, StreamedDuplicateIdIsRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  int64_t accepted = -1;
+  const absl::Status status = StreamRows(
+      *cluster, "dupes", {{{"a", "1"}, {"b", "2"}}, {{"c", "3"}, {"a", "4"}}}, &accepted);
+  EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"'a'", "unique"}));
+  absl::StatusOr<v1::Dataset> dataset = cluster->GetDataset("dupes");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  // The first batch is stored; of the second, whatever its worker stored whole.
+  EXPECT_GE(dataset->num_users(), 2);
+  EXPECT_LE(dataset->num_users(), 3);
+  // gRPC sends no response body with an error status, so the count is not returned.
+  EXPECT_EQ(accepted, 0);
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, NonUtf8CellIsRejected) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  std::string csv = "id,city,x\n";
+  for (int i = 0; i < 50; ++i) absl::StrAppend(&csv, "u", i, ",north,", i, "\n");
+  absl::StrAppend(&csv, "u50,s\xff\xfeuth,50\n");
+  const std::string path = temp_.WriteFile("latin1.csv", csv);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                       {"latin1.csv:52", "'city'", "UTF-8"}));
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, RestartedCoordinatorKeepsModelsAndIds) {
+  std::vector<std::unique_ptr<WorkerServer>> workers;
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.state_dir = (std::filesystem::path(temp_.path()) / "state").string();
+  WorkerServerOptions worker_options;
+  worker_options.worker_id = "worker-0";
+  absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(worker_options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  options.worker_addresses.push_back((*worker)->address());
+
+  std::vector<std::string> model_ids;
+  v1::SegmentModel first_model;
+  for (int restart = 0; restart < 2; ++restart) {
+    absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
+        CoordinatorServer::Start(options);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    auto stub = v1::Cohort::NewStub(
+        grpc::CreateChannel((*coordinator)->address(), grpc::InsecureChannelCredentials()));
+    if (restart == 1) {
+      // The model of the first coordinator is served by the second.
+      v1::GetSegmentModelRequest get;
+      get.set_model_id(model_ids[0]);
+      v1::SegmentModel model;
+      ASSERT_TRUE(stub->GetSegmentModel(TestCluster::Context().get(), get, &model).ok());
+      EXPECT_EQ(model.SerializeAsString(), first_model.SerializeAsString());
+    }
+    v1::CreateDatasetRequest create;
+    v1::Dataset dataset;
+    ASSERT_TRUE(stub->CreateDataset(TestCluster::Context().get(), create, &dataset).ok());
+    v1::LoadDatasetRequest load;
+    load.set_dataset_id(dataset.dataset_id());
+    load.set_source(small_users_csv_);
+    load.set_id_column("id");
+    ASSERT_TRUE(stub->LoadDataset(TestCluster::Context().get(), load, &dataset).ok());
+    v1::StartSegmentationRequest start;
+    start.set_dataset_id(dataset.dataset_id());
+    *start.mutable_options() = WithK(3);
+    v1::Job job;
+    ASSERT_TRUE(stub->StartSegmentation(TestCluster::Context().get(), start, &job).ok());
+    v1::WatchJobRequest watch;
+    watch.set_job_id(job.job_id());
+    auto context = TestCluster::Context();
+    auto reader = stub->WatchJob(context.get(), watch);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(event.state(), v1::JOB_STATE_SUCCEEDED) << event.message();
+    model_ids.push_back(job.job_id());
+    if (restart == 0) {
+      v1::GetSegmentModelRequest get;
+      get.set_model_id(job.job_id());
+      ASSERT_TRUE(stub->GetSegmentModel(TestCluster::Context().get(), get, &first_model).ok());
+    }
+    (*coordinator)->Shutdown(absl::Seconds(1));
+  }
+  EXPECT_NE(model_ids[0], model_ids[1]) << "a restarted coordinator reused a job id";
+  (*worker)->Shutdown(absl::Seconds(1));
+}
+
+TEST_F(ClusterTest, WorkerRegisteringTwiceHostsShardsOnce) {
+  // The coordinator knows the worker by address as worker-0; the same process then
+  // registers itself under another id. Its shards must not be placed twice.
+  WorkerServerOptions worker_options;
+  worker_options.worker_id = "self-named";
+  absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(worker_options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.worker_addresses.push_back((*worker)->address());
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = CoordinatorServer::Start(options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  auto channel = grpc::CreateChannel((*coordinator)->address(), grpc::InsecureChannelCredentials());
+  auto registry = v1::Registry::NewStub(channel);
+  v1::RegisterWorkerRequest request;
+  request.set_worker_id("self-named");
+  request.set_address((*worker)->address());
+  v1::RegisterWorkerResponse response;
+  ASSERT_TRUE(registry->RegisterWorker(TestCluster::Context().get(), request, &response).ok());
+
+  auto stub = v1::Cohort::NewStub(channel);
+  v1::ListWorkersResponse listed;
+  ASSERT_TRUE(stub->ListWorkers(TestCluster::Context().get(), {}, &listed).ok());
+  ASSERT_EQ(listed.workers_size(), 1);
+  EXPECT_EQ(listed.workers(0).worker_id(), "self-named");
+
+  v1::CreateDatasetRequest create;
+  v1::Dataset dataset;
+  ASSERT_TRUE(stub->CreateDataset(TestCluster::Context().get(), create, &dataset).ok());
+  v1::LoadDatasetRequest load;
+  load.set_dataset_id(dataset.dataset_id());
+  load.set_source(small_users_csv_);
+  load.set_id_column("id");
+  ASSERT_TRUE(stub->LoadDataset(TestCluster::Context().get(), load, &dataset).ok());
+  EXPECT_EQ(dataset.num_users(), 300);
+  (*coordinator)->Shutdown(absl::Seconds(1));
+  (*worker)->Shutdown(absl::Seconds(1));
 }
 
 }  // namespace
