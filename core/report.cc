@@ -969,6 +969,12 @@ void AppendTree(const std::vector<SegmentTreeNode>& tree, std::string& out) {
 
 }  // namespace
 
+// Up to this many columns the covariance is decomposed exactly; wider samples use power
+// iteration.
+constexpr Eigen::Index kExactPcaMaxColumns = 256;
+// Power-iteration steps per component; the projection only draws a picture.
+constexpr int kPowerIterations = 200;
+
 absl::StatusOr<Projection2D> ProjectPca2(const MatrixXfR& sample) {
   const Eigen::Index m = sample.rows();
   const Eigen::Index d = sample.cols();
@@ -989,43 +995,95 @@ absl::StatusOr<Projection2D> ProjectPca2(const MatrixXfR& sample) {
   MatrixXdR centered = sample.cast<double>();
   const Eigen::RowVectorXd mean = centered.colwise().mean();
   centered.rowwise() -= mean;
-  const Eigen::MatrixXd covariance =
-      (centered.transpose() * centered) / static_cast<double>(m - 1);
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(covariance);
-  if (solver.info() != Eigen::Success) {
-    return absl::InternalError(absl::StrCat("PCA eigen-decomposition of the ", d, "×", d,
-                                            " covariance matrix did not converge"));
-  }
 
-  // Eigenvalues come in ascending order. Rounding can leave tiny negative ones.
-  const Eigen::VectorXd eigenvalues = solver.eigenvalues().cwiseMax(0.0);
-  const double total_variance = eigenvalues.sum();
+  // Every product below is a plain loop in a fixed order: Eigen's own products may split
+  // work over OpenMP threads, which would make the report depend on the thread count.
   Projection2D result;
   result.components = MatrixXdR::Zero(2, d);
   result.explained_variance_ratio = {0, 0};
+  double total_variance = 0;
+  for (Eigen::Index r = 0; r < m; ++r) {
+    for (Eigen::Index c = 0; c < d; ++c) total_variance += centered(r, c) * centered(r, c);
+  }
+  total_variance /= static_cast<double>(m - 1);
   const Eigen::Index kept = std::min<Eigen::Index>(2, d);
+  std::vector<double> eigenvalues(2, 0.0);
+
+  if (d <= kExactPcaMaxColumns) {
+    Eigen::MatrixXd covariance(d, d);
+    for (Eigen::Index i = 0; i < d; ++i) {
+      for (Eigen::Index j = 0; j <= i; ++j) {
+        double sum = 0;
+        for (Eigen::Index r = 0; r < m; ++r) sum += centered(r, i) * centered(r, j);
+        covariance(i, j) = covariance(j, i) = sum / static_cast<double>(m - 1);
+      }
+    }
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(covariance);
+    if (solver.info() != Eigen::Success) {
+      return absl::InternalError(absl::StrCat("PCA eigen-decomposition of the ", d, "×", d,
+                                              " covariance matrix did not converge"));
+    }
+    // Eigenvalues come in ascending order. Rounding can leave tiny negative ones.
+    for (Eigen::Index c = 0; c < kept; ++c) {
+      const Eigen::Index column = d - 1 - c;
+      result.components.row(c) = solver.eigenvectors().col(column).transpose();
+      eigenvalues[static_cast<size_t>(c)] = std::max(0.0, solver.eigenvalues()(column));
+    }
+  } else {
+    // Wide samples (many one-hot columns): power iteration on C v = Xcᵀ (Xc v) / (m − 1),
+    // O(m·d) per step, instead of an O(d³) eigen-decomposition of the d×d covariance.
+    for (Eigen::Index c = 0; c < kept; ++c) {
+      Eigen::VectorXd v(d);
+      for (Eigen::Index j = 0; j < d; ++j) v(j) = 1.0 + 1e-3 * static_cast<double>(j % 7);
+      Eigen::VectorXd scores(m);
+      for (int step = 0; step < kPowerIterations; ++step) {
+        if (c == 1) v -= v.dot(result.components.row(0).transpose()) * result.components.row(0).transpose();
+        const double norm = v.norm();
+        if (norm == 0) break;
+        v /= norm;
+        for (Eigen::Index r = 0; r < m; ++r) {
+          double dot = 0;
+          for (Eigen::Index j = 0; j < d; ++j) dot += centered(r, j) * v(j);
+          scores(r) = dot;
+        }
+        Eigen::VectorXd next = Eigen::VectorXd::Zero(d);
+        for (Eigen::Index r = 0; r < m; ++r) {
+          for (Eigen::Index j = 0; j < d; ++j) next(j) += centered(r, j) * scores(r);
+        }
+        next /= static_cast<double>(m - 1);
+        eigenvalues[static_cast<size_t>(c)] = std::max(0.0, v.dot(next));
+        v = next;
+      }
+      if (c == 1) v -= v.dot(result.components.row(0).transpose()) * result.components.row(0).transpose();
+      const double norm = v.norm();
+      if (norm > 0) result.components.row(c) = (v / norm).transpose();
+    }
+  }
+
   for (Eigen::Index c = 0; c < kept; ++c) {
-    const Eigen::Index column = d - 1 - c;
-    Eigen::VectorXd component = solver.eigenvectors().col(column);
     Eigen::Index largest = 0;
-    component.cwiseAbs().maxCoeff(&largest);
-    if (component(largest) < 0) component = -component;
-    result.components.row(c) = component.transpose();
+    result.components.row(c).cwiseAbs().maxCoeff(&largest);
+    if (result.components(c, largest) < 0) result.components.row(c) *= -1;
     if (total_variance > 0) {
       result.explained_variance_ratio[static_cast<size_t>(c)] =
-          eigenvalues(column) / total_variance;
+          std::min(1.0, eigenvalues[static_cast<size_t>(c)] / total_variance);
     }
   }
   // The two ratios can exceed 1 by a rounding error when d == 2.
   result.explained_variance_ratio[1] = std::min(result.explained_variance_ratio[1],
                                                 1 - result.explained_variance_ratio[0]);
 
-  const MatrixXdR projected = centered * result.components.transpose();  // m×2
   result.x.resize(static_cast<size_t>(m));
   result.y.resize(static_cast<size_t>(m));
   for (Eigen::Index r = 0; r < m; ++r) {
-    result.x[static_cast<size_t>(r)] = static_cast<float>(projected(r, 0));
-    result.y[static_cast<size_t>(r)] = static_cast<float>(projected(r, 1));
+    double x = 0;
+    double y = 0;
+    for (Eigen::Index j = 0; j < d; ++j) {
+      x += centered(r, j) * result.components(0, j);
+      y += centered(r, j) * result.components(1, j);
+    }
+    result.x[static_cast<size_t>(r)] = static_cast<float>(x);
+    result.y[static_cast<size_t>(r)] = static_cast<float>(y);
   }
   return result;
 }

@@ -403,3 +403,42 @@ TEST(RenderReportHtmlTest, PaletteCyclesBeyondEightSegments) {
 
 }  // namespace
 }  // namespace cohort
+
+namespace cohort {
+namespace {
+
+TEST(ProjectPca2WideTest, PowerIterationFindsDominantDirection) {
+  // 300 columns take the power-iteration path. Rows are t·u + s·w + small noise with
+  // unit directions u and w, so the components must be ±u and ±w.
+  constexpr int kRows = 400;
+  constexpr int kColumns = 300;
+  Eigen::VectorXd u = Eigen::VectorXd::Zero(kColumns);
+  Eigen::VectorXd w = Eigen::VectorXd::Zero(kColumns);
+  for (int j = 0; j < kColumns; ++j) (j % 2 == 0 ? u : w)(j) = 1.0;
+  u.normalize();
+  w.normalize();
+  MatrixXfR sample(kRows, kColumns);
+  uint64_t state = 12345;
+  auto noise = [&state]() {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<double>(state >> 11) * 0x1.0p-53 - 0.5;
+  };
+  for (int r = 0; r < kRows; ++r) {
+    const double t = 10.0 * noise();
+    const double s = 3.0 * noise();
+    for (int j = 0; j < kColumns; ++j) {
+      sample(r, j) = static_cast<float>(t * u(j) + s * w(j) + 0.01 * noise());
+    }
+  }
+  absl::StatusOr<Projection2D> projection = ProjectPca2(sample);
+  ASSERT_TRUE(projection.ok()) << projection.status();
+  EXPECT_GT(std::fabs(projection->components.row(0).dot(u.transpose())), 0.999);
+  EXPECT_GT(std::fabs(projection->components.row(1).dot(w.transpose())), 0.999);
+  EXPECT_GT(projection->explained_variance_ratio[0], projection->explained_variance_ratio[1]);
+  EXPECT_LE(projection->explained_variance_ratio[0] + projection->explained_variance_ratio[1],
+            1.0);
+  EXPECT_EQ(projection->x.size(), static_cast<size_t>(kRows));
+}
+
+}  // namespace
+}  // namespace cohort
