@@ -4,7 +4,12 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -186,17 +191,65 @@ v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) 
   return job_options;
 }
 
-// Draws the job's progress until it ends; returns the finished job or its error.
+std::atomic<bool> interrupted{false};
+
+extern "C" void OnInterrupt(int) { interrupted.store(true); }
+
+// While alive, SIGINT and SIGTERM set `interrupted` instead of ending the process, so the
+// job being watched can be cancelled on the cluster first.
+class InterruptScope {
+ public:
+  InterruptScope() {
+    interrupted.store(false);
+    struct sigaction action = {};
+    action.sa_handler = OnInterrupt;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~InterruptScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ = {};
+  struct sigaction old_term_ = {};
+};
+
+// Draws the job's progress until it ends; returns the finished job or its error. Ctrl-C
+// (or SIGTERM) cancels the job on the cluster and returns Cancelled.
 absl::StatusOr<v1::Job> WatchToEnd(Client& client, v1::Job job, bool progress_bar) {
   ProgressBar bar(progress_bar);
   v1::WatchJobRequest watch;
   watch.set_job_id(job.job_id());
   auto context = client.Context();
+  InterruptScope interrupt_scope;
+  std::atomic<bool> watching{true};
+  std::thread canceller([&] {
+    while (watching.load()) {
+      if (interrupted.load()) {
+        v1::CancelJobRequest cancel;
+        cancel.set_job_id(job.job_id());
+        v1::Job ignored;
+        (void)client.stub()->CancelJob(client.Context().get(), cancel, &ignored);
+        context->TryCancel();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
   auto reader = client.stub()->WatchJob(context.get(), watch);
   v1::JobEvent event;
   while (reader->Read(&event)) bar.Update(event);
   bar.Finish();
   grpc::Status status = reader->Finish();
+  watching.store(false);
+  canceller.join();
+  if (interrupted.load()) {
+    return absl::CancelledError(
+        absl::StrCat("interrupted; job ", job.job_id(), " was cancelled on the cluster"));
+  }
   if (!status.ok()) return CallError(status, "watching the job");
 
   v1::GetJobRequest get;

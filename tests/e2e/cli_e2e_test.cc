@@ -300,5 +300,26 @@ TEST_F(CliEndToEndTest, SegmentWithoutCoordinatorFails) {
   EXPECT_TRUE(absl::StrContains(result.err, "UNAVAILABLE")) << result.err;
 }
 
+TEST_F(CliEndToEndTest, InterruptCancelsRunningJob) {
+  const CommandResult generated =
+      Run("generate", {"generate", "--out", PathIn("big"), "--customers", "200000",
+                       "--transactions-per-customer", "0"});
+  ASSERT_EQ(generated.exit_code, 0) << generated.err;
+  // A job that runs far longer than the test: many segments and a tolerance it never meets.
+  Subprocess* job = Spawn(
+      "interrupted", {"local", "segment", "--data", PathIn("big") + "/customers.csv",
+                      "--id-column", "customer_id", "--ignore", "segment_truth", "-k", "60",
+                      "--max-iter", "100000", "--tol", "1e-12", "--out", PathIn("big-out")});
+  ASSERT_NE(job, nullptr);
+  // Without a terminal the progress goes to stderr one line per phase.
+  ASSERT_TRUE(job->AwaitStderrLine("lloyd", kServerTimeout).has_value()) << job->Stderr();
+  job->Signal(SIGINT);
+  const std::optional<int> exit_code = job->WaitForExit(kServerTimeout);
+  ASSERT_TRUE(exit_code.has_value()) << "the command did not end after SIGINT";
+  EXPECT_EQ(*exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(job->Stderr(), "was cancelled on the cluster")) << job->Stderr();
+  EXPECT_TRUE(absl::StrContains(job->Stderr(), "JOB_STATE_CANCELLED")) << job->Stderr();
+}
+
 }  // namespace
 }  // namespace cohort
