@@ -490,6 +490,16 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     if (shutting_down_) {
       return absl::UnavailableError("the coordinator is shutting down; retry");
     }
+    // A finished job's thread keeps its stack until it is joined; join those here so a
+    // long-running coordinator does not accumulate them. They have ended or are ending.
+    for (auto& [id, job] : jobs_) {
+      bool ended = false;
+      {
+        absl::MutexLock job_lock(&job->mutex);
+        ended = IsTerminal(job->job.state());
+      }
+      if (ended && job->thread.joinable()) job->thread.join();
+    }
     auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
       return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
