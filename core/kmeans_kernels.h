@@ -41,10 +41,10 @@ void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
 // and serving a cosine model both normalize rows with this function.
 int64_t NormalizeRows(MatrixXfR* x);
 
-// Cosine distance of an all-zero row to every centroid. The zero-row rule, applied in
-// training and in AssignNearestCosine: a zero row stays zero, has cosine distance 1 to
-// every centroid, is assigned to centroid 0, and has weight 0 in training (it adds
-// nothing to sums, counts or inertia and never becomes a center).
+// Cosine distance of an all-zero row to every centroid. Training and AssignNearestCosine
+// apply one zero-row rule. A zero row stays zero, has cosine distance 1 to every
+// centroid and is assigned to centroid 0. In training it has weight 0, so it adds
+// nothing to sums, counts or inertia and never becomes a center.
 inline constexpr float kZeroRowCosineDistance = 1.0f;
 
 // For each row i of x_unit (n×d, rows unit or zero, see NormalizeRows) finds the centroid

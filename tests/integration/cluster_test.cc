@@ -1529,8 +1529,8 @@ TEST_F(ClusterTest, RestartedCoordinatorKeepsModelsAndIds) {
 }
 
 TEST_F(ClusterTest, WorkerRegisteringTwiceHostsShardsOnce) {
-  // The coordinator knows the worker by address as worker-0; the same process then
-  // registers itself under another id. Its shards must not be placed twice.
+  // The coordinator is given the worker's address and calls it worker-0; the same process
+  // then registers itself under another id. Its shards must not be placed twice.
   WorkerServerOptions worker_options;
   worker_options.worker_id = "self-named";
   absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(worker_options);
