@@ -60,6 +60,9 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
   command->add_option("--id-column", options->id_column,
                       "id column of a user CSV (default: a column named *id, else the first)");
   command->add_option("--ignore", options->ignore_columns, "columns to ignore")->delimiter(',');
+  command->add_option("--weight", options->weight_column,
+                      "column of per-user sample weights (numbers >= 0) for K-means training; "
+                      "segment sizes and summaries still count each user once");
   command->add_option("--categorical", options->categorical_columns,
                       "columns to treat as categorical")
       ->delimiter(',');

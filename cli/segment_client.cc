@@ -132,6 +132,9 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
   for (const std::string& name : options.ignore_columns) {
     (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_IGNORE;
   }
+  if (!options.weight_column.empty()) {
+    (*load.mutable_overrides())[options.weight_column] = v1::COLUMN_TYPE_WEIGHT;
+  }
   for (const std::string& name : options.categorical_columns) {
     (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_CATEGORICAL;
   }
@@ -520,6 +523,10 @@ absl::Status SegmentCommandOptions::Validate() const {
   if (users.empty() == transactions.empty()) {
     return absl::InvalidArgumentError(
         "give exactly one of --data (a CSV of users) and --transactions (a transaction log)");
+  }
+  if (!weight_column.empty() && !transactions.empty()) {
+    return absl::InvalidArgumentError(
+        "--weight applies to a user CSV (--data), not to --transactions; drop --weight");
   }
   if (k < 1) {
     return absl::InvalidArgumentError(absl::StrCat("-k ", k, " is invalid; k must be >= 1"));

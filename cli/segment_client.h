@@ -22,6 +22,8 @@ struct SegmentCommandOptions {
   std::string delimiter;  // empty: ","
   std::string id_column;
   std::vector<std::string> ignore_columns;
+  // Column of per-user sample weights (finite, >= 0); empty for unweighted users.
+  std::string weight_column;
   std::vector<std::string> categorical_columns;
   std::vector<std::string> numeric_columns;
   // Transaction log column names; empty fields keep the Online Retail defaults.

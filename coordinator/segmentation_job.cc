@@ -326,6 +326,14 @@ absl::StatusOr<BisectingOptions> ToBisectingOptions(const v1::SegmentationOption
 absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& input,
                                                     JobStreams* streams) {
   COHORT_ASSIGN_OR_RETURN(KMeansOptions kmeans_options, ToKMeansOptions(input.options));
+  // Bisecting workers train on unweighted rows (BisectingShard has no sample weights),
+  // so a weight column would be silently ignored.
+  if (input.options.algorithm() == "bisecting" && input.schema.WeightIndex() >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "algorithm 'bisecting' does not support sample weights, but column '",
+        input.schema.columns[input.schema.WeightIndex()].name,
+        "' has type weight; use algorithm 'kmeans' or 'minibatch', or drop the weight column"));
+  }
   EventSink events(input, streams->num_shards());
   COHORT_ASSIGN_OR_RETURN(PreparedFeatures prepared, PrepareFeatures(input, streams, events));
   const FeatureTransform& transform = prepared.transform;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -93,6 +94,32 @@ absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
   return header_index;
 }
 
+// Parses the weight cell of `column`. Errors: InvalidArgument naming the column and the
+// value when the cell is empty, not a number, not finite, negative or above the float
+// range (training keeps weights as float).
+absl::StatusOr<float> ParseWeight(const std::string& column, const std::string& cell) {
+  absl::string_view problem;
+  float weight = 0.0f;
+  if (cell.find_first_not_of(" \t") == std::string::npos) {
+    problem = "is missing";
+  } else if (const std::optional<double> parsed = ParseNumber(cell); !parsed.has_value()) {
+    problem = "is not a number";
+  } else if (!std::isfinite(*parsed)) {
+    problem = "is not a finite number";
+  } else if (*parsed < 0) {
+    problem = "is negative";
+  } else if (*parsed > std::numeric_limits<float>::max()) {
+    problem = "is larger than the float maximum";
+  } else {
+    weight = static_cast<float>(*parsed);
+  }
+  if (!problem.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("column '", column, "': weight '", cell, "' ",
+                                                   problem, "; give every row a weight ≥ 0"));
+  }
+  return weight;
+}
+
 }  // namespace
 
 RawShard MakeEmptyShard(const Schema& schema, int shard_id) {
@@ -115,6 +142,12 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     return absl::InvalidArgumentError(
         "shard columns do not match the schema; create the shard with MakeEmptyShard");
   }
+  const int weight_index = schema.WeightIndex();
+  if (weight_index >= 0 && shard->weights.size() != shard->ids.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shard has ", shard->weights.size(), " weights for ", shard->ids.size(),
+        " rows; create the shard with MakeEmptyShard and append rows with AppendUserRow"));
+  }
   const int id_index = schema.IdIndex();
   if (id_index < 0) {
     return absl::InvalidArgumentError("schema has no id column; mark one column as type 'id'");
@@ -132,7 +165,17 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     }
   }
 
-  // Numeric cells are appended first. A rejected cell removes the values already
+  // The weight is parsed before any cell is appended, so a rejected weight leaves the
+  // shard unchanged.
+  float weight = 1.0f;
+  if (weight_index >= 0) {
+    absl::StatusOr<float> parsed =
+        ParseWeight(schema.columns[weight_index].name, cells[weight_index]);
+    if (!parsed.ok()) return parsed.status();
+    weight = *parsed;
+  }
+
+  // Numeric cells are appended next. A rejected cell removes the values already
   // appended for this row, so the shard is unchanged on error.
   size_t numeric_index = 0;
   for (size_t j = 0; j < schema.columns.size(); ++j) {
@@ -166,6 +209,7 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
       shard->categorical[categorical_index++].push_back(cells[j]);
     }
   }
+  if (weight_index >= 0) shard->weights.push_back(weight);
   shard->ids.push_back(cells[id_index]);
   return absl::OkStatus();
 }

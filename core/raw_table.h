@@ -23,6 +23,9 @@ struct RawShard {
   std::vector<std::vector<double>> numeric;
   // [categorical column][row]; an empty string marks a missing cell.
   std::vector<std::vector<std::string>> categorical;
+  // [row] sample weight of each user, finite and >= 0. Empty when the schema has no
+  // weight column.
+  std::vector<float> weights;
 
   int64_t num_rows() const { return static_cast<int64_t>(ids.size()); }
 };
@@ -30,10 +33,11 @@ struct RawShard {
 // Returns an empty shard with the column vectors of `schema`.
 RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 
-// Appends one user to `shard`. `cells` holds one cell per schema column, in schema order.
-// Errors: InvalidArgument when the id is empty, when a numeric cell is not a number, or
-// when it is NaN or infinite; the message names the column and the value. The caller
-// adds the file and line.
+// Appends one user to `shard`. `cells` contains one cell per schema column, in schema
+// order. Errors: InvalidArgument when the id is empty, when a numeric cell is not a
+// number or is NaN or infinite, and when the weight cell is empty, not a number, not
+// finite, negative or above the float maximum. The message names the column and the
+// value, and the caller adds the file and line. On error the shard is unchanged.
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
 
@@ -58,10 +62,11 @@ struct LoadedShards {
 };
 
 // Reads the files and keeps the rows of the requested shards (user → shard by
-// ShardOfUser). Errors (InvalidArgument, naming file, line, column and value): a schema
-// column missing from a header, a malformed line, a non-numeric, NaN or infinite cell
-// in a numeric column, an empty id, a user id that appears twice (both lines named), a
-// file with no header. NotFound for a missing file.
+// ShardOfUser). Errors are InvalidArgument, naming file, line, column and value, for a
+// schema column missing from a header, a malformed line, a non-numeric, NaN or infinite
+// cell in a numeric column, an empty or invalid weight (see AppendUserRow), an empty id,
+// a user id that appears twice (both lines named) or a file with no header, and
+// NotFound for a missing file.
 [[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
 
 }  // namespace cohort

@@ -35,6 +35,8 @@ std::string_view ColumnTypeName(ColumnType type) {
       return "categorical";
     case ColumnType::kIgnore:
       return "ignore";
+    case ColumnType::kWeight:
+      return "weight";
   }
   return "unknown";
 }
@@ -43,16 +45,23 @@ absl::StatusOr<ColumnType> ParseColumnType(std::string_view name) {
   const std::string lower =
       absl::AsciiStrToLower(absl::StripAsciiWhitespace(absl::string_view(name.data(), name.size())));
   for (ColumnType type : {ColumnType::kId, ColumnType::kNumeric, ColumnType::kCategorical,
-                          ColumnType::kIgnore}) {
+                          ColumnType::kIgnore, ColumnType::kWeight}) {
     if (lower == ColumnTypeName(type)) return type;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "column type '", std::string(name), "' is invalid; expected one of id, numeric, categorical, ignore"));
+      "column type '", std::string(name), "' is invalid; expected one of id, numeric, categorical, ignore, weight"));
 }
 
 int Schema::IdIndex() const {
   for (size_t i = 0; i < columns.size(); ++i) {
     if (columns[i].type == ColumnType::kId) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+int Schema::WeightIndex() const {
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].type == ColumnType::kWeight) return static_cast<int>(i);
   }
   return -1;
 }
@@ -85,6 +94,7 @@ absl::Status Schema::Validate() const {
 
   absl::flat_hash_map<absl::string_view, size_t> position_of_name;
   std::vector<std::string> id_names;
+  std::vector<std::string> weight_names;
   size_t feature_count = 0;
   for (size_t i = 0; i < columns.size(); ++i) {
     const ColumnSpec& column = columns[i];
@@ -99,6 +109,7 @@ absl::Status Schema::Validate() const {
           i + 1, "); column names must be unique"));
     }
     if (column.type == ColumnType::kId) id_names.push_back(column.name);
+    if (column.type == ColumnType::kWeight) weight_names.push_back(column.name);
     if (column.type == ColumnType::kNumeric || column.type == ColumnType::kCategorical) {
       ++feature_count;
     }
@@ -111,6 +122,11 @@ absl::Status Schema::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("schema has ", id_names.size(),
                                                    " id columns (", QuotedList(id_names),
                                                    "); mark exactly one column as type 'id'"));
+  }
+  if (weight_names.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "schema has ", weight_names.size(), " weight columns (", QuotedList(weight_names),
+        "); mark at most one column as type 'weight'"));
   }
   if (feature_count == 0) {
     return absl::InvalidArgumentError(

@@ -13,9 +13,11 @@
 
 namespace cohort {
 
-enum class ColumnType { kId, kNumeric, kCategorical, kIgnore };
+// kWeight is a per-user sample weight for K-means training (at most one column, never
+// inferred, so it is only set by a SchemaOverrides type).
+enum class ColumnType { kId, kNumeric, kCategorical, kIgnore, kWeight };
 
-// Returns "id", "numeric", "categorical" or "ignore".
+// Returns "id", "numeric", "categorical", "ignore" or "weight".
 std::string_view ColumnTypeName(ColumnType type);
 // Parses the names above. Errors: InvalidArgument listing the accepted names.
 [[nodiscard]] absl::StatusOr<ColumnType> ParseColumnType(std::string_view name);
@@ -31,14 +33,18 @@ struct Schema {
 
   // Index of the id column, or -1 when there is none.
   int IdIndex() const;
+  // Index of the weight column, or -1 when there is none.
+  int WeightIndex() const;
   // Index of the column called `name`, or -1.
   int IndexOf(std::string_view name) const;
-  // Names of the numeric columns, then of the categorical ones, each in file order.
+  // Names of the numeric columns, then of the categorical ones, each in file order. The
+  // id, weight and ignored columns are in neither list.
   std::vector<std::string> NumericNames() const;
   std::vector<std::string> CategoricalNames() const;
 
-  // Checks: at least one column, unique non-empty names, exactly one id column, at
-  // least one numeric or categorical column. Errors: InvalidArgument naming the column.
+  // Checks: at least one column, unique non-empty names, exactly one id column, at most
+  // one weight column, at least one numeric or categorical column. Errors:
+  // InvalidArgument naming the column (both columns for two ids or two weights).
   [[nodiscard]] absl::Status Validate() const;
 };
 

@@ -51,6 +51,8 @@ v1::ColumnType ToProto(ColumnType type) {
       return v1::COLUMN_TYPE_CATEGORICAL;
     case ColumnType::kIgnore:
       return v1::COLUMN_TYPE_IGNORE;
+    case ColumnType::kWeight:
+      return v1::COLUMN_TYPE_WEIGHT;
   }
   return v1::COLUMN_TYPE_UNSPECIFIED;
 }
@@ -65,10 +67,12 @@ absl::StatusOr<ColumnType> FromProto(v1::ColumnType type) {
       return ColumnType::kCategorical;
     case v1::COLUMN_TYPE_IGNORE:
       return ColumnType::kIgnore;
+    case v1::COLUMN_TYPE_WEIGHT:
+      return ColumnType::kWeight;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("column type ", static_cast<int>(type),
-                       " is invalid; use COLUMN_TYPE_ID, _NUMERIC, _CATEGORICAL or _IGNORE"));
+                       " is invalid; use COLUMN_TYPE_ID, _NUMERIC, _CATEGORICAL, _IGNORE or _WEIGHT"));
   }
 }
 

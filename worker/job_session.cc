@@ -486,7 +486,14 @@ absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t
     RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
     const RawShard& raw = current == nullptr ? empty : *current;
     TransformShard(transform, raw, &shard.x);
-    shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x);
+    // The features leave out the weight column, which acts only through the KMeansShard.
+    shard.weights = raw.weights;
+    if (shard.weights.empty()) {
+      shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x);
+    } else {
+      COHORT_RETURN_IF_ERROR(CheckSampleWeights(shard.x, shard.weights));
+      shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x, &shard.weights);
+    }
     results->push_back(NewResult(seq, shard));
   }
   dim_ = transform.dim();

@@ -34,6 +34,8 @@ class JobSession {
     int shard_id = 0;
     std::vector<std::string> user_ids;
     MatrixXfR x;  // n×d features
+    // Sample weight of every row, empty when the dataset has no weight column.
+    std::vector<float> weights;
     std::unique_ptr<KMeansShard> kmeans;
     // Bisecting jobs: tree node of every row and the focused node's K-means state.
     std::unique_ptr<BisectingShard> bisect;

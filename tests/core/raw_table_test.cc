@@ -28,6 +28,15 @@ Schema UserSchema() {
   return schema;
 }
 
+// user_id, a weight column "w" and one numeric feature.
+Schema WeightedSchema() {
+  Schema schema;
+  schema.columns = {{"user_id", ColumnType::kId},
+                    {"w", ColumnType::kWeight},
+                    {"age", ColumnType::kNumeric}};
+  return schema;
+}
+
 std::vector<int> AllShards(int num_shards) {
   std::vector<int> shards(num_shards);
   for (int s = 0; s < num_shards; ++s) shards[s] = s;
@@ -131,6 +140,76 @@ TEST_F(RawTableTest, AppendRowRejectsEmptyId) {
   const absl::Status status = AppendUserRow(schema, {"", "1", "a", "2"}, &shard);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("user id is empty"), std::string::npos) << status;
+}
+
+TEST_F(RawTableTest, UnweightedShardHasNoWeights) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  ASSERT_TRUE(AppendUserRow(schema, {"u1", "30", "Paris", "1"}, &shard).ok());
+  EXPECT_TRUE(shard.weights.empty());
+}
+
+TEST_F(RawTableTest, AppendRowParsesWeight) {
+  const Schema schema = WeightedSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  EXPECT_TRUE(shard.weights.empty());
+  EXPECT_EQ(shard.numeric.size(), 1u);
+  ASSERT_TRUE(AppendUserRow(schema, {"u1", "2.5", "30"}, &shard).ok());
+  ASSERT_TRUE(AppendUserRow(schema, {"u2", " 0 ", "31"}, &shard).ok());
+  ASSERT_TRUE(AppendUserRow(schema, {"u3", "1e2", ""}, &shard).ok());
+  EXPECT_EQ(shard.weights, (std::vector<float>{2.5f, 0.0f, 100.0f}));
+  // The weight column is not a feature column.
+  EXPECT_EQ(shard.numeric[0][0], 30.0);
+  EXPECT_EQ(shard.numeric[0].size(), 3u);
+}
+
+TEST_F(RawTableTest, AppendRowRejectsInvalidWeight) {
+  const Schema schema = WeightedSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  const struct {
+    const char* cell;
+    const char* message;
+  } cases[] = {
+      {"-1", "column 'w': weight '-1' is negative; give every row a weight ≥ 0"},
+      {"nan", "column 'w': weight 'nan' is not a finite number; give every row a weight ≥ 0"},
+      {"inf", "column 'w': weight 'inf' is not a finite number; give every row a weight ≥ 0"},
+      {"", "column 'w': weight '' is missing; give every row a weight ≥ 0"},
+      {"  ", "column 'w': weight '  ' is missing; give every row a weight ≥ 0"},
+      {"heavy", "column 'w': weight 'heavy' is not a number; give every row a weight ≥ 0"},
+      {"1e300",
+       "column 'w': weight '1e300' is larger than the float maximum; give every row a weight ≥ 0"},
+  };
+  for (const auto& c : cases) {
+    const absl::Status status = AppendUserRow(schema, {"u1", c.cell, "30"}, &shard);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.cell;
+    EXPECT_EQ(status.message(), c.message);
+  }
+  EXPECT_EQ(shard.num_rows(), 0);
+  EXPECT_TRUE(shard.weights.empty());
+  EXPECT_TRUE(shard.numeric[0].empty());
+}
+
+TEST_F(RawTableTest, BadWeightNamesFileLineColumnAndValue) {
+  const std::string path = WriteFile("users.csv", "user_id,w,age\nu1,1,30\nu2,-0.5,31\n");
+  UserLoadOptions options = Options({path}, 1);
+  options.schema = WeightedSchema();
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(loaded.status().message(),
+            path + ":3: column 'w': weight '-0.5' is negative; give every row a weight ≥ 0");
+}
+
+TEST_F(RawTableTest, LoadsWeightsInRowOrder) {
+  const std::string path = WriteFile("users.csv", "age,w,user_id\n30,2,u1\n31,0,u2\n32,1.5,u3\n");
+  UserLoadOptions options = Options({path}, 1);
+  options.schema = WeightedSchema();
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const RawShard& shard = loaded->shards[0];
+  EXPECT_EQ(shard.ids, (std::vector<std::string>{"u1", "u2", "u3"}));
+  EXPECT_EQ(shard.weights, (std::vector<float>{2.0f, 0.0f, 1.5f}));
+  EXPECT_EQ(shard.numeric[0], (std::vector<double>{30, 31, 32}));
 }
 
 TEST_F(RawTableTest, LoadsAllRowsInFileOrder) {

@@ -19,13 +19,14 @@ Schema MakeSchema(std::vector<ColumnSpec> columns) {
 
 TEST(SchemaColumnTypeTest, NamesRoundTrip) {
   for (ColumnType type : {ColumnType::kId, ColumnType::kNumeric, ColumnType::kCategorical,
-                          ColumnType::kIgnore}) {
+                          ColumnType::kIgnore, ColumnType::kWeight}) {
     absl::StatusOr<ColumnType> parsed = ParseColumnType(ColumnTypeName(type));
     ASSERT_TRUE(parsed.ok()) << parsed.status();
     EXPECT_EQ(*parsed, type);
   }
   EXPECT_EQ(ColumnTypeName(ColumnType::kNumeric), "numeric");
   EXPECT_EQ(*ParseColumnType("Categorical"), ColumnType::kCategorical);
+  EXPECT_EQ(ColumnTypeName(ColumnType::kWeight), "weight");
 }
 
 TEST(SchemaColumnTypeTest, UnknownNameListsAcceptedNames) {
@@ -80,6 +81,56 @@ TEST(SchemaTest, ValidateRejectsBadSchemas) {
   EXPECT_EQ(no_features.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(no_features.message().find("no numeric or categorical"), std::string::npos)
       << no_features;
+}
+
+TEST(SchemaTest, WeightColumnIsNotAFeature) {
+  const Schema schema = MakeSchema({{"user_id", ColumnType::kId},
+                                    {"x", ColumnType::kNumeric},
+                                    {"w", ColumnType::kWeight},
+                                    {"city", ColumnType::kCategorical}});
+  EXPECT_EQ(schema.WeightIndex(), 2);
+  EXPECT_EQ(schema.NumericNames(), (std::vector<std::string>{"x"}));
+  EXPECT_EQ(schema.CategoricalNames(), (std::vector<std::string>{"city"}));
+  EXPECT_TRUE(schema.Validate().ok());
+  EXPECT_EQ(MakeSchema({{"user_id", ColumnType::kId}, {"x", ColumnType::kNumeric}}).WeightIndex(),
+            -1);
+}
+
+TEST(SchemaTest, ValidateRejectsTwoWeightColumns) {
+  const absl::Status status = MakeSchema({{"user_id", ColumnType::kId},
+                                          {"w1", ColumnType::kWeight},
+                                          {"x", ColumnType::kNumeric},
+                                          {"w2", ColumnType::kWeight}})
+                                  .Validate();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("2 weight columns ('w1', 'w2')"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("at most one column as type 'weight'"), std::string::npos)
+      << status;
+}
+
+TEST(SchemaTest, WeightOnlyFeaturesFailValidation) {
+  const absl::Status status =
+      MakeSchema({{"user_id", ColumnType::kId}, {"w", ColumnType::kWeight}}).Validate();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("no numeric or categorical"), std::string::npos) << status;
+}
+
+TEST(InferSchemaTest, WeightOnlyByOverride) {
+  const std::vector<std::string> header = {"user_id", "weight", "age"};
+  const Rows rows = {{"u1", "2", "30"}, {"u2", "0.5", "41"}};
+
+  absl::StatusOr<Schema> inferred = InferSchema(header, rows, {});
+  ASSERT_TRUE(inferred.ok()) << inferred.status();
+  EXPECT_EQ(inferred->WeightIndex(), -1);
+  EXPECT_EQ(inferred->columns[1].type, ColumnType::kNumeric);
+
+  SchemaOverrides overrides;
+  overrides.types["weight"] = ColumnType::kWeight;
+  absl::StatusOr<Schema> weighted = InferSchema(header, rows, overrides);
+  ASSERT_TRUE(weighted.ok()) << weighted.status();
+  EXPECT_EQ(weighted->WeightIndex(), 1);
+  EXPECT_EQ(weighted->IdIndex(), 0);
+  EXPECT_EQ(weighted->NumericNames(), (std::vector<std::string>{"age"}));
 }
 
 TEST(InferSchemaTest, NumericAndCategoricalColumns) {

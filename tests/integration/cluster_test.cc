@@ -1567,5 +1567,164 @@ TEST_F(ClusterTest, WorkerRegisteringTwiceHostsShardsOnce) {
   (*worker)->Shutdown(absl::Seconds(1));
 }
 
+// ---------------------------------------------------------------------------------------
+// Sample weights
+
+// Blob centers (x, y) of the weighted-users CSVs, 10 apart against a spread of ±0.8, so
+// every seeding converges to the same partition.
+constexpr double kWeightBlobCenters[][2] = {{0, 0}, {10, 0}, {0, 10}};
+constexpr int kWeightRowsPerBlob = 20;
+
+// Writes users "u<i>" of three blobs with the columns id, x, y, w. A user with a positive
+// x offset has weight 2 in `weighted` mode. In `duplicated` mode every user has weight 1
+// and each of those users appears again as "d<i>". `zero_weight_outlier` adds user
+// "zero" at (100, 100) with weight 0.
+std::string WeightedUsersCsv(bool duplicated, bool zero_weight_outlier) {
+  std::string csv = "id,x,y,w\n";
+  int user = 0;
+  for (const auto& center : kWeightBlobCenters) {
+    for (int i = 0; i < kWeightRowsPerBlob; ++i, ++user) {
+      const double dx = ((i * 7) % 9 - 4) / 5.0;
+      const double dy = ((i * 5) % 9 - 4) / 5.0;
+      const std::string values = absl::StrCat(center[0] + dx, ",", center[1] + dy);
+      const bool heavy = dx > 0;
+      absl::StrAppend(&csv, "u", user, ",", values, ",", heavy && !duplicated ? 2 : 1, "\n");
+      if (heavy && duplicated) absl::StrAppend(&csv, "d", user, ",", values, ",1\n");
+    }
+  }
+  if (zero_weight_outlier) absl::StrAppend(&csv, "zero,100,100,0\n");
+  return csv;
+}
+
+// The expected centroids of WeightedUsersCsv(false, ...): the weighted mean of each blob.
+std::vector<std::vector<double>> WeightedBlobMeans() {
+  std::vector<std::vector<double>> means;
+  for (const auto& center : kWeightBlobCenters) {
+    double sum_x = 0, sum_y = 0, total = 0;
+    for (int i = 0; i < kWeightRowsPerBlob; ++i) {
+      const double dx = ((i * 7) % 9 - 4) / 5.0;
+      const double dy = ((i * 5) % 9 - 4) / 5.0;
+      const double weight = dx > 0 ? 2 : 1;
+      sum_x += weight * (center[0] + dx);
+      sum_y += weight * (center[1] + dy);
+      total += weight;
+    }
+    means.push_back({sum_x / total, sum_y / total});
+  }
+  std::sort(means.begin(), means.end());
+  return means;
+}
+
+// The model's centroids in the raw units of its numeric columns (scale × value + mean),
+// sorted, so models whose standardization or segment order differ can be compared.
+std::vector<std::vector<double>> RawCentroids(const v1::SegmentModel& model) {
+  const int d = model.centroids().cols();
+  std::vector<std::vector<double>> centroids(model.centroids().rows(), std::vector<double>(d));
+  for (int c = 0; c < model.centroids().rows(); ++c) {
+    for (int j = 0; j < d; ++j) {
+      const v1::NumericFeature& feature = model.transform().numeric(j);
+      centroids[c][j] = feature.scale() * model.centroids().values(c * d + j) + feature.mean();
+    }
+  }
+  std::sort(centroids.begin(), centroids.end());
+  return centroids;
+}
+
+void ExpectCentroidsNear(const std::vector<std::vector<double>>& expected,
+                         const std::vector<std::vector<double>>& actual, double tolerance) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t c = 0; c < expected.size(); ++c) {
+    ASSERT_EQ(actual[c].size(), expected[c].size()) << "centroid " << c;
+    for (size_t j = 0; j < expected[c].size(); ++j) {
+      EXPECT_NEAR(actual[c][j], expected[c][j], tolerance) << "centroid " << c << ", column " << j;
+    }
+  }
+}
+
+absl::StatusOr<v1::Dataset> LoadWeightedUsers(TestCluster& cluster, const std::string& path) {
+  v1::CreateDatasetRequest create;
+  create.set_kind(v1::DATASET_KIND_USERS);
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.set_id_column("id");
+  (*load.mutable_overrides())["w"] = v1::COLUMN_TYPE_WEIGHT;
+  return cluster.CreateAndLoad(create, load);
+}
+
+TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
+  const std::string weighted_csv =
+      temp_.WriteFile("weighted.csv", WeightedUsersCsv(false, false));
+  const std::string duplicated_csv =
+      temp_.WriteFile("duplicated.csv", WeightedUsersCsv(true, false));
+  const std::string zero_weight_csv =
+      temp_.WriteFile("zero_weight.csv", WeightedUsersCsv(false, true));
+  v1::SegmentationOptions options = WithK(3);
+  options.set_n_init(3);
+
+  std::vector<JobOutput> weighted;  // on 1, then on 3 workers
+  JobOutput duplicated, zero_weight;
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    TestClusterOptions cluster_options;
+    cluster_options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(cluster_options);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = LoadWeightedUsers(*cluster, weighted_csv);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), options);
+    ASSERT_TRUE(output.ok()) << output.status();
+    weighted.push_back(*std::move(output));
+    if (workers == 1) continue;
+
+    absl::StatusOr<v1::Dataset> copies = LoadWeightedUsers(*cluster, duplicated_csv);
+    ASSERT_TRUE(copies.ok()) << copies.status();
+    absl::StatusOr<JobOutput> copies_output = Segment(*cluster, copies->dataset_id(), options);
+    ASSERT_TRUE(copies_output.ok()) << copies_output.status();
+    duplicated = *std::move(copies_output);
+
+    absl::StatusOr<v1::Dataset> with_zero = LoadWeightedUsers(*cluster, zero_weight_csv);
+    ASSERT_TRUE(with_zero.ok()) << with_zero.status();
+    absl::StatusOr<JobOutput> zero_output = Segment(*cluster, with_zero->dataset_id(), options);
+    ASSERT_TRUE(zero_output.ok()) << zero_output.status();
+    zero_weight = *std::move(zero_output);
+
+    // Bisecting workers have no sample weights, so the job is rejected.
+    absl::StatusOr<JobOutput> bisecting =
+        Segment(*cluster, dataset->dataset_id(), Bisecting(3));
+    EXPECT_TRUE(HasError(bisecting.status(), absl::StatusCode::kInvalidArgument,
+                         {"does not support sample weights", "column 'w'"}));
+  }
+
+  const v1::SegmentModel& model = weighted[0].model;
+  ExpectSameModel(model, weighted[1].model);
+  ExpectSameAssignments(weighted[0].assignments, weighted[1].assignments);
+  // The weight column is not a feature.
+  EXPECT_EQ(std::vector<std::string>(model.feature_names().begin(), model.feature_names().end()),
+            (std::vector<std::string>{"x", "y"}));
+
+  // Training counts a weight-2 user twice, but sizes count every user once.
+  ASSERT_EQ(model.effective_k(), 3);
+  EXPECT_EQ(model.num_users(), 3 * kWeightRowsPerBlob);
+  int64_t total_size = 0;
+  for (const v1::Segment& segment : model.segments()) total_size += segment.size();
+  EXPECT_EQ(total_size, 3 * kWeightRowsPerBlob);
+  {
+    // Unweighted blob means are about 0.16 away in x, far outside the tolerance.
+    SCOPED_TRACE("weighted model against weighted blob means");
+    ExpectCentroidsNear(WeightedBlobMeans(), RawCentroids(model), 1e-4);
+  }
+  {
+    // Different row sets give different float sums, hence a tolerance.
+    SCOPED_TRACE("weight 2 against duplicated rows");
+    EXPECT_GT(duplicated.model.num_users(), model.num_users());
+    ExpectCentroidsNear(RawCentroids(model), RawCentroids(duplicated.model), 1e-5);
+  }
+  {
+    SCOPED_TRACE("weight-0 user against no user");
+    EXPECT_EQ(zero_weight.model.num_users(), model.num_users() + 1);
+    ExpectCentroidsNear(RawCentroids(model), RawCentroids(zero_weight.model), 1e-5);
+  }
+}
+
 }  // namespace
 }  // namespace cohort::testing
