@@ -100,7 +100,7 @@ absl::StatusOr<std::vector<v1::ShardResult>> JobStreams::Execute(v1::JobCommand 
       if (!stream.stream->Read(&result)) return StreamError(stream, "computing a step");
       if (result.seq() != command.seq() || result.shard_id() != stream.member.shards[i]) {
         return absl::InternalError(absl::StrCat(
-            "worker ", stream.member.worker.worker_id, " answered command ", result.seq(),
+            "worker ", stream.member.worker.worker_id, " returned a result for command ", result.seq(),
             " shard ", result.shard_id(), " but command ", command.seq(), " shard ",
             stream.member.shards[i], " was expected"));
       }
@@ -211,7 +211,7 @@ absl::StatusOr<std::vector<ShardPoint>> GrpcKMeansBackend::Pick(
   }
   for (size_t i = 0; i < offsets.size(); ++i) {
     if (!answered[i]) {
-      return absl::InternalError(absl::StrCat("no worker answered the pick in shard ",
+      return absl::InternalError(absl::StrCat("no worker returned the pick in shard ",
                                               offsets[i].shard_id));
     }
   }

@@ -41,9 +41,9 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
                                                    worker_id, "' and address '", address, "'"));
   }
   absl::MutexLock lock(&mutex_);
-  // One process, one id: a worker the coordinator was told about by address that also
-  // registers itself under its own id would otherwise host shards twice, and its second
-  // load would replace the first.
+  // One process, one id. A worker listed by address in --workers that also registers
+  // under its own id would otherwise host shards twice, and its second load would
+  // replace the first.
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (it->first != worker_id && it->second.handle.address == address) {
       COHORT_LOG_WARN("worker {} at {} re-registered as {}; the old id is dropped", it->first,

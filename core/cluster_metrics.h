@@ -45,7 +45,7 @@ struct ClusterAggregates {
 // REQUIRES: ValidateLabels(labels, n, k) is OK.
 ClusterAggregates ComputeClusterAggregates(const MatrixXfR& x, const int32_t* labels, int k);
 
-// What pass 2 of one shard contributes.
+// One shard's contribution to pass 2.
 struct SpreadPartial {
   std::vector<double> distance_sums;  // k: Σ ‖x − mean_j‖ (Euclidean) over cluster j
   double silhouette_sum = 0;          // Σ s(i) with squared Euclidean distances

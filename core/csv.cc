@@ -410,7 +410,10 @@ bool IsValidUtf8(std::string_view text) {
       if ((next & 0xC0) != 0x80) return false;
       code = (code << 6) | (next & 0x3F);
     }
-    const uint32_t min_code = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+    // The smallest code point each length may encode; below it is an overlong form.
+    uint32_t min_code = 0x10000;
+    if (length == 2) min_code = 0x80;
+    if (length == 3) min_code = 0x800;
     if (code < min_code || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
     i += length;
   }

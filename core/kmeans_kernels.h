@@ -117,7 +117,7 @@ class KMeansShard {
   KMeansShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights);
 
   // Switches the shard to the cosine distance: later steps see the rows normalized by
-  // NormalizeRows (an owned copy, so the shard then holds a second n×d matrix), and zero
+  // NormalizeRows (an owned copy, so the shard then keeps a second n×d matrix), and zero
   // rows get weight 0 (the zero-row rule, see kZeroRowCosineDistance). Resets the
   // k-means++ state. Calling it again does nothing.
   void UseCosineDistance();
@@ -137,9 +137,9 @@ class KMeansShard {
   // (Σ (x − c)²), so a row equal to a center has D² = 0 and is never picked again.
   //
   // ResetMinDistances() clears all centers (every D² becomes +infinity). AddCenters
-  // (centers m×d, m may be 0) lowers each row's D² to the nearest new center and returns
-  // the sum of the weights in double, rows summed in order: the row count while no center
-  // has been added, otherwise Σ D².
+  // (centers m×d, m may be 0) lowers each row's D² to the nearest new center. It returns
+  // the sum of the sampling weights in double, rows summed in order. That sum is Σ w (the
+  // row count without weights) while no center has been added, and Σ w·D² after.
   void ResetMinDistances();
   double AddCenters(const MatrixXfR& centers);
 

@@ -53,7 +53,7 @@ struct Schema {
 // (files in sorted path order). For data without an id column, such as survey exports.
 inline constexpr std::string_view kLineNumberIdColumn = "@line";
 
-// What the caller fixes before inference: the id column and per-column types.
+// Choices that inference must respect: the id column and per-column types.
 struct SchemaOverrides {
   // Name of the id column, or kLineNumberIdColumn. When empty, the first column whose
   // lower-cased name is "id" or ends in "id" is used, else the first column.

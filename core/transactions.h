@@ -41,7 +41,7 @@ struct TransactionOptions {
 //   mean_basket_value  monetary / frequency
 Schema TransactionFeatureSchema();
 
-// What happened to the rows of the log. File-level counts are the same on every worker
+// Row counts of the log by outcome. File-level counts are the same on every worker
 // (each reads every row); shard-level counts cover the requested shards only.
 struct TransactionCounts {
   // File level.

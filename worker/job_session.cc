@@ -245,7 +245,7 @@ absl::Status JobSession::Open(const v1::OpenJob& open, std::vector<v1::ShardResu
     state.shard_id = shard_id;
     shards_.push_back(std::move(state));
   }
-  (void)results;  // OpenJob has no per-shard answer.
+  (void)results;  // OpenJob has no per-shard result.
   return absl::OkStatus();
 }
 

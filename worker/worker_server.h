@@ -17,8 +17,8 @@ struct WorkerServerOptions {
   std::string listen_address = "127.0.0.1:0";
   // Unique id of this worker. Empty: "worker-<port>".
   std::string worker_id;
-  // Coordinator to register with (host:port). Empty: the coordinator is told about this
-  // worker by its own --workers list.
+  // Coordinator to register with (host:port). Empty: the coordinator's --workers list
+  // names this worker.
   std::string coordinator_address;
   // The address the coordinator should dial; empty means the listen address with the
   // bound port.

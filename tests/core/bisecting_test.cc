@@ -12,20 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "tests/core/random_data.h"
+
 namespace cohort {
 namespace {
 
-// Uniform double in [0, 1) from raw generator bits (portable across standard libraries).
-double Uniform(std::mt19937_64& engine) {
-  return static_cast<double>(engine() >> 11) * 0x1.0p-53;
-}
-
-// Standard normal by Box–Muller, portable for the same reason.
-double Normal(std::mt19937_64& engine) {
-  const double u1 = 1.0 - Uniform(engine);
-  const double u2 = Uniform(engine);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-}
+using ::cohort::testing::Normal;
+using ::cohort::testing::Uniform;
 
 struct Blobs {
   MatrixXfR x;

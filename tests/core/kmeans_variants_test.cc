@@ -12,18 +12,13 @@
 
 #include "core/kmeans.h"
 
+#include "tests/core/random_data.h"
+
 namespace cohort {
 namespace {
 
-double Uniform(std::mt19937_64& engine) {
-  return static_cast<double>(engine() >> 11) * 0x1.0p-53;
-}
-
-double Normal(std::mt19937_64& engine) {
-  const double u1 = 1.0 - Uniform(engine);
-  const double u2 = Uniform(engine);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-}
+using ::cohort::testing::Normal;
+using ::cohort::testing::Uniform;
 
 // `per_blob` rows around each of k random means in [-spread, spread]^d, noise `sigma`,
 // rows in random order.

@@ -67,7 +67,8 @@ class ReportE2eTest : public ::testing::Test {
     absl::StatusOr<int> shot = RunChromium(
         *chromium, dir_, html, {"--window-size=1280,6000", "--screenshot=" + png.string()},
         "screenshot", &ignored);
-    EXPECT_TRUE(shot.ok() && *shot == 0);
+    EXPECT_TRUE(shot.ok()) << shot.status();
+    EXPECT_EQ(shot.value_or(-1), 0);
     EXPECT_GT(fs::exists(png) ? fs::file_size(png) : 0, 100u * 1024) << "screenshot looks empty";
     if (!artifact.empty() && fs::exists(png)) {
       const fs::path artifacts = fs::path(COHORT_BINARY_DIR) / "artifacts";
@@ -76,7 +77,8 @@ class ReportE2eTest : public ::testing::Test {
     }
     std::string dom;
     absl::StatusOr<int> dumped = RunChromium(*chromium, dir_, html, {"--dump-dom"}, "dom", &dom);
-    EXPECT_TRUE(dumped.ok() && *dumped == 0);
+    EXPECT_TRUE(dumped.ok()) << dumped.status();
+    EXPECT_EQ(dumped.value_or(-1), 0);
     return dom;
   }
 
