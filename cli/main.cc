@@ -76,7 +76,8 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
   command->add_option("-k,--k", options->k, "number of segments")->capture_default_str();
   command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)");
   command->add_option("--tol", options->tol,
-                      "convergence tolerance relative to the data scale (default 1e-4)");
+                      "convergence tolerance relative to the data scale (default 1e-4; 0 iterates "
+                      "until no centroid moves)");
   command->add_option("--seed", options->seed, "random seed (default 42)");
   command->add_option("--n-init", options->n_init,
                       "independent seedings; the lowest inertia wins (default 1)");
@@ -205,6 +206,11 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   coordinator->add_option("--state-dir", coordinator_options.state_dir,
                           "folder for finished models (default: memory only)");
+  double step_timeout_seconds = absl::ToDoubleSeconds(coordinator_options.step_timeout);
+  coordinator->add_option("--step-timeout", step_timeout_seconds,
+                          "seconds a worker may take to answer one job step before it is "
+                          "declared lost")
+      ->capture_default_str();
 
   // cohort worker
   CLI::App* worker = app.add_subcommand("worker", "run a worker service");
@@ -264,6 +270,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (coordinator->parsed()) {
+    coordinator_options.step_timeout = absl::Seconds(step_timeout_seconds);
     BlockStopSignals();
     auto server = CoordinatorServer::Start(coordinator_options);
     if (!server.ok()) return Fail(server.status());

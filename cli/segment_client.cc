@@ -175,8 +175,8 @@ v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) 
   v1::SegmentationOptions job_options;
   job_options.set_k(k);
   job_options.set_max_iter(options.max_iter);
-  job_options.set_tol(options.tol);
-  job_options.set_seed(options.seed);
+  if (options.tol.has_value()) job_options.set_tol(*options.tol);
+  if (options.seed.has_value()) job_options.set_seed(*options.seed);
   job_options.set_n_init(options.n_init);
   job_options.set_max_categories(options.max_categories);
   for (const std::string& name : options.log1p_columns) job_options.add_log1p_columns(name);

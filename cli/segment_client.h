@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -33,8 +34,9 @@ struct SegmentCommandOptions {
 
   int k = 5;
   int max_iter = 0;
-  double tol = 0;
-  uint64_t seed = 0;
+  // Unset: the coordinator's default. 0 is a valid value of both.
+  std::optional<double> tol;
+  std::optional<uint64_t> seed;
   int n_init = 0;
   int max_categories = 0;
   std::vector<std::string> log1p_columns;

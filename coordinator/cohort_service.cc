@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "coordinator/placement.h"
 #include "coordinator/segmentation_job.h"
+#include "coordinator/shard_moves.h"
 #include "core/features.h"
 #include "core/log.h"
 #include "core/raw_table.h"
@@ -214,7 +215,9 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
 
 absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& request,
                                               v1::Dataset* info,
-                                              const std::vector<std::string>& owners) {
+                                              const std::vector<std::string>& owners,
+                                              std::vector<int64_t>* shard_rows) {
+  shard_rows->assign(owners.size(), 0);
   std::map<std::string, std::vector<int>> shards_by_worker;
   for (int shard = 0; shard < static_cast<int>(owners.size()); ++shard) {
     shards_by_worker[owners[shard]].push_back(shard);
@@ -265,6 +268,9 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     }
     for (const v1::ShardRows& shard : call.response.shards()) {
       users += shard.rows();
+      if (shard.shard_id() >= 0 && shard.shard_id() < static_cast<int>(shard_rows->size())) {
+        (*shard_rows)[shard.shard_id()] = shard.rows();
+      }
       dropped.set_cancelled_rows(dropped.cancelled_rows() + shard.cancelled_rows());
       dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
     }
@@ -322,10 +328,14 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
       if (!inferred.ok()) return FromGrpcStatus(inferred);
     }
     COHORT_ASSIGN_OR_RETURN(std::vector<std::string> owners, PlaceDataset(info.num_shards()));
-    COHORT_RETURN_IF_ERROR(LoadOnWorkers(*request, &info, owners));
+    std::vector<int64_t> shard_rows;
+    COHORT_RETURN_IF_ERROR(LoadOnWorkers(*request, &info, owners, &shard_rows));
     info.add_sources(request->source());
     absl::MutexLock lock(&mutex_);
-    datasets_[info.dataset_id()].owners = owners;
+    DatasetRecord& loaded = datasets_[info.dataset_id()];
+    loaded.owners = owners;
+    loaded.load = *request;
+    loaded.shard_rows = std::move(shard_rows);
     return absl::OkStatus();
   }();
 
@@ -673,8 +683,11 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   }
   std::unique_ptr<JobStreams> streams;
   if (status.ok()) {
-    absl::StatusOr<std::unique_ptr<JobStreams>> opened =
-        JobStreams::Open(record->job_id, record->dataset_id, std::move(members));
+    JobStreams::Options stream_options;
+    stream_options.step_timeout = options_.step_timeout;
+    stream_options.move_shards = ShardMover(record->dataset_id);
+    absl::StatusOr<std::unique_ptr<JobStreams>> opened = JobStreams::Open(
+        record->job_id, record->dataset_id, std::move(members), std::move(stream_options));
     if (opened.ok()) {
       streams = std::move(*opened);
     } else {
@@ -709,6 +722,7 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     };
     if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
+      ApplyMovedShards(record.get(), streams->MovedShards());
       if (sweep.ok()) {
         absl::MutexLock lock(&record->mutex);
         record->sweep = std::make_shared<const v1::Sweep>(std::move(*sweep));
@@ -717,6 +731,7 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
       }
     } else {
       absl::StatusOr<v1::SegmentModel> model = RunSegmentationJob(input, streams.get());
+      ApplyMovedShards(record.get(), streams->MovedShards());
       status = model.ok() ? PersistModel(*model) : model.status();
       if (status.ok()) {
         model_id = model->model_id();
@@ -735,6 +750,39 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   }
   if (streams != nullptr) streams->Close();
   FinishJob(record.get(), status, model_id);
+}
+
+JobStreams::MoveShards CohortServiceImpl::ShardMover(const std::string& dataset_id) {
+  return [this, dataset_id](const std::vector<std::string>& lost,
+                            const std::vector<int>& shards)
+             -> absl::StatusOr<std::vector<JobStreams::Member>> {
+    ShardSource source;
+    {
+      absl::MutexLock lock(&mutex_);
+      auto it = datasets_.find(dataset_id);
+      if (it == datasets_.end()) {
+        return absl::UnavailableError(absl::StrCat("dataset '", dataset_id, "' is gone"));
+      }
+      source.info = it->second.info;
+      source.load = it->second.load;
+      source.shard_rows = it->second.shard_rows;
+    }
+    return MoveShards(source, registry_->LiveWorkers(), lost, shards,
+                      options_.worker_call_timeout);
+  };
+}
+
+void CohortServiceImpl::ApplyMovedShards(JobRecord* record,
+                                         const std::map<int, std::string>& moved) {
+  if (moved.empty()) return;
+  absl::MutexLock lock(&mutex_);
+  auto it = datasets_.find(record->dataset_id);
+  for (const auto& [shard, worker_id] : moved) {
+    if (shard < static_cast<int>(record->owners.size())) record->owners[shard] = worker_id;
+    if (it != datasets_.end() && shard < static_cast<int>(it->second.owners.size())) {
+      it->second.owners[shard] = worker_id;
+    }
+  }
 }
 
 void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,

@@ -27,6 +27,8 @@ namespace cohort {
 struct CohortServiceOptions {
   std::string state_dir;
   absl::Duration worker_call_timeout = absl::Minutes(30);
+  // Time a worker has to answer one job step; see CoordinatorServerOptions.
+  absl::Duration step_timeout = absl::Minutes(10);
 };
 
 // Thread safety: gRPC calls any method from its threads; state is guarded by mutex_,
@@ -78,8 +80,13 @@ class CohortServiceImpl final : public v1::Cohort::Service {
  private:
   struct DatasetRecord {
     v1::Dataset info;
-    // Owner worker id per shard, fixed when rows first arrive.
+    // Owner worker id per shard, fixed when rows first arrive; a job that moves the
+    // shards of a lost worker updates it.
     std::vector<std::string> owners;
+    // The request that loaded the dataset from files (empty source for streamed rows)
+    // and the rows of each shard then, for reloading shards that move.
+    v1::LoadDatasetRequest load;
+    std::vector<int64_t> shard_rows;
   };
 
   struct JobRecord {
@@ -87,7 +94,9 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     std::string job_id;
     std::string dataset_id;
     absl::Time created;
-    std::vector<std::string> owners;  // placement the job ran on, for export
+    // Placement the job ran on, for export. Shards that moved during the job are
+    // updated, under the service's mutex_, before the model is published.
+    std::vector<std::string> owners;
     Schema schema;
     v1::DatasetKind kind = v1::DATASET_KIND_USERS;
     v1::SegmentationOptions options;
@@ -106,8 +115,15 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
   absl::StatusOr<WorkerHandle> LiveOwner(const std::string& worker_id,
                                          const std::vector<int>& shards) const;
+  // Fills `shard_rows` (by shard id) with the rows each shard holds.
   absl::Status LoadOnWorkers(const v1::LoadDatasetRequest& request, v1::Dataset* info,
-                             const std::vector<std::string>& owners);
+                             const std::vector<std::string>& owners,
+                             std::vector<int64_t>* shard_rows);
+  // The move_shards hook of a job's streams (see JobStreams::MoveShards).
+  JobStreams::MoveShards ShardMover(const std::string& dataset_id);
+  // Records shards that moved during a job in the dataset's and the job's placement.
+  void ApplyMovedShards(JobRecord* record, const std::map<int, std::string>& moved)
+      ABSL_LOCKS_EXCLUDED(mutex_);
   // Validates the dataset's state, registers a job and starts its thread.
   absl::StatusOr<std::shared_ptr<JobRecord>> CreateJob(const std::string& dataset_id,
                                                        const v1::SegmentationOptions& options,

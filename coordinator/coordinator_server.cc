@@ -82,6 +82,10 @@ absl::Status CoordinatorServerOptions::Validate() const {
   if (worker_call_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("worker_call_timeout must be positive");
   }
+  if (step_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step_timeout = ", absl::FormatDuration(step_timeout), " is invalid; use > 0"));
+  }
   return absl::OkStatus();
 }
 
@@ -97,6 +101,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   CohortServiceOptions service_options;
   service_options.state_dir = options.state_dir;
   service_options.worker_call_timeout = options.worker_call_timeout;
+  service_options.step_timeout = options.step_timeout;
   auto cohort = std::make_unique<CohortServiceImpl>(registry.get(), service_options);
   COHORT_RETURN_IF_ERROR(cohort->LoadState());
   auto registry_service = std::make_unique<RegistryServiceImpl>(registry.get());

@@ -13,53 +13,108 @@ namespace cohort {
 
 absl::StatusOr<std::unique_ptr<JobStreams>> JobStreams::Open(const std::string& job_id,
                                                              const std::string& dataset_id,
-                                                             std::vector<Member> members) {
-  std::unique_ptr<JobStreams> streams(new JobStreams(job_id));
+                                                             std::vector<Member> members,
+                                                             Options options) {
+  std::unique_ptr<JobStreams> streams(new JobStreams(job_id, dataset_id, std::move(options)));
   for (Member& member : members) {
     if (member.shards.empty()) continue;
-    Stream stream;
-    stream.member = std::move(member);
-    stream.context = std::make_unique<grpc::ClientContext>();
-    stream.stream = stream.member.worker.stub->RunJob(stream.context.get());
-    v1::JobCommand open;
-    open.set_seq(0);
-    open.mutable_open()->set_job_id(job_id);
-    open.mutable_open()->set_dataset_id(dataset_id);
-    for (int shard : stream.member.shards) open.mutable_open()->add_shards(shard);
-    streams->num_shards_ += static_cast<int>(stream.member.shards.size());
-    streams->streams_.push_back(std::move(stream));
-    if (!streams->streams_.back().stream->Write(open)) {
-      return streams->StreamError(streams->streams_.back(), "opening the job stream");
-    }
+    streams->num_shards_ += static_cast<int>(member.shards.size());
+    COHORT_RETURN_IF_ERROR(streams->OpenStream(std::move(member)).status());
+  }
+  if (streams->options_.step_timeout != absl::InfiniteDuration()) {
+    streams->watchdog_ = std::thread(&JobStreams::WatchdogLoop, streams.get());
   }
   return streams;
 }
 
-JobStreams::~JobStreams() { Close(); }
+absl::StatusOr<size_t> JobStreams::OpenStream(Member member) {
+  auto stream = std::make_unique<Stream>();
+  stream->member = std::move(member);
+  stream->context = std::make_unique<grpc::ClientContext>();
+  stream->stream = stream->member.worker.stub->RunJob(stream->context.get());
+  v1::JobCommand open;
+  open.set_seq(0);
+  open.mutable_open()->set_job_id(job_id_);
+  open.mutable_open()->set_dataset_id(dataset_id_);
+  for (int shard : stream->member.shards) open.mutable_open()->add_shards(shard);
+  Stream* raw = stream.get();
+  size_t index = 0;
+  {
+    absl::MutexLock lock(&mutex_);
+    streams_.push_back(std::move(stream));
+    index = streams_.size() - 1;
+    if (cancelled_) raw->context->TryCancel();
+  }
+  if (!raw->stream->Write(open)) return StreamError(*raw, "opening the job stream");
+  return index;
+}
+
+JobStreams::~JobStreams() {
+  Close();
+  {
+    absl::MutexLock lock(&mutex_);
+    stopping_ = true;
+  }
+  if (watchdog_.joinable()) watchdog_.join();
+}
 
 bool JobStreams::HasWorker(const std::string& worker_id) const {
-  for (const Stream& stream : streams_) {
-    if (stream.member.worker.worker_id == worker_id) return true;
+  absl::MutexLock lock(&mutex_);
+  for (const auto& stream : streams_) {
+    if (stream->member.worker.worker_id == worker_id) return true;
   }
   return false;
 }
 
+std::map<int, std::string> JobStreams::MovedShards() const { return moved_; }
+
 void JobStreams::Cancel() {
   absl::MutexLock lock(&mutex_);
   cancelled_ = true;
-  for (Stream& stream : streams_) stream.context->TryCancel();
+  for (auto& stream : streams_) stream->context->TryCancel();
 }
 
 void JobStreams::MarkLost(const std::string& worker_id) {
   absl::MutexLock lock(&mutex_);
-  for (Stream& stream : streams_) {
-    if (stream.member.worker.worker_id != worker_id) continue;
+  for (auto& stream : streams_) {
+    if (stream->member.worker.worker_id != worker_id) continue;
     lost_.push_back(worker_id);
-    stream.context->TryCancel();
+    stream->context->TryCancel();
+  }
+}
+
+void JobStreams::WatchStream(Stream* stream) {
+  absl::MutexLock lock(&mutex_);
+  watched_ = stream;
+  watch_deadline_ = stream == nullptr || options_.step_timeout == absl::InfiniteDuration()
+                        ? absl::InfiniteFuture()
+                        : absl::Now() + options_.step_timeout;
+}
+
+void JobStreams::WatchdogLoop() {
+  absl::MutexLock lock(&mutex_);
+  while (!stopping_) {
+    const absl::Time deadline = watch_deadline_;
+    Stream* const watched = watched_;
+    // Wakes at the deadline, or earlier when the job thread watches another stream.
+    auto changed = [this, deadline, watched]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+      return stopping_ || watch_deadline_ != deadline || watched_ != watched;
+    };
+    if (mutex_.AwaitWithDeadline(absl::Condition(&changed), deadline)) continue;
+    if (watched_ == nullptr) continue;
+    // The step timed out: breaking the stream makes the job thread's read fail.
+    timed_out_.push_back(watched_->member.worker.worker_id);
+    COHORT_LOG_WARN("job {}: worker {} did not answer within {}; declaring it lost", job_id_,
+                    watched_->member.worker.worker_id,
+                    absl::FormatDuration(options_.step_timeout));
+    watched_->context->TryCancel();
+    watched_ = nullptr;
+    watch_deadline_ = absl::InfiniteFuture();
   }
 }
 
 absl::Status JobStreams::StreamError(Stream& stream, const std::string& action) {
+  WatchStream(nullptr);
   stream.closed = true;
   // A read can also fail on this side (a reply that does not parse) while the worker
   // still waits for commands; Finish() would then wait for the call's deadline. A status
@@ -68,59 +123,174 @@ absl::Status JobStreams::StreamError(Stream& stream, const std::string& action) 
   const grpc::Status finished = stream.stream->Finish();
   const WorkerHandle& worker = stream.member.worker;
   bool lost = false;
+  bool timed_out = false;
   bool cancelled = false;
   {
     absl::MutexLock lock(&mutex_);
     lost = std::find(lost_.begin(), lost_.end(), worker.worker_id) != lost_.end();
+    timed_out =
+        std::find(timed_out_.begin(), timed_out_.end(), worker.worker_id) != timed_out_.end();
     cancelled = cancelled_;
   }
   if (cancelled) return absl::CancelledError(absl::StrCat("job ", job_id_, " was cancelled"));
   const std::string shards = absl::StrJoin(stream.member.shards, ",");
+  if (timed_out) {
+    return absl::UnavailableError(absl::StrCat(
+        "worker ", worker.worker_id, " at ", worker.address, " did not answer within the step ",
+        "timeout of ", absl::FormatDuration(options_.step_timeout), " while ", action,
+        " (shards ", shards, "); it may be stopped, hung or overloaded"));
+  }
   if (lost || finished.error_code() == grpc::StatusCode::UNAVAILABLE ||
       finished.error_code() == grpc::StatusCode::CANCELLED || finished.ok()) {
     return absl::UnavailableError(absl::StrCat(
         "worker ", worker.worker_id, " at ", worker.address, " was lost while ", action,
-        " (shards ", shards, "): ", lost ? "it stopped answering probes" : finished.error_message(),
-        "; load the data into a new dataset and rerun the job"));
+        " (shards ", shards, "): ", lost ? "it stopped answering probes" : finished.error_message()));
   }
   return absl::Status(static_cast<absl::StatusCode>(finished.error_code()),
                       absl::StrCat("worker ", worker.worker_id, ": ", finished.error_message()));
 }
 
+absl::Status JobStreams::ReadResults(Stream& stream, int64_t seq,
+                                     std::vector<v1::ShardResult>* results) {
+  WatchStream(&stream);
+  for (size_t i = 0; i < stream.member.shards.size(); ++i) {
+    v1::ShardResult result;
+    if (!stream.stream->Read(&result)) return StreamError(stream, "computing a step");
+    if (result.seq() != seq || result.shard_id() != stream.member.shards[i]) {
+      WatchStream(nullptr);
+      return absl::InternalError(absl::StrCat(
+          "worker ", stream.member.worker.worker_id, " returned a result for command ",
+          result.seq(), " shard ", result.shard_id(), " but command ", seq, " shard ",
+          stream.member.shards[i], " was expected"));
+    }
+    if (result.error_code() != 0) {
+      WatchStream(nullptr);
+      return absl::Status(static_cast<absl::StatusCode>(result.error_code()),
+                          absl::StrCat("worker ", stream.member.worker.worker_id, " shard ",
+                                       result.shard_id(), ": ", result.error_message()));
+    }
+    results->push_back(std::move(result));
+  }
+  WatchStream(nullptr);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<v1::ShardResult>> JobStreams::Execute(v1::JobCommand command) {
   command.set_seq(next_seq_++);
-  for (Stream& stream : streams_) {
-    if (!stream.stream->Write(command)) return StreamError(stream, "sending a command");
+  // Streams whose worker was lost during this step; the other streams are still read,
+  // so that they stay in step with the commands.
+  std::vector<size_t> failed;
+  absl::Status first_loss;
+  const size_t open_streams = streams_.size();
+  for (size_t s = 0; s < open_streams; ++s) {
+    Stream& stream = *streams_[s];
+    if (stream.closed) continue;
+    WatchStream(&stream);
+    const bool written = stream.stream->Write(command);
+    WatchStream(nullptr);
+    if (written) continue;
+    const absl::Status error = StreamError(stream, "sending a command");
+    if (!absl::IsUnavailable(error)) return error;
+    if (first_loss.ok()) first_loss = error;
+    failed.push_back(s);
   }
   std::vector<v1::ShardResult> results;
   results.reserve(num_shards_);
-  for (Stream& stream : streams_) {
-    for (size_t i = 0; i < stream.member.shards.size(); ++i) {
-      v1::ShardResult result;
-      if (!stream.stream->Read(&result)) return StreamError(stream, "computing a step");
-      if (result.seq() != command.seq() || result.shard_id() != stream.member.shards[i]) {
-        return absl::InternalError(absl::StrCat(
-            "worker ", stream.member.worker.worker_id, " returned a result for command ", result.seq(),
-            " shard ", result.shard_id(), " but command ", command.seq(), " shard ",
-            stream.member.shards[i], " was expected"));
-      }
-      if (result.error_code() != 0) {
-        return absl::Status(static_cast<absl::StatusCode>(result.error_code()),
-                            absl::StrCat("worker ", stream.member.worker.worker_id, " shard ",
-                                         result.shard_id(), ": ", result.error_message()));
-      }
-      results.push_back(std::move(result));
+  for (size_t s = 0; s < open_streams; ++s) {
+    Stream& stream = *streams_[s];
+    if (stream.closed) continue;
+    std::vector<v1::ShardResult> part;
+    const absl::Status read = ReadResults(stream, command.seq(), &part);
+    if (read.ok()) {
+      for (v1::ShardResult& result : part) results.push_back(std::move(result));
+      continue;
+    }
+    if (!absl::IsUnavailable(read) || !stream.closed) return read;
+    if (first_loss.ok()) first_loss = read;
+    failed.push_back(s);
+  }
+  if (!failed.empty()) {
+    if (!options_.move_shards) return first_loss;
+    const absl::Status recovered = Recover(failed, command, &results);
+    if (!recovered.ok()) {
+      return absl::Status(recovered.code(),
+                          absl::StrCat(first_loss.message(), "; ", recovered.message()));
     }
   }
   std::sort(results.begin(), results.end(),
             [](const v1::ShardResult& a, const v1::ShardResult& b) {
               return a.shard_id() < b.shard_id();
             });
+  history_.push_back(std::move(command));
   return results;
 }
 
+absl::Status JobStreams::Recover(std::vector<size_t> failed, const v1::JobCommand& command,
+                                 std::vector<v1::ShardResult>* results) {
+  std::vector<std::string> lost;
+  // Every failed stream is one lost worker; each round moves the shards of the streams
+  // that failed in the previous one, up to one round per stream the job had.
+  for (size_t round = 0; !failed.empty(); ++round) {
+    if (round > streams_.size()) {
+      return absl::UnavailableError("workers kept failing while their shards moved");
+    }
+    std::vector<int> shards;
+    for (size_t s : failed) {
+      lost.push_back(streams_[s]->member.worker.worker_id);
+      shards.insert(shards.end(), streams_[s]->member.shards.begin(),
+                    streams_[s]->member.shards.end());
+    }
+    std::sort(shards.begin(), shards.end());
+    COHORT_LOG_WARN("job {}: moving shards {} of lost workers {}", job_id_,
+                    absl::StrJoin(shards, ","), absl::StrJoin(lost, ","));
+    COHORT_ASSIGN_OR_RETURN(std::vector<Member> hosts, options_.move_shards(lost, shards));
+    failed.clear();
+    for (Member& host : hosts) {
+      if (host.shards.empty()) continue;
+      for (int shard : host.shards) moved_[shard] = host.worker.worker_id;
+      absl::StatusOr<size_t> opened = OpenStream(std::move(host));
+      if (!opened.ok()) {
+        if (!absl::IsUnavailable(opened.status())) return opened.status();
+        failed.push_back(streams_.size() - 1);
+        continue;
+      }
+      Stream& stream = *streams_[*opened];
+      // The new host rebuilds the shards' state (features, labels, seeding distances)
+      // by replaying every earlier command, then computes the current one.
+      absl::Status status;
+      std::vector<v1::ShardResult> part;
+      for (const v1::JobCommand& earlier : history_) {
+        part.clear();
+        if (!stream.stream->Write(earlier)) {
+          status = StreamError(stream, "replaying the job on moved shards");
+        } else {
+          status = ReadResults(stream, earlier.seq(), &part);
+        }
+        if (!status.ok()) break;
+      }
+      if (status.ok()) {
+        part.clear();
+        if (!stream.stream->Write(command)) {
+          status = StreamError(stream, "sending a command");
+        } else {
+          status = ReadResults(stream, command.seq(), &part);
+        }
+      }
+      if (status.ok()) {
+        for (v1::ShardResult& result : part) results->push_back(std::move(result));
+        continue;
+      }
+      if (!absl::IsUnavailable(status) || !stream.closed) return status;
+      failed.push_back(*opened);
+    }
+  }
+  return absl::OkStatus();
+}
+
 void JobStreams::Close() {
-  for (Stream& stream : streams_) {
+  WatchStream(nullptr);
+  for (auto& owned : streams_) {
+    Stream& stream = *owned;
     if (stream.closed) continue;
     stream.closed = true;
     stream.stream->WritesDone();

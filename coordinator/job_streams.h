@@ -6,8 +6,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -30,22 +33,44 @@ class JobStreams {
     std::vector<int> shards;  // ascending
   };
 
+  // Moves the shards of lost workers (their ids in `lost`, every worker lost so far in
+  // the job) to live workers, which load them, and returns the new hosts with their
+  // shards. Errors: Unavailable saying why the shards cannot move.
+  using MoveShards = std::function<absl::StatusOr<std::vector<Member>>(
+      const std::vector<std::string>& lost, const std::vector<int>& shards)>;
+
+  struct Options {
+    // Time a worker has to answer one command (all its shards' results) before it is
+    // declared lost. InfiniteDuration: no limit.
+    absl::Duration step_timeout = absl::InfiniteDuration();
+    // Called when a worker is lost; null: the job fails with Unavailable.
+    MoveShards move_shards;
+  };
+
   // Opens one stream per member and sends OpenJob. Errors: Unavailable naming the worker.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<JobStreams>> Open(
-      const std::string& job_id, const std::string& dataset_id, std::vector<Member> members);
+      const std::string& job_id, const std::string& dataset_id, std::vector<Member> members,
+      Options options);
 
   ~JobStreams();
 
   // Sends `command` (its seq is set here) to every worker and returns every shard's
-  // result sorted by shard id. Errors: Unavailable when a worker's stream breaks (naming
-  // the worker and its shards); a worker-reported error with the worker named.
+  // result sorted by shard id. A worker whose stream breaks, or that does not answer
+  // within the step timeout, is lost. With move_shards, its shards move to other
+  // workers, which replay the job's earlier commands on them and then compute this one,
+  // so the results equal those of a run without the loss. Errors: Unavailable when a
+  // worker is lost and its shards cannot move (naming the worker and its shards); a
+  // worker-reported error with the worker named.
   [[nodiscard]] absl::StatusOr<std::vector<v1::ShardResult>> Execute(v1::JobCommand command);
+
+  // The worker id of every shard that moved during the job, by shard id.
+  std::map<int, std::string> MovedShards() const;
 
   // Breaks every stream; a running Execute() returns Cancelled or Unavailable.
   void Cancel() ABSL_LOCKS_EXCLUDED(mutex_);
   // Records that `worker_id` was declared lost and breaks its stream.
   void MarkLost(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mutex_);
-  bool HasWorker(const std::string& worker_id) const;
+  bool HasWorker(const std::string& worker_id) const ABSL_LOCKS_EXCLUDED(mutex_);
 
   // Ends the streams cleanly.
   void Close();
@@ -60,16 +85,46 @@ class JobStreams {
     bool closed = false;
   };
 
-  JobStreams(std::string job_id) : job_id_(std::move(job_id)) {}
+  JobStreams(std::string job_id, std::string dataset_id, Options options)
+      : job_id_(std::move(job_id)),
+        dataset_id_(std::move(dataset_id)),
+        options_(std::move(options)) {}
+  // Opens a stream to `member` and sends OpenJob; the stream is appended to streams_.
+  // Returns its index, or the status of a failed open.
+  absl::StatusOr<size_t> OpenStream(Member member);
   absl::Status StreamError(Stream& stream, const std::string& action);
+  // Reads the results of command `seq` from every shard of `stream` into `results`.
+  // Errors: as StreamError, or the worker-reported error; `results` may then hold some.
+  absl::Status ReadResults(Stream& stream, int64_t seq, std::vector<v1::ShardResult>* results);
+  // Moves the shards of the failed streams (indices into streams_) to other workers,
+  // replays history_ on them and runs `command` there, appending the results.
+  absl::Status Recover(std::vector<size_t> failed, const v1::JobCommand& command,
+                       std::vector<v1::ShardResult>* results);
+  // Starts the step-timeout clock for `stream` (null stops it).
+  void WatchStream(Stream* stream) ABSL_LOCKS_EXCLUDED(mutex_);
+  void WatchdogLoop() ABSL_LOCKS_EXCLUDED(mutex_);
 
   const std::string job_id_;
-  std::vector<Stream> streams_;
+  const std::string dataset_id_;
+  const Options options_;
+  // Streams are appended (by the job thread, under mutex_) when shards move, and failed
+  // ones stay closed in place. Pointers to them stay valid.
+  std::vector<std::unique_ptr<Stream>> streams_;
   int num_shards_ = 0;
   int64_t next_seq_ = 1;
+  // Every command that succeeded, in order, replayed on shards that move.
+  std::vector<v1::JobCommand> history_;
+  std::map<int, std::string> moved_;
   mutable absl::Mutex mutex_;
   std::vector<std::string> lost_ ABSL_GUARDED_BY(mutex_);
+  // Workers whose step timed out.
+  std::vector<std::string> timed_out_ ABSL_GUARDED_BY(mutex_);
   bool cancelled_ ABSL_GUARDED_BY(mutex_) = false;
+  // The stream the job thread waits on and when its step times out.
+  Stream* watched_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  absl::Time watch_deadline_ ABSL_GUARDED_BY(mutex_) = absl::InfiniteFuture();
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  std::thread watchdog_;
 };
 
 // KMeansBackend over a job's worker streams.

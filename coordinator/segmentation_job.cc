@@ -247,8 +247,8 @@ absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& opt
   KMeansOptions out;
   out.k = options.k();
   if (options.max_iter() != 0) out.max_iter = options.max_iter();
-  if (options.tol() != 0) out.tol = options.tol();
-  if (options.seed() != 0) out.seed = options.seed();
+  if (options.has_tol()) out.tol = options.tol();
+  if (options.has_seed()) out.seed = options.seed();
   if (options.n_init() != 0) out.n_init = options.n_init();
 
   if (options.init().empty() || options.init() == "kmeans++") {
@@ -326,14 +326,6 @@ absl::StatusOr<BisectingOptions> ToBisectingOptions(const v1::SegmentationOption
 absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& input,
                                                     JobStreams* streams) {
   COHORT_ASSIGN_OR_RETURN(KMeansOptions kmeans_options, ToKMeansOptions(input.options));
-  // Bisecting workers train on unweighted rows (BisectingShard has no sample weights),
-  // so a weight column would be silently ignored.
-  if (input.options.algorithm() == "bisecting" && input.schema.WeightIndex() >= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "algorithm 'bisecting' does not support sample weights, but column '",
-        input.schema.columns[input.schema.WeightIndex()].name,
-        "' has type weight; use algorithm 'kmeans' or 'minibatch', or drop the weight column"));
-  }
   EventSink events(input, streams->num_shards());
   COHORT_ASSIGN_OR_RETURN(PreparedFeatures prepared, PrepareFeatures(input, streams, events));
   const FeatureTransform& transform = prepared.transform;
@@ -362,6 +354,7 @@ absl::StatusOr<v1::SegmentModel> RunSegmentationJob(const SegmentationJobInput& 
       out->set_right(node.right);
       out->set_depth(node.depth);
       out->set_size(node.size);
+      out->set_weight(node.weight);
       out->set_inertia(node.inertia);
       out->set_segment(node.segment);
       if (node.left >= 0) ToProto(node.split_centroids, out->mutable_split_centroids());

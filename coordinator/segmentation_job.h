@@ -22,7 +22,7 @@ namespace cohort {
 [[nodiscard]] absl::StatusOr<BisectingOptions> ToBisectingOptions(
     const v1::SegmentationOptions& options, const KMeansOptions& kmeans);
 
-// Converts API options (0 = default) to validated core options.
+// Converts API options (0 or unset = default) to validated core options.
 // Errors: InvalidArgument naming the field, the value and the accepted range.
 [[nodiscard]] absl::StatusOr<KMeansOptions> ToKMeansOptions(const v1::SegmentationOptions& options);
 // The feature options of a job: max_categories and the log1p columns, which default

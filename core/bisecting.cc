@@ -63,20 +63,27 @@ bool GoesRight(const float* point, const MatrixXfR& centroids) {
   return right < left;
 }
 
-// Σ ‖x − mean‖² over n rows from their sum S and Σ ‖x‖² = Q: Q − ‖S‖²/n, clamped at 0
-// because the subtraction cancels when the rows are close together.
-double InertiaFromSums(int64_t n, double sq_norm_sum, const double* sum, int d) {
-  if (n == 0) return 0;
+// Σ w ‖x − mean‖² over rows of total weight W from their weighted sum S and
+// Σ w ‖x‖² = Q: Q − ‖S‖²/W, clamped at 0 because the subtraction cancels when the rows
+// are close together.
+double InertiaFromSums(double weight, double sq_norm_sum, const double* sum, int d) {
+  if (weight <= 0) return 0;
   double sum_norm = 0;
   for (int j = 0; j < d; ++j) sum_norm += sum[j] * sum[j];
-  return std::max(0.0, sq_norm_sum - sum_norm / static_cast<double>(n));
+  return std::max(0.0, sq_norm_sum - sum_norm / weight);
 }
 
-std::vector<float> MeanFromSums(int64_t n, const double* sum, int d) {
+std::vector<float> MeanFromSums(double weight, const double* sum, int d) {
   std::vector<float> mean(d, 0.0f);
-  if (n == 0) return mean;
-  for (int j = 0; j < d; ++j) mean[j] = static_cast<float>(sum[j] / static_cast<double>(n));
+  if (weight <= 0) return mean;
+  for (int j = 0; j < d; ++j) mean[j] = static_cast<float>(sum[j] / weight);
   return mean;
+}
+
+// Weight of cluster `side` of split aggregates: its row count when rows are unweighted.
+double SideWeight(const ClusterAggregates& aggregates, int side) {
+  return aggregates.weight_sums.empty() ? static_cast<double>(aggregates.counts[side])
+                                        : aggregates.weight_sums[side];
 }
 
 // Adds `from` into `into`, which is default-constructed or has the same k and d.
@@ -92,29 +99,37 @@ void AddAggregates(const ClusterAggregates& from, ClusterAggregates* into) {
     into->counts[c] += from.counts[c];
     into->sq_norm_sums[c] += from.sq_norm_sums[c];
   }
+  if (!into->weight_sums.empty() || !from.weight_sums.empty()) {
+    std::vector<double> weights(into->k);
+    for (int c = 0; c < into->k; ++c) {
+      // into->counts already include from's rows.
+      const double into_weight = into->weight_sums.empty()
+                                     ? static_cast<double>(into->counts[c] - from.counts[c])
+                                     : into->weight_sums[c];
+      weights[c] = into_weight + SideWeight(from, c);
+    }
+    into->weight_sums = std::move(weights);
+  }
 }
 
-// The root's size, mean and inertia from the focused moments, merged in shard order.
+absl::StatusOr<ClusterAggregates> MergeSplitAggregates(
+    const std::vector<ShardAggregates>& per_shard, int d);
+
+// The root's size, weight, mean and inertia. A split of the root into itself moves no
+// row and returns the root's (weighted) sums per shard, merged in shard order. The zero
+// centroids send every row to side 0.
 absl::Status FillRootStats(BisectingBackend& backend, BisectingNode* root) {
-  COHORT_ASSIGN_OR_RETURN(std::vector<ShardMoments> moments, backend.Moments());
   const int d = backend.dim();
+  COHORT_ASSIGN_OR_RETURN(std::vector<ShardAggregates> per_shard,
+                          backend.Split(0, MatrixXfR::Zero(2, d), 0, 0));
+  COHORT_ASSIGN_OR_RETURN(const ClusterAggregates merged, MergeSplitAggregates(per_shard, d));
+  root->size = merged.counts[0] + merged.counts[1];
+  root->weight = SideWeight(merged, 0) + SideWeight(merged, 1);
   std::vector<double> sum(d, 0.0);
-  double sq_norm_sum = 0;
-  for (const ShardMoments& shard : moments) {
-    if (shard.rows == 0) continue;
-    if (shard.sum.size() != static_cast<size_t>(d) || shard.sum_sq.size() != sum.size()) {
-      return absl::InternalError(absl::StrFormat(
-          "backend Moments returned %d column sums for shard %d, expected %d",
-          shard.sum.size(), shard.shard_id, d));
-    }
-    root->size += shard.rows;
-    for (int j = 0; j < d; ++j) {
-      sum[j] += shard.sum[j];
-      sq_norm_sum += shard.sum_sq[j];
-    }
-  }
-  root->mean = MeanFromSums(root->size, sum.data(), d);
-  root->inertia = InertiaFromSums(root->size, sq_norm_sum, sum.data(), d);
+  for (int j = 0; j < d; ++j) sum[j] = merged.sums(0, j) + merged.sums(1, j);
+  const double sq_norm_sum = merged.sq_norm_sums[0] + merged.sq_norm_sums[1];
+  root->mean = MeanFromSums(root->weight, sum.data(), d);
+  root->inertia = InertiaFromSums(root->weight, sq_norm_sum, sum.data(), d);
   return absl::OkStatus();
 }
 
@@ -133,7 +148,8 @@ absl::StatusOr<ClusterAggregates> MergeSplitAggregates(
   for (const ShardAggregates& shard : per_shard) {
     const ClusterAggregates& a = shard.aggregates;
     if (a.k != 2 || a.d != d || a.counts.size() != 2 || a.sq_norm_sums.size() != 2 ||
-        a.sums.rows() != 2 || a.sums.cols() != d) {
+        a.sums.rows() != 2 || a.sums.cols() != d ||
+        (!a.weight_sums.empty() && a.weight_sums.size() != 2)) {
       return absl::InternalError(absl::StrFormat(
           "backend Split returned aggregates with k = %d and d = %d for shard %d, "
           "expected k = 2 and d = %d",
@@ -161,7 +177,7 @@ int ChooseLeaf(const std::vector<BisectingNode>& nodes, const std::vector<LeafSt
   int best = -1;
   for (const BisectingNode& node : nodes) {
     if (node.left >= 0 || states[node.id] != LeafState::kDivisible ||
-        node.size < min_divisible_size) {
+        node.weight < static_cast<double>(min_divisible_size)) {
       continue;
     }
     if (best < 0) {
@@ -169,7 +185,7 @@ int ChooseLeaf(const std::vector<BisectingNode>& nodes, const std::vector<LeafSt
       continue;
     }
     // Strictly greater, so a tie keeps the lower id.
-    const bool better = rule == SplitRule::kLargest ? node.size > nodes[best].size
+    const bool better = rule == SplitRule::kLargest ? node.weight > nodes[best].weight
                                                     : node.inertia > nodes[best].inertia;
     if (better) best = node.id;
   }
@@ -185,7 +201,7 @@ std::string StopReason(const std::vector<BisectingNode>& nodes,
   int empty_child = 0;
   for (const BisectingNode& node : nodes) {
     if (node.left >= 0) continue;
-    if (node.size < min_divisible_size) {
+    if (node.weight < static_cast<double>(min_divisible_size)) {
       ++too_small;
     } else if (states[node.id] == LeafState::kIdenticalRows) {
       ++identical;
@@ -194,8 +210,9 @@ std::string StopReason(const std::vector<BisectingNode>& nodes,
     }
   }
   std::string reason = absl::StrFormat(
-      "stopped at %d of %d requested leaves because no leaf can be split. Leaves with "
-      "fewer than min_divisible_size = %d rows: %d, leaves whose rows are all identical: %d",
+      "stopped at %d of %d requested leaves because no leaf can be split. Leaves whose "
+      "weight (rows without sample weights) is below min_divisible_size = %d: %d, leaves "
+      "whose rows are all identical: %d",
       leaves, k, min_divisible_size, too_small, identical);
   if (empty_child > 0) {
     absl::StrAppendFormat(&reason, ", leaves whose 2-means split left a child empty: %d",
@@ -252,9 +269,11 @@ absl::Status BisectingOptions::Validate() const {
   return absl::OkStatus();
 }
 
-BisectingShard::BisectingShard(int shard_id, const MatrixXfR* x)
+BisectingShard::BisectingShard(int shard_id, const MatrixXfR* x,
+                               const std::vector<float>* weights)
     : shard_id_(shard_id),
       x_(x),
+      weights_(weights),
       nodes_(x->rows(), 0),
       focus_rows_(0, x->cols()),
       // No node is focused yet, so the K-means steps see no rows.
@@ -267,11 +286,16 @@ int64_t BisectingShard::Focus(int node) {
   // The KMeansShard points at focus_rows_, so it goes before the rows change.
   focused_.reset();
   focus_rows_.resize(count, x_->cols());
+  focus_weights_.clear();
   int64_t next = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (nodes_[i] == node) focus_rows_.row(next++) = x_->row(i);
+    if (nodes_[i] != node) continue;
+    focus_rows_.row(next++) = x_->row(i);
+    if (weights_ != nullptr) focus_weights_.push_back((*weights_)[i]);
   }
-  focused_ = std::make_unique<KMeansShard>(shard_id_, &focus_rows_);
+  focused_ = weights_ == nullptr
+                 ? std::make_unique<KMeansShard>(shard_id_, &focus_rows_)
+                 : std::make_unique<KMeansShard>(shard_id_, &focus_rows_, &focus_weights_);
   return count;
 }
 
@@ -295,42 +319,47 @@ ClusterAggregates BisectingShard::Split(int node, const MatrixXfR& centroids, in
   aggregates.counts.assign(2, 0);
   aggregates.sums = MatrixXdR::Zero(2, d);
   aggregates.sq_norm_sums.assign(2, 0.0);
+  std::vector<double> weight_sums(2, 0.0);
+  // Sides of this split's rows, for the deviation pass below; with left == right the
+  // node ids alone cannot tell the sides apart.
+  std::vector<int64_t> moved;
   for (int64_t i = 0; i < n; ++i) {
     if (nodes_[i] != node) continue;
     const int side = goes_right[i];
     nodes_[i] = side == 1 ? right : left;
+    moved.push_back(i);
     ++aggregates.counts[side];
+    const double w = Weight(i);
+    weight_sums[side] += w;
     const float* row = x_->data() + i * d;
     double* sum = aggregates.sums.data() + side * d;
     double sq_norm = 0;
     for (int j = 0; j < d; ++j) {
       const double v = row[j];
-      sum[j] += v;
+      sum[j] += w * v;
       sq_norm += v * v;
     }
-    aggregates.sq_norm_sums[side] += sq_norm;
+    aggregates.sq_norm_sums[side] += w * sq_norm;
   }
 
-  // Σ ‖x − side mean‖² per side, from exact differences, as ComputeClusterAggregates
+  // Σ w ‖x − side mean‖² per side, from exact differences, as ComputeClusterAggregates
   // defines it, so that ClusterAggregates::Merge can pool shards.
   aggregates.sq_deviation_sums.assign(2, 0.0);
   MatrixXdR means = MatrixXdR::Zero(2, d);
   for (int side = 0; side < 2; ++side) {
-    if (aggregates.counts[side] > 0) {
-      means.row(side) = aggregates.sums.row(side) / static_cast<double>(aggregates.counts[side]);
-    }
+    if (weight_sums[side] > 0) means.row(side) = aggregates.sums.row(side) / weight_sums[side];
   }
-  for (int64_t i = 0; i < n; ++i) {
-    if (nodes_[i] != left && nodes_[i] != right) continue;
-    const int side = nodes_[i] == right ? 1 : 0;
+  for (int64_t i : moved) {
+    const int side = goes_right[i];
     const float* row = x_->data() + i * d;
     double sq_deviation = 0;
     for (int j = 0; j < d; ++j) {
       const double diff = row[j] - means(side, j);
       sq_deviation += diff * diff;
     }
-    aggregates.sq_deviation_sums[side] += sq_deviation;
+    aggregates.sq_deviation_sums[side] += Weight(i) * sq_deviation;
   }
+  if (weights_ != nullptr) aggregates.weight_sums = std::move(weight_sums);
   return aggregates;
 }
 
@@ -457,13 +486,15 @@ absl::StatusOr<BisectingResult> RunBisectingKMeans(
           "backend Split moved %d rows out of node %d, whose size is %d",
           merged.counts[0] + merged.counts[1], node, nodes[node].size));
     }
-    if (merged.counts[0] == 0 || merged.counts[1] == 0) {
+    if (SideWeight(merged, 0) <= 0 || SideWeight(merged, 1) <= 0) {
       // The 2-means assigns rows with the expanded distance ‖x‖² − 2x·c + ‖c‖² and Split
       // with exact differences. When they disagree on every row of one side, one child
-      // would be empty. The rows go back to the node, which then stays a leaf.
-      const int child = merged.counts[0] > 0 ? left : right;
-      const absl::Status undo = backend.Split(child, split.centroids, node, node).status();
-      if (!undo.ok()) return undo;
+      // would be empty, or hold only rows of weight 0. The rows go back to the node,
+      // which then stays a leaf.
+      for (int child : {left, right}) {
+        const absl::Status undo = backend.Split(child, split.centroids, node, node).status();
+        if (!undo.ok()) return undo;
+      }
       COHORT_LOG_WARN("bisecting: splitting node {} ({} rows) left a child empty; it stays a leaf",
                       node, nodes[node].size);
       states[node] = LeafState::kEmptyChild;
@@ -476,9 +507,10 @@ absl::StatusOr<BisectingResult> RunBisectingKMeans(
       child.parent = node;
       child.depth = nodes[node].depth + 1;
       child.size = merged.counts[side];
+      child.weight = SideWeight(merged, side);
       const double* sum = merged.sums.data() + side * d;
-      child.mean = MeanFromSums(child.size, sum, d);
-      child.inertia = InertiaFromSums(child.size, merged.sq_norm_sums[side], sum, d);
+      child.mean = MeanFromSums(child.weight, sum, d);
+      child.inertia = InertiaFromSums(child.weight, merged.sq_norm_sums[side], sum, d);
       nodes.push_back(std::move(child));
       states.push_back(LeafState::kDivisible);
     }

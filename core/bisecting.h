@@ -2,6 +2,10 @@
 // 2-means (k-means++ seeding and Lloyd, as RunKMeans) until there are k leaves.
 // Rows follow the tree: a row of a split node goes to the child whose split centroid is
 // nearer (ties to the first child), which is also how a new user is assigned.
+// Sample weights act as in KMeansShard: a row of weight w counts as w copies of itself in
+// the seeding and Lloyd steps of every split, in node means, node weights and inertia,
+// and in the split rules, so a row of weight 0 acts as if it were absent. Node sizes
+// still count every row once.
 #ifndef COHORT_CORE_BISECTING_H_
 #define COHORT_CORE_BISECTING_H_
 
@@ -21,7 +25,7 @@
 namespace cohort {
 
 enum class SplitRule {
-  kLargest,         // the leaf with the most rows (ties: lowest node id)
+  kLargest,         // the leaf with the largest weight (ties: lowest node id)
   kHighestInertia,  // the leaf with the largest within-node inertia (ties: lowest id)
 };
 
@@ -29,7 +33,8 @@ struct BisectingOptions {
   // Leaves (segments) wanted. Range [1, 10000].
   int k = 8;
   SplitRule split_rule = SplitRule::kLargest;
-  // A leaf with fewer rows is never split. Range [2, 2^62].
+  // A leaf whose weight (Σ sample weights, its row count without weights) is below this
+  // is never split. Range [2, 2^62].
   int64_t min_divisible_size = 2;
   // Options of every 2-means split; its k is ignored, and its seed is mixed with the
   // node id so that each split draws differently but deterministically.
@@ -50,23 +55,30 @@ struct ShardAggregates {
 // Thread safety: not thread-safe.
 class BisectingShard {
  public:
-  BisectingShard(int shard_id, const MatrixXfR* x);
+  // `weights` (one per row, not owned, must outlive the shard) may be null: every row
+  // then has weight 1. REQUIRES: CheckSampleWeights(*x, *weights) is OK when not null.
+  BisectingShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights = nullptr);
 
   int shard_id() const { return shard_id_; }
   // Copies the rows of `node` into the focus matrix; returns their count.
   int64_t Focus(int node);
   // The focused rows' K-means state (valid after Focus).
   KMeansShard& focused() { return *focused_; }
-  // See BisectingBackend::Split; returns the children's aggregates (k = 2).
+  // See BisectingBackend::Split; returns the children's aggregates (k = 2), weighted and
+  // with weight_sums when the shard has weights.
   ClusterAggregates Split(int node, const MatrixXfR& centroids, int left, int right);
   // Node of every row (root 0 at the start).
   const std::vector<int32_t>& nodes() const { return nodes_; }
 
  private:
+  double Weight(int64_t i) const { return weights_ == nullptr ? 1.0 : (*weights_)[i]; }
+
   int shard_id_;
   const MatrixXfR* x_;
+  const std::vector<float>* weights_;  // null: every row has weight 1
   std::vector<int32_t> nodes_;
   MatrixXfR focus_rows_;
+  std::vector<float> focus_weights_;  // the focused rows' weights, when weighted
   std::unique_ptr<KMeansShard> focused_;
 };
 
@@ -79,7 +91,9 @@ class BisectingBackend : public KMeansBackend {
   [[nodiscard]] virtual absl::StatusOr<std::vector<ShardSum>> Focus(int node) = 0;
   // Moves every row of `node` to `left` or `right`, whichever of centroids.row(0) and
   // centroids.row(1) (2×d) is nearer (ties: left), and returns, per shard, the
-  // aggregates of the two children (k = 2: counts, sums, squared-norm sums).
+  // aggregates of the two children (k = 2: counts, sums, squared-norm sums, and weight
+  // sums when rows have sample weights). With left == right == node no row moves, and
+  // the aggregates describe the node's rows.
   [[nodiscard]] virtual absl::StatusOr<std::vector<ShardAggregates>> Split(
       int node, const MatrixXfR& centroids, int left, int right) = 0;
 };
@@ -112,9 +126,10 @@ struct BisectingNode {
   int left = -1;   // children; -1 for a leaf
   int right = -1;
   int depth = 0;
-  int64_t size = 0;
-  double inertia = 0;        // Σ ‖x − node mean‖² over the node's rows
-  std::vector<float> mean;   // d
+  int64_t size = 0;          // rows, each counted once whatever its weight
+  double weight = 0;         // Σ sample weights of the rows (= size without weights)
+  double inertia = 0;        // Σ w ‖x − node mean‖² over the node's rows
+  std::vector<float> mean;   // d, weighted
   // For an inner node: the 2-means centroids (2×d, row 0 = left) that route rows.
   MatrixXfR split_centroids;
   int segment = -1;          // leaf: its segment index (leaves in id order); else -1

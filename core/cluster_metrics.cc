@@ -342,27 +342,35 @@ void ClusterAggregates::Merge(const ClusterAggregates& other) {
     *this = other;
     return;
   }
+  // Weighted aggregates pool by weight, and a side without weight_sums has weight 1
+  // per row. The row counts still add up.
+  const bool weighted = !weight_sums.empty() || !other.weight_sums.empty();
+  auto weight_of = [](const ClusterAggregates& a, int j) {
+    return a.weight_sums.empty() ? static_cast<double>(a.counts[j]) : a.weight_sums[j];
+  };
+  if (weighted && weight_sums.empty()) {
+    weight_sums.assign(counts.begin(), counts.end());
+  }
   for (int j = 0; j < k; ++j) {
-    const int64_t own_count = counts[j];
-    const int64_t other_count = other.counts[j];
-    if (other_count == 0) continue;
+    const double own_weight = weight_of(*this, j);
+    const double other_weight = weight_of(other, j);
+    counts[j] += other.counts[j];
+    if (weighted) weight_sums[j] += other_weight;
+    if (other_weight <= 0) continue;
 
     // Pooled sum of squares: M = M_a + M_b + ‖mean_b − mean_a‖² · n_a n_b / (n_a + n_b).
     double correction = 0;
-    if (own_count > 0) {
+    if (own_weight > 0) {
       double sq_delta = 0;
       for (int c = 0; c < d; ++c) {
-        const double delta = other.sums(j, c) / static_cast<double>(other_count) -
-                             sums(j, c) / static_cast<double>(own_count);
+        const double delta = other.sums(j, c) / other_weight - sums(j, c) / own_weight;
         sq_delta += delta * delta;
       }
-      correction = sq_delta * (static_cast<double>(own_count) * static_cast<double>(other_count) /
-                               static_cast<double>(own_count + other_count));
+      correction = sq_delta * (own_weight * other_weight / (own_weight + other_weight));
     }
     sq_deviation_sums[j] = sq_deviation_sums[j] + other.sq_deviation_sums[j] + correction;
     sq_norm_sums[j] += other.sq_norm_sums[j];
     sums.row(j) += other.sums.row(j);
-    counts[j] += other_count;
   }
 }
 

@@ -30,6 +30,10 @@ struct ClusterAggregates {
   // Merge adds the two sums and n_a n_b / (n_a + n_b) · ‖mean_a − mean_b‖², which is
   // exact, so no value comes from the cancelling difference Σ ‖x‖² − ‖Σ x‖² / n.
   std::vector<double> sq_deviation_sums;
+  // k: Σ w over the cluster's rows, filled only by producers of weighted aggregates
+  // (BisectingShard::Split with sample weights), whose sums, sq_norm_sums and
+  // sq_deviation_sums are then weighted too. Empty: every row has weight 1.
+  std::vector<double> weight_sums;
 
   // REQUIRES: same k and d, or one side default-constructed.
   void Merge(const ClusterAggregates& other);

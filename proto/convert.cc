@@ -211,13 +211,16 @@ void ToProto(const ClusterAggregates& aggregates, v1::ClusterAggregatesProto* pr
                                         aggregates.sq_norm_sums.end());
   proto->mutable_sq_deviation_sums()->Assign(aggregates.sq_deviation_sums.begin(),
                                              aggregates.sq_deviation_sums.end());
+  proto->mutable_weight_sums()->Assign(aggregates.weight_sums.begin(),
+                                       aggregates.weight_sums.end());
 }
 
 absl::StatusOr<ClusterAggregates> FromProto(const v1::ClusterAggregatesProto& proto) {
   const int64_t k = proto.k();
   const int64_t d = proto.d();
   if (k < 0 || d < 0 || proto.counts_size() != k || proto.sums_size() != k * d ||
-      proto.sq_norm_sums_size() != k || proto.sq_deviation_sums_size() != k) {
+      proto.sq_norm_sums_size() != k || proto.sq_deviation_sums_size() != k ||
+      (proto.weight_sums_size() != 0 && proto.weight_sums_size() != k)) {
     return absl::InvalidArgumentError(absl::StrCat("cluster aggregates of k = ", k, ", d = ", d,
                                                    " have arrays of the wrong size"));
   }
@@ -230,6 +233,7 @@ absl::StatusOr<ClusterAggregates> FromProto(const v1::ClusterAggregatesProto& pr
   aggregates.sq_norm_sums.assign(proto.sq_norm_sums().begin(), proto.sq_norm_sums().end());
   aggregates.sq_deviation_sums.assign(proto.sq_deviation_sums().begin(),
                                       proto.sq_deviation_sums().end());
+  aggregates.weight_sums.assign(proto.weight_sums().begin(), proto.weight_sums().end());
   return aggregates;
 }
 

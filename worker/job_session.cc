@@ -196,7 +196,8 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
       for (ShardState& shard : shards_) {
         if (shard.bisect == nullptr) {
-          shard.bisect = std::make_unique<BisectingShard>(shard.shard_id, &shard.x);
+          shard.bisect = std::make_unique<BisectingShard>(
+              shard.shard_id, &shard.x, shard.weights.empty() ? nullptr : &shard.weights);
         }
         v1::ShardResult result = NewResult(seq, shard);
         result.set_rows(shard.bisect->Focus(command.focus().node()));

@@ -98,11 +98,22 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
       out->set_rows(shard.num_rows());
     }
   }
+  if (request.add_shards()) {
+    // Shards moved here from a lost worker join the dataset's other shards on this
+    // worker, which running jobs keep reading.
+    std::shared_ptr<HostedDataset> held;
+    {
+      absl::MutexLock lock(&mutex_);
+      auto it = datasets_.find(request.dataset_id());
+      if (it != datasets_.end()) held = it->second;
+    }
+    if (held != nullptr) dataset = std::move(held);
+  }
   {
     absl::MutexLock dataset_lock(&dataset->mutex);
     for (RawShard& shard : loaded.shards) {
       const int id = shard.shard_id;
-      dataset->shards.emplace(id, std::move(shard));
+      dataset->shards.insert_or_assign(id, std::move(shard));
     }
   }
   absl::MutexLock lock(&mutex_);

@@ -48,7 +48,8 @@ class ShardStore {
  public:
   int HostedShardCount() const ABSL_LOCKS_EXCLUDED(mutex_);
 
-  // Loads the request's shards from its files, replacing what was held for the dataset.
+  // Loads the request's shards from its files, replacing what was held for the dataset,
+  // or, with add_shards, adding them to it.
   [[nodiscard]] absl::Status Load(const v1::LoadShardsRequest& request,
                                   v1::LoadShardsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
 

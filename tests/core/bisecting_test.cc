@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -63,14 +64,20 @@ Blobs MakeEqualBlobs(const MatrixXfR& means, int per_blob, double sigma, uint64_
 // order, as a single shard does.
 class ShardedData {
  public:
-  ShardedData(const MatrixXfR& x, int num_shards) {
+  // `weights` (one per row of x) may be empty: every row then has weight 1.
+  ShardedData(const MatrixXfR& x, int num_shards, const std::vector<float>& weights = {}) {
     const int64_t n = x.rows();
     std::vector<BisectingShard*> pointers;
     for (int s = 0; s < num_shards; ++s) {
       const int64_t begin = n * s / num_shards;
       const int64_t end = n * (s + 1) / num_shards;
       parts_.push_back(std::make_unique<MatrixXfR>(x.middleRows(begin, end - begin)));
-      shards_.push_back(std::make_unique<BisectingShard>(s, parts_.back().get()));
+      weight_parts_.push_back(std::make_unique<std::vector<float>>());
+      if (!weights.empty()) {
+        weight_parts_.back()->assign(weights.begin() + begin, weights.begin() + end);
+      }
+      shards_.push_back(std::make_unique<BisectingShard>(
+          s, parts_.back().get(), weights.empty() ? nullptr : weight_parts_.back().get()));
       pointers.push_back(shards_.back().get());
     }
     backend_ = std::make_unique<InProcessBisectingBackend>(pointers);
@@ -89,6 +96,7 @@ class ShardedData {
 
  private:
   std::vector<std::unique_ptr<MatrixXfR>> parts_;
+  std::vector<std::unique_ptr<std::vector<float>>> weight_parts_;
   std::vector<std::unique_ptr<BisectingShard>> shards_;
   std::unique_ptr<InProcessBisectingBackend> backend_;
 };
@@ -331,7 +339,7 @@ TEST(BisectingKMeansTest, MinDivisibleSizeStopsSplitting) {
   EXPECT_EQ(result.leaf_sizes, (std::vector<int64_t>{50, 50, 50, 50}));
   EXPECT_NE(result.stop_reason.find("stopped at 4 of 8 requested leaves"), std::string::npos)
       << result.stop_reason;
-  EXPECT_NE(result.stop_reason.find("Leaves with fewer than min_divisible_size = 60 rows: 4"),
+  EXPECT_NE(result.stop_reason.find("is below min_divisible_size = 60: 4"),
             std::string::npos)
       << result.stop_reason;
 }
@@ -635,6 +643,137 @@ TEST(BisectingKMeansTest, NoRowsIsFailedPrecondition) {
       RunBisectingKMeans(data.backend(), BisectingOptions(), nullptr);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(result.status().message(), "dataset has no rows");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sample weights
+
+// Rows on three groups along x (0, 10 and 100, spread ±1 in x and y), so every 2-means
+// seeding converges to the same split: first {0, 10} against {100}, then 0 against 10.
+// Every third row is "heavy". Values are multiples of 1/4, so double sums are exact in
+// any order.
+struct WeightCase {
+  MatrixXfR x;
+  std::vector<float> weights;
+};
+
+// kWeighted: heavy rows have weight 2. kDuplicated: every row has weight 1 and heavy rows
+// appear twice. kZeroOutlier: as kWeighted plus a row at (1000, 1000) of weight 0.
+enum class WeightMode { kWeighted, kDuplicated, kZeroOutlier };
+
+WeightCase MakeWeightCase(WeightMode mode) {
+  constexpr double kGroups[] = {0, 10, 100};
+  constexpr int kPerGroup = 30;
+  std::vector<std::vector<float>> rows;
+  std::vector<float> weights;
+  for (double center : kGroups) {
+    for (int i = 0; i < kPerGroup; ++i) {
+      const std::vector<float> row = {static_cast<float>(center + ((i * 7) % 9 - 4) / 4.0),
+                                      static_cast<float>(((i * 5) % 9 - 4) / 4.0)};
+      const bool heavy = i % 3 == 0;
+      rows.push_back(row);
+      weights.push_back(heavy && mode != WeightMode::kDuplicated ? 2.0f : 1.0f);
+      if (heavy && mode == WeightMode::kDuplicated) {
+        rows.push_back(row);
+        weights.push_back(1.0f);
+      }
+    }
+  }
+  if (mode == WeightMode::kZeroOutlier) {
+    rows.push_back({1000.0f, 1000.0f});
+    weights.push_back(0.0f);
+  }
+  WeightCase out;
+  out.x.resize(static_cast<int64_t>(rows.size()), 2);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    out.x(static_cast<int64_t>(i), 0) = rows[i][0];
+    out.x(static_cast<int64_t>(i), 1) = rows[i][1];
+  }
+  out.weights = std::move(weights);
+  return out;
+}
+
+// Leaves as (weight, mean x, mean y, inertia), sorted, so trees whose children are
+// ordered differently compare equal.
+std::vector<std::vector<double>> LeafSummaries(const BisectingResult& result) {
+  std::vector<std::vector<double>> leaves;
+  for (const BisectingNode& node : result.nodes) {
+    if (node.left >= 0) continue;
+    leaves.push_back({node.mean[0], node.mean[1], node.weight, node.inertia});
+  }
+  std::sort(leaves.begin(), leaves.end());
+  return leaves;
+}
+
+void ExpectLeavesNear(const BisectingResult& expected, const BisectingResult& actual) {
+  const std::vector<std::vector<double>> want = LeafSummaries(expected);
+  const std::vector<std::vector<double>> got = LeafSummaries(actual);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t l = 0; l < want.size(); ++l) {
+    EXPECT_NEAR(got[l][0], want[l][0], 1e-5) << "leaf " << l << " mean x";
+    EXPECT_NEAR(got[l][1], want[l][1], 1e-5) << "leaf " << l << " mean y";
+    EXPECT_EQ(got[l][2], want[l][2]) << "leaf " << l << " weight";
+    EXPECT_NEAR(got[l][3], want[l][3], 1e-6 * std::max(1.0, want[l][3])) << "leaf " << l
+                                                                         << " inertia";
+  }
+}
+
+BisectingOptions ThreeLeaves() {
+  BisectingOptions options;
+  options.k = 3;
+  return options;
+}
+
+TEST(BisectingWeightsTest, WeightTwoActsAsDuplicatedRow) {
+  const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
+  const WeightCase duplicated = MakeWeightCase(WeightMode::kDuplicated);
+  ShardedData weighted_data(weighted.x, 3, weighted.weights);
+  ShardedData duplicated_data(duplicated.x, 3);
+  const BisectingResult a = RunOrDie(weighted_data, ThreeLeaves());
+  const BisectingResult b = RunOrDie(duplicated_data, ThreeLeaves());
+  ASSERT_EQ(a.leaves, 3);
+  ASSERT_EQ(b.leaves, 3);
+  ExpectLeavesNear(b, a);
+  EXPECT_EQ(a.nodes[0].size, 90);
+  EXPECT_EQ(a.nodes[0].weight, 120);
+  EXPECT_EQ(b.nodes[0].size, 120);
+  EXPECT_NEAR(a.inertia, b.inertia, 1e-6 * b.inertia);
+  EXPECT_NEAR(a.nodes[0].inertia, b.nodes[0].inertia, 1e-6 * b.nodes[0].inertia);
+}
+
+TEST(BisectingWeightsTest, WeightZeroActsAsDroppedRow) {
+  const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
+  const WeightCase with_zero = MakeWeightCase(WeightMode::kZeroOutlier);
+  ShardedData weighted_data(weighted.x, 2, weighted.weights);
+  ShardedData zero_data(with_zero.x, 2, with_zero.weights);
+  const BisectingResult a = RunOrDie(weighted_data, ThreeLeaves());
+  const BisectingResult b = RunOrDie(zero_data, ThreeLeaves());
+  ASSERT_EQ(b.leaves, 3);
+  // Unweighted, the outlier 1000 away would get a leaf of its own.
+  ExpectLeavesNear(a, b);
+  EXPECT_EQ(b.nodes[0].size, a.nodes[0].size + 1);
+  EXPECT_EQ(b.nodes[0].weight, a.nodes[0].weight);
+  EXPECT_NEAR(b.inertia, a.inertia, 1e-6 * a.inertia);
+}
+
+TEST(BisectingWeightsTest, WeightedTreeSameOnOneAndFourShards) {
+  const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
+  ShardedData one(weighted.x, 1, weighted.weights);
+  ShardedData four(weighted.x, 4, weighted.weights);
+  ExpectIdenticalTrees(RunOrDie(one, ThreeLeaves()), RunOrDie(four, ThreeLeaves()),
+                       "1 against 4 shards");
+}
+
+TEST(BisectingWeightsTest, AllZeroWeightsStayOneLeaf) {
+  const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
+  const std::vector<float> zeros(weighted.weights.size(), 0.0f);
+  ShardedData data(weighted.x, 2, zeros);
+  const BisectingResult result = RunOrDie(data, ThreeLeaves());
+  EXPECT_EQ(result.leaves, 1);
+  EXPECT_EQ(result.nodes[0].weight, 0);
+  EXPECT_EQ(result.inertia, 0);
+  EXPECT_NE(result.stop_reason.find("below min_divisible_size"), std::string::npos)
+      << result.stop_reason;
 }
 
 }  // namespace

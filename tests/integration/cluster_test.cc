@@ -19,6 +19,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +36,7 @@
 #include "core/log.h"
 #include "core/status_macros.h"
 #include "core/synthetic.h"
+#include "tests/integration/job_checks.h"
 #include "tests/integration/test_cluster.h"
 #include "tests/test_data.h"
 
@@ -49,27 +51,6 @@ constexpr char kChildDataEnv[] = "COHORT_OMP_CHILD_DATA";
 
 // Users in the synthetic shop of most tests.
 constexpr int64_t kShopCustomers = 5000;
-
-// Checks the code of `status` and that its message contains every one of `parts`.
-::testing::AssertionResult HasError(const absl::Status& status, absl::StatusCode code,
-                                    const std::vector<std::string>& parts) {
-  if (status.code() != code) {
-    return ::testing::AssertionFailure()
-           << "expected code " << absl::StatusCodeToString(code) << ", got " << status;
-  }
-  for (const std::string& part : parts) {
-    if (!absl::StrContains(status.message(), part)) {
-      return ::testing::AssertionFailure() << "message lacks '" << part << "': " << status;
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
-
-v1::SegmentationOptions WithK(int k) {
-  v1::SegmentationOptions options;
-  options.set_k(k);
-  return options;
-}
 
 // Options that keep a job of 20000 users running for many seconds: 100 k-means++
 // seedings, each followed by Lloyd iterations that stop only at a tiny tolerance.
@@ -111,7 +92,29 @@ absl::StatusOr<CsvTable> ReadCsv(const std::string& path) {
   return table;
 }
 
-// What one successful job produced.
+// Streams the rows of `table` into the created dataset `dataset_id` in batches of 500.
+// Returns the rows the coordinator accepted. Errors: the IngestUsers status.
+absl::StatusOr<int64_t> StreamTable(TestCluster& cluster, const std::string& dataset_id,
+                                    const CsvTable& table) {
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster.stub().IngestUsers(context.get(), &response);
+  constexpr size_t kBatchRows = 500;
+  for (size_t begin = 0; begin < table.rows.size(); begin += kBatchRows) {
+    v1::IngestUsersRequest batch;
+    if (begin == 0) batch.set_dataset_id(dataset_id);
+    for (size_t i = begin; i < std::min(table.rows.size(), begin + kBatchRows); ++i) {
+      v1::UserRow* row = batch.add_rows();
+      for (const std::string& cell : table.rows[i]) row->add_cells(cell);
+    }
+    if (!writer->Write(batch)) break;  // Finish() returns the reason
+  }
+  writer->WritesDone();
+  const grpc::Status ingested = writer->Finish();
+  if (!ingested.ok()) return FromGrpcStatus(ingested);
+  return response.rows_accepted();
+}
+
 // The raw columns of every synthetic shop customer by id, as AssignSegment takes them:
 // every column but customer_id and segment_truth.
 std::map<std::string, std::map<std::string, std::string>> ShopColumnsByUser(
@@ -131,89 +134,6 @@ std::map<std::string, std::map<std::string, std::string>> ShopColumnsByUser(
     users[user] = std::move(columns);
   }
   return users;
-}
-
-struct JobOutput {
-  v1::Job job;
-  v1::SegmentModel model;
-  std::vector<v1::Assignment> assignments;
-};
-
-// Runs a job on `dataset_id` and reads its model and assignments. Errors: the first
-// failing call, or the job's own error when it did not succeed.
-absl::StatusOr<JobOutput> Segment(TestCluster& cluster, const std::string& dataset_id,
-                                  const v1::SegmentationOptions& options) {
-  JobOutput output;
-  COHORT_ASSIGN_OR_RETURN(output.job, cluster.RunSegmentation(dataset_id, options));
-  if (output.job.state() != v1::JOB_STATE_SUCCEEDED) {
-    const absl::StatusCode code = output.job.error_code() == 0
-                                      ? absl::StatusCode::kUnknown
-                                      : static_cast<absl::StatusCode>(output.job.error_code());
-    return absl::Status(code, absl::StrCat("job ", output.job.job_id(), " ended ",
-                                           v1::JobState_Name(output.job.state()), ": ",
-                                           output.job.error_message()));
-  }
-  COHORT_ASSIGN_OR_RETURN(output.model, cluster.GetSegmentModel(output.job.model_id()));
-  COHORT_ASSIGN_OR_RETURN(output.assignments, cluster.ExportAssignments(output.job.model_id()));
-  return output;
-}
-
-// Asserts equality, not closeness: the merge rule makes results independent of the
-// worker count, the placement and the OpenMP thread count.
-void ExpectSameModel(const v1::SegmentModel& expected, const v1::SegmentModel& actual) {
-  EXPECT_EQ(actual.requested_k(), expected.requested_k());
-  EXPECT_EQ(actual.effective_k(), expected.effective_k());
-  EXPECT_EQ(std::vector<std::string>(actual.feature_names().begin(), actual.feature_names().end()),
-            std::vector<std::string>(expected.feature_names().begin(),
-                                     expected.feature_names().end()));
-  ASSERT_EQ(actual.centroids().rows(), expected.centroids().rows());
-  ASSERT_EQ(actual.centroids().cols(), expected.centroids().cols());
-  ASSERT_EQ(actual.centroids().values_size(), expected.centroids().values_size());
-  const int d = expected.centroids().cols();
-  for (int i = 0; i < expected.centroids().values_size(); ++i) {
-    EXPECT_EQ(actual.centroids().values(i), expected.centroids().values(i))
-        << "centroid " << i / d << ", feature " << expected.feature_names(i % d);
-  }
-  EXPECT_EQ(actual.inertia(), expected.inertia());
-  EXPECT_EQ(actual.iterations(), expected.iterations());
-  EXPECT_EQ(actual.num_users(), expected.num_users());
-  ASSERT_EQ(actual.segments_size(), expected.segments_size());
-  for (int s = 0; s < expected.segments_size(); ++s) {
-    EXPECT_EQ(actual.segments(s).size(), expected.segments(s).size()) << "segment " << s;
-  }
-}
-
-std::map<std::string, v1::Assignment> ByUser(const std::vector<v1::Assignment>& assignments) {
-  std::map<std::string, v1::Assignment> by_user;
-  for (const v1::Assignment& assignment : assignments) {
-    EXPECT_TRUE(by_user.emplace(assignment.user_id(), assignment).second)
-        << "user " << assignment.user_id() << " is exported twice";
-  }
-  return by_user;
-}
-
-void ExpectSameAssignments(const std::vector<v1::Assignment>& expected,
-                           const std::vector<v1::Assignment>& actual) {
-  ASSERT_EQ(actual.size(), expected.size());
-  const std::map<std::string, v1::Assignment> expected_by_user = ByUser(expected);
-  const std::map<std::string, v1::Assignment> actual_by_user = ByUser(actual);
-  int mismatches = 0;
-  for (const auto& [user, want] : expected_by_user) {
-    auto it = actual_by_user.find(user);
-    const bool same = it != actual_by_user.end() && it->second.segment() == want.segment() &&
-                      it->second.squared_distance() == want.squared_distance();
-    if (same) continue;
-    // The first few differences are shown; the count below covers the rest.
-    if (++mismatches <= 5) {
-      ADD_FAILURE() << "user " << user << ": expected segment " << want.segment() << " at "
-                    << want.squared_distance() << ", got "
-                    << (it == actual_by_user.end()
-                            ? std::string("no assignment")
-                            : absl::StrCat("segment ", it->second.segment(), " at ",
-                                           it->second.squared_distance()));
-    }
-  }
-  EXPECT_EQ(mismatches, 0) << "users assigned differently";
 }
 
 class ClusterTest : public ::testing::Test {
@@ -484,23 +404,9 @@ TEST_F(ClusterTest, StreamedRowsGiveSameModelAsFile) {
   absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
   ASSERT_TRUE(table.ok()) << table.status();
   ASSERT_EQ(table->rows.size(), static_cast<size_t>(kShopCustomers));
-  v1::IngestUsersResponse response;
-  auto context = TestCluster::Context();
-  auto writer = cluster->stub().IngestUsers(context.get(), &response);
-  constexpr size_t kBatchRows = 500;
-  for (size_t begin = 0; begin < table->rows.size(); begin += kBatchRows) {
-    v1::IngestUsersRequest batch;
-    if (begin == 0) batch.set_dataset_id("streamed-shop");
-    for (size_t i = begin; i < std::min(table->rows.size(), begin + kBatchRows); ++i) {
-      v1::UserRow* row = batch.add_rows();
-      for (const std::string& cell : table->rows[i]) row->add_cells(cell);
-    }
-    ASSERT_TRUE(writer->Write(batch)) << "the ingest stream closed at row " << begin;
-  }
-  ASSERT_TRUE(writer->WritesDone());
-  const grpc::Status ingested = writer->Finish();
-  ASSERT_TRUE(ingested.ok()) << ingested.error_message();
-  EXPECT_EQ(response.rows_accepted(), kShopCustomers);
+  absl::StatusOr<int64_t> accepted = StreamTable(*cluster, "streamed-shop", *table);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(*accepted, kShopCustomers);
 
   absl::StatusOr<v1::Dataset> ready = cluster->GetDataset("streamed-shop");
   ASSERT_TRUE(ready.ok()) << ready.status();
@@ -833,7 +739,9 @@ TEST_F(ClusterTest, LoadSucceedsAfterUnreachableWorkerIsLost) {
   }
 }
 
-TEST_F(ClusterTest, WorkerShutdownFailsRunningJob) {
+// Streamed rows have no replica, so the shards of a lost worker cannot move; shards of
+// datasets loaded from files do (see worker_failure_test.cc).
+TEST_F(ClusterTest, WorkerShutdownFailsJobOnStreamedRows) {
   const SyntheticShopFiles shop = WriteShop(20000);
   TestClusterOptions options;
   options.probe_interval = absl::Milliseconds(100);
@@ -841,9 +749,17 @@ TEST_F(ClusterTest, WorkerShutdownFailsRunningJob) {
   options.probe_failures = 2;
   std::unique_ptr<TestCluster> cluster = StartCluster(options);
   ASSERT_NE(cluster, nullptr);
-  absl::StatusOr<v1::Dataset> dataset =
+  absl::StatusOr<v1::Dataset> from_file =
       cluster->LoadUsers(shop.customers_csv, "customer_id", {"segment_truth"});
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  v1::CreateDatasetRequest create;
+  *create.mutable_schema() = from_file->schema();
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateDataset(create);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<CsvTable> table = ReadCsv(shop.customers_csv);
+  ASSERT_TRUE(table.ok()) << table.status();
+  absl::StatusOr<int64_t> accepted = StreamTable(*cluster, dataset->dataset_id(), *table);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
   absl::StatusOr<v1::Job> job = cluster->StartSegmentation(dataset->dataset_id(), LongJobOptions());
   ASSERT_TRUE(job.ok()) << job.status();
   const absl::Status computing = AwaitJobComputing(*cluster, job->job_id());
@@ -853,7 +769,8 @@ TEST_F(ClusterTest, WorkerShutdownFailsRunningJob) {
   absl::StatusOr<v1::Job> ended = cluster->WaitForJob(job->job_id(), absl::Seconds(30));
   ASSERT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(ended->state(), v1::JOB_STATE_FAILED);
-  EXPECT_TRUE(HasError(JobError(*ended), absl::StatusCode::kUnavailable, {"worker-1"}));
+  EXPECT_TRUE(HasError(JobError(*ended), absl::StatusCode::kUnavailable,
+                       {"worker-1", "streamed rows", "no replica"}));
 
   // The coordinator keeps serving reads, and probing declares the worker lost.
   absl::StatusOr<v1::Job> read = cluster->GetJob(job->job_id());
@@ -1615,32 +1532,6 @@ std::vector<std::vector<double>> WeightedBlobMeans() {
   return means;
 }
 
-// The model's centroids in the raw units of its numeric columns (scale × value + mean),
-// sorted, so models whose standardization or segment order differ can be compared.
-std::vector<std::vector<double>> RawCentroids(const v1::SegmentModel& model) {
-  const int d = model.centroids().cols();
-  std::vector<std::vector<double>> centroids(model.centroids().rows(), std::vector<double>(d));
-  for (int c = 0; c < model.centroids().rows(); ++c) {
-    for (int j = 0; j < d; ++j) {
-      const v1::NumericFeature& feature = model.transform().numeric(j);
-      centroids[c][j] = feature.scale() * model.centroids().values(c * d + j) + feature.mean();
-    }
-  }
-  std::sort(centroids.begin(), centroids.end());
-  return centroids;
-}
-
-void ExpectCentroidsNear(const std::vector<std::vector<double>>& expected,
-                         const std::vector<std::vector<double>>& actual, double tolerance) {
-  ASSERT_EQ(actual.size(), expected.size());
-  for (size_t c = 0; c < expected.size(); ++c) {
-    ASSERT_EQ(actual[c].size(), expected[c].size()) << "centroid " << c;
-    for (size_t j = 0; j < expected[c].size(); ++j) {
-      EXPECT_NEAR(actual[c][j], expected[c][j], tolerance) << "centroid " << c << ", column " << j;
-    }
-  }
-}
-
 absl::StatusOr<v1::Dataset> LoadWeightedUsers(TestCluster& cluster, const std::string& path) {
   v1::CreateDatasetRequest create;
   create.set_kind(v1::DATASET_KIND_USERS);
@@ -1663,6 +1554,7 @@ TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
 
   std::vector<JobOutput> weighted;  // on 1, then on 3 workers
   JobOutput duplicated, zero_weight;
+  JobOutput bisecting_weighted, bisecting_duplicated, bisecting_zero;
   for (int workers : {1, 3}) {
     SCOPED_TRACE(absl::StrCat(workers, " workers"));
     TestClusterOptions cluster_options;
@@ -1688,11 +1580,16 @@ TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
     ASSERT_TRUE(zero_output.ok()) << zero_output.status();
     zero_weight = *std::move(zero_output);
 
-    // Bisecting workers have no sample weights, so the job is rejected.
-    absl::StatusOr<JobOutput> bisecting =
-        Segment(*cluster, dataset->dataset_id(), Bisecting(3));
-    EXPECT_TRUE(HasError(bisecting.status(), absl::StatusCode::kInvalidArgument,
-                         {"does not support sample weights", "column 'w'"}));
+    // Bisecting K-means weighs rows the same way.
+    for (const auto& [name, id, out] :
+         {std::make_tuple("weighted", dataset->dataset_id(), &bisecting_weighted),
+          std::make_tuple("duplicated", copies->dataset_id(), &bisecting_duplicated),
+          std::make_tuple("zero weight", with_zero->dataset_id(), &bisecting_zero)}) {
+      SCOPED_TRACE(absl::StrCat("bisecting, ", name));
+      absl::StatusOr<JobOutput> tree = Segment(*cluster, id, Bisecting(3));
+      ASSERT_TRUE(tree.ok()) << tree.status();
+      *out = *std::move(tree);
+    }
   }
 
   const v1::SegmentModel& model = weighted[0].model;
@@ -1723,6 +1620,27 @@ TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
     SCOPED_TRACE("weight-0 user against no user");
     EXPECT_EQ(zero_weight.model.num_users(), model.num_users() + 1);
     ExpectCentroidsNear(RawCentroids(model), RawCentroids(zero_weight.model), 1e-5);
+  }
+  {
+    SCOPED_TRACE("bisecting: weighted blob means, weight 2 against duplicated rows");
+    const v1::SegmentModel& tree = bisecting_weighted.model;
+    ASSERT_EQ(tree.effective_k(), 3);
+    ExpectCentroidsNear(WeightedBlobMeans(), RawCentroids(tree), 1e-4);
+    ExpectCentroidsNear(RawCentroids(tree), RawCentroids(bisecting_duplicated.model), 1e-5);
+    ASSERT_GT(tree.tree_size(), 0);
+    ASSERT_GT(bisecting_duplicated.model.tree_size(), 0);
+    EXPECT_EQ(tree.tree(0).size(), 3 * kWeightRowsPerBlob);
+    EXPECT_EQ(tree.tree(0).weight(), bisecting_duplicated.model.tree(0).size());
+    EXPECT_EQ(bisecting_duplicated.model.tree(0).weight(),
+              bisecting_duplicated.model.tree(0).size());
+  }
+  {
+    SCOPED_TRACE("bisecting: weight-0 user against no user");
+    const v1::SegmentModel& tree = bisecting_zero.model;
+    ASSERT_EQ(tree.effective_k(), 3) << "the weight-0 outlier must not get a leaf";
+    ExpectCentroidsNear(RawCentroids(bisecting_weighted.model), RawCentroids(tree), 1e-5);
+    EXPECT_EQ(tree.tree(0).size(), bisecting_weighted.model.tree(0).size() + 1);
+    EXPECT_EQ(tree.tree(0).weight(), bisecting_weighted.model.tree(0).weight());
   }
 }
 

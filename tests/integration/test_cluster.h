@@ -86,6 +86,7 @@ struct TestClusterOptions {
   absl::Duration probe_interval = absl::Seconds(1);
   absl::Duration probe_timeout = absl::Seconds(2);
   int probe_failures = 3;
+  absl::Duration step_timeout = absl::Minutes(10);
 };
 
 // Thread safety: the call helpers may be used from several threads; Start and the
@@ -113,6 +114,7 @@ class TestCluster {
     coordinator_options.probe_interval = options.probe_interval;
     coordinator_options.probe_timeout = options.probe_timeout;
     coordinator_options.probe_failures = options.probe_failures;
+    coordinator_options.step_timeout = options.step_timeout;
     absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
         CoordinatorServer::Start(coordinator_options);
     if (!coordinator.ok()) return coordinator.status();
