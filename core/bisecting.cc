@@ -444,6 +444,11 @@ absl::StatusOr<BisectingResult> RunBisectingKMeans(
   COHORT_ASSIGN_OR_RETURN(const int64_t root_rows, FocusRows(backend, 0));
   if (root_rows == 0) return absl::FailedPreconditionError("dataset has no rows");
   COHORT_RETURN_IF_ERROR(FillRootStats(backend, &nodes[0]));
+  if (nodes[0].weight <= 0) {
+    return absl::FailedPreconditionError(
+        "every row has sample weight 0, so no row can become a center; give some users a "
+        "positive weight");
+  }
 
   std::vector<LeafState> states(1, LeafState::kDivisible);
   int leaves = 1;

@@ -152,7 +152,7 @@ struct BisectingProgress {
 };
 
 // Grows the tree. Errors: InvalidArgument from options; FailedPrecondition when there are
-// no rows; backend errors unchanged. A leaf whose rows are all identical is not split.
+// no rows or every row has weight 0; backend errors unchanged. A leaf whose rows are all identical is not split.
 // `progress` may be null. It receives every event of each 2-means, with the node being
 // split and the leaf count before that split.
 [[nodiscard]] absl::StatusOr<BisectingResult> RunBisectingKMeans(

@@ -106,6 +106,15 @@ double TotalWeight(const std::vector<ShardSum>& sums) {
   return total;
 }
 
+// Checks that some row can become a center. Errors: FailedPrecondition when the
+// sampling weights of a reset state sum to 0.
+absl::Status CheckSomeRowWeighs(const std::vector<ShardSum>& sums) {
+  if (TotalWeight(sums) > 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "every row has sample weight 0, or is all zero under the cosine distance, so no row "
+      "can become a center; give some users a positive weight");
+}
+
 // Maps a global offset in [0, total) to a shard and an offset inside it, walking the
 // shards in shard order. An offset at or past the end (rounding) maps to the end of the
 // last shard with weight, where PickByOffset returns its last row with weight.
@@ -161,9 +170,11 @@ absl::StatusOr<MatrixXfR> SeedKMeansPlusPlus(KMeansBackend& backend, int k, int 
   const int d = backend.dim();
   MatrixXfR centers(k, d);
 
-  // With no center chosen, every row weighs 1, so this draw is uniform over rows.
+  // With no center chosen, every row weighs its sample weight, so this draw is uniform
+  // over rows of equal weight.
   COHORT_ASSIGN_OR_RETURN(std::vector<ShardSum> sums,
                           backend.AddCenters(MatrixXfR(0, d), /*reset=*/true));
+  COHORT_RETURN_IF_ERROR(CheckSomeRowWeighs(sums));
   COHORT_ASSIGN_OR_RETURN(MatrixXfR first, DrawPoints(backend, sums, 1, random));
   centers.row(0) = first.row(0);
   COHORT_ASSIGN_OR_RETURN(sums, backend.AddCenters(first, /*reset=*/false));
@@ -302,6 +313,7 @@ absl::StatusOr<MatrixXfR> SeedKMeansParallel(KMeansBackend& backend, const KMean
 
   COHORT_ASSIGN_OR_RETURN(std::vector<ShardSum> sums,
                           backend.AddCenters(MatrixXfR(0, d), /*reset=*/true));
+  COHORT_RETURN_IF_ERROR(CheckSomeRowWeighs(sums));
   COHORT_ASSIGN_OR_RETURN(MatrixXfR candidates, DrawPoints(backend, sums, 1, random));
   COHORT_ASSIGN_OR_RETURN(sums, backend.AddCenters(candidates, /*reset=*/false));
   double potential = TotalWeight(sums);
@@ -486,12 +498,12 @@ absl::StatusOr<LloydRun> IterateMiniBatch(KMeansBackend& backend, MatrixXfR cent
   LloydRun result;
 
   for (int64_t step = 0; step < max_steps; ++step) {
-    // Reassign once 10·k rows have been drawn since the last time, or
-    // while some centroid has no weight yet.
-    const bool any_empty = std::any_of(cumulative.begin(), cumulative.end(),
-                                       [](double c) { return c == 0; });
+    // Reassign once 10·k rows have been drawn since the last time, as scikit-learn does.
+    // Reassigning as soon as a centroid has no weight yet would move centroids that no
+    // batch has reached so far: with k near the batch size, most of them after the first
+    // step, onto rows that other centroids already hold.
     const bool reassign_step =
-        options.reassignment_ratio > 0 && (step > 0) && (any_empty || rows_since_reassign >= 10 * k);
+        options.reassignment_ratio > 0 && step > 0 && rows_since_reassign >= 10 * k;
     const int num_points = reassign_step ? static_cast<int>(k) : 0;
 
     COHORT_ASSIGN_OR_RETURN(std::vector<MiniBatchPartial> partials,

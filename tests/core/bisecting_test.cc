@@ -764,15 +764,29 @@ TEST(BisectingWeightsTest, WeightedTreeSameOnOneAndFourShards) {
                        "1 against 4 shards");
 }
 
-TEST(BisectingWeightsTest, AllZeroWeightsStayOneLeaf) {
+TEST(BisectingWeightsTest, AllZeroWeightsFailPrecondition) {
   const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
   const std::vector<float> zeros(weighted.weights.size(), 0.0f);
   ShardedData data(weighted.x, 2, zeros);
-  const BisectingResult result = RunOrDie(data, ThreeLeaves());
+  const absl::StatusOr<BisectingResult> result =
+      RunBisectingKMeans(data.backend(), ThreeLeaves(), nullptr);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+  EXPECT_NE(result.status().message().find("every row has sample weight 0"), std::string::npos)
+      << result.status();
+}
+
+TEST(BisectingWeightsTest, LeafBelowMinDivisibleWeightStays) {
+  // 90 rows of weight 0.5 weigh 45, below min_divisible_size = 50.
+  const WeightCase weighted = MakeWeightCase(WeightMode::kWeighted);
+  const std::vector<float> halves(weighted.weights.size(), 0.5f);
+  ShardedData data(weighted.x, 2, halves);
+  BisectingOptions options = ThreeLeaves();
+  options.min_divisible_size = 50;
+  const BisectingResult result = RunOrDie(data, options);
   EXPECT_EQ(result.leaves, 1);
-  EXPECT_EQ(result.nodes[0].weight, 0);
-  EXPECT_EQ(result.inertia, 0);
-  EXPECT_NE(result.stop_reason.find("below min_divisible_size"), std::string::npos)
+  EXPECT_EQ(result.nodes[0].size, 90);
+  EXPECT_EQ(result.nodes[0].weight, 45);
+  EXPECT_NE(result.stop_reason.find("is below min_divisible_size = 50: 1"), std::string::npos)
       << result.stop_reason;
 }
 

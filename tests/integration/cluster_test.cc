@@ -74,47 +74,6 @@ std::string SmallUsersCsv() {
   return csv;
 }
 
-struct CsvTable {
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> rows;
-};
-
-absl::StatusOr<CsvTable> ReadCsv(const std::string& path) {
-  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<CsvReader> reader, CsvReader::Open(path, CsvOptions()));
-  CsvTable table;
-  table.header = reader->header();
-  std::vector<std::string> fields;
-  while (true) {
-    COHORT_ASSIGN_OR_RETURN(bool more, reader->Next(&fields));
-    if (!more) break;
-    table.rows.push_back(fields);
-  }
-  return table;
-}
-
-// Streams the rows of `table` into the created dataset `dataset_id` in batches of 500.
-// Returns the rows the coordinator accepted. Errors: the IngestUsers status.
-absl::StatusOr<int64_t> StreamTable(TestCluster& cluster, const std::string& dataset_id,
-                                    const CsvTable& table) {
-  v1::IngestUsersResponse response;
-  auto context = TestCluster::Context();
-  auto writer = cluster.stub().IngestUsers(context.get(), &response);
-  constexpr size_t kBatchRows = 500;
-  for (size_t begin = 0; begin < table.rows.size(); begin += kBatchRows) {
-    v1::IngestUsersRequest batch;
-    if (begin == 0) batch.set_dataset_id(dataset_id);
-    for (size_t i = begin; i < std::min(table.rows.size(), begin + kBatchRows); ++i) {
-      v1::UserRow* row = batch.add_rows();
-      for (const std::string& cell : table.rows[i]) row->add_cells(cell);
-    }
-    if (!writer->Write(batch)) break;  // Finish() returns the reason
-  }
-  writer->WritesDone();
-  const grpc::Status ingested = writer->Finish();
-  if (!ingested.ok()) return FromGrpcStatus(ingested);
-  return response.rows_accepted();
-}
-
 // The raw columns of every synthetic shop customer by id, as AssignSegment takes them:
 // every column but customer_id and segment_truth.
 std::map<std::string, std::map<std::string, std::string>> ShopColumnsByUser(

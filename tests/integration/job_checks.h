@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cohort/v1/cohort.pb.h"
+#include "core/csv.h"
 #include "core/status_macros.h"
 #include "tests/integration/test_cluster.h"
 
@@ -151,6 +153,48 @@ inline void ExpectCentroidsNear(const std::vector<std::vector<double>>& expected
       EXPECT_NEAR(actual[c][j], expected[c][j], tolerance) << "centroid " << c << ", column " << j;
     }
   }
+}
+
+// A CSV file's header and records.
+struct CsvTable {
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+};
+
+inline absl::StatusOr<CsvTable> ReadCsv(const std::string& path) {
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<CsvReader> reader, CsvReader::Open(path, CsvOptions()));
+  CsvTable table;
+  table.header = reader->header();
+  std::vector<std::string> fields;
+  while (true) {
+    COHORT_ASSIGN_OR_RETURN(bool more, reader->Next(&fields));
+    if (!more) break;
+    table.rows.push_back(fields);
+  }
+  return table;
+}
+
+// Streams the rows of `table` into the created dataset `dataset_id` in batches of 500.
+// Returns the rows the coordinator accepted. Errors: the IngestUsers status.
+inline absl::StatusOr<int64_t> StreamTable(TestCluster& cluster, const std::string& dataset_id,
+                                    const CsvTable& table) {
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster.stub().IngestUsers(context.get(), &response);
+  constexpr size_t kBatchRows = 500;
+  for (size_t begin = 0; begin < table.rows.size(); begin += kBatchRows) {
+    v1::IngestUsersRequest batch;
+    if (begin == 0) batch.set_dataset_id(dataset_id);
+    for (size_t i = begin; i < std::min(table.rows.size(), begin + kBatchRows); ++i) {
+      v1::UserRow* row = batch.add_rows();
+      for (const std::string& cell : table.rows[i]) row->add_cells(cell);
+    }
+    if (!writer->Write(batch)) break;  // Finish() returns the reason
+  }
+  writer->WritesDone();
+  const grpc::Status ingested = writer->Finish();
+  if (!ingested.ok()) return FromGrpcStatus(ingested);
+  return response.rows_accepted();
 }
 
 }  // namespace cohort::testing
