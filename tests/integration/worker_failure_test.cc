@@ -1,0 +1,207 @@
+// The failure model with real worker processes: a stopped worker (SIGSTOP) is caught by
+// the per-step deadline, and the shards of a stopped or killed worker move to the live
+// workers, so a job on a dataset loaded from files ends with the no-failure result.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/log.h"
+#include "core/synthetic.h"
+#include "tests/integration/job_checks.h"
+#include "tests/integration/process_cluster.h"
+
+namespace cohort::testing {
+namespace {
+
+constexpr char kCli[] = COHORT_CLI_PATH;
+constexpr int64_t kUsers = 20000;
+// Deadline of one job step in these tests. Probes run once an hour, so only the step
+// deadline can notice a stopped worker.
+constexpr absl::Duration kStepTimeout = absl::Seconds(2);
+
+// A job of a few seconds whose result does not depend on timing: 8 seedings, each
+// followed by up to 100 Lloyd iterations that stop only when no centroid moves (tol 0).
+v1::SegmentationOptions SeveralSecondsJob() {
+  v1::SegmentationOptions options = WithK(8);
+  options.set_n_init(8);
+  options.set_max_iter(100);
+  options.set_tol(0);
+  return options;
+}
+
+class WorkerFailureTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SetLogLevel("warn");
+    SyntheticShopOptions shop_options;
+    shop_options.num_customers = kUsers;
+    shop_options.mean_transactions = 0;
+    absl::StatusOr<SyntheticShopFiles> shop =
+        WriteSyntheticShop((std::filesystem::path(temp_.path()) / "shop").string(), shop_options);
+    ASSERT_TRUE(shop.ok()) << shop.status();
+    shop_csv_ = shop->customers_csv;
+  }
+
+  std::unique_ptr<ProcessCluster> StartCluster() {
+    ProcessClusterOptions options;
+    options.num_workers = 3;
+    options.probe_interval = absl::Hours(1);
+    options.step_timeout = kStepTimeout;
+    absl::StatusOr<std::unique_ptr<ProcessCluster>> cluster =
+        ProcessCluster::Start(kCli, temp_.path(), options);
+    EXPECT_TRUE(cluster.ok()) << cluster.status();
+    return cluster.ok() ? std::move(*cluster) : nullptr;
+  }
+
+  absl::StatusOr<v1::Dataset> LoadShop(TestCluster& cluster) {
+    return cluster.LoadUsers(shop_csv_, "customer_id", {"segment_truth"});
+  }
+
+  // Polls GetJob until the job is RUNNING in its seeding or Lloyd phase.
+  static absl::Status AwaitJobComputing(TestCluster& cluster, const std::string& job_id) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < give_up) {
+      COHORT_ASSIGN_OR_RETURN(v1::Job job, cluster.GetJob(job_id));
+      if (IsFinal(job.state())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "job ", job_id, " ended ", v1::JobState_Name(job.state()),
+            " before the test could act; make the job longer"));
+      }
+      const std::string& phase = job.last_event().phase();
+      if (job.state() == v1::JOB_STATE_RUNNING && (phase == "init" || phase == "lloyd")) {
+        return absl::OkStatus();
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return absl::DeadlineExceededError(
+        absl::StrCat("job ", job_id, " did not reach seeding or Lloyd within 60 s"));
+  }
+
+  // Runs SeveralSecondsJob, sends `signal` to worker-1 while the job computes, and checks
+  // that the job ends with the model and assignments of `reference`.
+  void ExpectSameResultAfterSignal(ProcessCluster& cluster, const std::string& dataset_id,
+                                   const JobOutput& reference, int signal) {
+    TestCluster& client = cluster.client();
+    absl::StatusOr<v1::Job> job = client.StartSegmentation(dataset_id, SeveralSecondsJob());
+    ASSERT_TRUE(job.ok()) << job.status();
+    const absl::Status computing = AwaitJobComputing(client, job->job_id());
+    ASSERT_TRUE(computing.ok()) << computing;
+    cluster.worker(1).Signal(signal);
+
+    absl::StatusOr<v1::Job> ended = client.WaitForJob(job->job_id(), absl::Seconds(120));
+    ASSERT_TRUE(ended.ok()) << ended.status();
+    ASSERT_EQ(ended->state(), v1::JOB_STATE_SUCCEEDED) << ended->error_message();
+    absl::StatusOr<v1::SegmentModel> model = client.GetSegmentModel(ended->model_id());
+    ASSERT_TRUE(model.ok()) << model.status();
+    absl::StatusOr<std::vector<v1::Assignment>> assignments =
+        client.ExportAssignments(ended->model_id());
+    ASSERT_TRUE(assignments.ok()) << assignments.status();
+    ExpectSameModel(reference.model, *model);
+    ExpectSameAssignments(reference.assignments, *assignments);
+
+    // Later jobs run on the new placement without the lost worker.
+    absl::StatusOr<JobOutput> again = Segment(client, dataset_id, WithK(3));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->assignments.size(), static_cast<size_t>(kUsers));
+  }
+
+  TempDir temp_;
+  std::string shop_csv_;
+};
+
+TEST_F(WorkerFailureTest, StoppedWorkerFailsStreamedJobWithinStepTimeout) {
+  std::unique_ptr<ProcessCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  TestCluster& client = cluster->client();
+  absl::StatusOr<v1::Dataset> from_file = LoadShop(client);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  v1::CreateDatasetRequest create;
+  *create.mutable_schema() = from_file->schema();
+  absl::StatusOr<v1::Dataset> streamed = client.CreateDataset(create);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  absl::StatusOr<CsvTable> table = ReadCsv(shop_csv_);
+  ASSERT_TRUE(table.ok()) << table.status();
+  absl::StatusOr<int64_t> accepted = StreamTable(client, streamed->dataset_id(), *table);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+
+  absl::StatusOr<v1::Job> job =
+      client.StartSegmentation(streamed->dataset_id(), SeveralSecondsJob());
+  ASSERT_TRUE(job.ok()) << job.status();
+  const absl::Status computing = AwaitJobComputing(client, job->job_id());
+  ASSERT_TRUE(computing.ok()) << computing;
+  cluster->worker(1).Signal(SIGSTOP);
+
+  // The worker keeps its connection and probes run once an hour: without the step
+  // deadline the job would wait for ever, so ending within 60 s proves the deadline.
+  absl::StatusOr<v1::Job> ended = client.WaitForJob(job->job_id(), absl::Seconds(60));
+  cluster->worker(1).Signal(SIGCONT);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->state(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(HasError(JobError(*ended), absl::StatusCode::kUnavailable,
+                       {"worker-1", "did not answer within the step timeout of 2s",
+                        "streamed rows", "no replica"}));
+}
+
+TEST_F(WorkerFailureTest, StoppedWorkerShardsMoveAndJobKeepsResult) {
+  std::unique_ptr<ProcessCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = LoadShop(cluster->client());
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> reference =
+      Segment(cluster->client(), dataset->dataset_id(), SeveralSecondsJob());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ExpectSameResultAfterSignal(*cluster, dataset->dataset_id(), *reference, SIGSTOP);
+}
+
+TEST_F(WorkerFailureTest, KilledWorkerShardsMoveAndJobKeepsResult) {
+  std::unique_ptr<ProcessCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = LoadShop(cluster->client());
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> reference =
+      Segment(cluster->client(), dataset->dataset_id(), SeveralSecondsJob());
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ExpectSameResultAfterSignal(*cluster, dataset->dataset_id(), *reference, SIGKILL);
+}
+
+TEST_F(WorkerFailureTest, KilledWorkerBisectingJobKeepsResult) {
+  std::unique_ptr<ProcessCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  TestCluster& client = cluster->client();
+  absl::StatusOr<v1::Dataset> dataset = LoadShop(client);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  v1::SegmentationOptions options = SeveralSecondsJob();
+  options.set_algorithm("bisecting");
+  options.set_k(12);
+  options.set_n_init(2);
+  absl::StatusOr<JobOutput> reference = Segment(client, dataset->dataset_id(), options);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  absl::StatusOr<v1::Job> job = client.StartSegmentation(dataset->dataset_id(), options);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const absl::Status computing = AwaitJobComputing(client, job->job_id());
+  ASSERT_TRUE(computing.ok()) << computing;
+  cluster->worker(2).Signal(SIGKILL);
+  absl::StatusOr<v1::Job> ended = client.WaitForJob(job->job_id(), absl::Seconds(120));
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  ASSERT_EQ(ended->state(), v1::JOB_STATE_SUCCEEDED) << ended->error_message();
+  absl::StatusOr<v1::SegmentModel> model = client.GetSegmentModel(ended->model_id());
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<std::vector<v1::Assignment>> assignments =
+      client.ExportAssignments(ended->model_id());
+  ASSERT_TRUE(assignments.ok()) << assignments.status();
+  ExpectSameModel(reference->model, *model);
+  ExpectSameAssignments(reference->assignments, *assignments);
+}
+
+}  // namespace
+}  // namespace cohort::testing
