@@ -27,7 +27,7 @@ namespace cohort {
 struct CohortServiceOptions {
   std::string state_dir;
   absl::Duration worker_call_timeout = absl::Minutes(30);
-  // Time a worker has to answer one job step; see CoordinatorServerOptions.
+  // Time a worker has to return one job step's results; see CoordinatorServerOptions.
   absl::Duration step_timeout = absl::Minutes(10);
 };
 

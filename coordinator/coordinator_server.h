@@ -28,8 +28,8 @@ struct CoordinatorServerOptions {
   int probe_failures = 3;
   // Deadline of one unary call to a worker (dataset loading can be long).
   absl::Duration worker_call_timeout = absl::Minutes(30);
-  // Time a worker has to answer one step of a job (all its shards' results) before it is
-  // declared lost, so that a worker that keeps its connection but stops answering (a
+  // Time a worker has to return the results of all its shards for one job step before it
+  // is declared lost, so that a worker that keeps its connection but stops responding (a
   // stopped or hung process) cannot stall the job. Its shards then move as for any lost
   // worker. Must exceed the longest step on the largest shard set of one worker.
   absl::Duration step_timeout = absl::Minutes(10);

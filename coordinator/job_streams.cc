@@ -104,7 +104,7 @@ void JobStreams::WatchdogLoop() {
     if (watched_ == nullptr) continue;
     // The step timed out: breaking the stream makes the job thread's read fail.
     timed_out_.push_back(watched_->member.worker.worker_id);
-    COHORT_LOG_WARN("job {}: worker {} did not answer within {}; declaring it lost", job_id_,
+    COHORT_LOG_WARN("job {}: worker {} timed out after {} without results; declaring it lost", job_id_,
                     watched_->member.worker.worker_id,
                     absl::FormatDuration(options_.step_timeout));
     watched_->context->TryCancel();
@@ -136,9 +136,10 @@ absl::Status JobStreams::StreamError(Stream& stream, const std::string& action) 
   const std::string shards = absl::StrJoin(stream.member.shards, ",");
   if (timed_out) {
     return absl::UnavailableError(absl::StrCat(
-        "worker ", worker.worker_id, " at ", worker.address, " did not answer within the step ",
-        "timeout of ", absl::FormatDuration(options_.step_timeout), " while ", action,
-        " (shards ", shards, "); it may be stopped, hung or overloaded"));
+        "worker ", worker.worker_id, " at ", worker.address, " timed out while ", action,
+        " (shards ", shards, "): no results within the step timeout of ",
+        absl::FormatDuration(options_.step_timeout),
+        ", so the process may be stopped, hung or overloaded"));
   }
   if (lost || finished.error_code() == grpc::StatusCode::UNAVAILABLE ||
       finished.error_code() == grpc::StatusCode::CANCELLED || finished.ok()) {
@@ -228,8 +229,8 @@ absl::StatusOr<std::vector<v1::ShardResult>> JobStreams::Execute(v1::JobCommand 
 absl::Status JobStreams::Recover(std::vector<size_t> failed, const v1::JobCommand& command,
                                  std::vector<v1::ShardResult>* results) {
   std::vector<std::string> lost;
-  // Every failed stream is one lost worker; each round moves the shards of the streams
-  // that failed in the previous one, up to one round per stream the job had.
+  // Every failed stream is one lost worker. Each round moves the shards of the streams
+  // that failed in the previous one, and there is at most one round per stream.
   for (size_t round = 0; !failed.empty(); ++round) {
     if (round > streams_.size()) {
       return absl::UnavailableError("workers kept failing while their shards moved");

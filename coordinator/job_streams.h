@@ -40,8 +40,8 @@ class JobStreams {
       const std::vector<std::string>& lost, const std::vector<int>& shards)>;
 
   struct Options {
-    // Time a worker has to answer one command (all its shards' results) before it is
-    // declared lost. InfiniteDuration: no limit.
+    // Time a worker has to return the results of all its shards for one command before
+    // it is declared lost. InfiniteDuration: no limit.
     absl::Duration step_timeout = absl::InfiniteDuration();
     // Called when a worker is lost; null: the job fails with Unavailable.
     MoveShards move_shards;
@@ -55,7 +55,7 @@ class JobStreams {
   ~JobStreams();
 
   // Sends `command` (its seq is set here) to every worker and returns every shard's
-  // result sorted by shard id. A worker whose stream breaks, or that does not answer
+  // result sorted by shard id. A worker whose stream breaks, or that returns no results
   // within the step timeout, is lost. With move_shards, its shards move to other
   // workers, which replay the job's earlier commands on them and then compute this one,
   // so the results equal those of a run without the loss. Errors: Unavailable when a

@@ -16,8 +16,8 @@
 
 namespace cohort {
 
-// What a dataset needs for its shards to move: how it was loaded and how many rows each
-// shard had then.
+// The load request of a dataset and its rows per shard at load time, which moving its
+// shards needs.
 struct ShardSource {
   v1::Dataset info;
   // The request that loaded the dataset; its source is empty for streamed rows.
@@ -29,9 +29,8 @@ struct ShardSource {
 // (PlaceShards over their ids) and has each load its new shards from the source files,
 // next to the shards it holds. Returns the new hosts with their shards (ascending).
 // Errors: Unavailable when the dataset was filled by streamed rows (no copy of them
-// exists), when no live worker is left, or when a load call fails on a reachable
-// worker's side; FailedPrecondition when a reloaded shard has another row count than at
-// load time (the source changed).
+// exists), when no live worker is left, or when a load call fails. FailedPrecondition
+// when a reloaded shard has another row count than at load time (the source changed).
 [[nodiscard]] absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     const ShardSource& source, const std::vector<WorkerHandle>& live,
     const std::vector<std::string>& lost, const std::vector<int>& shards,

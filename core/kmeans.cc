@@ -498,10 +498,11 @@ absl::StatusOr<LloydRun> IterateMiniBatch(KMeansBackend& backend, MatrixXfR cent
   LloydRun result;
 
   for (int64_t step = 0; step < max_steps; ++step) {
-    // Reassign once 10·k rows have been drawn since the last time, as scikit-learn does.
-    // Reassigning as soon as a centroid has no weight yet would move centroids that no
-    // batch has reached so far: with k near the batch size, most of them after the first
-    // step, onto rows that other centroids already hold.
+    // Reassign once 10·k rows have been drawn since the last time. scikit-learn's
+    // MiniBatchKMeans._random_reassign also reassigns whenever a centroid has no weight
+    // yet. That moves centroids that no batch has reached so far onto rows that other
+    // centroids already hold, and with k near the batch size it moves most of them after
+    // the first step (k = n then leaves segments empty), so this driver does not.
     const bool reassign_step =
         options.reassignment_ratio > 0 && step > 0 && rows_since_reassign >= 10 * k;
     const int num_points = reassign_step ? static_cast<int>(k) : 0;

@@ -101,13 +101,13 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
   if (request.add_shards()) {
     // Shards moved here from a lost worker join the dataset's other shards on this
     // worker, which running jobs keep reading.
-    std::shared_ptr<HostedDataset> held;
+    std::shared_ptr<HostedDataset> existing;
     {
       absl::MutexLock lock(&mutex_);
       auto it = datasets_.find(request.dataset_id());
-      if (it != datasets_.end()) held = it->second;
+      if (it != datasets_.end()) existing = it->second;
     }
-    if (held != nullptr) dataset = std::move(held);
+    if (existing != nullptr) dataset = std::move(existing);
   }
   {
     absl::MutexLock dataset_lock(&dataset->mutex);

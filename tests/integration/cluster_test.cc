@@ -516,6 +516,41 @@ TEST_F(ClusterTest, MissingFileNotFound) {
   ExpectStillServes(*cluster);
 }
 
+TEST_F(ClusterTest, ZeroTolAndSeedAreRequestable) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  auto run = [&](const std::function<void(v1::SegmentationOptions&)>& change) {
+    v1::SegmentationOptions options = WithK(6);
+    change(options);
+    absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), options);
+    EXPECT_TRUE(output.ok()) << output.status();
+    return output.ok() ? output->model : v1::SegmentModel();
+  };
+  const v1::SegmentModel unset = run([](v1::SegmentationOptions&) {});
+  const v1::SegmentModel seed_42 = run([](v1::SegmentationOptions& o) { o.set_seed(42); });
+  const v1::SegmentModel seed_0 = run([](v1::SegmentationOptions& o) { o.set_seed(0); });
+  const v1::SegmentModel tol_0 = run([](v1::SegmentationOptions& o) { o.set_tol(0); });
+
+  // Unset means 42; 0 is another seed, which seeds these 300 scattered users differently.
+  ExpectSameModel(unset, seed_42);
+  EXPECT_FALSE(unset.options().has_seed());
+  EXPECT_TRUE(seed_0.options().has_seed());
+  EXPECT_EQ(seed_0.options().seed(), 0u);
+  EXPECT_NE(std::vector<float>(seed_0.centroids().values().begin(),
+                               seed_0.centroids().values().end()),
+            std::vector<float>(unset.centroids().values().begin(),
+                               unset.centroids().values().end()));
+
+  // tol = 0 stops only when no centroid moves, so it never stops earlier than 1e-4.
+  EXPECT_TRUE(tol_0.options().has_tol());
+  EXPECT_EQ(tol_0.options().tol(), 0);
+  EXPECT_TRUE(tol_0.converged());
+  EXPECT_GE(tol_0.iterations(), unset.iterations());
+  EXPECT_LE(tol_0.inertia(), unset.inertia() * (1 + 1e-12));
+}
+
 TEST_F(ClusterTest, KBelowOneRejected) {
   std::unique_ptr<TestCluster> cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);

@@ -1,6 +1,6 @@
-// The failure model with real worker processes: a stopped worker (SIGSTOP) is caught by
-// the per-step deadline, and the shards of a stopped or killed worker move to the live
-// workers, so a job on a dataset loaded from files ends with the no-failure result.
+// The failure model with real worker processes. The per-step deadline catches a stopped
+// worker (SIGSTOP). The shards of a stopped or killed worker move to the live workers, so
+// a job on a dataset loaded from files ends with the no-failure result.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -147,7 +147,7 @@ TEST_F(WorkerFailureTest, StoppedWorkerFailsStreamedJobWithinStepTimeout) {
   ASSERT_TRUE(ended.ok()) << ended.status();
   EXPECT_EQ(ended->state(), v1::JOB_STATE_FAILED);
   EXPECT_TRUE(HasError(JobError(*ended), absl::StatusCode::kUnavailable,
-                       {"worker-1", "did not answer within the step timeout of 2s",
+                       {"worker-1", "timed out", "no results within the step timeout of 2s",
                         "streamed rows", "no replica"}));
 }
 
