@@ -260,23 +260,18 @@ absl::Status JobStreams::Recover(std::vector<size_t> failed, const v1::JobComman
       // by replaying every earlier command, then computes the current one.
       absl::Status status;
       std::vector<v1::ShardResult> part;
-      for (const v1::JobCommand& earlier : history_) {
+      auto run = [&](const v1::JobCommand& step, const char* action) {
         part.clear();
-        if (!stream.stream->Write(earlier)) {
-          status = StreamError(stream, "replaying the job on moved shards");
-        } else {
-          status = ReadResults(stream, earlier.seq(), &part);
-        }
+        WatchStream(&stream);
+        const bool written = stream.stream->Write(step);
+        WatchStream(nullptr);
+        return written ? ReadResults(stream, step.seq(), &part) : StreamError(stream, action);
+      };
+      for (const v1::JobCommand& earlier : history_) {
+        status = run(earlier, "replaying the job on moved shards");
         if (!status.ok()) break;
       }
-      if (status.ok()) {
-        part.clear();
-        if (!stream.stream->Write(command)) {
-          status = StreamError(stream, "sending a command");
-        } else {
-          status = ReadResults(stream, command.seq(), &part);
-        }
-      }
+      if (status.ok()) status = run(command, "sending a command");
       if (status.ok()) {
         for (v1::ShardResult& result : part) results->push_back(std::move(result));
         continue;
@@ -294,6 +289,8 @@ void JobStreams::Close() {
     Stream& stream = *owned;
     if (stream.closed) continue;
     stream.closed = true;
+    // The step deadline also bounds the close, so a stopped worker cannot block it.
+    WatchStream(&stream);
     stream.stream->WritesDone();
     // When a step failed on another worker, this worker's results of that step are still
     // unread. A worker blocked on flow control while writing them never sends its status,
@@ -301,6 +298,7 @@ void JobStreams::Close() {
     v1::ShardResult unread;
     while (stream.stream->Read(&unread)) {
     }
+    WatchStream(nullptr);
     const grpc::Status status = stream.stream->Finish();
     if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
       COHORT_LOG_DEBUG("job {}: stream to worker {} ended with {}", job_id_,

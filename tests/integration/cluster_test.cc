@@ -130,26 +130,6 @@ class ClusterTest : public ::testing::Test {
     EXPECT_EQ(output->model.effective_k(), 3);
   }
 
-  // Polls GetJob until the job is RUNNING in its seeding or Lloyd phase.
-  static absl::Status AwaitJobComputing(TestCluster& cluster, const std::string& job_id) {
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < give_up) {
-      COHORT_ASSIGN_OR_RETURN(v1::Job job, cluster.GetJob(job_id));
-      if (IsFinal(job.state())) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("job ", job_id, " ended ", v1::JobState_Name(job.state()),
-                         " before the test could act; make the job longer"));
-      }
-      const std::string& phase = job.last_event().phase();
-      if (job.state() == v1::JOB_STATE_RUNNING && (phase == "init" || phase == "lloyd")) {
-        return absl::OkStatus();
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return absl::DeadlineExceededError(
-        absl::StrCat("job ", job_id, " did not reach seeding or Lloyd within 60 s"));
-  }
-
   TempDir temp_;
   std::string small_users_csv_;
 };
@@ -1526,16 +1506,6 @@ std::vector<std::vector<double>> WeightedBlobMeans() {
   return means;
 }
 
-absl::StatusOr<v1::Dataset> LoadWeightedUsers(TestCluster& cluster, const std::string& path) {
-  v1::CreateDatasetRequest create;
-  create.set_kind(v1::DATASET_KIND_USERS);
-  v1::LoadDatasetRequest load;
-  load.set_source(path);
-  load.set_id_column("id");
-  (*load.mutable_overrides())["w"] = v1::COLUMN_TYPE_WEIGHT;
-  return cluster.CreateAndLoad(create, load);
-}
-
 TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
   const std::string weighted_csv =
       temp_.WriteFile("weighted.csv", WeightedUsersCsv(false, false));
@@ -1555,20 +1525,20 @@ TEST_F(ClusterTest, WeightColumnActsAsRowCopies) {
     cluster_options.num_workers = workers;
     std::unique_ptr<TestCluster> cluster = StartCluster(cluster_options);
     ASSERT_NE(cluster, nullptr);
-    absl::StatusOr<v1::Dataset> dataset = LoadWeightedUsers(*cluster, weighted_csv);
+    absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(weighted_csv, "id", {}, 0, "w");
     ASSERT_TRUE(dataset.ok()) << dataset.status();
     absl::StatusOr<JobOutput> output = Segment(*cluster, dataset->dataset_id(), options);
     ASSERT_TRUE(output.ok()) << output.status();
     weighted.push_back(*std::move(output));
     if (workers == 1) continue;
 
-    absl::StatusOr<v1::Dataset> copies = LoadWeightedUsers(*cluster, duplicated_csv);
+    absl::StatusOr<v1::Dataset> copies = cluster->LoadUsers(duplicated_csv, "id", {}, 0, "w");
     ASSERT_TRUE(copies.ok()) << copies.status();
     absl::StatusOr<JobOutput> copies_output = Segment(*cluster, copies->dataset_id(), options);
     ASSERT_TRUE(copies_output.ok()) << copies_output.status();
     duplicated = *std::move(copies_output);
 
-    absl::StatusOr<v1::Dataset> with_zero = LoadWeightedUsers(*cluster, zero_weight_csv);
+    absl::StatusOr<v1::Dataset> with_zero = cluster->LoadUsers(zero_weight_csv, "id", {}, 0, "w");
     ASSERT_TRUE(with_zero.ok()) << with_zero.status();
     absl::StatusOr<JobOutput> zero_output = Segment(*cluster, with_zero->dataset_id(), options);
     ASSERT_TRUE(zero_output.ok()) << zero_output.status();

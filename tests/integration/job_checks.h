@@ -15,6 +15,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cohort/v1/cohort.pb.h"
 #include "core/csv.h"
 #include "core/status_macros.h"
@@ -43,6 +45,26 @@ inline v1::SegmentationOptions WithK(int k) {
   return options;
 }
 
+
+// Polls GetJob until the job is RUNNING in its seeding or Lloyd phase.
+inline absl::Status AwaitJobComputing(TestCluster& cluster, const std::string& job_id) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < give_up) {
+    COHORT_ASSIGN_OR_RETURN(v1::Job job, cluster.GetJob(job_id));
+    if (IsFinal(job.state())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", job_id, " ended ", v1::JobState_Name(job.state()),
+                       " before the test could act; make the job longer"));
+    }
+    const std::string& phase = job.last_event().phase();
+    if (job.state() == v1::JOB_STATE_RUNNING && (phase == "init" || phase == "lloyd")) {
+      return absl::OkStatus();
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("job ", job_id, " did not reach seeding or Lloyd within 60 s"));
+}
 
 // What one successful job produced.
 struct JobOutput {

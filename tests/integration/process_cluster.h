@@ -73,13 +73,11 @@ class ProcessCluster {
     return cluster;
   }
 
-  // Stops the coordinator, then kills the worker processes that still run.
+  // Resumes stopped workers, stops the coordinator, then kills the worker processes.
   ~ProcessCluster() {
+    for (auto& worker : workers_) worker->Signal(SIGCONT);
     client_.reset();
-    for (auto& worker : workers_) {
-      worker->Signal(SIGCONT);
-      worker->Signal(SIGKILL);
-    }
+    for (auto& worker : workers_) worker->Signal(SIGKILL);
   }
 
   // The public API client and the in-process coordinator.

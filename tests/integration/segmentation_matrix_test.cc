@@ -67,24 +67,6 @@ absl::StatusOr<std::string> WriteWeightedCopy(const std::string& csv, const Temp
   return dir.WriteFile("weighted_customers.csv", text);
 }
 
-// Loads a USERS CSV file with an id column, `ignore` columns and an optional weight
-// column into `num_shards` shards.
-absl::StatusOr<v1::Dataset> LoadCsv(TestCluster& cluster, const std::string& path,
-                                    const std::string& id_column, int num_shards,
-                                    const std::vector<std::string>& ignore = {},
-                                    const std::string& weight_column = "") {
-  v1::CreateDatasetRequest create;
-  create.set_num_shards(num_shards);
-  v1::LoadDatasetRequest load;
-  load.set_source(path);
-  load.set_id_column(id_column);
-  for (const std::string& name : ignore) {
-    (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_IGNORE;
-  }
-  if (!weight_column.empty()) (*load.mutable_overrides())[weight_column] = v1::COLUMN_TYPE_WEIGHT;
-  return cluster.CreateAndLoad(create, load);
-}
-
 // One cluster of the matrix with the shop and its weighted copy loaded.
 struct MatrixCluster {
   ClusterShape shape;
@@ -124,11 +106,11 @@ class SegmentationMatrixTest : public ::testing::Test {
       MatrixCluster entry{shape, nullptr, "", ""};
       if (status.ok()) {
         entry.cluster = std::move(*started);
-        absl::StatusOr<v1::Dataset> plain = LoadCsv(entry.cluster->client(), shop->customers_csv,
-                                                    "customer_id", kShards, {"segment_truth"});
+        TestCluster& client = entry.cluster->client();
+        absl::StatusOr<v1::Dataset> plain =
+            client.LoadUsers(shop->customers_csv, "customer_id", {"segment_truth"}, kShards);
         absl::StatusOr<v1::Dataset> with_weights =
-            LoadCsv(entry.cluster->client(), *weighted, "customer_id", kShards,
-                    {"segment_truth"}, "w");
+            client.LoadUsers(*weighted, "customer_id", {"segment_truth"}, kShards, "w");
         status = !plain.ok() ? plain.status() : with_weights.status();
         if (status.ok()) {
           entry.shop_id = plain->dataset_id();
@@ -187,6 +169,15 @@ class SegmentationMatrixTest : public ::testing::Test {
     }
   }
 
+  // The inertia of Lloyd iterations after k-means++ seeding with k segments, on the
+  // shop on the first cluster.
+  static double LloydInertia(int k) {
+    absl::StatusOr<JobOutput> output =
+        Segment(Client(kOneWorker), (*clusters_)[kOneWorker].shop_id, WithK(k));
+    EXPECT_TRUE(output.ok()) << output.status();
+    return output.ok() ? output->model.inertia() : 0;
+  }
+
   static TempDir* temp_;
   static std::vector<MatrixCluster>* clusters_;
   static std::string* setup_error_;
@@ -211,6 +202,9 @@ TEST_F(SegmentationMatrixTest, LloydKMeansParallelSameEverywhere) {
   ExpectSameOnEveryCluster(Options(5, "kmeans", "kmeans||", ""), false, &outputs);
   ASSERT_FALSE(outputs.empty());
   EXPECT_EQ(outputs[0].model.options().init(), "kmeans||");
+  const double lloyd = LloydInertia(5);
+  ASSERT_GT(lloyd, 0);
+  EXPECT_LE(outputs[0].model.inertia(), 1.02 * lloyd);
 }
 
 TEST_F(SegmentationMatrixTest, MiniBatchSameEverywhere) {
@@ -218,6 +212,9 @@ TEST_F(SegmentationMatrixTest, MiniBatchSameEverywhere) {
   ExpectSameOnEveryCluster(Options(5, "minibatch", "", ""), false, &outputs);
   ASSERT_FALSE(outputs.empty());
   EXPECT_GT(outputs[0].model.iterations(), 0);
+  const double lloyd = LloydInertia(5);
+  ASSERT_GT(lloyd, 0);
+  EXPECT_LE(outputs[0].model.inertia(), 1.02 * lloyd);
 }
 
 TEST_F(SegmentationMatrixTest, CosineSameEverywhere) {
@@ -273,7 +270,7 @@ TEST_F(SegmentationMatrixTest, KEqualToUserCountGivesOneUserPerSegment) {
   for (int i = 0; i < kDistinct; ++i) absl::StrAppend(&csv, "u", i, ",", i, ",", (i * i) % 7, "\n");
   TestCluster& cluster = Client(kFourWorkers);
   absl::StatusOr<v1::Dataset> dataset =
-      LoadCsv(cluster, temp_->WriteFile("k_equals_n.csv", csv), "id", kShards);
+      cluster.LoadUsers(temp_->WriteFile("k_equals_n.csv", csv), "id", {}, kShards);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   for (const auto& [name, options] : EdgeVariants(kDistinct)) {
     SCOPED_TRACE(name);
@@ -304,7 +301,7 @@ TEST_F(SegmentationMatrixTest, IdenticalRowsGiveFewerDistinctPoints) {
   for (int i = 0; i < 20; ++i) absl::StrAppend(&csv, "u", i, ",3.5,-2\n");
   TestCluster& cluster = Client(kFourWorkers);
   absl::StatusOr<v1::Dataset> dataset =
-      LoadCsv(cluster, temp_->WriteFile("identical.csv", csv), "id", kShards);
+      cluster.LoadUsers(temp_->WriteFile("identical.csv", csv), "id", {}, kShards);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   for (const auto& [name, options] : EdgeVariants(3)) {
     SCOPED_TRACE(name);
@@ -359,7 +356,7 @@ TEST_F(SegmentationMatrixTest, EmptyShardsAndShardlessWorkerKeepResult) {
   std::vector<JobOutput> outputs;
   for (int index : {kOneWorker, kFourWorkers}) {
     SCOPED_TRACE(absl::StrCat("cluster ", index));
-    absl::StatusOr<v1::Dataset> dataset = LoadCsv(Client(index), path, "id", kEightShards);
+    absl::StatusOr<v1::Dataset> dataset = Client(index).LoadUsers(path, "id", {}, kEightShards);
     ASSERT_TRUE(dataset.ok()) << dataset.status();
     for (const auto& [name, options] : EdgeVariants(4)) {
       SCOPED_TRACE(name);
@@ -381,7 +378,7 @@ TEST_F(SegmentationMatrixTest, AllWeightsZeroFailPrecondition) {
   for (int i = 0; i < 30; ++i) absl::StrAppend(&csv, "u", i, ",", i % 7, ",", i % 5, ",0\n");
   TestCluster& cluster = Client(kFourWorkers);
   absl::StatusOr<v1::Dataset> dataset =
-      LoadCsv(cluster, temp_->WriteFile("zero_weights.csv", csv), "id", kShards, {}, "w");
+      cluster.LoadUsers(temp_->WriteFile("zero_weights.csv", csv), "id", {}, kShards, "w");
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   for (const auto& [name, options] : EdgeVariants(3)) {
     SCOPED_TRACE(name);
@@ -407,11 +404,11 @@ std::string SymmetricUsersCsv(bool with_center) {
 
 TEST_F(SegmentationMatrixTest, CosineZeroRowFollowsDocumentedRule) {
   TestCluster& cluster = Client(kFourWorkers);
-  absl::StatusOr<v1::Dataset> with_center = LoadCsv(
-      cluster, temp_->WriteFile("with_center.csv", SymmetricUsersCsv(true)), "id", kShards);
+  absl::StatusOr<v1::Dataset> with_center = cluster.LoadUsers(
+      temp_->WriteFile("with_center.csv", SymmetricUsersCsv(true)), "id", {}, kShards);
   ASSERT_TRUE(with_center.ok()) << with_center.status();
-  absl::StatusOr<v1::Dataset> without_center = LoadCsv(
-      cluster, temp_->WriteFile("without_center.csv", SymmetricUsersCsv(false)), "id", kShards);
+  absl::StatusOr<v1::Dataset> without_center = cluster.LoadUsers(
+      temp_->WriteFile("without_center.csv", SymmetricUsersCsv(false)), "id", {}, kShards);
   ASSERT_TRUE(without_center.ok()) << without_center.status();
   const v1::SegmentationOptions options = Options(3, "kmeans", "", "cosine");
   absl::StatusOr<JobOutput> trained = Segment(cluster, with_center->dataset_id(), options);

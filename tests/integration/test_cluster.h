@@ -175,10 +175,12 @@ class TestCluster {
     return LoadDataset(load);
   }
 
-  // Creates a USERS dataset with an inferred schema and loads the CSV file `path`.
+  // Creates a USERS dataset with an inferred schema and loads the CSV file `path`;
+  // `weight_column`, when not empty, is the column of sample weights.
   absl::StatusOr<v1::Dataset> LoadUsers(const std::string& path, const std::string& id_column,
                                         const std::vector<std::string>& ignore = {},
-                                        int num_shards = 0) {
+                                        int num_shards = 0,
+                                        const std::string& weight_column = "") {
     v1::CreateDatasetRequest create;
     create.set_kind(v1::DATASET_KIND_USERS);
     create.set_num_shards(num_shards);
@@ -187,6 +189,9 @@ class TestCluster {
     load.set_id_column(id_column);
     for (const std::string& name : ignore) {
       (*load.mutable_overrides())[name] = v1::COLUMN_TYPE_IGNORE;
+    }
+    if (!weight_column.empty()) {
+      (*load.mutable_overrides())[weight_column] = v1::COLUMN_TYPE_WEIGHT;
     }
     return CreateAndLoad(create, load);
   }

@@ -66,36 +66,25 @@ class WorkerFailureTest : public ::testing::Test {
     return cluster.LoadUsers(shop_csv_, "customer_id", {"segment_truth"});
   }
 
-  // Polls GetJob until the job is RUNNING in its seeding or Lloyd phase.
-  static absl::Status AwaitJobComputing(TestCluster& cluster, const std::string& job_id) {
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < give_up) {
-      COHORT_ASSIGN_OR_RETURN(v1::Job job, cluster.GetJob(job_id));
-      if (IsFinal(job.state())) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "job ", job_id, " ended ", v1::JobState_Name(job.state()),
-            " before the test could act; make the job longer"));
-      }
-      const std::string& phase = job.last_event().phase();
-      if (job.state() == v1::JOB_STATE_RUNNING && (phase == "init" || phase == "lloyd")) {
-        return absl::OkStatus();
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return absl::DeadlineExceededError(
-        absl::StrCat("job ", job_id, " did not reach seeding or Lloyd within 60 s"));
-  }
+  // Runs `options` on the shop of a new 3-worker cluster twice: once without a failure,
+  // then sending `signal` to worker `victim` while the job computes. Checks that both
+  // jobs give the same model and assignments, and that a later job runs.
+  void ExpectSameResultAfterSignal(const v1::SegmentationOptions& options, int victim,
+                                   int signal) {
+    std::unique_ptr<ProcessCluster> cluster = StartCluster();
+    ASSERT_NE(cluster, nullptr);
+    TestCluster& client = cluster->client();
+    absl::StatusOr<v1::Dataset> dataset = LoadShop(client);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    const std::string& dataset_id = dataset->dataset_id();
+    absl::StatusOr<JobOutput> reference = Segment(client, dataset_id, options);
+    ASSERT_TRUE(reference.ok()) << reference.status();
 
-  // Runs SeveralSecondsJob, sends `signal` to worker-1 while the job computes, and checks
-  // that the job ends with the model and assignments of `reference`.
-  void ExpectSameResultAfterSignal(ProcessCluster& cluster, const std::string& dataset_id,
-                                   const JobOutput& reference, int signal) {
-    TestCluster& client = cluster.client();
-    absl::StatusOr<v1::Job> job = client.StartSegmentation(dataset_id, SeveralSecondsJob());
+    absl::StatusOr<v1::Job> job = client.StartSegmentation(dataset_id, options);
     ASSERT_TRUE(job.ok()) << job.status();
     const absl::Status computing = AwaitJobComputing(client, job->job_id());
     ASSERT_TRUE(computing.ok()) << computing;
-    cluster.worker(1).Signal(signal);
+    cluster->worker(victim).Signal(signal);
 
     absl::StatusOr<v1::Job> ended = client.WaitForJob(job->job_id(), absl::Seconds(120));
     ASSERT_TRUE(ended.ok()) << ended.status();
@@ -105,10 +94,14 @@ class WorkerFailureTest : public ::testing::Test {
     absl::StatusOr<std::vector<v1::Assignment>> assignments =
         client.ExportAssignments(ended->model_id());
     ASSERT_TRUE(assignments.ok()) << assignments.status();
-    ExpectSameModel(reference.model, *model);
-    ExpectSameAssignments(reference.assignments, *assignments);
+    ExpectSameModel(reference->model, *model);
+    ExpectSameAssignments(reference->assignments, *assignments);
 
-    // Later jobs run on the new placement without the lost worker.
+    // The victim's shards moved, and later jobs run on the new placement without it.
+    absl::StatusOr<v1::ListWorkersResponse> workers = client.ListWorkers();
+    ASSERT_TRUE(workers.ok()) << workers.status();
+    ASSERT_EQ(workers->workers_size(), 3);
+    EXPECT_EQ(workers->workers(victim).hosted_shards(), 0);
     absl::StatusOr<JobOutput> again = Segment(client, dataset_id, WithK(3));
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ(again->assignments.size(), static_cast<size_t>(kUsers));
@@ -152,55 +145,19 @@ TEST_F(WorkerFailureTest, StoppedWorkerFailsStreamedJobWithinStepTimeout) {
 }
 
 TEST_F(WorkerFailureTest, StoppedWorkerShardsMoveAndJobKeepsResult) {
-  std::unique_ptr<ProcessCluster> cluster = StartCluster();
-  ASSERT_NE(cluster, nullptr);
-  absl::StatusOr<v1::Dataset> dataset = LoadShop(cluster->client());
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
-  absl::StatusOr<JobOutput> reference =
-      Segment(cluster->client(), dataset->dataset_id(), SeveralSecondsJob());
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  ExpectSameResultAfterSignal(*cluster, dataset->dataset_id(), *reference, SIGSTOP);
+  ExpectSameResultAfterSignal(SeveralSecondsJob(), 1, SIGSTOP);
 }
 
 TEST_F(WorkerFailureTest, KilledWorkerShardsMoveAndJobKeepsResult) {
-  std::unique_ptr<ProcessCluster> cluster = StartCluster();
-  ASSERT_NE(cluster, nullptr);
-  absl::StatusOr<v1::Dataset> dataset = LoadShop(cluster->client());
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
-  absl::StatusOr<JobOutput> reference =
-      Segment(cluster->client(), dataset->dataset_id(), SeveralSecondsJob());
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  ExpectSameResultAfterSignal(*cluster, dataset->dataset_id(), *reference, SIGKILL);
+  ExpectSameResultAfterSignal(SeveralSecondsJob(), 1, SIGKILL);
 }
 
 TEST_F(WorkerFailureTest, KilledWorkerBisectingJobKeepsResult) {
-  std::unique_ptr<ProcessCluster> cluster = StartCluster();
-  ASSERT_NE(cluster, nullptr);
-  TestCluster& client = cluster->client();
-  absl::StatusOr<v1::Dataset> dataset = LoadShop(client);
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
   v1::SegmentationOptions options = SeveralSecondsJob();
   options.set_algorithm("bisecting");
   options.set_k(12);
   options.set_n_init(2);
-  absl::StatusOr<JobOutput> reference = Segment(client, dataset->dataset_id(), options);
-  ASSERT_TRUE(reference.ok()) << reference.status();
-
-  absl::StatusOr<v1::Job> job = client.StartSegmentation(dataset->dataset_id(), options);
-  ASSERT_TRUE(job.ok()) << job.status();
-  const absl::Status computing = AwaitJobComputing(client, job->job_id());
-  ASSERT_TRUE(computing.ok()) << computing;
-  cluster->worker(2).Signal(SIGKILL);
-  absl::StatusOr<v1::Job> ended = client.WaitForJob(job->job_id(), absl::Seconds(120));
-  ASSERT_TRUE(ended.ok()) << ended.status();
-  ASSERT_EQ(ended->state(), v1::JOB_STATE_SUCCEEDED) << ended->error_message();
-  absl::StatusOr<v1::SegmentModel> model = client.GetSegmentModel(ended->model_id());
-  ASSERT_TRUE(model.ok()) << model.status();
-  absl::StatusOr<std::vector<v1::Assignment>> assignments =
-      client.ExportAssignments(ended->model_id());
-  ASSERT_TRUE(assignments.ok()) << assignments.status();
-  ExpectSameModel(reference->model, *model);
-  ExpectSameAssignments(reference->assignments, *assignments);
+  ExpectSameResultAfterSignal(options, 2, SIGKILL);
 }
 
 }  // namespace
