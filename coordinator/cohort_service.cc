@@ -531,12 +531,14 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
                        " users of dataset '", dataset_id, "'; choose k <= ",
                        dataset.info.num_users()));
     }
+    // The job moves the shards of a lost worker when it starts, unless the dataset was
+    // filled by streamed rows, which exist only on their worker.
     for (const std::string& owner : dataset.owners) {
-      if (!registry_->IsLive(owner)) {
-        return absl::UnavailableError(
-            absl::StrCat("worker ", owner, " holding shards of dataset '", dataset_id,
-                         "' is not live and its shards are not moved yet; load the data into a new dataset "
-                         "and retry"));
+      if (!registry_->IsLive(owner) && dataset.load.source().empty()) {
+        return absl::UnavailableError(absl::StrCat(
+            "worker ", owner, " holding shards of dataset '", dataset_id,
+            "' is not live, and streamed rows have no replica to move its shards from; "
+            "stream the rows into a new dataset and retry"));
       }
     }
     COHORT_ASSIGN_OR_RETURN(record->schema, FromProto(dataset.info.schema()));
@@ -673,13 +675,36 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   }
   std::vector<JobStreams::Member> members;
   absl::Status status;
+  std::vector<std::string> lost;
+  std::vector<int> lost_shards;
   for (const auto& [worker_id, shards] : shards_by_worker) {
     absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
     if (!worker.ok()) {
-      status = worker.status();
-      break;
+      lost.push_back(worker_id);
+      lost_shards.insert(lost_shards.end(), shards.begin(), shards.end());
+      if (status.ok()) status = worker.status();
+      continue;
     }
     members.push_back(JobStreams::Member{*worker, shards});
+  }
+  if (!lost.empty()) {
+    // Workers lost before the job started: their shards move now, as they would during
+    // the job.
+    std::sort(lost_shards.begin(), lost_shards.end());
+    absl::StatusOr<std::vector<JobStreams::Member>> hosts =
+        ShardMover(record->dataset_id)(lost, lost_shards);
+    if (hosts.ok()) {
+      std::map<int, std::string> moved;
+      for (JobStreams::Member& host : *hosts) {
+        for (int shard : host.shards) moved[shard] = host.worker.worker_id;
+        members.push_back(std::move(host));
+      }
+      ApplyMovedShards(record.get(), moved);
+      status = absl::OkStatus();
+    } else {
+      status = absl::Status(hosts.status().code(),
+                            absl::StrCat(status.message(), "; ", hosts.status().message()));
+    }
   }
   std::unique_ptr<JobStreams> streams;
   if (status.ok()) {
@@ -761,7 +786,8 @@ JobStreams::MoveShards CohortServiceImpl::ShardMover(const std::string& dataset_
       absl::MutexLock lock(&mutex_);
       auto it = datasets_.find(dataset_id);
       if (it == datasets_.end()) {
-        return absl::UnavailableError(absl::StrCat("dataset '", dataset_id, "' is gone"));
+        return absl::UnavailableError(
+            absl::StrCat("dataset '", dataset_id, "' no longer exists, so its shards cannot move"));
       }
       source.info = it->second.info;
       source.load = it->second.load;

@@ -682,6 +682,35 @@ TEST_F(ClusterTest, LoadNamesUnreachableWorkerBeforeProbesFail) {
   EXPECT_TRUE(workers->workers(2).live());
 }
 
+TEST_F(ClusterTest, JobMovesShardsOfWorkerLostBeforeStart) {
+  TestClusterOptions options;
+  options.probe_interval = absl::Milliseconds(50);
+  options.probe_timeout = absl::Milliseconds(500);
+  options.probe_failures = 2;
+  std::unique_ptr<TestCluster> cluster = StartCluster(options);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(small_users_csv_, "id");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> reference = Segment(*cluster, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  cluster->worker(1).Shutdown(absl::ZeroDuration());
+  const absl::Status lost = cluster->AwaitWorkerLive("worker-1", false, absl::Seconds(10));
+  ASSERT_TRUE(lost.ok()) << lost;
+  absl::StatusOr<JobOutput> moved = Segment(*cluster, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  ExpectSameModel(reference->model, moved->model);
+  ExpectSameAssignments(reference->assignments, moved->assignments);
+
+  absl::StatusOr<v1::ListWorkersResponse> workers = cluster->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->workers_size(), 3);
+  EXPECT_EQ(workers->workers(1).hosted_shards(), 0);
+  // The model trained before the loss had shards on worker-1, whose assignments are gone.
+  EXPECT_TRUE(HasError(cluster->ExportAssignments(reference->model.model_id()).status(),
+                       absl::StatusCode::kUnavailable, {"worker-1"}));
+}
+
 TEST_F(ClusterTest, LoadSucceedsAfterUnreachableWorkerIsLost) {
   TestClusterOptions options;
   options.num_workers = 2;
