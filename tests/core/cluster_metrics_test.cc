@@ -481,5 +481,51 @@ TEST(SampledSilhouetteTest, ThreadCountDoesNotChangeResult) {
   EXPECT_EQ(*one.value, *two.value);
 }
 
+// One row of weight w as weighted aggregates of one cluster (k = 1).
+ClusterAggregates WeightedRow(const std::vector<double>& row, double w) {
+  ClusterAggregates a;
+  a.k = 1;
+  a.d = static_cast<int>(row.size());
+  a.counts = {1};
+  a.weight_sums = {w};
+  a.sums = MatrixXdR::Zero(1, a.d);
+  double sq_norm = 0;
+  for (int j = 0; j < a.d; ++j) {
+    a.sums(0, j) = w * row[j];
+    sq_norm += row[j] * row[j];
+  }
+  a.sq_norm_sums = {w * sq_norm};
+  a.sq_deviation_sums = {0.0};
+  return a;
+}
+
+TEST(ClusterAggregatesTest, WeightedMergePoolsByWeight) {
+  // Rows a (weight 2) and b (weight 1) against the unweighted rows a, a, b.
+  MatrixXfR x(3, 2);
+  x << 1, 2,
+       1, 2,
+       4, -2;
+  const std::vector<int32_t> labels = {0, 0, 0};
+  const ClusterAggregates copies = ComputeClusterAggregates(x, labels.data(), 1);
+
+  ClusterAggregates merged = WeightedRow({1, 2}, 2);
+  merged.Merge(WeightedRow({4, -2}, 1));
+  EXPECT_EQ(merged.counts, (std::vector<int64_t>{2}));
+  EXPECT_EQ(merged.weight_sums, (std::vector<double>{3}));
+  EXPECT_EQ(merged.sums(0, 0), copies.sums(0, 0));
+  EXPECT_EQ(merged.sums(0, 1), copies.sums(0, 1));
+  EXPECT_DOUBLE_EQ(merged.sq_norm_sums[0], copies.sq_norm_sums[0]);
+  EXPECT_NEAR(merged.sq_deviation_sums[0], copies.sq_deviation_sums[0], 1e-12);
+}
+
+TEST(ClusterAggregatesTest, UnweightedSideMergesAsWeightOne) {
+  ClusterAggregates merged = WeightedRow({1, 2}, 2);
+  ClusterAggregates plain = WeightedRow({4, -2}, 1);
+  plain.weight_sums.clear();
+  merged.Merge(plain);
+  EXPECT_EQ(merged.weight_sums, (std::vector<double>{3}));
+  EXPECT_EQ(merged.counts, (std::vector<int64_t>{2}));
+}
+
 }  // namespace
 }  // namespace cohort
