@@ -9,9 +9,20 @@ void IdColumn::Reserve(int64_t ids, int64_t chars) {
   chars_.reserve(chars_.size() + static_cast<size_t>(chars));
 }
 
+namespace {
+
+// Capacity beyond the size that ShrinkToFit leaves in place: copying a column to drop
+// less than 1/32 of it costs more time than the memory is worth.
+template <typename Container>
+void ShrinkIfSlack(Container& container) {
+  if (container.capacity() > container.size() + container.size() / 32) container.shrink_to_fit();
+}
+
+}  // namespace
+
 void IdColumn::ShrinkToFit() {
-  offsets_.shrink_to_fit();
-  chars_.shrink_to_fit();
+  ShrinkIfSlack(offsets_);
+  ShrinkIfSlack(chars_);
 }
 
 int64_t IdColumn::MemoryBytes() const {
@@ -50,6 +61,8 @@ void NumericMatrix::PopRow() {
   values_.resize(values_.size() - cols_);
 }
 
+void NumericMatrix::ShrinkToFit() { ShrinkIfSlack(values_); }
+
 std::vector<double> NumericMatrix::Column(int col) const {
   std::vector<double> column(static_cast<size_t>(rows()));
   for (int64_t r = 0; r < rows(); ++r) column[r] = (*this)(r, col);
@@ -62,6 +75,8 @@ void CategoricalColumn::push_back(std::string_view value) {
   if (inserted) dictionary_.emplace_back(value);
   codes_.push_back(it->second);
 }
+
+void CategoricalColumn::ShrinkToFit() { ShrinkIfSlack(codes_); }
 
 int64_t CategoricalColumn::MemoryBytes() const {
   int64_t bytes = static_cast<int64_t>(codes_.capacity() * sizeof(int32_t));

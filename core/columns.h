@@ -33,7 +33,7 @@ class IdColumn {
   }
   // Reserves room for `ids` more ids of `chars` more bytes in total.
   void Reserve(int64_t ids, int64_t chars);
-  // Releases the capacity beyond the current size.
+  // Releases the capacity beyond the current size when it exceeds 1/32 of the size.
   void ShrinkToFit();
   // Heap bytes held, capacity included.
   int64_t MemoryBytes() const;
@@ -68,7 +68,8 @@ class NumericMatrix {
   void AppendRows(const float* values, int64_t count);
   void PopRow();
   void Reserve(int64_t rows) { values_.reserve(static_cast<size_t>(rows) * cols_); }
-  void ShrinkToFit() { values_.shrink_to_fit(); }
+  // As IdColumn::ShrinkToFit.
+  void ShrinkToFit();
   int64_t MemoryBytes() const { return static_cast<int64_t>(values_.capacity() * sizeof(float)); }
 
   // The values of column `col`, as doubles, for tests.
@@ -95,7 +96,8 @@ class CategoricalColumn {
   void push_back(std::string_view value);
   void pop_back() { codes_.pop_back(); }
   void Reserve(int64_t rows) { codes_.reserve(static_cast<size_t>(rows)); }
-  void ShrinkToFit() { codes_.shrink_to_fit(); }
+  // As IdColumn::ShrinkToFit.
+  void ShrinkToFit();
   // Heap bytes held: the codes plus the dictionary and its index.
   int64_t MemoryBytes() const;
   // The values as strings, for tests.

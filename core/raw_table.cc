@@ -26,64 +26,6 @@ size_t CountColumns(const Schema& schema, ColumnType type) {
 
 bool IsBlank(std::string_view cell) { return cell.find_first_not_of(" \t") == std::string_view::npos; }
 
-// Parses a plain decimal, [+-]digits[.digits][(e|E)[+-]digits], with at most 19
-// significant digits whose value is at most 2^53 and a decimal exponent within ±22.
-// Then the digits and the power of ten are exact doubles, and one IEEE multiplication
-// or division rounds the result correctly (Clinger's fast path), so the value equals
-// what std::from_chars returns. Returns false for any other text, which ParseNumber
-// then handles.
-bool ParsePlainDecimal(std::string_view text, double* value) {
-  static constexpr double kPowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                            1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  constexpr uint64_t kMaxExactMantissa = uint64_t{1} << 53;
-  const char* p = text.data();
-  const char* const end = p + text.size();
-  bool negative = false;
-  if (p < end && (*p == '-' || *p == '+')) negative = *p++ == '-';
-  uint64_t mantissa = 0;
-  int significant = 0;
-  int exponent = 0;
-  const char* const integer_start = p;
-  for (; p < end && *p >= '0' && *p <= '9'; ++p) {
-    if (mantissa == 0 && *p == '0') continue;
-    if (++significant > 19) return false;
-    mantissa = mantissa * 10 + static_cast<uint64_t>(*p - '0');
-  }
-  if (p == integer_start) return false;
-  if (p < end && *p == '.') {
-    const char* const fraction_start = ++p;
-    for (; p < end && *p >= '0' && *p <= '9'; ++p) {
-      --exponent;
-      if (mantissa == 0 && *p == '0') continue;
-      if (++significant > 19) return false;
-      mantissa = mantissa * 10 + static_cast<uint64_t>(*p - '0');
-    }
-    if (p == fraction_start) return false;
-  }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    ++p;
-    bool negative_exponent = false;
-    if (p < end && (*p == '-' || *p == '+')) negative_exponent = *p++ == '-';
-    const char* const exponent_start = p;
-    int written = 0;
-    for (; p < end && *p >= '0' && *p <= '9'; ++p) {
-      if (written > 1000) return false;
-      written = written * 10 + (*p - '0');
-    }
-    if (p == exponent_start) return false;
-    exponent += negative_exponent ? -written : written;
-  }
-  if (p != end || mantissa > kMaxExactMantissa) return false;
-  double result = static_cast<double>(mantissa);
-  if (mantissa != 0) {
-    if (exponent < -22 || exponent > 22) return false;
-    result = exponent < 0 ? result / kPowersOfTen[-exponent] : result * kPowersOfTen[exponent];
-  }
-  *value = negative ? -result : result;
-  return true;
-}
-
 }  // namespace
 
 absl::Status ValidateLoadOptions(const UserLoadOptions& options) {
@@ -218,7 +160,7 @@ void RawShard::ShrinkToFit() {
   ids.ShrinkToFit();
   numeric.ShrinkToFit();
   for (CategoricalColumn& column : categorical) column.ShrinkToFit();
-  weights.shrink_to_fit();
+  if (weights.capacity() > weights.size() + weights.size() / 32) weights.shrink_to_fit();
 }
 
 RawShard MakeEmptyShard(const Schema& schema, int shard_id) {

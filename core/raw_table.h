@@ -36,7 +36,8 @@ struct RawShard {
   int64_t num_rows() const { return ids.size(); }
   // Heap bytes held by the columns, capacity included.
   int64_t MemoryBytes() const;
-  // Releases the capacity beyond the current size of every column.
+  // Releases the capacity beyond the current size of every column where it exceeds 1/32
+  // of the size.
   void ShrinkToFit();
 };
 // Returns an empty shard with the column vectors of `schema`.
