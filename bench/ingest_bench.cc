@@ -6,7 +6,7 @@
 //   1. reads the file with CsvReader alone, as a reference for the CSV parsing speed;
 //   2. loads it with LoadUserShards into all `--shards` shards on 1 and 2 threads
 //      (best of `--repeat` runs each), as a worker does for the shards it hosts;
-//   3. holds one load and reports what it holds per user: the RawShard accounting
+//   3. keeps one load and reports what it stores per user: the RawShard accounting
 //      (RawShard::MemoryBytes) and the growth of VmRSS from /proc/self/status;
 //   4. adds what a segmentation job holds per shard (the n×d feature matrix of
 //      TransformShard and the KMeansShard state) and reports VmRSS again.

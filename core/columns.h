@@ -1,6 +1,6 @@
-// Compact per-type column containers of a RawShard: user ids in one character buffer,
-// numeric cells as a row-major float32 matrix, categorical cells as int32 codes into a
-// per-shard dictionary, and a set of row indices that finds a user id without copying it.
+// Compact column containers of a RawShard, one per column type. User ids share one
+// character buffer, numeric cells form a row-major float32 matrix, and categorical cells
+// are int32 codes into a per-shard dictionary. UserIdSet finds a user id without a copy.
 #ifndef COHORT_CORE_COLUMNS_H_
 #define COHORT_CORE_COLUMNS_H_
 
@@ -83,7 +83,7 @@ class NumericMatrix {
 };
 
 // Categorical cells of one column of a shard: codes[row] indexes `dictionary`, which
-// holds each distinct value once in first-seen order. The empty string is the missing
+// contains each distinct value once in first-seen order. The empty string is the missing
 // value and is coded like any other value.
 class CategoricalColumn {
  public:

@@ -422,7 +422,7 @@ class CsvBlockReaderImpl final : public CsvBlockReader {
 
   [[nodiscard]] absl::Status Init() {
     if (absl::Status status = source_.Open(path_); !status.ok()) return status;
-    // Reads until the data holds the header record. Only blank lines are consumed by
+    // Reads until the data contains the header record. Only blank lines are consumed by
     // an attempt that finds no record, so a retry parses unchanged bytes.
     size_t pos = 0;
     int64_t lines = 0;
@@ -581,7 +581,7 @@ CsvRecordParser::Result CsvRecordParser::Next(char* data, size_t size, size_t* p
   const char quote = options_.quote;
   while (true) {
     if (p < size && data[p] == quote) {
-      // Quoted field: its text is compacted in place when it holds doubled quotes.
+      // Quoted field: its text is compacted in place when it contains doubled quotes.
       const size_t start = p + 1;
       size_t write = start;
       size_t read = start;

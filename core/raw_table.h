@@ -51,7 +51,7 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
 
-// What loading does with a user id that appears again in a dataset's input.
+// The rule for a user id that appears again in a dataset's input.
 enum class DuplicateIdRule {
   kReject,     // the load or the streamed batch fails, naming both places
   kKeepFirst,  // the first row in input order is kept, later ones are dropped and counted
@@ -89,8 +89,8 @@ struct LoadedShards {
 // schema column missing from a header, a malformed line, a non-numeric, NaN or infinite
 // cell in a numeric column or one outside the float32 range, an empty or invalid weight
 // (see AppendUserRow), an empty id, a user id that appears twice under
-// DuplicateIdRule::kReject (both lines named) or a file with no header; NotFound for a
-// missing file; ResourceExhausted for a shard above kMaxShardRows rows.
+// DuplicateIdRule::kReject (both lines named) or a file with no header. NotFound for a
+// missing file. ResourceExhausted for a shard above kMaxShardRows rows.
 [[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
 
 }  // namespace cohort

@@ -1,7 +1,7 @@
-// LoadUserShards: files are read in blocks of whole lines; each block is split into
-// pieces that OpenMP threads parse at the same time, and the pieces are then appended to
-// the shards in input order, so the result and the first error reported do not depend
-// on the thread count.
+// LoadUserShards reads files in blocks of whole lines and splits each block into pieces
+// that OpenMP threads parse at the same time. The pieces are then appended to the shards
+// in input order, so the result and the first error reported do not depend on the
+// thread count.
 #include <omp.h>
 
 #include <algorithm>
@@ -33,7 +33,7 @@ constexpr size_t kBlockBytesPerThread = size_t{2} << 20;
 // Pieces per thread in a block, so a thread that ends early takes another piece.
 constexpr int kPiecesPerThread = 2;
 
-// Where each schema column sits in one file, and the names used in messages.
+// The field index of each schema column in one file, and the names used in messages.
 struct FilePlan {
   size_t field_count = 0;
   size_t id_field = kNotInFile;

@@ -150,8 +150,8 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   int64_t duplicate_rows = 0;
   for (int i = 0; i < request.rows_size(); ++i) {
     const std::string& id = request.rows(i).cells(id_index);
-    const UserIdSet& held = IdsOfShard(*dataset, request.shard_ids(i));
-    if (held.Find(id) >= 0 || !request_ids.insert(id).second) {
+    const UserIdSet& stored_ids = IdsOfShard(*dataset, request.shard_ids(i));
+    if (stored_ids.Find(id) >= 0 || !request_ids.insert(id).second) {
       if (!keep_first) {
         return absl::InvalidArgumentError(absl::StrCat(
             "row ", i, " of the batch: user id '", id,
@@ -171,12 +171,12 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   for (int i = 0; i < request.rows_size(); ++i) {
     if (dropped[i]) continue;
     const int shard_id = request.shard_ids(i);
-    UserIdSet& held = IdsOfShard(*dataset, shard_id);
+    UserIdSet& stored_ids = IdsOfShard(*dataset, shard_id);
     RawShard& shard = dataset->shards.at(shard_id);
     cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
     // Cannot fail: the same row passed AppendUserRow above.
     (void)AppendUserRow(dataset->schema, cells, &shard);
-    held.Insert(shard.num_rows() - 1);
+    stored_ids.Insert(shard.num_rows() - 1);
   }
   response->set_rows_stored(request.rows_size() - duplicate_rows);
   response->set_duplicate_rows(duplicate_rows);
