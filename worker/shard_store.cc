@@ -1,5 +1,7 @@
 #include "worker/shard_store.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -109,6 +111,9 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
       dataset->shards.emplace(id, std::move(shard));
     }
   }
+  // The load's block buffers and column growth leave free heap pages that glibc keeps;
+  // returning them brings the resident size close to what the shards store.
+  malloc_trim(0);
   absl::MutexLock lock(&mutex_);
   datasets_[request.dataset_id()] = std::move(dataset);
   return absl::OkStatus();
