@@ -90,8 +90,8 @@ std::vector<size_t> SplitCsvRecords(std::string_view block, int pieces,
                                     const CsvOptions& options);
 
 // Splits records of a block into fields without copying them. A quoted field is
-// returned without its quotes; a doubled quote inside it is collapsed in place, which
-// is why the parser writes into the block.
+// returned without its quotes, and a doubled quote inside it is collapsed in place, so
+// the parser writes into the block.
 //
 // Thread safety: const after construction; each thread passes its own block range.
 class CsvRecordParser {

@@ -490,7 +490,7 @@ absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t
     RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
     const RawShard& raw = current == nullptr ? empty : *current;
     // TODO: the kernels read a materialized n×d matrix, which doubles the worker's memory
-    // while a job runs; transforming row blocks inside the kernels would avoid it.
+    // while a job runs. Transforming row blocks inside the kernels would avoid it.
     TransformShard(transform, raw, &shard.x);
     // The features leave out the weight column, which acts only through the KMeansShard.
     shard.weights = raw.weights;

@@ -352,7 +352,7 @@ TEST(FitFeatureTransformOverflowTest, HugeValuesAreFailedPrecondition) {
   Schema schema;
   schema.columns = {{"id", ColumnType::kId}, {"spend", ColumnType::kNumeric}};
   // Loading keeps cells within the float32 range, but statistics can also arrive merged
-  // from many shards; a sum of squares that overflowed must not become a transform.
+  // from many shards. A sum of squares that overflowed must not become a transform.
   FeatureStats stats;
   stats.rows = 2;
   stats.numeric.resize(1);

@@ -1491,7 +1491,7 @@ TEST_F(ClusterTest, FileDuplicateIdIsRejectedByDefault) {
   const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
   absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
   // Each worker reports the first repeated id of its own shards, so which id is named
-  // depends on the placement; every repeat is on lines 202 to 241.
+  // depends on the placement. Every repeat is on lines 202 to 241.
   EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
                        {"repeated.csv:2", "' already appeared at ", "repeated.csv:",
                         "keep-first"}))
@@ -1499,7 +1499,7 @@ TEST_F(ClusterTest, FileDuplicateIdIsRejectedByDefault) {
   ExpectStillServes(*cluster);
 }
 
-TEST_F(ClusterTest, FileDuplicatesKeepFirstCountSameOnAnyWorkerCount) {
+TEST_F(ClusterTest, KeepFirstCountsSameOnOneAndThreeWorkers) {
   const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
   for (int workers : {1, 3}) {
     SCOPED_TRACE(absl::StrCat(workers, " workers"));
