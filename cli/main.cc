@@ -73,6 +73,10 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "quantity price time")
       ->delimiter(',');
   command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("--duplicate-ids", options->duplicate_ids,
+                      "what to do with a user id that appears again: reject (fail the load, "
+                      "naming both lines) or keep-first (keep the first row, count the rest)")
+      ->capture_default_str();
   command->add_option("-k,--k", options->k, "number of segments")->capture_default_str();
   command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)");
   command->add_option("--tol", options->tol,

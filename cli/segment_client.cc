@@ -120,6 +120,9 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
   create.set_kind(options.transactions.empty() ? v1::DATASET_KIND_USERS
                                                : v1::DATASET_KIND_TRANSACTIONS);
   create.set_num_shards(options.num_shards);
+  create.set_duplicate_ids(options.duplicate_ids == "keep-first"
+                               ? v1::DUPLICATE_ID_RULE_KEEP_FIRST
+                               : v1::DUPLICATE_ID_RULE_REJECT);
   v1::Dataset dataset;
   grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
   if (!status.ok()) return CallError(status, "creating the dataset");
@@ -166,6 +169,10 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
                  static_cast<long long>(dataset.dropped().anonymous_rows()),
                  static_cast<long long>(dataset.dropped().cancelled_rows()),
                  static_cast<long long>(dataset.dropped().non_positive_rows()));
+  }
+  if (dataset.duplicate_ids() == v1::DUPLICATE_ID_RULE_KEEP_FIRST) {
+    std::fprintf(stderr, " (dropped: %lld duplicate ids, first row kept)",
+                 static_cast<long long>(dataset.dropped().duplicate_rows()));
   }
   std::fprintf(stderr, "\n");
   return dataset;
@@ -523,6 +530,15 @@ absl::Status SegmentCommandOptions::Validate() const {
   if (users.empty() == transactions.empty()) {
     return absl::InvalidArgumentError(
         "give exactly one of --data (a CSV of users) and --transactions (a transaction log)");
+  }
+  if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--duplicate-ids '", duplicate_ids, "' is invalid; use reject or keep-first"));
+  }
+  if (duplicate_ids == "keep-first" && !transactions.empty()) {
+    return absl::InvalidArgumentError(
+        "--duplicate-ids keep-first applies to a user CSV (--data); a transaction log sums "
+        "the rows of each user");
   }
   if (!weight_column.empty() && !transactions.empty()) {
     return absl::InvalidArgumentError(

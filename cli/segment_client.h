@@ -31,6 +31,8 @@ struct SegmentCommandOptions {
   // "role=name" entries; roles: user, invoice, item, quantity, price, time.
   std::vector<std::string> transaction_columns;
   int num_shards = 0;  // 0: the coordinator's default
+  // Rule for a user id that appears again: "reject" (default) or "keep-first".
+  std::string duplicate_ids = "reject";
 
   int k = 5;
   int max_iter = 0;

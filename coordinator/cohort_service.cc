@@ -177,6 +177,16 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
                               kMaxShards, " (0 means ", kDefaultShards, ")"));
   }
   info.set_num_shards(num_shards);
+  if (absl::StatusOr<DuplicateIdRule> rule = FromProto(request->duplicate_ids()); !rule.ok()) {
+    return ToGrpcStatus(rule.status());
+  }
+  if (info.kind() == v1::DATASET_KIND_TRANSACTIONS &&
+      request->duplicate_ids() == v1::DUPLICATE_ID_RULE_KEEP_FIRST) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 "duplicate_ids KEEP_FIRST applies to USERS datasets; a TRANSACTIONS dataset "
+                 "sums the rows of each user");
+  }
+  info.set_duplicate_ids(request->duplicate_ids());
   if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
     if (request->schema().columns_size() > 0) {
       return Error(absl::StatusCode::kInvalidArgument,
@@ -240,6 +250,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     *call.request.mutable_csv() = request.csv();
     *call.request.mutable_transactions() = request.transactions();
     call.request.set_num_shards(info->num_shards());
+    call.request.set_duplicate_ids(info->duplicate_ids());
     for (int shard : shards) call.request.add_shards(shard);
     calls.push_back(std::move(call));
   }
@@ -273,6 +284,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
       }
       dropped.set_cancelled_rows(dropped.cancelled_rows() + shard.cancelled_rows());
       dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
+      dropped.set_duplicate_rows(dropped.duplicate_rows() + shard.duplicate_rows());
     }
   }
   // File-level counts are the same on every worker, since each reads every row.
@@ -396,7 +408,8 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   if (!schema.ok()) return ToGrpcStatus(schema.status());
   const int id_index = schema->IdIndex();
 
-  int64_t accepted = 0;  // rows stored on their workers
+  int64_t accepted = 0;    // rows stored on their workers
+  int64_t duplicates = 0;  // rows dropped by the keep-first rule for duplicate ids
   absl::Status status;
   bool first_batch = true;
   do {
@@ -443,11 +456,13 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       request.set_dataset_id(dataset_id);
       *request.mutable_schema() = info.schema();
       request.set_num_shards(info.num_shards());
+      request.set_duplicate_ids(info.duplicate_ids());
       grpc::ClientContext call;
       call.set_deadline(WorkerDeadline());
       v1::AppendRowsResponse stored;
       const grpc::Status appended = worker->stub->AppendRows(&call, request, &stored);
       accepted += stored.rows_stored();
+      duplicates += stored.duplicate_rows();
       if (!appended.ok()) {
         const bool lost = appended.error_code() == grpc::StatusCode::UNAVAILABLE ||
                           appended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
@@ -469,10 +484,14 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
     absl::MutexLock lock(&mutex_);
     DatasetRecord& record = datasets_[dataset_id];
     record.info.set_num_users(record.info.num_users() + accepted);
+    record.info.mutable_dropped()->set_duplicate_rows(record.info.dropped().duplicate_rows() +
+                                                      duplicates);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
   }
   response->set_rows_accepted(accepted);
-  COHORT_LOG_INFO("dataset {}: {} streamed rows stored", dataset_id, accepted);
+  response->set_duplicate_rows(duplicates);
+  COHORT_LOG_INFO("dataset {}: {} streamed rows stored, {} duplicate rows dropped", dataset_id,
+                  accepted, duplicates);
   return ToGrpcStatus(status);
 }
 

@@ -63,7 +63,8 @@ absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     *call.request.mutable_transactions() = source.load.transactions();
     call.request.set_num_shards(info.num_shards());
     for (int shard : member.shards) call.request.add_shards(shard);
-    call.request.set_add_shards(true);
+    call.request.set_keep_held_shards(true);
+    call.request.set_duplicate_ids(info.duplicate_ids());
     calls.push_back(std::move(call));
   }
   std::vector<std::thread> threads;

@@ -316,6 +316,196 @@ class CsvReaderImpl final : public CsvReader {
   absl::Status sticky_error_;
 };
 
+// Bytes read per refill of a CsvBlockReader.
+constexpr size_t kBlockReadBytes = size_t{4} << 20;
+
+// Record ends of data[0, size), which starts at a record boundary: the position after
+// the line end of the last complete record, and for each target offset (ascending) the
+// first record end at or after it. A lone '\r' or a quote as the last byte is not
+// decided until more bytes arrive, unless `at_eof`. A quote that opens a field starts a
+// quoted field; a quote inside an unquoted field is a literal, as in CsvReader.
+struct RecordEnds {
+  size_t last_end = 0;
+  std::vector<size_t> at_targets;
+};
+
+RecordEnds ScanQuotedRecordEnds(std::string_view data, bool at_eof,
+                                const std::vector<size_t>& targets, const CsvOptions& options) {
+  RecordEnds ends;
+  const char* bytes = data.data();
+  const size_t size = data.size();
+  size_t next_target = 0;
+  auto mark_end = [&](size_t end) {
+    ends.last_end = end;
+    while (next_target < targets.size() && end >= targets[next_target]) {
+      ends.at_targets.push_back(end);
+      ++next_target;
+    }
+  };
+  bool field_start = true;
+  size_t p = 0;
+  while (p < size) {
+    const char c = bytes[p];
+    if (field_start && c == options.quote) {
+      size_t q = p + 1;
+      while (true) {
+        const void* found = q < size ? std::memchr(bytes + q, options.quote, size - q) : nullptr;
+        if (found == nullptr) return ends;  // the quoted field continues past the data
+        q = static_cast<size_t>(static_cast<const char*>(found) - bytes);
+        if (q + 1 == size && !at_eof) return ends;  // a doubled quote may follow
+        if (q + 1 < size && bytes[q + 1] == options.quote) {
+          q += 2;
+          continue;
+        }
+        break;
+      }
+      p = q + 1;
+      field_start = false;
+      continue;
+    }
+    if (c == '\n') {
+      mark_end(++p);
+      field_start = true;
+    } else if (c == '\r') {
+      if (p + 1 == size && !at_eof) return ends;  // a '\n' may follow
+      p += (p + 1 < size && bytes[p + 1] == '\n') ? 2 : 1;
+      mark_end(p);
+      field_start = true;
+    } else {
+      field_start = c == options.delimiter;
+      ++p;
+    }
+  }
+  if (at_eof) mark_end(size);
+  return ends;
+}
+
+// As ScanQuotedRecordEnds for data without any quote character: every line end is a
+// record end, so only the last one and those after the targets are looked for.
+RecordEnds ScanPlainRecordEnds(std::string_view data, bool at_eof,
+                               const std::vector<size_t>& targets) {
+  RecordEnds ends;
+  const size_t size = data.size();
+  if (at_eof) {
+    ends.last_end = size;
+  } else {
+    for (size_t p = size; p > 0; --p) {
+      const char c = data[p - 1];
+      if (c == '\n' || (c == '\r' && p < size)) {
+        ends.last_end = p;
+        break;
+      }
+    }
+  }
+  for (size_t target : targets) {
+    if (target >= ends.last_end) break;
+    const size_t newline = data.find('\n', target);
+    if (newline == std::string_view::npos || newline + 1 > ends.last_end) break;
+    if (!ends.at_targets.empty() && ends.at_targets.back() >= newline + 1) continue;
+    ends.at_targets.push_back(newline + 1);
+  }
+  return ends;
+}
+
+RecordEnds ScanRecordEnds(std::string_view data, bool at_eof, const std::vector<size_t>& targets,
+                          const CsvOptions& options) {
+  if (data.find(options.quote) != std::string_view::npos) {
+    return ScanQuotedRecordEnds(data, at_eof, targets, options);
+  }
+  return ScanPlainRecordEnds(data, at_eof, targets);
+}
+
+class CsvBlockReaderImpl final : public CsvBlockReader {
+ public:
+  CsvBlockReaderImpl(std::string path, const CsvOptions& options)
+      : path_(std::move(path)), options_(options), parser_(options) {}
+
+  [[nodiscard]] absl::Status Init() {
+    if (absl::Status status = source_.Open(path_); !status.ok()) return status;
+    // Reads until the data contains the header record. Only blank lines are consumed by
+    // an attempt that finds no record, so a retry parses unchanged bytes.
+    size_t pos = 0;
+    int64_t lines = 0;
+    int64_t record_line = 0;
+    std::vector<std::string_view> fields;
+    while (true) {
+      if (absl::Status status = ReadMore(kBlockReadBytes); !status.ok()) return status;
+      const RecordEnds ends = ScanRecordEnds(pending_, at_eof_, {}, options_);
+      // A UTF-8 byte order mark is metadata, not part of the first column name.
+      pos = pending_.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+      lines = 0;
+      const size_t end = at_eof_ ? pending_.size() : std::max(ends.last_end, pos);
+      const CsvRecordParser::Result result =
+          parser_.Next(pending_.data(), end, &pos, &fields, &lines, &record_line);
+      if (result == CsvRecordParser::Result::kRecord) break;
+      if (result == CsvRecordParser::Result::kMalformed) {
+        // CsvReader reports the malformed header with its exact message.
+        absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path_, options_);
+        if (!reader.ok()) return reader.status();
+        return absl::InternalError(absl::StrCat("failed to parse the header of '", path_, "'"));
+      }
+      if (at_eof_) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("file '", path_, "' is empty; expected a header row"));
+      }
+    }
+    header_.assign(fields.begin(), fields.end());
+    first_data_line_ = 1 + lines;
+    pending_.erase(0, pos);
+    return absl::OkStatus();
+  }
+
+  const std::vector<std::string>& header() const override { return header_; }
+  int64_t first_data_line() const override { return first_data_line_; }
+
+  absl::StatusOr<bool> NextBlock(size_t target_bytes, std::string* block) override {
+    size_t want = std::max<size_t>(target_bytes, 1);
+    while (true) {
+      while (!at_eof_ && pending_.size() < want) {
+        if (absl::Status status = ReadMore(want - pending_.size()); !status.ok()) return status;
+      }
+      if (pending_.empty()) return false;
+      // At the end of the file the rest is one block, even when a quoted field does not
+      // close: the parser then reports the record.
+      const size_t end = at_eof_ ? pending_.size()
+                                 : ScanRecordEnds(pending_, at_eof_, {}, options_).last_end;
+      if (end > 0) {
+        block->swap(pending_);
+        pending_.assign(block->data() + end, block->size() - end);
+        block->resize(end);
+        return true;
+      }
+      // One record is longer than the bytes read so far.
+      want = pending_.size() * 2;
+    }
+  }
+
+ private:
+  absl::Status ReadMore(size_t bytes) {
+    const size_t old_size = pending_.size();
+    const size_t chunk = std::max(bytes, kChunkBytes);
+    pending_.resize(old_size + chunk);
+    absl::StatusOr<size_t> n = source_.Read(pending_.data() + old_size, chunk);
+    if (!n.ok()) {
+      pending_.resize(old_size);
+      return n.status();
+    }
+    pending_.resize(old_size + *n);
+    if (*n == 0) at_eof_ = true;
+    return absl::OkStatus();
+  }
+
+  const std::string path_;
+  const CsvOptions options_;
+  const CsvRecordParser parser_;
+  ByteSource source_;
+  // Bytes read from the file and not yet returned.
+  std::string pending_;
+  bool at_eof_ = false;
+  std::vector<std::string> header_;
+  int64_t first_data_line_ = 2;
+};
+
 }  // namespace
 
 absl::Status CsvOptions::Validate() const {
@@ -341,6 +531,94 @@ absl::StatusOr<std::unique_ptr<CsvReader>> CsvReader::Open(const std::string& pa
   auto reader = std::make_unique<CsvReaderImpl>(path, options);
   if (absl::Status status = reader->Init(); !status.ok()) return status;
   return std::unique_ptr<CsvReader>(std::move(reader));
+}
+
+absl::StatusOr<std::unique_ptr<CsvBlockReader>> CsvBlockReader::Open(const std::string& path,
+                                                                     const CsvOptions& options) {
+  if (absl::Status status = options.Validate(); !status.ok()) return status;
+  if (!options.has_header) {
+    return absl::InvalidArgumentError(
+        "block reading needs a header row, because columns are matched by name; set has_header");
+  }
+  auto reader = std::make_unique<CsvBlockReaderImpl>(path, options);
+  if (absl::Status status = reader->Init(); !status.ok()) return status;
+  return std::unique_ptr<CsvBlockReader>(std::move(reader));
+}
+
+std::vector<size_t> SplitCsvRecords(std::string_view block, int pieces,
+                                    const CsvOptions& options) {
+  std::vector<size_t> targets;
+  for (int i = 1; i < pieces; ++i) targets.push_back(block.size() * i / pieces);
+  const RecordEnds ends = ScanRecordEnds(block, /*at_eof=*/true, targets, options);
+  std::vector<size_t> starts = {0};
+  for (size_t end : ends.at_targets) {
+    if (end > starts.back() && end < block.size()) starts.push_back(end);
+  }
+  starts.push_back(block.size());
+  return starts;
+}
+
+CsvRecordParser::CsvRecordParser(const CsvOptions& options) : options_(options) {
+  stops_.fill(false);
+  stops_[static_cast<unsigned char>(options_.delimiter)] = true;
+  stops_[static_cast<unsigned char>('\n')] = true;
+  stops_[static_cast<unsigned char>('\r')] = true;
+}
+
+CsvRecordParser::Result CsvRecordParser::Next(char* data, size_t size, size_t* pos,
+                                              std::vector<std::string_view>* fields,
+                                              int64_t* lines, int64_t* record_line) const {
+  size_t p = *pos;
+  // Blank lines before the record.
+  while (p < size && (data[p] == '\n' || data[p] == '\r')) {
+    p += (data[p] == '\r' && p + 1 < size && data[p + 1] == '\n') ? 2 : 1;
+    ++*lines;
+  }
+  *pos = p;
+  if (p == size) return Result::kEnd;
+  *record_line = *lines;
+  fields->clear();
+  const char quote = options_.quote;
+  while (true) {
+    if (p < size && data[p] == quote) {
+      // Quoted field: its text is compacted in place when it contains doubled quotes.
+      const size_t start = p + 1;
+      size_t write = start;
+      size_t read = start;
+      while (true) {
+        const void* found = read < size ? std::memchr(data + read, quote, size - read) : nullptr;
+        if (found == nullptr) return Result::kMalformed;
+        const size_t q = static_cast<size_t>(static_cast<const char*>(found) - data);
+        *lines += std::count(data + read, data + q, '\n');
+        if (write != read) std::memmove(data + write, data + read, q - read);
+        write += q - read;
+        if (q + 1 < size && data[q + 1] == quote) {
+          data[write++] = quote;
+          read = q + 2;
+          continue;
+        }
+        p = q + 1;
+        break;
+      }
+      fields->emplace_back(data + start, write - start);
+      if (p < size && !stops_[static_cast<unsigned char>(data[p])]) return Result::kMalformed;
+    } else {
+      const size_t start = p;
+      while (p < size && !stops_[static_cast<unsigned char>(data[p])]) ++p;
+      fields->emplace_back(data + start, p - start);
+    }
+    if (p == size) break;
+    if (data[p] == options_.delimiter) {
+      ++p;
+      continue;
+    }
+    // A line end: '\n', "\r\n" or a lone '\r'.
+    p += (data[p] == '\r' && p + 1 < size && data[p + 1] == '\n') ? 2 : 1;
+    ++*lines;
+    break;
+  }
+  *pos = p;
+  return Result::kRecord;
 }
 
 absl::StatusOr<std::vector<std::string>> ExpandPaths(const std::string& pattern) {

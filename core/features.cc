@@ -154,18 +154,24 @@ FeatureStats ComputeFeatureStats(const RawShard& shard, const std::vector<bool>&
   FeatureStats stats;
   stats.rows = shard.num_rows();
 
-  stats.numeric.resize(shard.numeric.size());
-  for (size_t c = 0; c < shard.numeric.size(); ++c) {
-    const bool use_log = c < log1p.size() && log1p[c];
-    for (double value : shard.numeric[c]) AccumulateNumeric(value, use_log, &stats.numeric[c]);
+  const int num_numeric = shard.numeric.cols();
+  stats.numeric.resize(static_cast<size_t>(num_numeric));
+  for (int c = 0; c < num_numeric; ++c) {
+    const bool use_log = static_cast<size_t>(c) < log1p.size() && log1p[c];
+    for (int64_t row = 0; row < stats.rows; ++row) {
+      AccumulateNumeric(shard.numeric(row, c), use_log, &stats.numeric[c]);
+    }
   }
 
   stats.categorical.resize(shard.categorical.size());
   for (size_t c = 0; c < shard.categorical.size(); ++c) {
-    // Count in a hash map first: one std::map insertion per distinct value, not per row.
-    absl::flat_hash_map<std::string, int64_t> counts;
-    for (const std::string& value : shard.categorical[c]) ++counts[value];
-    stats.categorical[c].counts.insert(counts.begin(), counts.end());
+    // Count per dictionary code first: one std::map insertion per distinct value.
+    const CategoricalColumn& column = shard.categorical[c];
+    std::vector<int64_t> counts(column.dictionary().size(), 0);
+    for (int32_t code : column.codes()) ++counts[code];
+    for (size_t code = 0; code < counts.size(); ++code) {
+      if (counts[code] > 0) stats.categorical[c].counts.emplace(column.dictionary()[code], counts[code]);
+    }
   }
   return stats;
 }
@@ -174,21 +180,27 @@ std::vector<FeatureStats> ComputeGroupStats(const RawShard& shard, const int32_t
                                             int num_groups) {
   std::vector<FeatureStats> groups(num_groups);
   for (FeatureStats& group : groups) {
-    group.numeric.resize(shard.numeric.size());
+    group.numeric.resize(static_cast<size_t>(shard.numeric.cols()));
     group.categorical.resize(shard.categorical.size());
   }
   const int64_t n = shard.num_rows();
   for (int64_t row = 0; row < n; ++row) ++groups[labels[row]].rows;
-  for (size_t c = 0; c < shard.numeric.size(); ++c) {
+  for (int c = 0; c < shard.numeric.cols(); ++c) {
     for (int64_t row = 0; row < n; ++row) {
-      AccumulateNumeric(shard.numeric[c][row], false, &groups[labels[row]].numeric[c]);
+      AccumulateNumeric(shard.numeric(row, c), false, &groups[labels[row]].numeric[c]);
     }
   }
   for (size_t c = 0; c < shard.categorical.size(); ++c) {
-    std::vector<absl::flat_hash_map<std::string, int64_t>> counts(num_groups);
-    for (int64_t row = 0; row < n; ++row) ++counts[labels[row]][shard.categorical[c][row]];
+    const CategoricalColumn& column = shard.categorical[c];
+    const size_t values = column.dictionary().size();
+    // counts[g * values + code]: rows of group g with that value.
+    std::vector<int64_t> counts(static_cast<size_t>(num_groups) * values, 0);
+    for (int64_t row = 0; row < n; ++row) ++counts[labels[row] * values + column.codes()[row]];
     for (int g = 0; g < num_groups; ++g) {
-      groups[g].categorical[c].counts.insert(counts[g].begin(), counts[g].end());
+      for (size_t code = 0; code < values; ++code) {
+        const int64_t count = counts[g * values + code];
+        if (count > 0) groups[g].categorical[c].counts.emplace(column.dictionary()[code], count);
+      }
     }
   }
   return groups;
@@ -289,15 +301,15 @@ std::vector<std::string> FeatureTransform::FeatureNames() const {
 }
 
 void TransformShard(const FeatureTransform& transform, const RawShard& shard, MatrixXfR* x) {
-  assert(shard.numeric.size() == transform.numeric.size());
+  assert(static_cast<size_t>(shard.numeric.cols()) == transform.numeric.size());
   assert(shard.categorical.size() == transform.categorical.size());
   const Eigen::Index n = shard.num_rows();
   x->setZero(n, transform.dim());
 
   for (size_t c = 0; c < transform.numeric.size(); ++c) {
-    const std::vector<double>& cells = shard.numeric[c];
     for (Eigen::Index row = 0; row < n; ++row) {
-      (*x)(row, static_cast<Eigen::Index>(c)) = Standardize(transform.numeric[c], cells[row]);
+      (*x)(row, static_cast<Eigen::Index>(c)) =
+          Standardize(transform.numeric[c], shard.numeric(row, static_cast<int>(c)));
     }
   }
 
@@ -305,9 +317,21 @@ void TransformShard(const FeatureTransform& transform, const RawShard& shard, Ma
   for (size_t c = 0; c < transform.categorical.size(); ++c) {
     const CategoricalTransform& column = transform.categorical[c];
     const absl::flat_hash_map<std::string, int> index = ValueIndex(column);
-    const std::vector<std::string>& cells = shard.categorical[c];
+    const CategoricalColumn& cells = shard.categorical[c];
+    // One-hot slot of each dictionary code: -1 for no slot (a value never seen at fit
+    // time in a column without "other").
+    std::vector<int> slot_of_code(cells.dictionary().size(), -1);
+    for (size_t code = 0; code < slot_of_code.size(); ++code) {
+      auto it = index.find(cells.dictionary()[code]);
+      if (it != index.end()) {
+        slot_of_code[code] = it->second;
+      } else if (column.has_other) {
+        slot_of_code[code] = static_cast<int>(column.values.size());
+      }
+    }
     for (Eigen::Index row = 0; row < n; ++row) {
-      EncodeCategory(column, index, cells[row], x->row(row).data() + offset);
+      const int slot = slot_of_code[cells.codes()[row]];
+      if (slot >= 0) (*x)(row, offset + slot) = 1.0f;
     }
     offset += CategoricalWidth(column);
   }

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
-#include <memory>
 #include <optional>
 #include <utility>
 
@@ -11,16 +11,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "core/shard_hash.h"
+#include "core/raw_cells.h"
 
 namespace cohort {
 namespace {
 
-// Location of a user id: an index into the loaded paths and a 1-based line.
-struct RowLocation {
-  size_t file_index = 0;
-  int64_t line = 0;
-};
+// Largest OpenMP thread count a load may ask for.
+constexpr int kMaxLoadThreads = 1024;
+
+size_t CountColumns(const Schema& schema, ColumnType type) {
+  return static_cast<size_t>(std::count_if(schema.columns.begin(), schema.columns.end(),
+                                           [type](const ColumnSpec& c) { return c.type == type; }));
+}
+
+bool IsBlank(std::string_view cell) { return cell.find_first_not_of(" \t") == std::string_view::npos; }
+
+}  // namespace
 
 absl::Status ValidateLoadOptions(const UserLoadOptions& options) {
   if (absl::Status status = options.schema.Validate(); !status.ok()) return status;
@@ -37,6 +43,10 @@ absl::Status ValidateLoadOptions(const UserLoadOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("num_shards is ", options.num_shards, "; it must be at least 1"));
   }
+  if (options.threads < 0 || options.threads > kMaxLoadThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("threads is ", options.threads,
+                                                   "; it must be in [0, ", kMaxLoadThreads, "]"));
+  }
   std::vector<bool> seen(static_cast<size_t>(options.num_shards), false);
   for (int shard : options.shards) {
     if (shard < 0 || shard >= options.num_shards) {
@@ -51,18 +61,6 @@ absl::Status ValidateLoadOptions(const UserLoadOptions& options) {
   }
   return absl::OkStatus();
 }
-
-size_t CountColumns(const Schema& schema, ColumnType type) {
-  return static_cast<size_t>(std::count_if(schema.columns.begin(), schema.columns.end(),
-                                           [type](const ColumnSpec& c) { return c.type == type; }));
-}
-
-// Header position of the line-number id column, which is not read from the file.
-constexpr size_t kNotInFile = static_cast<size_t>(-1);
-
-// Maps each schema column to its index in `header`. Errors: InvalidArgument when a
-// schema column is missing from the header or appears in it twice. The line-number id
-// column maps to kNotInFile.
 
 absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
                                                       const std::vector<std::string>& header,
@@ -94,13 +92,44 @@ absl::StatusOr<std::vector<size_t>> MapSchemaToHeader(const Schema& schema,
   return header_index;
 }
 
-// Parses the weight cell of `column`. Errors: InvalidArgument naming the column and the
-// value when the cell is empty, not a number, not finite, negative or above the float
-// range (training keeps weights as float).
-absl::StatusOr<float> ParseWeight(const std::string& column, const std::string& cell) {
+absl::Status CheckIdCell(std::string_view column, std::string_view id) {
+  if (!id.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("column '", AsAbsl(column), "': user id is empty; every row needs a user id"));
+}
+
+absl::Status CheckTextCell(std::string_view column, std::string_view cell) {
+  if (IsValidUtf8(cell)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("column '", AsAbsl(column),
+                   "': the cell is not valid UTF-8; convert the file to UTF-8 (e.g. with iconv)"));
+}
+
+absl::StatusOr<float> ParseNumericCell(std::string_view column, std::string_view cell) {
+  // Every value of the fast path is below 2^53 × 10^22, inside the float32 range.
+  if (double value = 0; ParsePlainDecimal(cell, &value)) return static_cast<float>(value);
+  if (IsBlank(cell)) return std::numeric_limits<float>::quiet_NaN();
+  const std::optional<double> parsed = ParseNumber(cell);
+  absl::string_view problem;
+  if (!parsed.has_value()) {
+    problem = "is not a number; fix or blank the cell (blank cells are imputed)";
+  } else if (!std::isfinite(*parsed)) {
+    problem = "is not a finite number; fix or blank the cell (blank cells are imputed)";
+  } else if (std::abs(*parsed) > std::numeric_limits<float>::max()) {
+    problem =
+        "is outside the float32 range (about ±3.4e38), in which numeric cells are stored; "
+        "rescale the column";
+  } else {
+    return static_cast<float>(*parsed);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("column '", AsAbsl(column), "': value '", AsAbsl(cell), "' ", problem));
+}
+
+absl::StatusOr<float> ParseWeightCell(std::string_view column, std::string_view cell) {
   absl::string_view problem;
   float weight = 0.0f;
-  if (cell.find_first_not_of(" \t") == std::string::npos) {
+  if (IsBlank(cell)) {
     problem = "is missing";
   } else if (const std::optional<double> parsed = ParseNumber(cell); !parsed.has_value()) {
     problem = "is not a number";
@@ -114,18 +143,30 @@ absl::StatusOr<float> ParseWeight(const std::string& column, const std::string& 
     weight = static_cast<float>(*parsed);
   }
   if (!problem.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("column '", column, "': weight '", cell, "' ",
+    return absl::InvalidArgumentError(absl::StrCat("column '", AsAbsl(column), "': weight '", AsAbsl(cell), "' ",
                                                    problem, "; give every row a weight ≥ 0"));
   }
   return weight;
 }
 
-}  // namespace
+int64_t RawShard::MemoryBytes() const {
+  int64_t bytes = ids.MemoryBytes() + numeric.MemoryBytes() +
+                  static_cast<int64_t>(weights.capacity() * sizeof(float));
+  for (const CategoricalColumn& column : categorical) bytes += column.MemoryBytes();
+  return bytes;
+}
+
+void RawShard::ShrinkToFit() {
+  ids.ShrinkToFit();
+  numeric.ShrinkToFit();
+  for (CategoricalColumn& column : categorical) column.ShrinkToFit();
+  if (weights.capacity() > weights.size() + weights.size() / 32) weights.shrink_to_fit();
+}
 
 RawShard MakeEmptyShard(const Schema& schema, int shard_id) {
   RawShard shard;
   shard.shard_id = shard_id;
-  shard.numeric.resize(CountColumns(schema, ColumnType::kNumeric));
+  shard.numeric = NumericMatrix(static_cast<int>(CountColumns(schema, ColumnType::kNumeric)));
   shard.categorical.resize(CountColumns(schema, ColumnType::kCategorical));
   return shard;
 }
@@ -137,72 +178,53 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
                                                    " cells but the schema has ",
                                                    schema.columns.size(), " columns"));
   }
-  if (shard->numeric.size() != CountColumns(schema, ColumnType::kNumeric) ||
+  if (static_cast<size_t>(shard->numeric.cols()) != CountColumns(schema, ColumnType::kNumeric) ||
       shard->categorical.size() != CountColumns(schema, ColumnType::kCategorical)) {
     return absl::InvalidArgumentError(
         "shard columns do not match the schema; create the shard with MakeEmptyShard");
   }
   const int weight_index = schema.WeightIndex();
-  if (weight_index >= 0 && shard->weights.size() != shard->ids.size()) {
+  if (weight_index >= 0 && static_cast<int64_t>(shard->weights.size()) != shard->num_rows()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "shard has ", shard->weights.size(), " weights for ", shard->ids.size(),
+        "shard has ", shard->weights.size(), " weights for ", shard->num_rows(),
         " rows; create the shard with MakeEmptyShard and append rows with AppendUserRow"));
   }
   const int id_index = schema.IdIndex();
   if (id_index < 0) {
     return absl::InvalidArgumentError("schema has no id column; mark one column as type 'id'");
   }
-  if (cells[id_index].empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("column '", schema.columns[id_index].name,
-                                                   "': user id is empty; every row needs a user id"));
+  if (absl::Status status = CheckIdCell(schema.columns[id_index].name, cells[id_index]);
+      !status.ok()) {
+    return status;
   }
   for (size_t j = 0; j < schema.columns.size(); ++j) {
     const ColumnType type = schema.columns[j].type;
-    if ((type == ColumnType::kId || type == ColumnType::kCategorical) && !IsValidUtf8(cells[j])) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "column '", schema.columns[j].name,
-          "': the cell is not valid UTF-8; convert the file to UTF-8 (e.g. with iconv)"));
+    if (type == ColumnType::kId || type == ColumnType::kCategorical) {
+      if (absl::Status status = CheckTextCell(schema.columns[j].name, cells[j]); !status.ok()) {
+        return status;
+      }
     }
   }
 
-  // The weight is parsed before any cell is appended, so a rejected weight leaves the
-  // shard unchanged.
+  // Every cell is parsed before any is appended, so a rejected cell leaves the shard
+  // unchanged.
   float weight = 1.0f;
   if (weight_index >= 0) {
     absl::StatusOr<float> parsed =
-        ParseWeight(schema.columns[weight_index].name, cells[weight_index]);
+        ParseWeightCell(schema.columns[weight_index].name, cells[weight_index]);
     if (!parsed.ok()) return parsed.status();
     weight = *parsed;
   }
-
-  // Numeric cells are appended next. A rejected cell removes the values already
-  // appended for this row, so the shard is unchanged on error.
-  size_t numeric_index = 0;
+  std::vector<float> numeric;
+  numeric.reserve(static_cast<size_t>(shard->numeric.cols()));
   for (size_t j = 0; j < schema.columns.size(); ++j) {
-    const ColumnSpec& column = schema.columns[j];
-    if (column.type != ColumnType::kNumeric) continue;
-    const std::string& cell = cells[j];
-    double value = std::numeric_limits<double>::quiet_NaN();
-    absl::string_view problem;
-    if (cell.find_first_not_of(" \t") != std::string::npos) {
-      const std::optional<double> parsed = ParseNumber(cell);
-      if (!parsed.has_value()) {
-        problem = "is not a number";
-      } else if (!std::isfinite(*parsed)) {
-        problem = "is not a finite number";
-      } else {
-        value = *parsed;
-      }
-    }
-    if (!problem.empty()) {
-      for (size_t k = 0; k < numeric_index; ++k) shard->numeric[k].pop_back();
-      return absl::InvalidArgumentError(
-          absl::StrCat("column '", column.name, "': value '", cell, "' ", problem,
-                       "; fix or blank the cell (blank cells are imputed)"));
-    }
-    shard->numeric[numeric_index++].push_back(value);
+    if (schema.columns[j].type != ColumnType::kNumeric) continue;
+    absl::StatusOr<float> value = ParseNumericCell(schema.columns[j].name, cells[j]);
+    if (!value.ok()) return value.status();
+    numeric.push_back(*value);
   }
 
+  shard->numeric.AppendRows(numeric.data(), 1);
   size_t categorical_index = 0;
   for (size_t j = 0; j < schema.columns.size(); ++j) {
     if (schema.columns[j].type == ColumnType::kCategorical) {
@@ -212,85 +234,6 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
   if (weight_index >= 0) shard->weights.push_back(weight);
   shard->ids.push_back(cells[id_index]);
   return absl::OkStatus();
-}
-
-absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
-  if (absl::Status status = ValidateLoadOptions(options); !status.ok()) return status;
-  const Schema& schema = options.schema;
-  const size_t id_column = static_cast<size_t>(schema.IdIndex());
-
-  std::vector<int> requested = options.shards;
-  std::sort(requested.begin(), requested.end());
-  LoadedShards loaded;
-  // slot_of_shard[s] is the index of shard s in loaded.shards, or -1 when not requested.
-  std::vector<int> slot_of_shard(static_cast<size_t>(options.num_shards), -1);
-  for (size_t slot = 0; slot < requested.size(); ++slot) {
-    slot_of_shard[requested[slot]] = static_cast<int>(slot);
-    loaded.shards.push_back(MakeEmptyShard(schema, requested[slot]));
-  }
-
-  // First location of every id of the requested shards. An id maps to exactly one
-  // shard, so every duplicate of a hosted id is caught here. Duplicates in other shards
-  // are caught by the loader that hosts them.
-  absl::flat_hash_map<std::string, RowLocation> first_seen;
-  std::vector<std::string> fields;
-  std::vector<std::string> cells(schema.columns.size());
-
-  for (size_t file_index = 0; file_index < options.paths.size(); ++file_index) {
-    const std::string& path = options.paths[file_index];
-    absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, options.csv);
-    if (!reader.ok()) return reader.status();
-    absl::StatusOr<std::vector<size_t>> header_index =
-        MapSchemaToHeader(schema, (*reader)->header(), path);
-    if (!header_index.ok()) return header_index.status();
-    const size_t id_field = (*header_index)[id_column];
-    const std::string line_id_prefix = file_index == 0 ? "" : absl::StrCat(file_index, ":");
-    std::string line_id;
-
-    while (true) {
-      absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
-      if (!has_record.ok()) return has_record.status();
-      if (!*has_record) break;
-      ++loaded.rows_read;
-      const int64_t line = (*reader)->line();
-
-      if (id_field == kNotInFile) line_id = absl::StrCat(line_id_prefix, line);
-      const std::string& id = id_field == kNotInFile ? line_id : fields[id_field];
-      if (id.empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", line, ": column '", schema.columns[id_column].name,
-                         "': user id is empty; every row needs a user id"));
-      }
-      const int slot = slot_of_shard[ShardOfUser(id, options.num_shards)];
-      if (slot < 0) continue;
-
-      auto [it, inserted] = first_seen.try_emplace(id, RowLocation{file_index, line});
-      if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":", line, ": user id '", id, "' already appeared at ",
-            options.paths[it->second.file_index], ":", it->second.line,
-            "; user ids must be unique"));
-      }
-
-      // The cells are swapped in and back out, so no string is copied and `fields`
-      // keeps its buffers for the next record.
-      for (size_t j = 0; j < cells.size(); ++j) {
-        if ((*header_index)[j] == kNotInFile) {
-          cells[j] = line_id;
-        } else {
-          cells[j].swap(fields[(*header_index)[j]]);
-        }
-      }
-      absl::Status status = AppendUserRow(schema, cells, &loaded.shards[slot]);
-      for (size_t j = 0; j < cells.size(); ++j) {
-        if ((*header_index)[j] != kNotInFile) cells[j].swap(fields[(*header_index)[j]]);
-      }
-      if (!status.ok()) {
-        return absl::Status(status.code(), absl::StrCat(path, ":", line, ": ", status.message()));
-      }
-    }
-  }
-  return loaded;
 }
 
 }  // namespace cohort

@@ -8,38 +8,54 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/columns.h"
 #include "core/csv.h"
 #include "core/schema.h"
 
 namespace cohort {
 
 // The rows of one virtual shard in input order (files in sorted path order, then line
-// order), column by column. Numeric columns follow Schema::NumericNames() and
-// categorical columns Schema::CategoricalNames().
+// order), in one container per column type. Numeric columns follow
+// Schema::NumericNames() and categorical columns Schema::CategoricalNames(). A new
+// column type gets its own container here, filled by AppendUserRow and the loader.
+//
+// Precision: numeric cells are stored as float32, so a value keeps about 7 significant
+// digits (1234567.89 is stored as 1234567.875). Statistics are summed in double from
+// the stored values.
 struct RawShard {
   int shard_id = 0;
-  std::vector<std::string> ids;
-  // [numeric column][row]; NaN marks a missing (empty) cell.
-  std::vector<std::vector<double>> numeric;
-  // [categorical column][row]; an empty string marks a missing cell.
-  std::vector<std::vector<std::string>> categorical;
+  IdColumn ids;
+  // n × (numeric columns), row-major; NaN marks a missing (empty) cell.
+  NumericMatrix numeric;
+  // [categorical column]; the empty string is the missing value.
+  std::vector<CategoricalColumn> categorical;
   // [row] sample weight of each user, finite and >= 0. Empty when the schema has no
   // weight column.
   std::vector<float> weights;
 
-  int64_t num_rows() const { return static_cast<int64_t>(ids.size()); }
+  int64_t num_rows() const { return ids.size(); }
+  // Heap bytes held by the columns, capacity included.
+  int64_t MemoryBytes() const;
+  // Releases the capacity beyond the current size of every column where it exceeds 1/32
+  // of the size.
+  void ShrinkToFit();
 };
-
 // Returns an empty shard with the column vectors of `schema`.
 RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 
 // Appends one user to `shard`. `cells` contains one cell per schema column, in schema
 // order. Errors: InvalidArgument when the id is empty, when a numeric cell is not a
-// number or is NaN or infinite, and when the weight cell is empty, not a number, not
-// finite, negative or above the float maximum. The message names the column and the
+// number, is NaN or infinite, or is outside the float32 range, and when the weight cell
+// is empty, not a number, not finite, negative or above the float maximum. The message names the column and the
 // value, and the caller adds the file and line. On error the shard is unchanged.
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
+
+// The rule for a user id that appears again in a dataset's input.
+enum class DuplicateIdRule {
+  kReject,     // the load or the streamed batch fails, naming both places
+  kKeepFirst,  // the first row in input order is kept, later ones are dropped and counted
+};
 
 struct UserLoadOptions {
   // Files to read, in this order (see ExpandPaths).
@@ -50,8 +66,13 @@ struct UserLoadOptions {
   Schema schema;
   // Total number of virtual shards S (>= 1).
   int num_shards = 64;
-  // Shards to keep, each in [0, num_shards). Rows of other shards are skipped unparsed.
+  // Shards to keep, each in [0, num_shards). Rows of other shards are split into fields
+  // and their id is hashed, but their cells are not parsed.
   std::vector<int> shards;
+  DuplicateIdRule duplicate_ids = DuplicateIdRule::kReject;
+  // OpenMP threads that parse blocks of lines; 0 means omp_get_max_threads(). The result
+  // does not depend on it. Range [0, 1024].
+  int threads = 0;
 };
 
 struct LoadedShards {
@@ -59,14 +80,17 @@ struct LoadedShards {
   std::vector<RawShard> shards;
   // Data rows read from all files, including those of shards not requested.
   int64_t rows_read = 0;
+  // Rows dropped by DuplicateIdRule::kKeepFirst, per entry of `shards`.
+  std::vector<int64_t> duplicate_rows;
 };
 
 // Reads the files and keeps the rows of the requested shards (user → shard by
 // ShardOfUser). Errors are InvalidArgument, naming file, line, column and value, for a
 // schema column missing from a header, a malformed line, a non-numeric, NaN or infinite
-// cell in a numeric column, an empty or invalid weight (see AppendUserRow), an empty id,
-// a user id that appears twice (both lines named) or a file with no header, and
-// NotFound for a missing file.
+// cell in a numeric column or one outside the float32 range, an empty or invalid weight
+// (see AppendUserRow), an empty id, a user id that appears twice under
+// DuplicateIdRule::kReject (both lines named) or a file with no header. NotFound for a
+// missing file. ResourceExhausted for a shard above kMaxShardRows rows.
 [[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
 
 }  // namespace cohort

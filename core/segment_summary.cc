@@ -61,10 +61,10 @@ std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& sh
                                                               const int32_t* labels,
                                                               int num_groups) {
   std::vector<std::vector<QuantileSketch>> sketches(
-      num_groups, std::vector<QuantileSketch>(shard.numeric.size()));
-  for (size_t c = 0; c < shard.numeric.size(); ++c) {
+      num_groups, std::vector<QuantileSketch>(static_cast<size_t>(shard.numeric.cols())));
+  for (int c = 0; c < shard.numeric.cols(); ++c) {
     for (int64_t row = 0; row < shard.num_rows(); ++row) {
-      sketches[labels[row]][c].Add(shard.numeric[c][row]);  // NaN (missing) is ignored
+      sketches[labels[row]][c].Add(shard.numeric(row, c));  // NaN (missing) is ignored
     }
   }
   return sketches;

@@ -304,18 +304,23 @@ RawShard BuildShard(const Schema& schema, int shard_id, int64_t reference_time,
                     ShardAggregate* aggregate) {
   RawShard shard = MakeEmptyShard(schema, shard_id);
   const size_t n = aggregate->users.size();
-  for (std::vector<double>& column : shard.numeric) column.reserve(n);
+  shard.numeric.Reserve(static_cast<int64_t>(n));
   for (size_t i = 0; i < n; ++i) {
     const UserAggregate& user = aggregate->users[i];
     const double frequency = static_cast<double>(user.invoices.size());
-    shard.numeric[0].push_back(static_cast<double>(reference_time - user.last_time) /
-                               kSecondsPerDayDouble);
-    shard.numeric[1].push_back(frequency);
-    shard.numeric[2].push_back(user.monetary);
-    shard.numeric[3].push_back(static_cast<double>(user.items.size()));
-    shard.numeric[4].push_back(user.monetary / frequency);
+    float* row = shard.numeric.AppendRow();
+    row[0] = static_cast<float>(static_cast<double>(reference_time - user.last_time) /
+                                kSecondsPerDayDouble);
+    row[1] = static_cast<float>(frequency);
+    row[2] = static_cast<float>(user.monetary);
+    row[3] = static_cast<float>(user.items.size());
+    row[4] = static_cast<float>(user.monetary / frequency);
   }
-  shard.ids = std::move(aggregate->ids);
+  int64_t id_chars = 0;
+  for (const std::string& id : aggregate->ids) id_chars += static_cast<int64_t>(id.size());
+  shard.ids.Reserve(static_cast<int64_t>(aggregate->ids.size()), id_chars);
+  for (const std::string& id : aggregate->ids) shard.ids.push_back(id);
+  std::vector<std::string>().swap(aggregate->ids);
   return shard;
 }
 

@@ -76,6 +76,20 @@ absl::StatusOr<ColumnType> FromProto(v1::ColumnType type) {
   }
 }
 
+absl::StatusOr<DuplicateIdRule> FromProto(v1::DuplicateIdRule rule) {
+  switch (rule) {
+    case v1::DUPLICATE_ID_RULE_UNSPECIFIED:
+    case v1::DUPLICATE_ID_RULE_REJECT:
+      return DuplicateIdRule::kReject;
+    case v1::DUPLICATE_ID_RULE_KEEP_FIRST:
+      return DuplicateIdRule::kKeepFirst;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("duplicate_ids is ", static_cast<int>(rule),
+                       "; use DUPLICATE_ID_RULE_REJECT or DUPLICATE_ID_RULE_KEEP_FIRST"));
+  }
+}
+
 void ToProto(const Schema& schema, v1::Schema* proto) {
   proto->clear_columns();
   for (const ColumnSpec& column : schema.columns) {

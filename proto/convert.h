@@ -30,6 +30,9 @@ v1::ColumnType ToProto(ColumnType type);
 // Errors: InvalidArgument for COLUMN_TYPE_UNSPECIFIED or an unknown value.
 [[nodiscard]] absl::StatusOr<ColumnType> FromProto(v1::ColumnType type);
 
+// UNSPECIFIED maps to kReject. Errors: InvalidArgument for an unknown value.
+[[nodiscard]] absl::StatusOr<DuplicateIdRule> FromProto(v1::DuplicateIdRule rule);
+
 void ToProto(const Schema& schema, v1::Schema* proto);
 // Errors: InvalidArgument from the column types or from Schema::Validate().
 [[nodiscard]] absl::StatusOr<Schema> FromProto(const v1::Schema& proto);

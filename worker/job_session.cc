@@ -33,7 +33,7 @@ v1::ShardResult JobSession::NewResult(int64_t seq, const ShardState& shard) cons
   v1::ShardResult result;
   result.set_seq(seq);
   result.set_shard_id(shard.shard_id);
-  result.set_rows(static_cast<int64_t>(shard.user_ids.size()));
+  result.set_rows(shard.rows);
   return result;
 }
 
@@ -317,7 +317,7 @@ absl::Status JobSession::Stats(const v1::ComputeStats& command, int64_t seq,
     // A shard that no row hashed to is held as empty.
     RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
     const RawShard& raw = it == dataset_->shards.end() ? empty : it->second;
-    shard.user_ids = raw.ids;
+    shard.rows = raw.num_rows();
     v1::ShardResult result = NewResult(seq, shard);
     ToProto(ComputeFeatureStats(raw, log1p), result.mutable_stats());
     results->push_back(std::move(result));
@@ -339,7 +339,7 @@ absl::Status JobSession::StoreAssignments(
   for (ShardState& shard : shards_) {
     COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
     ShardAssignments assignments;
-    assignments.user_ids = shard.user_ids;
+    if (raw != nullptr) assignments.user_ids = raw->ids;
     if (node_segments.empty()) {
       shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
     } else {
@@ -426,7 +426,9 @@ absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
 absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
                                 std::vector<v1::ShardResult>* results) {
   COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+  absl::ReaderMutexLock lock(&dataset_->mutex);
   for (ShardState& shard : shards_) {
+    COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
     int64_t quota = 0;
     for (const v1::SampleRows::Quota& entry : command.quotas()) {
       if (entry.shard_id() == shard.shard_id) quota = entry.count();
@@ -437,7 +439,10 @@ absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
     // the shard lives or on the row order.
     std::vector<std::pair<uint64_t, int64_t>> ranked(n);
     for (int64_t i = 0; i < n; ++i) {
-      ranked[i] = {HashUserId(absl::StrCat(command.seed(), "/", shard.user_ids[i])), i};
+      const std::string_view id = raw->ids[i];
+      ranked[i] = {HashUserId(absl::StrCat(command.seed(), "/",
+                                           absl::string_view(id.data(), id.size()))),
+                   i};
     }
     std::partial_sort(ranked.begin(), ranked.begin() + quota, ranked.end());
     v1::ShardResult result = NewResult(seq, shard);
@@ -462,8 +467,7 @@ absl::StatusOr<const RawShard*> JobSession::CurrentRaw(const ShardState& shard) 
   auto it = dataset_->shards.find(shard.shard_id);
   const RawShard* raw = it == dataset_->shards.end() ? nullptr : &it->second;
   const int64_t rows = raw == nullptr ? 0 : raw->num_rows();
-  if (rows != static_cast<int64_t>(shard.user_ids.size()) ||
-      (raw != nullptr && raw->ids != shard.user_ids)) {
+  if (rows != shard.rows) {
     // Rows were streamed in after the job read the shard; its statistics and features
     // no longer describe the data.
     return absl::AbortedError(absl::StrCat("job ", job_id_, ": shard ", shard.shard_id,
@@ -486,6 +490,8 @@ absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t
     COHORT_ASSIGN_OR_RETURN(const RawShard* current, CurrentRaw(shard));
     RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
     const RawShard& raw = current == nullptr ? empty : *current;
+    // TODO: the kernels read a materialized n×d matrix, which doubles the worker's memory
+    // while a job runs. Transforming row blocks inside the kernels would avoid it.
     TransformShard(transform, raw, &shard.x);
     // The features leave out the weight column, which acts only through the KMeansShard.
     shard.weights = raw.weights;

@@ -32,7 +32,8 @@ class JobSession {
  private:
   struct ShardState {
     int shard_id = 0;
-    std::vector<std::string> user_ids;
+    // Rows of the raw shard when the job read it; the ids stay in the raw shard.
+    int64_t rows = 0;
     MatrixXfR x;  // n×d features
     // Sample weight of every row, empty when the dataset has no weight column.
     std::vector<float> weights;
@@ -66,9 +67,11 @@ class JobSession {
   absl::Status Metrics(const v1::MetricsPass& command, int64_t seq,
                        std::vector<v1::ShardResult>* results);
   absl::Status Sample(const v1::SampleRows& command, int64_t seq,
-                      std::vector<v1::ShardResult>* results);
+                      std::vector<v1::ShardResult>* results) ABSL_LOCKS_EXCLUDED(dataset_->mutex);
   // The shard's raw rows (null for a shard no row hashed to). Errors: Aborted when
-  // rows were appended since the job read the shard.
+  // rows were appended since the job read the shard. Rows are only ever appended to a
+  // held shard (a new load replaces the whole dataset), so comparing row counts finds
+  // every change.
   absl::StatusOr<const RawShard*> CurrentRaw(const ShardState& shard) const
       ABSL_SHARED_LOCKS_REQUIRED(dataset_->mutex);
   absl::Status BuildFeatures(const v1::BuildFeatures& command, int64_t seq,

@@ -1,9 +1,13 @@
 #include "worker/shard_store.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "core/csv.h"
 #include "core/log.h"
 #include "core/status_macros.h"
@@ -89,16 +93,18 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
     COHORT_ASSIGN_OR_RETURN(options.schema, FromProto(request.schema()));
     options.num_shards = request.num_shards();
     options.shards = shards;
+    COHORT_ASSIGN_OR_RETURN(options.duplicate_ids, FromProto(request.duplicate_ids()));
     COHORT_ASSIGN_OR_RETURN(loaded, LoadUserShards(options));
     dataset->schema = options.schema;
     response->set_rows_read(loaded.rows_read);
-    for (const RawShard& shard : loaded.shards) {
+    for (size_t i = 0; i < loaded.shards.size(); ++i) {
       v1::ShardRows* out = response->add_shards();
-      out->set_shard_id(shard.shard_id);
-      out->set_rows(shard.num_rows());
+      out->set_shard_id(loaded.shards[i].shard_id);
+      out->set_rows(loaded.shards[i].num_rows());
+      out->set_duplicate_rows(loaded.duplicate_rows[i]);
     }
   }
-  if (request.add_shards()) {
+  if (request.keep_held_shards()) {
     // Shards moved here from a lost worker join the dataset's other shards on this
     // worker, which running jobs keep reading.
     std::shared_ptr<HostedDataset> existing;
@@ -116,6 +122,9 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
       dataset->shards.insert_or_assign(id, std::move(shard));
     }
   }
+  // The load's block buffers and column growth leave free heap pages that glibc keeps;
+  // returning them brings the resident size close to what the shards store.
+  malloc_trim(0);
   absl::MutexLock lock(&mutex_);
   datasets_[request.dataset_id()] = std::move(dataset);
   return absl::OkStatus();
@@ -146,18 +155,27 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   const int id_index = dataset->schema.IdIndex();
 
   // Every row is checked before any is stored, so a request is stored whole or not at
-  // all: cells parse, and no user id repeats one already held or one earlier in the
-  // request.
+  // all: cells parse, and under the reject rule no user id repeats one already held or
+  // one earlier in the request.
+  COHORT_ASSIGN_OR_RETURN(const DuplicateIdRule rule, FromProto(request.duplicate_ids()));
+  const bool keep_first = rule == DuplicateIdRule::kKeepFirst;
   std::vector<std::string> cells;
   RawShard scratch = MakeEmptyShard(dataset->schema, 0);
-  absl::flat_hash_set<std::string> request_ids;
+  absl::flat_hash_set<absl::string_view> request_ids;
+  std::vector<bool> dropped(static_cast<size_t>(request.rows_size()), false);
+  int64_t duplicate_rows = 0;
   for (int i = 0; i < request.rows_size(); ++i) {
     const std::string& id = request.rows(i).cells(id_index);
-    absl::flat_hash_set<std::string>& held = IdsOfShard(*dataset, request.shard_ids(i));
-    if (held.contains(id) || !request_ids.insert(id).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "row ", i, " of the batch: user id '", id,
-          "' is already stored in this dataset; user ids must be unique"));
+    const UserIdSet& stored_ids = IdsOfShard(*dataset, request.shard_ids(i));
+    if (stored_ids.Find(id) >= 0 || !request_ids.insert(id).second) {
+      if (!keep_first) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "row ", i, " of the batch: user id '", id,
+            "' is already stored in this dataset; user ids must be unique, or create the "
+            "dataset with the keep-first rule for duplicate ids"));
+      }
+      dropped[i] = true;
+      ++duplicate_rows;
     }
     cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
     absl::Status valid = AppendUserRow(dataset->schema, cells, &scratch);
@@ -167,28 +185,33 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   }
 
   for (int i = 0; i < request.rows_size(); ++i) {
+    if (dropped[i]) continue;
     const int shard_id = request.shard_ids(i);
-    auto it = dataset->shards.find(shard_id);
-    if (it == dataset->shards.end()) {
-      it = dataset->shards.emplace(shard_id, MakeEmptyShard(dataset->schema, shard_id)).first;
-    }
+    UserIdSet& stored_ids = IdsOfShard(*dataset, shard_id);
+    RawShard& shard = dataset->shards.at(shard_id);
     cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
     // Cannot fail: the same row passed AppendUserRow above.
-    (void)AppendUserRow(dataset->schema, cells, &it->second);
-    dataset->ids[shard_id].insert(cells[id_index]);
+    (void)AppendUserRow(dataset->schema, cells, &shard);
+    stored_ids.Insert(shard.num_rows() - 1);
   }
-  response->set_rows_stored(request.rows_size());
+  response->set_rows_stored(request.rows_size() - duplicate_rows);
+  response->set_duplicate_rows(duplicate_rows);
   return absl::OkStatus();
 }
 
-absl::flat_hash_set<std::string>& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id) {
-  auto [it, inserted] = dataset.ids.try_emplace(shard_id);
-  if (inserted) {
-    // Built on first use from the rows a file load stored.
-    auto shard = dataset.shards.find(shard_id);
-    if (shard != dataset.shards.end()) it->second.insert(shard->second.ids.begin(), shard->second.ids.end());
+UserIdSet& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id) {
+  auto shard = dataset.shards.find(shard_id);
+  if (shard == dataset.shards.end()) {
+    shard = dataset.shards.emplace(shard_id, MakeEmptyShard(dataset.schema, shard_id)).first;
   }
-  return it->second;
+  std::unique_ptr<UserIdSet>& set = dataset.id_sets[shard_id];
+  if (set == nullptr) {
+    // Built on first use from the rows a file load stored.
+    set = std::make_unique<UserIdSet>(&shard->second.ids);
+    set->Reserve(shard->second.num_rows());
+    for (int64_t row = 0; row < shard->second.num_rows(); ++row) set->Insert(row);
+  }
+  return *set;
 }
 
 absl::StatusOr<std::shared_ptr<HostedDataset>> ShardStore::Dataset(
@@ -232,14 +255,14 @@ absl::Status ShardStore::ExportAssignments(const v1::ExportRequest& request,
   }
   for (int i = 0; i < request.shards_size(); ++i) {
     const ShardAssignments& shard = *shards[i];
-    const int64_t n = static_cast<int64_t>(shard.user_ids.size());
+    const int64_t n = shard.user_ids.size();
     int64_t begin = 0;
     do {
       const int64_t end = std::min(n, begin + kExportChunkRows);
       v1::ExportChunk chunk;
       chunk.set_shard_id(request.shards(i));
       for (int64_t row = begin; row < end; ++row) {
-        chunk.add_user_ids(shard.user_ids[row]);
+        chunk.add_user_ids(std::string(shard.user_ids[row]));
         chunk.add_segments(shard.segments[row]);
         chunk.add_squared_distances(shard.squared_distances[row]);
       }

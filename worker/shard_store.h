@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "cohort/v1/worker.pb.h"
+#include "core/columns.h"
 #include "core/raw_table.h"
 #include "core/schema.h"
 
@@ -30,14 +30,15 @@ struct HostedDataset {
 
   mutable absl::Mutex mutex;
   std::map<int, RawShard> shards ABSL_GUARDED_BY(mutex);
-  // User ids per shard, for rejecting duplicates among streamed rows; a shard's set is
-  // built on its first append.
-  std::map<int, absl::flat_hash_set<std::string>> ids ABSL_GUARDED_BY(mutex);
+  // Rows per shard by user id, for finding duplicates among streamed rows. A shard's set
+  // is built on its first append and points at the ids of its entry in `shards`, which
+  // stays at the same address (std::map nodes do not move).
+  std::map<int, std::unique_ptr<UserIdSet>> id_sets ABSL_GUARDED_BY(mutex);
 };
 
 // Per-shard labels of a finished job, kept for export.
 struct ShardAssignments {
-  std::vector<std::string> user_ids;
+  IdColumn user_ids;
   std::vector<int32_t> segments;
   std::vector<float> squared_distances;
 };
@@ -53,8 +54,10 @@ class ShardStore {
   [[nodiscard]] absl::Status Load(const v1::LoadShardsRequest& request,
                                   v1::LoadShardsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
 
-  // Appends streamed rows. Errors: InvalidArgument naming the row and cell; rows before
-  // the bad one stay stored.
+  // Appends streamed rows. A row whose user id is already held, or appeared earlier in
+  // the request, fails the request under DUPLICATE_ID_RULE_REJECT, and is dropped and
+  // counted in response->duplicate_rows under DUPLICATE_ID_RULE_KEEP_FIRST. Errors:
+  // InvalidArgument naming the row and cell; the request is then stored not at all.
   [[nodiscard]] absl::Status Append(const v1::AppendRowsRequest& request,
                                     v1::AppendRowsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
 
@@ -75,7 +78,8 @@ class ShardStore {
   void DropJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mutex_);
 
  private:
-  static absl::flat_hash_set<std::string>& IdsOfShard(HostedDataset& dataset, int shard_id)
+  // The shard's id set, creating the shard (empty) and the set when missing.
+  static UserIdSet& IdsOfShard(HostedDataset& dataset, int shard_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dataset.mutex);
 
   using JobAssignments = std::map<int, std::shared_ptr<const ShardAssignments>>;

@@ -35,12 +35,13 @@ struct TestRow {
 RawShard MakeShard(int shard_id, const std::vector<TestRow>& rows) {
   RawShard shard;
   shard.shard_id = shard_id;
-  shard.numeric.resize(2);
+  shard.numeric = NumericMatrix(2);
   shard.categorical.resize(1);
   for (const TestRow& row : rows) {
     shard.ids.push_back(row.id);
-    shard.numeric[0].push_back(row.age);
-    shard.numeric[1].push_back(row.income);
+    float* values = shard.numeric.AppendRow();
+    values[0] = static_cast<float>(row.age);
+    values[1] = static_cast<float>(row.income);
     shard.categorical[0].push_back(row.job);
   }
   return shard;
@@ -325,8 +326,8 @@ TEST(ToOriginalUnitsTest, InvertsStandardization) {
   for (int row = 0; row < 4; ++row) {
     const OriginalUnits units = ToOriginalUnits(transform, x.row(row).data());
     ASSERT_EQ(units.numeric_means.size(), 2u);
-    EXPECT_NEAR(units.numeric_means[0], shard.numeric[0][row], 1e-5) << "row " << row;
-    const double income = std::isnan(shard.numeric[1][row]) ? 30.0 : shard.numeric[1][row];
+    EXPECT_NEAR(units.numeric_means[0], shard.numeric(row, 0), 1e-5) << "row " << row;
+    const double income = std::isnan(shard.numeric(row, 1)) ? 30.0 : shard.numeric(row, 1);
     EXPECT_NEAR(units.numeric_means[1], income, 1e-4) << "row " << row;
   }
 
@@ -350,15 +351,34 @@ namespace {
 TEST(FitFeatureTransformOverflowTest, HugeValuesAreFailedPrecondition) {
   Schema schema;
   schema.columns = {{"id", ColumnType::kId}, {"spend", ColumnType::kNumeric}};
-  RawShard shard = MakeEmptyShard(schema, 0);
-  ASSERT_TRUE(AppendUserRow(schema, {"a", "4e307"}, &shard).ok());
-  ASSERT_TRUE(AppendUserRow(schema, {"b", "-4e307"}, &shard).ok());
+  // Loading keeps cells within the float32 range, but statistics can also arrive merged
+  // from many shards. A sum of squares that overflowed must not become a transform.
+  FeatureStats stats;
+  stats.rows = 2;
+  stats.numeric.resize(1);
+  stats.numeric[0].count = 2;
+  stats.numeric[0].sum = 0;
+  stats.numeric[0].sum_sq = std::numeric_limits<double>::infinity();
+  stats.numeric[0].min = -4e307;
+  stats.numeric[0].max = 4e307;
   absl::StatusOr<FeatureTransform> transform =
-      FitFeatureTransform(schema, ComputeFeatureStats(shard), FeatureOptions{});
+      FitFeatureTransform(schema, stats, FeatureOptions{});
   ASSERT_FALSE(transform.ok());
   EXPECT_EQ(transform.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(transform.status().message().find("'spend'"), std::string::npos)
       << transform.status();
+}
+
+TEST(FitFeatureTransformOverflowTest, CellBeyondFloatRangeIsRejectedAtLoad) {
+  Schema schema;
+  schema.columns = {{"id", ColumnType::kId}, {"spend", ColumnType::kNumeric}};
+  RawShard shard = MakeEmptyShard(schema, 0);
+  const absl::Status status = AppendUserRow(schema, {"a", "4e307"}, &shard);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("column 'spend': value '4e307' is outside the float32 range"),
+            std::string::npos)
+      << status;
+  EXPECT_EQ(shard.num_rows(), 0);
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <cstdio>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -87,7 +90,7 @@ TEST_F(RawTableTest, EmptyShardHasVectorPerColumn) {
   const RawShard shard = MakeEmptyShard(UserSchema(), 7);
   EXPECT_EQ(shard.shard_id, 7);
   EXPECT_EQ(shard.num_rows(), 0);
-  EXPECT_EQ(shard.numeric.size(), 2u);
+  EXPECT_EQ(shard.numeric.cols(), 2);
   EXPECT_EQ(shard.categorical.size(), 1u);
 }
 
@@ -97,14 +100,42 @@ TEST_F(RawTableTest, AppendRowSplitsCellsByType) {
   ASSERT_TRUE(AppendUserRow(schema, {"u1", "30", "Paris", "1.5e3"}, &shard).ok());
   ASSERT_TRUE(AppendUserRow(schema, {"u2", "", "", " "}, &shard).ok());
   ASSERT_EQ(shard.num_rows(), 2);
-  EXPECT_EQ(shard.ids, (std::vector<std::string>{"u1", "u2"}));
-  EXPECT_EQ(shard.numeric[0][0], 30.0);
-  EXPECT_EQ(shard.numeric[1][0], 1500.0);
+  EXPECT_EQ(shard.ids.ToStrings(), (std::vector<std::string>{"u1", "u2"}));
+  EXPECT_EQ(shard.numeric(0, 0), 30.0);
+  EXPECT_EQ(shard.numeric(0, 1), 1500.0);
   EXPECT_EQ(shard.categorical[0][0], "Paris");
   // Blank cells are missing values: NaN for numeric columns, "" for categorical ones.
-  EXPECT_TRUE(std::isnan(shard.numeric[0][1]));
-  EXPECT_TRUE(std::isnan(shard.numeric[1][1]));
+  EXPECT_TRUE(std::isnan(shard.numeric(1, 0)));
+  EXPECT_TRUE(std::isnan(shard.numeric(1, 1)));
   EXPECT_EQ(shard.categorical[0][1], "");
+}
+
+TEST_F(RawTableTest, NumericCellEqualsGeneralParserRoundedToFloat) {
+  // Formats a fast path for plain decimals takes, and the edges where it must defer to
+  // the general parser (many digits, large exponents, spaces, a leading '+').
+  std::vector<std::string> texts = {"0",      "-0",        "007",      "1.5",     "-2.25",
+                                    "1e22",   "1e23",      "1e-22",    "1e-23",   "9007199254740993",
+                                    "123456789012345678901", "0.000000000000000000000001",
+                                    " 42 ",   "+3.5",      "1E5",      "2.5e-3",  "3.4e38",
+                                    "0.1",    "-0.30000000000000004"};
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> mantissa(-1.0, 1.0);
+  std::uniform_int_distribution<int> power(-30, 30);
+  for (int i = 0; i < 20000; ++i) {
+    char text[64];
+    const double value = mantissa(rng) * std::pow(10.0, power(rng));
+    const char* format = i % 3 == 0 ? "%.6g" : (i % 3 == 1 ? "%.17g" : "%.9e");
+    std::snprintf(text, sizeof(text), format, value);
+    texts.push_back(text);
+  }
+  const Schema schema = UserSchema();
+  for (const std::string& text : texts) {
+    RawShard shard = MakeEmptyShard(schema, 0);
+    ASSERT_TRUE(AppendUserRow(schema, {"u", text, "c", "1"}, &shard).ok()) << text;
+    const std::optional<double> expected = ParseNumber(text);
+    ASSERT_TRUE(expected.has_value()) << text;
+    EXPECT_EQ(shard.numeric(0, 0), static_cast<float>(*expected)) << text;
+  }
 }
 
 TEST_F(RawTableTest, AppendRowRejectsNonFiniteCell) {
@@ -119,9 +150,9 @@ TEST_F(RawTableTest, AppendRowRejectsNonFiniteCell) {
         << status;
   }
   EXPECT_EQ(shard.num_rows(), 0);
-  EXPECT_TRUE(shard.numeric[0].empty());
-  EXPECT_TRUE(shard.numeric[1].empty());
-  EXPECT_TRUE(shard.categorical[0].empty());
+  EXPECT_EQ(shard.numeric.rows(), 0);
+  EXPECT_EQ(shard.numeric.rows(), 0);
+  EXPECT_EQ(shard.categorical[0].size(), 0);
 }
 
 TEST_F(RawTableTest, AppendRowRejectsTextInNumeric) {
@@ -153,14 +184,14 @@ TEST_F(RawTableTest, AppendRowParsesWeight) {
   const Schema schema = WeightedSchema();
   RawShard shard = MakeEmptyShard(schema, 0);
   EXPECT_TRUE(shard.weights.empty());
-  EXPECT_EQ(shard.numeric.size(), 1u);
+  EXPECT_EQ(shard.numeric.cols(), 1);
   ASSERT_TRUE(AppendUserRow(schema, {"u1", "2.5", "30"}, &shard).ok());
   ASSERT_TRUE(AppendUserRow(schema, {"u2", " 0 ", "31"}, &shard).ok());
   ASSERT_TRUE(AppendUserRow(schema, {"u3", "1e2", ""}, &shard).ok());
   EXPECT_EQ(shard.weights, (std::vector<float>{2.5f, 0.0f, 100.0f}));
   // The weight column is not a feature column.
-  EXPECT_EQ(shard.numeric[0][0], 30.0);
-  EXPECT_EQ(shard.numeric[0].size(), 3u);
+  EXPECT_EQ(shard.numeric(0, 0), 30.0);
+  EXPECT_EQ(shard.numeric.rows(), 3);
 }
 
 TEST_F(RawTableTest, AppendRowRejectsInvalidWeight) {
@@ -186,7 +217,7 @@ TEST_F(RawTableTest, AppendRowRejectsInvalidWeight) {
   }
   EXPECT_EQ(shard.num_rows(), 0);
   EXPECT_TRUE(shard.weights.empty());
-  EXPECT_TRUE(shard.numeric[0].empty());
+  EXPECT_EQ(shard.numeric.rows(), 0);
 }
 
 TEST_F(RawTableTest, BadWeightNamesFileLineColumnAndValue) {
@@ -207,9 +238,9 @@ TEST_F(RawTableTest, LoadsWeightsInRowOrder) {
   absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const RawShard& shard = loaded->shards[0];
-  EXPECT_EQ(shard.ids, (std::vector<std::string>{"u1", "u2", "u3"}));
+  EXPECT_EQ(shard.ids.ToStrings(), (std::vector<std::string>{"u1", "u2", "u3"}));
   EXPECT_EQ(shard.weights, (std::vector<float>{2.0f, 0.0f, 1.5f}));
-  EXPECT_EQ(shard.numeric[0], (std::vector<double>{30, 31, 32}));
+  EXPECT_EQ(shard.numeric.Column(0), (std::vector<double>{30, 31, 32}));
 }
 
 TEST_F(RawTableTest, LoadsAllRowsInFileOrder) {
@@ -223,8 +254,8 @@ TEST_F(RawTableTest, LoadsAllRowsInFileOrder) {
   ASSERT_EQ(shard.num_rows(), 10);
   for (int i = 0; i < 10; ++i) {
     EXPECT_EQ(shard.ids[i], "u" + std::to_string(i));
-    EXPECT_EQ(shard.numeric[0][i], 20.0 + i % 50) << "age of row " << i;
-    EXPECT_EQ(shard.numeric[1][i], i * 100.0) << "income of row " << i;
+    EXPECT_EQ(shard.numeric(i, 0), 20.0 + i % 50) << "age of row " << i;
+    EXPECT_EQ(shard.numeric(i, 1), i * 100.0) << "income of row " << i;
     EXPECT_EQ(shard.categorical[0][i], "c" + std::to_string(i % 3));
   }
 }
@@ -250,7 +281,7 @@ TEST_F(RawTableTest, LineNumberIdsNumberEachFileFromItsDataLines) {
   EXPECT_EQ(shard.ids[0], "2");
   EXPECT_EQ(shard.ids[1], "3");
   EXPECT_EQ(shard.ids[2], "1:2");
-  EXPECT_EQ(shard.numeric[0][2], 40.0);
+  EXPECT_EQ(shard.numeric(2, 0), 40.0);
   EXPECT_EQ(shard.categorical[0][1], "y");
 }
 
@@ -283,7 +314,9 @@ TEST_F(RawTableTest, ShardFilterKeepsOnlyHostedRows) {
   }
   EXPECT_EQ(loaded->shards[0].num_rows() + loaded->shards[1].num_rows(), expected_rows);
   for (const RawShard& shard : loaded->shards) {
-    for (const std::string& id : shard.ids) EXPECT_EQ(ShardOfUser(id, num_shards), shard.shard_id);
+    for (const std::string& id : shard.ids.ToStrings()) {
+      EXPECT_EQ(ShardOfUser(id, num_shards), shard.shard_id);
+    }
   }
 }
 
@@ -304,9 +337,10 @@ TEST_F(RawTableTest, UnionOverShardsEqualsAllRowsInOrder) {
     const RawShard& shard = loaded->shards[0];
     // Within a shard, rows keep file order: the ids' numbers increase.
     for (int64_t r = 1; r < shard.num_rows(); ++r) {
-      EXPECT_LT(std::stoi(shard.ids[r - 1].substr(1)), std::stoi(shard.ids[r].substr(1)));
+      EXPECT_LT(std::stoi(std::string(shard.ids[r - 1].substr(1))),
+                std::stoi(std::string(shard.ids[r].substr(1))));
     }
-    union_ids.insert(union_ids.end(), shard.ids.begin(), shard.ids.end());
+    for (const std::string& id : shard.ids.ToStrings()) union_ids.push_back(id);
   }
   EXPECT_EQ(rows_read_total, 200 * num_shards);
   std::sort(union_ids.begin(), union_ids.end());
@@ -370,8 +404,127 @@ TEST_F(RawTableTest, DuplicateIdNamesBothLines) {
   absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({first, second}, 1));
   ASSERT_FALSE(loaded.ok());
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(loaded.status().message(), second + ":3: user id 'u2' already appeared at " + first +
-                                           ":3; user ids must be unique");
+  EXPECT_EQ(loaded.status().message(),
+            second + ":3: user id 'u2' already appeared at " + first +
+                ":3; user ids must be unique, or create the dataset with the keep-first rule "
+                "for duplicate ids");
+}
+
+TEST_F(RawTableTest, KeepFirstRuleDropsAndCountsDuplicates) {
+  const std::string first =
+      WriteFile("a.csv", "user_id,age,city,income\nu1,1,a,1\nu2,2,b,2\nu1,9,z,9\n");
+  const std::string second = WriteFile("b.csv", "user_id,age,city,income\nu3,3,c,3\nu2,4,d,4\n");
+  UserLoadOptions options = Options({first, second}, 1);
+  options.duplicate_ids = DuplicateIdRule::kKeepFirst;
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->rows_read, 5);
+  ASSERT_EQ(loaded->duplicate_rows.size(), 1u);
+  EXPECT_EQ(loaded->duplicate_rows[0], 2);
+  const RawShard& shard = loaded->shards[0];
+  EXPECT_EQ(shard.ids.ToStrings(), (std::vector<std::string>{"u1", "u2", "u3"}));
+  // The first row of each id is the one kept.
+  EXPECT_EQ(shard.numeric.Column(0), (std::vector<double>{1, 2, 3}));
+  EXPECT_EQ(shard.categorical[0].ToStrings(), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_F(RawTableTest, DuplicateCountsFollowTheirShards) {
+  std::string text = "user_id,age,city,income\n";
+  for (int i = 0; i < 300; ++i) text += "u" + std::to_string(i) + ",1,a,1\n";
+  for (int i = 0; i < 300; i += 3) text += "u" + std::to_string(i) + ",2,b,2\n";
+  const std::string path = WriteFile("users.csv", text);
+  UserLoadOptions options = Options({path}, 4);
+  options.duplicate_ids = DuplicateIdRule::kKeepFirst;
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  std::vector<int64_t> expected(4, 0);
+  for (int i = 0; i < 300; i += 3) ++expected[ShardOfUser("u" + std::to_string(i), 4)];
+  EXPECT_EQ(loaded->duplicate_rows, expected);
+  int64_t rows = 0;
+  for (const RawShard& shard : loaded->shards) rows += shard.num_rows();
+  EXPECT_EQ(rows, 300);
+}
+
+// Quoting, line ends and blank lines that the block parser must split exactly as
+// CsvReader does, across pieces parsed by different threads. The file (about 6 MB) spans
+// several blocks of the loader.
+TEST_F(RawTableTest, BlockParserMatchesRowByRowAppend) {
+  std::string text = "user_id,age,city,income\r\n";
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < 200000; ++i) {
+    std::vector<std::string> cells = {"u" + std::to_string(i), std::to_string(i % 90),
+                                      "c" + std::to_string(i % 5), std::to_string(i * 0.5)};
+    std::string city_text = cells[2];
+    if (i % 7 == 0) {
+      cells[2] = "say \"hi\", \nthen go";
+      city_text = "\"say \"\"hi\"\", \nthen go\"";
+    }
+    const char* line_end = i % 11 == 0 ? "\r" : (i % 2 == 0 ? "\r\n" : "\n");
+    text += cells[0] + "," + cells[1] + "," + city_text + "," + cells[3] + line_end;
+    if (i % 13 == 0) text += "\n";  // a blank line
+    rows.push_back(cells);
+  }
+  const std::string path = WriteFile("quoted.csv", text);
+
+  RawShard expected = MakeEmptyShard(UserSchema(), 0);
+  for (const std::vector<std::string>& cells : rows) {
+    ASSERT_TRUE(AppendUserRow(UserSchema(), cells, &expected).ok());
+  }
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    UserLoadOptions options = Options({path}, 1);
+    options.threads = threads;
+    absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const RawShard& shard = loaded->shards[0];
+    EXPECT_EQ(shard.ids, expected.ids);
+    EXPECT_EQ(shard.numeric.Column(0), expected.numeric.Column(0));
+    EXPECT_EQ(shard.numeric.Column(1), expected.numeric.Column(1));
+    EXPECT_EQ(shard.categorical[0].ToStrings(), expected.categorical[0].ToStrings());
+  }
+}
+
+TEST_F(RawTableTest, ErrorLineDoesNotDependOnThreads) {
+  std::string text = "user_id,age,city,income\n";
+  for (int i = 0; i < 20000; ++i) {
+    text += "u" + std::to_string(i) + "," + (i == 15000 ? "x" : "1") + ",a,1\n";
+  }
+  const std::string path = WriteFile("bad.csv", text);
+  for (int threads : {1, 2, 5}) {
+    UserLoadOptions options = Options({path}, 4);
+    options.threads = threads;
+    absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+    ASSERT_FALSE(loaded.ok()) << "threads " << threads;
+    EXPECT_EQ(loaded.status().message(),
+              path + ":15002: column 'age': value 'x' is not a number; fix or blank the cell "
+                     "(blank cells are imputed)")
+        << "threads " << threads;
+  }
+}
+
+TEST_F(RawTableTest, UnterminatedQuoteIsReportedByLine) {
+  const std::string path =
+      WriteFile("users.csv", "user_id,age,city,income\nu1,1,a,1\nu2,2,\"b,2\nu3,3,c,3\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 2));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(path + ":3: column 3: quoted field is not closed"),
+            std::string::npos)
+      << loaded.status();
+}
+
+TEST_F(RawTableTest, MemoryBytesCountsEveryColumn) {
+  const std::string path = WriteUsers("users.csv", 0, 1000);
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 1));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const RawShard& shard = loaded->shards[0];
+  // 2 float cells, one 4-byte code, an 8-byte offset and the id's characters per row.
+  int64_t id_chars = 0;
+  for (int64_t i = 0; i < shard.num_rows(); ++i) id_chars += shard.ids[i].size();
+  const int64_t minimum = shard.num_rows() * (2 * 4 + 4 + 8) + id_chars;
+  EXPECT_GE(shard.MemoryBytes(), minimum);
+  // ShrinkToFit leaves no growth slack beyond the dictionary of three values.
+  EXPECT_LT(shard.MemoryBytes(), minimum + 1024);
 }
 
 TEST_F(RawTableTest, EmptyIdIsRejectedWithLocation) {
@@ -513,7 +666,7 @@ TEST(RawTableRealDataTest, MallCustomersLoadOverFourShards) {
   std::vector<std::string> union_ids;
   for (const RawShard& shard : loaded->shards) {
     EXPECT_GT(shard.num_rows(), 0) << "shard " << shard.shard_id;
-    union_ids.insert(union_ids.end(), shard.ids.begin(), shard.ids.end());
+    for (const std::string& id : shard.ids.ToStrings()) union_ids.push_back(id);
   }
   ASSERT_EQ(union_ids.size(), 200u);
   std::sort(union_ids.begin(), union_ids.end());

@@ -193,6 +193,31 @@ TEST_F(CliEndToEndTest, LocalSegmentWithoutDataUsesSyntheticShop) {
   EXPECT_TRUE(std::filesystem::exists(cwd + "/cohort-out/model.json"));
 }
 
+TEST_F(CliEndToEndTest, LocalSegmentReportsDuplicateRule) {
+  const std::string cwd = PathIn("dupes");
+  std::filesystem::create_directories(cwd);
+  std::string csv = "id,x,y\n";
+  for (int i = 0; i < 100; ++i) absl::StrAppend(&csv, "u", i, ",", i % 10, ",", i % 7, "\n");
+  for (int i = 0; i < 100; i += 4) absl::StrAppend(&csv, "u", i, ",", 50, ",", 50, "\n");
+  const std::string path = cwd + "/users.csv";
+  std::ofstream(path) << csv;
+
+  const CommandResult rejected =
+      Run("dupes-rejected", {"local", "segment", "--data", path, "-k", "2", "--no-progress"}, cwd);
+  EXPECT_NE(rejected.exit_code, 0);
+  EXPECT_NE(rejected.exit_code, -1) << "the command did not end";
+  EXPECT_TRUE(absl::StrContains(rejected.err, "already appeared at")) << rejected.err;
+
+  const CommandResult kept =
+      Run("dupes-kept", {"local", "segment", "--data", path, "-k", "2", "--duplicate-ids",
+                         "keep-first", "--no-progress"},
+          cwd);
+  ASSERT_EQ(kept.exit_code, 0) << kept.err;
+  EXPECT_TRUE(absl::StrContains(kept.err, "100 users from 125 rows")) << kept.err;
+  EXPECT_TRUE(absl::StrContains(kept.err, "(dropped: 25 duplicate ids, first row kept)"))
+      << kept.err;
+}
+
 TEST_F(CliEndToEndTest, SegmentWithoutCoordinatorFails) {
   // Port 1 of the loopback address has no listener.
   const CommandResult result =

@@ -1327,9 +1327,12 @@ TEST_F(ClusterVariantTest, InvalidVariantOptionsNameTheField) {
 // Creates a USERS dataset with columns id and x, and streams `batches` of (id, x) rows.
 absl::Status StreamRows(TestCluster& cluster, const std::string& dataset_id,
                         const std::vector<std::vector<std::pair<std::string, std::string>>>& batches,
-                        int64_t* accepted) {
+                        int64_t* accepted,
+                        v1::DuplicateIdRule rule = v1::DUPLICATE_ID_RULE_UNSPECIFIED,
+                        int64_t* duplicates = nullptr) {
   v1::CreateDatasetRequest create;
   create.set_dataset_id(dataset_id);
+  create.set_duplicate_ids(rule);
   v1::Column* id = create.mutable_schema()->add_columns();
   id->set_name("id");
   id->set_type(v1::COLUMN_TYPE_ID);
@@ -1354,6 +1357,7 @@ absl::Status StreamRows(TestCluster& cluster, const std::string& dataset_id,
   writer->WritesDone();
   const absl::Status status = FromGrpcStatus(writer->Finish());
   *accepted = response.rows_accepted();
+  if (duplicates != nullptr) *duplicates = response.duplicate_rows();
   return status;
 }
 
@@ -1372,6 +1376,82 @@ TEST_F(ClusterTest, StreamedDuplicateIdIsRejected) {
   // gRPC sends no response body with an error status, so the count is not returned.
   EXPECT_EQ(accepted, 0);
   ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, StreamedDuplicatesKeepFirstAreCounted) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  int64_t accepted = -1;
+  int64_t duplicates = -1;
+  const absl::Status status =
+      StreamRows(*cluster, "dupes-kept", {{{"a", "1"}, {"b", "2"}}, {{"c", "3"}, {"a", "4"}, {"c", "5"}}},
+                 &accepted, v1::DUPLICATE_ID_RULE_KEEP_FIRST, &duplicates);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(accepted, 3);
+  EXPECT_EQ(duplicates, 2);
+  absl::StatusOr<v1::Dataset> dataset = cluster->GetDataset("dupes-kept");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  EXPECT_EQ(dataset->num_users(), 3);
+  EXPECT_EQ(dataset->dropped().duplicate_rows(), 2);
+  EXPECT_EQ(dataset->duplicate_ids(), v1::DUPLICATE_ID_RULE_KEEP_FIRST);
+  ExpectStillServes(*cluster);
+}
+
+// 200 users, then users 0, 5, 10, ... again with other values.
+std::string UsersWithRepeatedIds() {
+  std::string csv = "id,x,y\n";
+  for (int i = 0; i < 200; ++i) absl::StrAppend(&csv, "u", i, ",", i, ",", i % 7, "\n");
+  for (int i = 0; i < 200; i += 5) absl::StrAppend(&csv, "u", i, ",", -i, ",9\n");
+  return csv;
+}
+
+TEST_F(ClusterTest, FileDuplicateIdIsRejectedByDefault) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
+  absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
+  // Each worker reports the first repeated id of its own shards, so which id is named
+  // depends on the placement. Every repeat is on lines 202 to 241.
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                       {"repeated.csv:2", "' already appeared at ", "repeated.csv:",
+                        "keep-first"}))
+      << dataset.status();
+  ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, KeepFirstCountsSameOnOneAndThreeWorkers) {
+  const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    ASSERT_NE(cluster, nullptr);
+    v1::CreateDatasetRequest create;
+    create.set_duplicate_ids(v1::DUPLICATE_ID_RULE_KEEP_FIRST);
+    v1::LoadDatasetRequest load;
+    load.set_source(path);
+    load.set_id_column("id");
+    absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    EXPECT_EQ(dataset->rows_read(), 240);
+    EXPECT_EQ(dataset->num_users(), 200);
+    EXPECT_EQ(dataset->dropped().duplicate_rows(), 40);
+  }
+}
+
+TEST_F(ClusterTest, KeepFirstRuleIsInvalidForTransactions) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  v1::CreateDatasetRequest create;
+  create.set_kind(v1::DATASET_KIND_TRANSACTIONS);
+  create.set_duplicate_ids(v1::DUPLICATE_ID_RULE_KEEP_FIRST);
+  EXPECT_TRUE(HasError(cluster->CreateDataset(create).status(),
+                       absl::StatusCode::kInvalidArgument, {"duplicate_ids", "USERS"}));
+  create.set_kind(v1::DATASET_KIND_USERS);
+  create.set_duplicate_ids(static_cast<v1::DuplicateIdRule>(9));
+  EXPECT_TRUE(HasError(cluster->CreateDataset(create).status(),
+                       absl::StatusCode::kInvalidArgument, {"duplicate_ids is 9"}));
 }
 
 TEST_F(ClusterTest, NonUtf8CellIsRejected) {

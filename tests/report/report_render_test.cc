@@ -98,7 +98,7 @@ class ReportRenderTest : public ::testing::Test {
 
     // The true segment becomes the label and leaves the table, so that it is not
     // summarized as a feature.
-    std::vector<std::string> truth = std::move(shard.categorical.back());
+    std::vector<std::string> truth = shard.categorical.back().ToStrings();
     shard.categorical.pop_back();
     schema.columns.back().type = ColumnType::kIgnore;
     std::map<std::string, int32_t> label_of;

@@ -1,0 +1,447 @@
+// LoadUserShards reads files in blocks of whole lines and splits each block into pieces
+// that OpenMP threads parse at the same time. The pieces are then appended to the shards
+// in input order, so the result and the first error reported do not depend on the
+// thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/csv.h"
+#include "core/raw_cells.h"
+#include "core/raw_table.h"
+#include "core/shard_hash.h"
+
+namespace cohort {
+namespace {
+
+// Bytes of a block per parsing thread: large enough that the per-block work (reading,
+// the serial append) is small next to the parse, small enough to stay in the L2/L3
+// caches of a few cores.
+constexpr size_t kBlockBytesPerThread = size_t{2} << 20;
+// Pieces per thread in a block, so a thread that ends early takes another piece.
+constexpr int kPiecesPerThread = 2;
+
+// The field index of each schema column in one file, and the names used in messages.
+struct FilePlan {
+  size_t field_count = 0;
+  size_t id_field = kNotInFile;
+  size_t weight_field = kNotInFile;
+  std::vector<size_t> numeric_fields;
+  std::vector<size_t> categorical_fields;
+  // Fields checked for UTF-8, in schema order: the id (when read from the file) and the
+  // categorical columns, as AppendUserRow checks them.
+  std::vector<size_t> text_fields;
+  std::vector<std::string_view> text_names;
+  std::string_view id_name;
+  std::string_view weight_name;
+  std::vector<std::string_view> numeric_names;
+  // "<file index>:" for line-number ids of every file after the first.
+  std::string line_id_prefix;
+};
+
+FilePlan MakeFilePlan(const Schema& schema, const std::vector<size_t>& header_index,
+                      size_t field_count, size_t file_index) {
+  FilePlan plan;
+  plan.field_count = field_count;
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    const ColumnSpec& column = schema.columns[j];
+    const size_t field = header_index[j];
+    switch (column.type) {
+      case ColumnType::kId:
+        plan.id_field = field;
+        plan.id_name = column.name;
+        if (field != kNotInFile) {
+          plan.text_fields.push_back(field);
+          plan.text_names.push_back(column.name);
+        }
+        break;
+      case ColumnType::kNumeric:
+        plan.numeric_fields.push_back(field);
+        plan.numeric_names.push_back(column.name);
+        break;
+      case ColumnType::kCategorical:
+        plan.categorical_fields.push_back(field);
+        plan.text_fields.push_back(field);
+        plan.text_names.push_back(column.name);
+        break;
+      case ColumnType::kWeight:
+        plan.weight_field = field;
+        plan.weight_name = column.name;
+        break;
+      case ColumnType::kIgnore:
+        break;
+    }
+  }
+  if (file_index > 0) plan.line_id_prefix = absl::StrCat(file_index, ":");
+  return plan;
+}
+
+// The first problem of a piece. Lines are counted from the start of the piece.
+struct PieceIssue {
+  enum class Kind { kNone, kMalformed, kCell };
+  Kind kind = Kind::kNone;
+  int64_t line = 0;
+  absl::Status cell_error;  // kCell: the cell's error, without file and line
+};
+
+// The rows of one piece that belong to requested shards, parsed, in input order.
+struct ParsedPiece {
+  std::vector<int32_t> slots;
+  std::vector<int64_t> lines;  // line of each row, counted from the start of the piece
+  std::vector<std::string_view> ids;
+  std::vector<float> numeric;                  // rows × numeric columns
+  std::vector<std::string_view> categorical;   // rows × categorical columns
+  std::vector<float> weights;                  // empty without a weight column
+  // Text of line-number ids, which do not exist in the block.
+  std::deque<std::string> line_ids;
+  int64_t records = 0;
+  int64_t line_breaks = 0;
+  PieceIssue issue;
+
+  // Empties the piece, keeping the capacity of its vectors for the next block.
+  void Clear() {
+    slots.clear();
+    lines.clear();
+    ids.clear();
+    numeric.clear();
+    categorical.clear();
+    weights.clear();
+    line_ids.clear();
+    records = 0;
+    line_breaks = 0;
+    issue = PieceIssue{};
+  }
+};
+
+struct PieceContext {
+  const FilePlan* plan;
+  const CsvRecordParser* parser;
+  const std::vector<int>* slot_of_shard;
+  int num_shards;
+};
+
+// Parses one piece. Stops at the first problem, recorded in out->issue; the rows before
+// it are kept. `first_line` is the file line of the piece's first byte, used only for
+// line-number ids (whose pieces are therefore parsed one at a time).
+void ParsePiece(const PieceContext& context, char* data, size_t size, int64_t first_line,
+                ParsedPiece* out) {
+  const FilePlan& plan = *context.plan;
+  const size_t num_numeric = plan.numeric_fields.size();
+  std::vector<std::string_view> fields;
+  fields.reserve(plan.field_count);
+  size_t pos = 0;
+  int64_t lines = 0;
+  int64_t record_line = 0;
+  auto fail = [&](PieceIssue::Kind kind, absl::Status error) {
+    out->issue.kind = kind;
+    out->issue.line = record_line;
+    out->issue.cell_error = std::move(error);
+  };
+
+  while (true) {
+    const CsvRecordParser::Result result =
+        context.parser->Next(data, size, &pos, &fields, &lines, &record_line);
+    if (result == CsvRecordParser::Result::kEnd) break;
+    if (result == CsvRecordParser::Result::kMalformed || fields.size() != plan.field_count) {
+      fail(PieceIssue::Kind::kMalformed, absl::OkStatus());
+      break;
+    }
+    ++out->records;
+
+    std::string_view id;
+    if (plan.id_field == kNotInFile) {
+      out->line_ids.push_back(absl::StrCat(plan.line_id_prefix, first_line + record_line));
+      id = out->line_ids.back();
+    } else {
+      id = fields[plan.id_field];
+    }
+    if (absl::Status status = CheckIdCell(plan.id_name, id); !status.ok()) {
+      fail(PieceIssue::Kind::kCell, std::move(status));
+      break;
+    }
+    const int slot = (*context.slot_of_shard)[ShardOfUser(id, context.num_shards)];
+    if (slot < 0) {
+      if (plan.id_field == kNotInFile) out->line_ids.pop_back();
+      continue;
+    }
+
+    // A hosted row: cells are checked in AppendUserRow's order.
+    absl::Status cell_error;
+    for (size_t t = 0; t < plan.text_fields.size() && cell_error.ok(); ++t) {
+      cell_error = CheckTextCell(plan.text_names[t], fields[plan.text_fields[t]]);
+    }
+    float weight = 1.0f;
+    if (cell_error.ok() && plan.weight_field != kNotInFile) {
+      absl::StatusOr<float> parsed = ParseWeightCell(plan.weight_name, fields[plan.weight_field]);
+      if (parsed.ok()) {
+        weight = *parsed;
+      } else {
+        cell_error = parsed.status();
+      }
+    }
+    const size_t numeric_start = out->numeric.size();
+    out->numeric.resize(numeric_start + num_numeric);
+    for (size_t c = 0; c < num_numeric && cell_error.ok(); ++c) {
+      const std::string_view cell = fields[plan.numeric_fields[c]];
+      // Most cells take the plain-decimal path, which ParseNumericCell also starts with.
+      if (double value = 0; ParsePlainDecimal(cell, &value)) {
+        out->numeric[numeric_start + c] = static_cast<float>(value);
+        continue;
+      }
+      absl::StatusOr<float> value = ParseNumericCell(plan.numeric_names[c], cell);
+      if (value.ok()) {
+        out->numeric[numeric_start + c] = *value;
+      } else {
+        cell_error = value.status();
+      }
+    }
+    if (!cell_error.ok()) {
+      out->numeric.resize(numeric_start);
+      fail(PieceIssue::Kind::kCell, std::move(cell_error));
+      break;
+    }
+    for (size_t field : plan.categorical_fields) out->categorical.push_back(fields[field]);
+    if (plan.weight_field != kNotInFile) out->weights.push_back(weight);
+    out->slots.push_back(slot);
+    out->lines.push_back(record_line);
+    out->ids.push_back(id);
+  }
+  out->line_breaks = lines;
+}
+
+// The error CsvReader reports for `path`, which the block parser found malformed.
+absl::Status CsvErrorOf(const std::string& path, const CsvOptions& csv) {
+  absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, csv);
+  if (!reader.ok()) return reader.status();
+  std::vector<std::string> fields;
+  while (true) {
+    absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+    if (!has_record.ok()) return has_record.status();
+    if (!*has_record) break;
+  }
+  return absl::InternalError(absl::StrCat(
+      "failed to parse '", path, "': the block parser and CsvReader disagree on its records"));
+}
+
+// "<path>:<line>" of the first row with user id `id`, searched with CsvReader (only on
+// the error path, so the load keeps no per-row locations).
+std::string FirstLocationOf(const UserLoadOptions& options, std::string_view id) {
+  const size_t id_column = static_cast<size_t>(options.schema.IdIndex());
+  std::vector<std::string> fields;
+  for (const std::string& path : options.paths) {
+    absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, options.csv);
+    if (!reader.ok()) continue;
+    absl::StatusOr<std::vector<size_t>> header_index =
+        MapSchemaToHeader(options.schema, (*reader)->header(), path);
+    if (!header_index.ok() || (*header_index)[id_column] == kNotInFile) continue;
+    const size_t id_field = (*header_index)[id_column];
+    while (true) {
+      absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+      if (!has_record.ok() || !*has_record) break;
+      if (fields[id_field] == id) return absl::StrCat(path, ":", (*reader)->line());
+    }
+  }
+  return "an earlier line";
+}
+
+// Appends parsed rows to the shards in input order.
+class ShardAppender {
+ public:
+  ShardAppender(const UserLoadOptions& options, LoadedShards* loaded)
+      : options_(options), loaded_(loaded) {
+    for (RawShard& shard : loaded_->shards) {
+      id_sets_.push_back(std::make_unique<UserIdSet>(&shard.ids));
+    }
+    loaded_->duplicate_rows.assign(loaded_->shards.size(), 0);
+  }
+
+  // Reserves room in each shard for its expected share of the rows of `path`, estimated
+  // from the first block (`block_bytes` holding the rows of `pieces`), so the columns do
+  // not grow by repeated doubling. A file of unknown size (compressed) reserves nothing.
+  void ReserveForFile(const std::string& path, size_t block_bytes,
+                      const std::vector<ParsedPiece>& pieces, int count) {
+    std::error_code error;
+    const uintmax_t file_bytes = std::filesystem::file_size(path, error);
+    if (error || absl::EndsWith(path, ".gz") || block_bytes == 0) return;
+    int64_t hosted = 0;
+    int64_t id_chars = 0;
+    std::vector<int64_t> per_slot(loaded_->shards.size(), 0);
+    for (int i = 0; i < count; ++i) {
+      for (size_t r = 0; r < pieces[i].slots.size(); ++r) {
+        ++per_slot[pieces[i].slots[r]];
+        id_chars += static_cast<int64_t>(pieces[i].ids[r].size());
+      }
+      hosted += static_cast<int64_t>(pieces[i].slots.size());
+    }
+    if (hosted == 0) return;
+    // Rows of each shard expected in the whole file, with 5 % to spare, spread evenly
+    // over the hosted shards (the hash spreads ids evenly).
+    const double scale = static_cast<double>(file_bytes) / static_cast<double>(block_bytes);
+    const int64_t per_shard = static_cast<int64_t>(
+        1.05 * scale * static_cast<double>(hosted) / static_cast<double>(per_slot.size()));
+    const int64_t chars_per_id = id_chars / hosted + 1;
+    for (size_t slot = 0; slot < loaded_->shards.size(); ++slot) {
+      RawShard& shard = loaded_->shards[slot];
+      const int64_t rows = shard.num_rows() + per_shard;
+      id_sets_[slot]->Reserve(rows);
+      shard.ids.Reserve(per_shard, per_shard * chars_per_id);
+      shard.numeric.Reserve(rows);
+      for (CategoricalColumn& column : shard.categorical) column.Reserve(rows);
+      if (!pieces[0].weights.empty()) shard.weights.reserve(static_cast<size_t>(rows));
+    }
+  }
+
+  // Appends the rows of `piece`, whose first line is `first_line` of `path`.
+  absl::Status Append(const ParsedPiece& piece, const std::string& path, int64_t first_line) {
+    const size_t num_numeric = loaded_->shards.empty() ? 0 : loaded_->shards[0].numeric.cols();
+    const size_t num_categorical =
+        loaded_->shards.empty() ? 0 : loaded_->shards[0].categorical.size();
+    for (size_t r = 0; r < piece.slots.size(); ++r) {
+      const int slot = piece.slots[r];
+      RawShard& shard = loaded_->shards[slot];
+      if (shard.num_rows() >= kMaxShardRows) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "shard ", shard.shard_id, " has more than ", kMaxShardRows,
+            " rows; create the dataset with more shards"));
+      }
+      shard.ids.push_back(piece.ids[r]);
+      const int64_t first = id_sets_[slot]->Insert(shard.num_rows() - 1);
+      if (first >= 0) {
+        shard.ids.pop_back();
+        if (options_.duplicate_ids == DuplicateIdRule::kKeepFirst) {
+          ++loaded_->duplicate_rows[slot];
+          continue;
+        }
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", first_line + piece.lines[r], ": user id '", AsAbsl(piece.ids[r]),
+            "' already appeared at ", FirstLocationOf(options_, piece.ids[r]),
+            "; user ids must be unique, or create the dataset with the keep-first rule for "
+            "duplicate ids"));
+      }
+      shard.numeric.AppendRows(piece.numeric.data() + r * num_numeric, 1);
+      for (size_t c = 0; c < num_categorical; ++c) {
+        shard.categorical[c].push_back(piece.categorical[r * num_categorical + c]);
+      }
+      if (!piece.weights.empty()) shard.weights.push_back(piece.weights[r]);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const UserLoadOptions& options_;
+  LoadedShards* loaded_;
+  // One per shard, pointing at the shard's ids; loaded_->shards is never resized.
+  std::vector<std::unique_ptr<UserIdSet>> id_sets_;
+};
+
+// Loads one file into `appender`.
+absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
+                      const std::vector<int>& slot_of_shard, int threads,
+                      ShardAppender* appender, int64_t* rows_read) {
+  const std::string& path = options.paths[file_index];
+  absl::StatusOr<std::unique_ptr<CsvBlockReader>> reader =
+      CsvBlockReader::Open(path, options.csv);
+  if (!reader.ok()) return reader.status();
+  absl::StatusOr<std::vector<size_t>> header_index =
+      MapSchemaToHeader(options.schema, (*reader)->header(), path);
+  if (!header_index.ok()) return header_index.status();
+  const FilePlan plan =
+      MakeFilePlan(options.schema, *header_index, (*reader)->header().size(), file_index);
+  const CsvRecordParser parser(options.csv);
+  const PieceContext context{&plan, &parser, &slot_of_shard, options.num_shards};
+  // Line-number ids need each piece's first line before it is parsed, so such files
+  // are parsed one piece at a time.
+  const bool serial = plan.id_field == kNotInFile || threads == 1;
+  const int pieces = serial ? 1 : threads * kPiecesPerThread;
+
+  int64_t line = (*reader)->first_data_line();
+  bool reserved = false;
+  std::string block;
+  std::vector<ParsedPiece> parsed;
+  while (true) {
+    absl::StatusOr<bool> has_block = (*reader)->NextBlock(kBlockBytesPerThread * threads, &block);
+    if (!has_block.ok()) return has_block.status();
+    if (!*has_block) break;
+    const std::vector<size_t> starts = SplitCsvRecords(block, pieces, options.csv);
+    const int count = static_cast<int>(starts.size()) - 1;
+    if (parsed.size() < static_cast<size_t>(count)) parsed.resize(static_cast<size_t>(count));
+    for (int i = 0; i < count; ++i) parsed[i].Clear();
+    if (count == 1) {
+      ParsePiece(context, block.data(), block.size(), line, &parsed[0]);
+    } else {
+      // ParsePiece neither throws nor returns early: a problem is recorded in its piece.
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+      for (int i = 0; i < count; ++i) {
+        ParsePiece(context, block.data() + starts[i], starts[i + 1] - starts[i], 0, &parsed[i]);
+      }
+    }
+    if (!reserved) {
+      appender->ReserveForFile(path, block.size(), parsed, count);
+      reserved = true;
+    }
+    for (int i = 0; i < count; ++i) {
+      const ParsedPiece& piece = parsed[i];
+      if (absl::Status status = appender->Append(piece, path, line); !status.ok()) return status;
+      *rows_read += piece.records;
+      switch (piece.issue.kind) {
+        case PieceIssue::Kind::kNone:
+          break;
+        case PieceIssue::Kind::kMalformed:
+          return CsvErrorOf(path, options.csv);
+        case PieceIssue::Kind::kCell:
+          return absl::Status(piece.issue.cell_error.code(),
+                              absl::StrCat(path, ":", line + piece.issue.line, ": ",
+                                           piece.issue.cell_error.message()));
+      }
+      line += piece.line_breaks;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
+  if (absl::Status status = ValidateLoadOptions(options); !status.ok()) return status;
+  const int threads = options.threads > 0 ? options.threads : std::max(1, omp_get_max_threads());
+
+  std::vector<int> requested = options.shards;
+  std::sort(requested.begin(), requested.end());
+  LoadedShards loaded;
+  // slot_of_shard[s] is the index of shard s in loaded.shards, or -1 when not requested.
+  std::vector<int> slot_of_shard(static_cast<size_t>(options.num_shards), -1);
+  loaded.shards.reserve(requested.size());
+  for (size_t slot = 0; slot < requested.size(); ++slot) {
+    slot_of_shard[requested[slot]] = static_cast<int>(slot);
+    loaded.shards.push_back(MakeEmptyShard(options.schema, requested[slot]));
+  }
+
+  {
+    // An id maps to exactly one shard, so every duplicate of a hosted id is caught here.
+    // Duplicates in other shards are caught by the loader that hosts them.
+    ShardAppender appender(options, &loaded);
+    for (size_t file_index = 0; file_index < options.paths.size(); ++file_index) {
+      if (absl::Status status = LoadFile(options, file_index, slot_of_shard, threads, &appender,
+                                         &loaded.rows_read);
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  for (RawShard& shard : loaded.shards) shard.ShrinkToFit();
+  return loaded;
+}
+
+}  // namespace cohort
