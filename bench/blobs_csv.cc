@@ -3,7 +3,7 @@
 // with one glob.
 //
 // Every row is centre + N(0, 1) noise in each column. The --centers centres are drawn
-// uniformly in [-10, 10) per column. Row i belongs to file i × files / rows, and its
+// uniformly in [-spread, spread) per column. Row i belongs to file i × files / rows, and its
 // centre and noise come from a generator seeded by (seed, i / kRowsPerStream), so the
 // values do not depend on the number of files or threads. Columns: user_id (u<i>), then
 // f0 … f<dim-1> with 4 decimals.
@@ -31,6 +31,7 @@ struct BlobsOptions {
   int64_t rows = 1000;
   int dim = 32;
   int centers = 100;
+  double spread = 10.0;
   int files = 8;
   uint64_t seed = 42;
   std::string out_dir = "blobs";
@@ -108,6 +109,8 @@ int main(int argc, char** argv) {
   app.add_option("--rows", options.rows, "rows over all files")->capture_default_str();
   app.add_option("--dim", options.dim, "feature columns")->capture_default_str();
   app.add_option("--centers", options.centers, "blob centres")->capture_default_str();
+  app.add_option("--spread", options.spread, "centre coordinates are in [-spread, spread)")
+      ->capture_default_str();
   app.add_option("--files", options.files, "output files part-0000.csv, ...")
       ->capture_default_str();
   app.add_option("--seed", options.seed, "random seed")->capture_default_str();
@@ -127,7 +130,7 @@ int main(int argc, char** argv) {
 
   std::mt19937_64 centre_engine(SplitMix64(options.seed));
   std::vector<double> centres(static_cast<size_t>(options.centers) * options.dim);
-  for (double& value : centres) value = -10.0 + 20.0 * Uniform(centre_engine);
+  for (double& value : centres) value = options.spread * (2.0 * Uniform(centre_engine) - 1.0);
 
   int failed = 0;
 #pragma omp parallel for schedule(dynamic) reduction(+ : failed)

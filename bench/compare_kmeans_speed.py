@@ -64,6 +64,9 @@ QUICK_SIZES = {
     "cluster_k": 20,
 }
 SECTIONS = ("lloyd", "minibatch", "cluster", "gemm")
+# Blob centres are drawn in [-BLOB_SPREAD, BLOB_SPREAD) per column around unit-variance
+# noise, so the blobs overlap and Lloyd does not converge within the timed iterations.
+BLOB_SPREAD = 1.0
 MINIBATCH_BATCH_SIZE = 4096
 # Targets of the comparison: how many times faster cohort should be.
 TARGET_LLOYD_VS_FAISS = 2.5
@@ -117,6 +120,10 @@ def parse_args():
         "repeatable. --build-dir is always timed as its own GEMM",
     )
     parser.add_argument("--gemm-repeat", type=int, default=5, help="gemm: calls per build (default 5)")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="lloyd: runs per tool, taken in turns; the median is over all their iterations "
+        "(default 1)")
     parser.add_argument("--tool", help=argparse.SUPPRESS)  # internal: run one reference tool
     args = parser.parse_args()
 
@@ -132,8 +139,9 @@ def parse_args():
     for section in args.section_list:
         if section not in SECTIONS:
             parser.error(f"--sections: unknown section '{section}'; use " + ", ".join(SECTIONS))
-    if args.threads < 1 or args.workers < 1 or args.csv_files < 1:
-        parser.error("--threads, --workers and --csv-files must be at least 1")
+    if min(args.threads, args.workers, args.csv_files, args.repeat, args.gemm_repeat) < 1:
+        parser.error("--threads, --workers, --csv-files, --repeat and --gemm-repeat must be "
+                     "at least 1")
     if args.worker_threads is None:
         args.worker_threads = max(1, args.threads // args.workers)
     return args
@@ -144,9 +152,9 @@ def parse_args():
 
 
 def blobs(rows, dim, k, seed):
-    """Return rows×dim float32 Gaussian blobs around k centres in [-4, 4)^dim."""
+    """Return rows×dim float32 Gaussian blobs around k centres (see BLOB_SPREAD)."""
     rng = np.random.default_rng(seed)
-    centres = rng.uniform(-4.0, 4.0, size=(k, dim))
+    centres = rng.uniform(-BLOB_SPREAD, BLOB_SPREAD, size=(k, dim))
     x = np.empty((rows, dim), dtype=np.float32)
     chunk = 1 << 18
     for begin in range(0, rows, chunk):
@@ -164,6 +172,7 @@ def prepare_lloyd_data(args):
         "dim": sizes["dim"],
         "k": sizes["k"],
         "seed": args.seed,
+        "spread": BLOB_SPREAD,
         "data": str(pathlib.Path(args.work_dir) / "x.f32"),
         "init": str(pathlib.Path(args.work_dir) / "init.f32"),
     }
@@ -341,26 +350,34 @@ def run_lloyd(args):
     flops = 2.0 * n * k * d
     x = load_matrix(spec["data"], d)
 
-    print("lloyd: cohort ...", file=sys.stderr)
     cohort_out = str(pathlib.Path(args.work_dir) / "cohort-lloyd.f32")
-    cohort = cohort_speed(args, spec, "lloyd",
-                          ["--iterations", str(iterations), "--out", cohort_out])
-    cohort["centroids"] = cohort_out
-    print("lloyd: FAISS ...", file=sys.stderr)
-    faiss_result = run_reference_tool(args, "faiss-lloyd", spec, {"OMP_WAIT_POLICY": "PASSIVE"})
-    print("lloyd: scikit-learn ...", file=sys.stderr)
-    sklearn_result = run_reference_tool(args, "sklearn-lloyd", spec)
+    runs = {"cohort": [], "FAISS": [], "scikit-learn": []}
+    # The tools take turns, so a change of machine load during the run spreads over all.
+    for repetition in range(args.repeat):
+        print(f"lloyd {repetition + 1}/{args.repeat}: cohort ...", file=sys.stderr)
+        cohort = cohort_speed(args, spec, "lloyd",
+                              ["--iterations", str(iterations), "--out", cohort_out])
+        cohort["centroids"] = cohort_out
+        runs["cohort"].append(cohort)
+        print(f"lloyd {repetition + 1}/{args.repeat}: FAISS ...", file=sys.stderr)
+        runs["FAISS"].append(
+            run_reference_tool(args, "faiss-lloyd", spec, {"OMP_WAIT_POLICY": "PASSIVE"}))
+        print(f"lloyd {repetition + 1}/{args.repeat}: scikit-learn ...", file=sys.stderr)
+        runs["scikit-learn"].append(run_reference_tool(args, "sklearn-lloyd", spec))
 
     rows = {}
-    for name, result in (("cohort", cohort), ("FAISS", faiss_result),
-                         ("scikit-learn", sklearn_result)):
-        seconds = median_after_first(result["iteration_seconds"])
+    for name, results in runs.items():
+        # Iteration 1 of every run is left out; the median is over the rest of all runs.
+        seconds_list = [s for result in results for s in result["iteration_seconds"][1:]]
+        seconds = statistics.median(seconds_list)
+        last = results[-1]  # every run of a tool ends at the same centroids
         rows[name] = {
             "seconds_per_iteration": seconds,
             "gflops": flops / seconds / 1e9,
-            "inertia": exact_inertia(x, load_matrix(result["centroids"], d)),
-            "peak_rss_mib": result["peak_rss_mib"],
-            "iteration_seconds": result["iteration_seconds"],
+            "inertia": exact_inertia(x, load_matrix(last["centroids"], d)),
+            "peak_rss_mib": max(result["peak_rss_mib"] for result in results),
+            "iteration_seconds": [result["iteration_seconds"] for result in results],
+            "version": last.get("version", ""),
         }
     base = rows["cohort"]["seconds_per_iteration"]
     for name in rows:
@@ -450,7 +467,8 @@ def prepare_cluster_data(args):
     sizes = args.sizes
     folder = pathlib.Path(args.work_dir) / "blobs-csv"
     spec = {"rows": sizes["cluster_rows"], "dim": sizes["cluster_dim"],
-            "centers": sizes["cluster_k"], "files": args.csv_files, "seed": args.seed}
+            "centers": sizes["cluster_k"], "spread": BLOB_SPREAD, "files": args.csv_files,
+            "seed": args.seed}
     manifest = folder / "blobs.json"
     if manifest.exists() and json.loads(manifest.read_text()) == spec:
         return folder
@@ -460,7 +478,8 @@ def prepare_cluster_data(args):
         old.unlink()
     subprocess.run([binary(args, "bench/cohort_blobs_csv"), "--rows", str(spec["rows"]),
                     "--dim", str(spec["dim"]), "--centers", str(spec["centers"]),
-                    "--files", str(spec["files"]), "--seed", str(spec["seed"]),
+                    "--spread", str(spec["spread"]), "--files", str(spec["files"]),
+                    "--seed", str(spec["seed"]),
                     "--out", str(folder)], check=True, env=tool_env(args, args.threads),
                    stdout=subprocess.DEVNULL)
     manifest.write_text(json.dumps(spec))

@@ -406,8 +406,13 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
                                       const KMeansProgressCallback& progress) {
   const int64_t k = centroids.rows();
   LloydRun result;
+  // Farthest rows requested with each pass. Empty clusters tend to come in consecutive
+  // iterations, so after one the next pass asks for candidates up front, which saves the
+  // second pass when they suffice.
+  int farthest_per_pass = 0;
   for (int iteration = 1; iteration <= max_iter; ++iteration) {
-    COHORT_ASSIGN_OR_RETURN(MergedStep step, MergedLloydStep(backend, centroids, 0));
+    COHORT_ASSIGN_OR_RETURN(MergedStep step,
+                            MergedLloydStep(backend, centroids, farthest_per_pass));
 
     MatrixXfR updated = centroids;
     int num_empty = 0;
@@ -420,13 +425,18 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
       if (cosine) NormalizeCentroid(centroids.row(j), j, &updated);
     }
     // Empty clusters are rare, so their farthest rows come from a second pass with the
-    // same centroids instead of a candidate list on every pass.
+    // same centroids unless this pass already asked for enough. Each shard returns its
+    // own farthest rows, so the first num_empty of the merged list are the same rows a
+    // pass asking for num_empty returns.
     if (num_empty > 0) {
-      COHORT_ASSIGN_OR_RETURN(MergedStep with_farthest,
-                              MergedLloydStep(backend, centroids, num_empty));
-      result.reseeded_clusters +=
-          ReseedEmptyClusters(step.counts, with_farthest.farthest, &updated);
+      if (num_empty <= farthest_per_pass) {
+        step.farthest.resize(std::min(step.farthest.size(), static_cast<size_t>(num_empty)));
+      } else {
+        COHORT_ASSIGN_OR_RETURN(step, MergedLloydStep(backend, centroids, num_empty));
+      }
+      result.reseeded_clusters += ReseedEmptyClusters(step.counts, step.farthest, &updated);
     }
+    farthest_per_pass = num_empty > 0 ? std::min<int>(static_cast<int>(k), 2 * num_empty) : 0;
 
     double max_shift = 0;
     for (int64_t j = 0; j < k; ++j) {

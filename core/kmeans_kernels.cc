@@ -518,6 +518,7 @@ LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest
     }
   }
 
+  if (num_farthest <= 0) return partial;
   // Rows of weight 0 are never reseeding candidates.
   std::vector<int64_t> order;
   order.reserve(n);
