@@ -1,8 +1,8 @@
 // cohort_cluster_bench: the client side of the cluster part of
-// bench/compare_kmeans_speed.py. Against a running coordinator it loads a users CSV
-// source through the public API (LoadDataset, timed), runs one K-means segmentation job
-// and prints one JSON object: the load time and rows, and the elapsed job time of every
-// Lloyd iteration event the job reported.
+// bench/compare_kmeans_speed.py. It loads a users CSV source on a running coordinator
+// through the public API (LoadDataset, timed) and runs one K-means segmentation job.
+// It prints one JSON object with the load time, the rows read, and the elapsed job time
+// of every Lloyd iteration event the job sent.
 //
 // The coordinator sends at most one progress event per 100 ms and WatchJob returns the
 // latest one, so an iteration can be missing from the list when iterations are faster

@@ -567,7 +567,10 @@ def run_cluster(args):
     runs = []
     for workers, threads in ((args.workers, args.worker_threads), (1, args.threads)):
         print(f"cluster: {workers} worker(s) × {threads} thread(s) ...", file=sys.stderr)
-        runs.append(run_cluster_job(args, source, workers, threads))
+        run = run_cluster_job(args, source, workers, threads)
+        print(f"cluster: {workers} worker(s): {run['seconds_per_iteration']:.3f} s per "
+              f"iteration, load {run['load_seconds']:.1f} s", file=sys.stderr)
+        runs.append(run)
     many, one = runs
     return {
         "rows": args.sizes["cluster_rows"], "d": args.sizes["cluster_dim"],
@@ -676,6 +679,7 @@ def main():
     for section in args.section_list:
         run, report = runners[section]
         results[section] = run(args)
+        results[section]["load_average_after"] = os.getloadavg()
         report(results[section])
         sys.stdout.flush()
     results["load_average_at_end"] = os.getloadavg()

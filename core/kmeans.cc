@@ -407,7 +407,7 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
   const int64_t k = centroids.rows();
   LloydRun result;
   // Farthest rows requested with each pass. Empty clusters tend to come in consecutive
-  // iterations, so after one the next pass asks for candidates up front, which saves the
+  // iterations, so the pass after one requests candidates up front. That saves the
   // second pass when they suffice.
   int farthest_per_pass = 0;
   for (int iteration = 1; iteration <= max_iter; ++iteration) {
@@ -425,7 +425,7 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
       if (cosine) NormalizeCentroid(centroids.row(j), j, &updated);
     }
     // Empty clusters are rare, so their farthest rows come from a second pass with the
-    // same centroids unless this pass already asked for enough. Each shard returns its
+    // same centroids unless this pass already requested enough. Each shard returns its
     // own farthest rows, so the first num_empty of the merged list are the same rows a
     // pass asking for num_empty returns.
     if (num_empty > 0) {
