@@ -367,10 +367,10 @@ def run_lloyd(args):
 
     rows = {}
     for name, results in runs.items():
-        # Iteration 1 of every run is left out; the median is over the rest of all runs.
+        # Iteration 1 of every run is left out, and the median is over the rest of all runs.
         seconds_list = [s for result in results for s in result["iteration_seconds"][1:]]
         seconds = statistics.median(seconds_list)
-        last = results[-1]  # every run of a tool ends at the same centroids
+        last = results[-1]  # the inertia is that of the last run's centroids
         rows[name] = {
             "seconds_per_iteration": seconds,
             "gflops": flops / seconds / 1e9,
@@ -387,7 +387,9 @@ def run_lloyd(args):
 
 
 def first_reaching(x, snapshots, steps, target, d, k):
-    """Return (index, inertia) of the first snapshot with inertia <= target, or None.
+    """Return (index, inertia) of the first snapshot with inertia <= target.
+
+    When no snapshot reaches the target, return (None, the lowest inertia checked).
 
     Inertia falls with noise along a mini-batch run, so the snapshots are checked at a
     coarse stride first, then bisected between the last miss and the first hit.
@@ -571,12 +573,14 @@ def run_cluster(args):
         print(f"cluster: {workers} worker(s): {run['seconds_per_iteration']:.3f} s per "
               f"iteration, load {run['load_seconds']:.1f} s", file=sys.stderr)
         runs.append(run)
-    many, one = runs
+    multi_worker, single_worker = runs
+    overhead = (multi_worker["seconds_per_iteration"] / single_worker["seconds_per_iteration"]
+                - 1.0)
     return {
         "rows": args.sizes["cluster_rows"], "d": args.sizes["cluster_dim"],
         "k": args.sizes["cluster_k"], "iterations": args.sizes["iterations"],
         "runs": runs,
-        "overhead": many["seconds_per_iteration"] / one["seconds_per_iteration"] - 1.0,
+        "overhead": overhead,
     }
 
 
