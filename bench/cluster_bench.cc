@@ -2,17 +2,21 @@
 // bench/compare_kmeans_speed.py. It loads a users CSV source on a running coordinator
 // through the public API (LoadDataset, timed) and runs one K-means segmentation job.
 // It prints one JSON object with the load time, the rows read, and the elapsed job time
-// of every Lloyd iteration event the job sent.
+// of every Lloyd iteration event the job sent, with the CPU time the workers had used by
+// then.
 //
 // The coordinator sends at most one progress event per 100 ms and WatchJob returns the
 // latest one, so an iteration can be missing from the list when iterations are faster
 // than that. The script therefore divides the time between the first and the last
 // reported iteration by the iterations between them.
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,7 +41,32 @@ struct ClusterBenchOptions {
   int max_iter = 10;
   std::string init = "kmeans||";
   uint64_t seed = 42;
+  // Processes whose CPU time is read at every Lloyd event (the workers on this machine).
+  std::vector<int> worker_pids;
 };
+
+// User plus system CPU seconds of the processes, from /proc/<pid>/stat, or -1 when a
+// process cannot be read.
+double CpuSeconds(const std::vector<int>& pids) {
+  const double ticks_per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
+  double total = 0;
+  for (int pid : pids) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    if (!std::getline(stat, text)) return -1;
+    // The command name (field 2) may contain spaces, so fields are counted after its ')'.
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::string field;
+    double utime = 0;
+    double stime = 0;
+    for (int index = 3; index <= 15 && fields >> field; ++index) {
+      if (index == 14) utime = std::stod(field);
+      if (index == 15) stime = std::stod(field);
+    }
+    total += (utime + stime) / ticks_per_second;
+  }
+  return total;
+}
 
 std::unique_ptr<grpc::ClientContext> NewContext() {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -98,8 +127,9 @@ int Run(const ClusterBenchOptions& options) {
   v1::JobEvent event;
   while (reader->Read(&event)) {
     if (event.phase() != "lloyd") continue;
-    iterations.push_back(
-        {{"iteration", event.iteration()}, {"elapsed_seconds", event.elapsed_seconds()}});
+    iterations.push_back({{"iteration", event.iteration()},
+                          {"elapsed_seconds", event.elapsed_seconds()},
+                          {"worker_cpu_seconds", CpuSeconds(options.worker_pids)}});
   }
   status = reader->Finish();
   if (!status.ok()) return Fail("WatchJob", status);
@@ -149,6 +179,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-iter", options.max_iter, "Lloyd iterations")->capture_default_str();
   app.add_option("--init", options.init, "kmeans++ or kmeans||")->capture_default_str();
   app.add_option("--seed", options.seed, "job seed")->capture_default_str();
+  app.add_option("--worker-pids", options.worker_pids,
+                 "worker process ids whose CPU time is read at every Lloyd event")
+      ->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   return cohort::Run(options);
 }
