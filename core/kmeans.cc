@@ -418,8 +418,13 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
                                       const KMeansProgressCallback& progress) {
   const int64_t k = centroids.rows();
   LloydRun result;
+  // Farthest rows requested with each pass. Empty clusters tend to come in consecutive
+  // iterations, so the pass after one requests candidates up front. That saves the
+  // second pass when they suffice.
+  int farthest_per_pass = 0;
   for (int iteration = 1; iteration <= max_iter; ++iteration) {
-    COHORT_ASSIGN_OR_RETURN(MergedStep step, MergedLloydStep(backend, centroids, 0));
+    COHORT_ASSIGN_OR_RETURN(MergedStep step,
+                            MergedLloydStep(backend, centroids, farthest_per_pass));
 
     MatrixXfR updated = centroids;
     int num_empty = 0;
@@ -432,13 +437,18 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
       if (cosine) NormalizeCentroid(centroids.row(j), j, &updated);
     }
     // Empty clusters are rare, so their farthest rows come from a second pass with the
-    // same centroids instead of a candidate list on every pass.
+    // same centroids unless this pass already requested enough. Each shard returns its
+    // own farthest rows, so the first num_empty of the merged list are the same rows a
+    // pass asking for num_empty returns.
     if (num_empty > 0) {
-      COHORT_ASSIGN_OR_RETURN(MergedStep with_farthest,
-                              MergedLloydStep(backend, centroids, num_empty));
-      result.reseeded_clusters +=
-          ReseedEmptyClusters(step.counts, with_farthest.farthest, &updated);
+      if (num_empty <= farthest_per_pass) {
+        step.farthest.resize(std::min(step.farthest.size(), static_cast<size_t>(num_empty)));
+      } else {
+        COHORT_ASSIGN_OR_RETURN(step, MergedLloydStep(backend, centroids, num_empty));
+      }
+      result.reseeded_clusters += ReseedEmptyClusters(step.counts, step.farthest, &updated);
     }
+    farthest_per_pass = num_empty > 0 ? std::min<int>(static_cast<int>(k), 2 * num_empty) : 0;
 
     double max_shift = 0;
     for (int64_t j = 0; j < k; ++j) {
@@ -457,6 +467,7 @@ absl::StatusOr<LloydRun> IterateLloyd(KMeansBackend& backend, MatrixXfR centroid
       event.centers_chosen = static_cast<int>(k);
       event.inertia = ReportedInertia(step.inertia, cosine);
       event.max_shift = max_shift;
+      event.centroids = &centroids;
       progress(event);
     }
     if (max_shift <= max_shift_tol) {
@@ -581,6 +592,7 @@ absl::StatusOr<LloydRun> IterateMiniBatch(KMeansBackend& backend, MatrixXfR cent
       event.iteration = result.iterations;
       event.centers_chosen = static_cast<int>(k);
       event.inertia = ReportedInertia(inertia, cosine);
+      event.centroids = &centroids;
       progress(event);
     }
     if (step == 0 || smoothed < best_smoothed) {
@@ -841,9 +853,18 @@ absl::StatusOr<KMeansResult> RunKMeans(KMeansBackend& backend, const KMeansOptio
   return best;
 }
 
-absl::StatusOr<KMeansResult> RunLloyd(KMeansBackend& backend, const MatrixXfR& initial_centroids,
-                                      const KMeansOptions& options,
-                                      const KMeansProgressCallback& progress) {
+namespace {
+
+// The checked start of RunLloyd and RunMiniBatch: the initial centroids (normalized for
+// the cosine distance) and the data statistics, after SetDistance.
+struct GivenStart {
+  MatrixXfR centroids;
+  DataStats stats;
+};
+
+absl::StatusOr<GivenStart> PrepareGivenStart(KMeansBackend& backend,
+                                             const MatrixXfR& initial_centroids,
+                                             const KMeansOptions& options) {
   const int64_t k = initial_centroids.rows();
   if (k < 1 || k > kMaxK) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -857,29 +878,57 @@ absl::StatusOr<KMeansResult> RunLloyd(KMeansBackend& backend, const MatrixXfR& i
   KMeansOptions checked = options;
   checked.k = static_cast<int>(k);
   COHORT_RETURN_IF_ERROR(checked.Validate());
-  const bool cosine = options.distance == KMeansDistance::kCosine;
-  MatrixXfR start = initial_centroids;
-  if (cosine) {
-    const Eigen::VectorXf sq_norms = RowSquaredNorms(start);
+  GivenStart start;
+  start.centroids = initial_centroids;
+  if (options.distance == KMeansDistance::kCosine) {
+    const Eigen::VectorXf sq_norms = RowSquaredNorms(start.centroids);
     for (int64_t j = 0; j < k; ++j) {
       if (!(sq_norms[j] > 0)) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "initial_centroids row %d is all zero; the cosine distance needs a direction", j));
       }
     }
-    NormalizeRows(&start);
+    NormalizeRows(&start.centroids);
   }
   COHORT_RETURN_IF_ERROR(backend.SetDistance(options.distance));
-  COHORT_ASSIGN_OR_RETURN(const DataStats stats, ComputeDataStats(backend));
+  COHORT_ASSIGN_OR_RETURN(start.stats, ComputeDataStats(backend));
+  return start;
+}
 
+}  // namespace
+
+absl::StatusOr<KMeansResult> RunLloyd(KMeansBackend& backend, const MatrixXfR& initial_centroids,
+                                      const KMeansOptions& options,
+                                      const KMeansProgressCallback& progress) {
+  COHORT_ASSIGN_OR_RETURN(GivenStart start,
+                          PrepareGivenStart(backend, initial_centroids, options));
+  const bool cosine = options.distance == KMeansDistance::kCosine;
   COHORT_ASSIGN_OR_RETURN(LloydRun lloyd,
-                          IterateLloyd(backend, std::move(start), options.max_iter,
-                                       options.tol * stats.data_scale, cosine, /*run=*/0,
-                                       progress));
+                          IterateLloyd(backend, std::move(start.centroids), options.max_iter,
+                                       options.tol * start.stats.data_scale, cosine,
+                                       /*run=*/0, progress));
   COHORT_ASSIGN_OR_RETURN(KMeansResult result,
                           FinishRun(backend, std::move(lloyd), cosine, /*run=*/0, progress));
-  result.num_rows = stats.num_rows;
-  result.data_scale = stats.data_scale;
+  result.num_rows = start.stats.num_rows;
+  result.data_scale = start.stats.data_scale;
+  return result;
+}
+
+absl::StatusOr<KMeansResult> RunMiniBatch(KMeansBackend& backend,
+                                          const MatrixXfR& initial_centroids,
+                                          const KMeansOptions& options,
+                                          const KMeansProgressCallback& progress) {
+  COHORT_ASSIGN_OR_RETURN(GivenStart start,
+                          PrepareGivenStart(backend, initial_centroids, options));
+  const bool cosine = options.distance == KMeansDistance::kCosine;
+  RunRandom random(options.seed, /*run=*/0);
+  COHORT_ASSIGN_OR_RETURN(LloydRun lloyd,
+                          IterateMiniBatch(backend, std::move(start.centroids), options,
+                                           start.stats, /*run=*/0, random, progress));
+  COHORT_ASSIGN_OR_RETURN(KMeansResult result,
+                          FinishRun(backend, std::move(lloyd), cosine, /*run=*/0, progress));
+  result.num_rows = start.stats.num_rows;
+  result.data_scale = start.stats.data_scale;
   return result;
 }
 

@@ -199,6 +199,9 @@ struct KMeansProgress {
   // the current potential.
   double inertia = 0;
   double max_shift = 0;    // largest centroid move, in feature units
+  // During "lloyd" and "minibatch": the centroids after this iteration (k×d). Valid
+  // only during the callback; null in the other phases.
+  const MatrixXfR* centroids = nullptr;
 };
 
 struct KMeansResult {
@@ -241,6 +244,16 @@ using KMeansProgressCallback = std::function<void(const KMeansProgress&)>;
                                                     const MatrixXfR& initial_centroids,
                                                     const KMeansOptions& options,
                                                     const KMeansProgressCallback& progress);
+
+// Runs mini-batch steps from initial_centroids (k×d) instead of a k-means++ seeding, so
+// that several tools can start from the same centroids. Uses options.max_iter,
+// batch_size, max_no_improvement, reassignment_ratio, seed and distance as RunKMeans
+// does with algorithm kMiniBatch, for run 0. The init, algorithm, n_init and tol fields
+// are ignored. Result and errors: as RunLloyd.
+[[nodiscard]] absl::StatusOr<KMeansResult> RunMiniBatch(KMeansBackend& backend,
+                                                        const MatrixXfR& initial_centroids,
+                                                        const KMeansOptions& options,
+                                                        const KMeansProgressCallback& progress);
 
 }  // namespace cohort
 

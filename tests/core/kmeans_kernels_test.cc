@@ -133,6 +133,23 @@ TEST(AssignNearestKernelTest, TieAcrossCentroidBlocksGoesToLowestIndex) {
   }
 }
 
+TEST(AssignNearestKernelTest, TieAcrossVectorLanesGoesToLowestIndex) {
+  // k = 45 covers every path of the argmin: chunks of 32 centroids, of 8, and a scalar
+  // tail of 5. The nearest centroid (1, 1, 1) sits at indices that fall in different
+  // lanes and chunks; the lowest of them must win.
+  const int64_t k = 45;
+  for (const int64_t lowest : {int64_t{3}, int64_t{12}, int64_t{33}, int64_t{41}}) {
+    MatrixXfR centroids = MatrixXfR::Constant(k, 3, 9.0f);
+    for (int64_t j = lowest; j < k; j += 7) centroids.row(j) << 1, 1, 1;
+    const MatrixXfR x = MatrixXfR::Ones(3, 3);
+    const Assignment got = Assign(x, centroids);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(got.labels[i], lowest) << "lowest " << lowest << " row " << i;
+      EXPECT_EQ(got.sq_dist[i], 0.0f) << "lowest " << lowest << " row " << i;
+    }
+  }
+}
+
 TEST(AssignNearestKernelTest, NegativeRoundingIsClampedToZero) {
   // Large norms and a row equal to its centroid: the expansion cancels to a value near
   // 0 whose sign depends on rounding.

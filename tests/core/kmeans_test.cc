@@ -406,6 +406,84 @@ TEST(RunKMeansFromCentroidsTest, RejectsBadInitialCentroids) {
       << wide.status();
 }
 
+TEST(RunKMeansFromCentroidsTest, MiniBatchLowersInertia) {
+  const Blobs blobs = MakeBlobs(RandomMeans(4, 3, 5.0, 40), 300, 1.0, 41, /*grid=*/false);
+  MatrixXfR initial(4, 3);
+  for (int j = 0; j < 4; ++j) initial.row(j) = blobs.x.row(j);
+  KMeansOptions options;
+  options.batch_size = 100;
+  options.max_iter = 5;
+  ShardedData data(blobs.x, 3);
+  absl::StatusOr<KMeansResult> result = RunMiniBatch(data.backend(), initial, options, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->effective_k, 4);
+  EXPECT_GE(result->iterations, 1);
+  EXPECT_LE(result->iterations, 5 * 12);  // max_iter × ceil(1200 / 100) steps
+  const double start = ReferenceLloydInertia(blobs.x, initial.cast<double>(), 0);
+  EXPECT_LT(result->inertia, start);
+  // Within 5 % of full Lloyd iterations from the same centroids.
+  ShardedData lloyd_data(blobs.x, 3);
+  options.max_iter = 100;
+  absl::StatusOr<KMeansResult> lloyd = RunLloyd(lloyd_data.backend(), initial, options, nullptr);
+  ASSERT_TRUE(lloyd.ok()) << lloyd.status();
+  EXPECT_LE(result->inertia, 1.05 * lloyd->inertia);
+}
+
+TEST(RunKMeansFromCentroidsTest, MiniBatchIsDeterministic) {
+  const Blobs blobs = MakeBlobs(RandomMeans(3, 2, 5.0, 42), 200, 1.0, 43, /*grid=*/false);
+  const MatrixXfR initial = blobs.x.topRows(3);
+  KMeansOptions options;
+  options.batch_size = 64;
+  ShardedData first_data(blobs.x, 2);
+  ShardedData second_data(blobs.x, 2);
+  absl::StatusOr<KMeansResult> first = RunMiniBatch(first_data.backend(), initial, options, nullptr);
+  absl::StatusOr<KMeansResult> second =
+      RunMiniBatch(second_data.backend(), initial, options, nullptr);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(first->centroids, second->centroids);
+  EXPECT_EQ(first->iterations, second->iterations);
+}
+
+TEST(RunKMeansFromCentroidsTest, MiniBatchRejectsBadInitialCentroids) {
+  const MatrixXfR x = MatrixXfR::Ones(10, 3);
+  ShardedData data(x, 1);
+  absl::StatusOr<KMeansResult> wide =
+      RunMiniBatch(data.backend(), MatrixXfR::Ones(2, 4), KMeansOptions(), nullptr);
+  EXPECT_EQ(wide.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wide.status().message().find("4 columns; the dataset has 3 features"),
+            std::string::npos)
+      << wide.status();
+}
+
+TEST(RunKMeansFromCentroidsTest, ProgressCarriesCurrentCentroids) {
+  const Blobs blobs = MakeBlobs(RandomMeans(3, 2, 5.0, 44), 100, 1.0, 45, /*grid=*/false);
+  const MatrixXfR initial = blobs.x.topRows(3);
+  for (const bool minibatch : {false, true}) {
+    KMeansOptions options;
+    options.max_iter = 4;
+    options.tol = 0;
+    options.batch_size = 50;
+    ShardedData data(blobs.x, 2);
+    MatrixXfR last_seen;
+    int events_with_centroids = 0;
+    int iteration_events = 0;
+    auto on_progress = [&](const KMeansProgress& event) {
+      if (event.phase == "lloyd" || event.phase == "minibatch") ++iteration_events;
+      if (event.centroids == nullptr) return;
+      ++events_with_centroids;
+      last_seen = *event.centroids;
+    };
+    absl::StatusOr<KMeansResult> result =
+        minibatch ? RunMiniBatch(data.backend(), initial, options, on_progress)
+                  : RunLloyd(data.backend(), initial, options, on_progress);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(events_with_centroids, iteration_events) << "minibatch=" << minibatch;
+    EXPECT_EQ(events_with_centroids, result->iterations) << "minibatch=" << minibatch;
+    EXPECT_EQ(last_seen, result->centroids) << "minibatch=" << minibatch;
+  }
+}
+
 struct BadOption {
   KMeansOptions options;
   std::string message;
