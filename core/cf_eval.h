@@ -27,10 +27,11 @@ struct HoldoutSplit {
   InteractionMatrix test;   // same users; a row may be empty
 };
 
-// Splits each user's interactions. With times: the latest ones are held out (ties by
-// item index). Without times: entries are ordered by XXH64 of (seed, user id, item id)
-// and the first ones are held out, so the split of a user does not depend on the shard
-// or on other users. Errors: InvalidArgument for bad options.
+// Splits each user's interactions. With times: the latest ones are held out (among equal
+// times, the larger item index first). Without times: entries are ordered by a hash of
+// (seed, XXH64 of the user id, dictionary index of the item) and the first ones are held
+// out, so the split of a user does not depend on the shard, on other users or on the
+// thread count. Errors: InvalidArgument for bad options.
 [[nodiscard]] absl::StatusOr<HoldoutSplit> SplitHoldout(const InteractionMatrix& shard,
                                                         const HoldoutOptions& options);
 

@@ -4,6 +4,7 @@
 #define COHORT_CORE_INTERACTIONS_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -136,8 +137,11 @@ struct InteractionLoadOptions {
   // TransactionOptions::time_column, read as UTC.
   std::string time_column;
   // Rows whose value is <= this are skipped and counted (for example returns with a
-  // negative quantity). Use -infinity to keep every value.
-  double min_value = -1e300;
+  // negative quantity). The default keeps every finite value.
+  double min_value = -std::numeric_limits<double>::infinity();
+  // Implicit events with a value column: the value column only filters rows (min_value),
+  // and every kept row gets value 1 (a purchase log whose quantity is not a rating).
+  bool binarize = false;
   // Total number of virtual shards S (>= 1).
   int num_shards = 64;
   // Shards to keep, each in [0, num_shards), each once. Rows of other shards are counted
@@ -169,8 +173,9 @@ struct LoadedInteractions {
 [[nodiscard]] absl::StatusOr<LoadedInteractions> LoadInteractionRows(
     const InteractionLoadOptions& options);
 
-// One process, every shard: loads all shards of the files, merges their item lists into
-// the dictionary and builds every shard's CSR (shards 0..num_shards−1, in order). For
+// One process, every shard: loads all shards of the files (options.shards is ignored),
+// merges their item lists into the dictionary and builds every shard's CSR (shards
+// 0..num_shards−1, in order). For
 // tests, benchmarks and local mode. Errors: those of LoadInteractionRows and
 // BuildInteractionMatrix.
 struct InteractionDataset {

@@ -121,12 +121,17 @@ void MergeItemTotals(const std::vector<VectorTotals>& shard_totals,
     const ItemPairPartial& merged, const std::vector<VectorTotals>& totals,
     const SimilarityOptions& options);
 
+// Anchors per block of ComputeAllItemNeighbors. A block's pair sums take about 72 bytes
+// per co-rated pair, so the block bounds the memory of one step.
+inline constexpr int32_t kDefaultItemBlock = 1024;
+
 // One process: the top-k neighbours of every item over all shards (result[item]),
 // computed block by block with the distributed steps above, so it equals the
-// distributed result. Errors: InvalidArgument for bad options or shards whose num_items
-// differ.
+// distributed result. Errors: InvalidArgument for bad options, block_items < 1 or
+// shards whose num_items differ.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ComputeAllItemNeighbors(
-    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options);
+    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options,
+    int32_t block_items = kDefaultItemBlock);
 
 // ---------------------------------------------------------------------------------------
 // User–user on sparse interactions. The query users come from any shard as a block

@@ -38,13 +38,16 @@ class TopKAccumulator {
 
   void Push(int64_t id, float score);
 
-  // True when a candidate with `score` would be kept now: fewer than k entries, or a
-  // score strictly better than the worst kept one. A candidate with an equal score is
-  // decided by id, so this may return false for a candidate Push would keep; use it only
-  // as a pre-filter before Push.
+  // False when Push(id, score) would certainly keep nothing: k entries are kept and
+  // `score` is worse than the worst kept one (or NaN). A cheap pre-filter for scans; an
+  // equal score is decided by id inside Push.
   bool MayAccept(float score) const;
 
   int size() const { return static_cast<int>(heap_.size()); }
+  // True when k entries are kept.
+  bool full() const { return static_cast<int>(heap_.size()) == k_; }
+  // Score of the worst kept entry. REQUIRES: size() > 0.
+  float worst_score() const { return heap_.front().score; }
 
   // Returns the kept entries best first (RanksBefore) and empties the accumulator.
   std::vector<Neighbor> TakeSorted();
