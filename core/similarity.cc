@@ -50,6 +50,10 @@ inline void AddCoRating(double x, double y, double xc, double yc, PairSums* sums
   ++sums->n;
   if constexpr (kMeasure == SimilarityMeasure::kCosine) {
     sums->sum_xy += x * y;
+  } else if constexpr (kMeasure == SimilarityMeasure::kMsd) {
+    sums->sum_xy += x * y;
+    sums->sum_xx += x * x;
+    sums->sum_yy += y * y;
   } else if constexpr (kMeasure == SimilarityMeasure::kPearson) {
     sums->sum_x += x;
     sums->sum_y += y;
@@ -131,9 +135,10 @@ absl::StatusOr<SimilarityMeasure> ParseSimilarityMeasure(std::string_view name) 
   if (name == "pearson") return SimilarityMeasure::kPearson;
   if (name == "adjusted_cosine") return SimilarityMeasure::kAdjustedCosine;
   if (name == "jaccard") return SimilarityMeasure::kJaccard;
+  if (name == "msd") return SimilarityMeasure::kMsd;
   return absl::InvalidArgumentError(
       absl::StrCat("similarity measure '", absl::string_view(name.data(), name.size()),
-                   "' is unknown; use cosine, pearson, adjusted_cosine or jaccard"));
+                   "' is unknown; use cosine, pearson, adjusted_cosine, jaccard or msd"));
 }
 
 std::string_view SimilarityMeasureName(SimilarityMeasure measure) {
@@ -146,6 +151,8 @@ std::string_view SimilarityMeasureName(SimilarityMeasure measure) {
       return "adjusted_cosine";
     case SimilarityMeasure::kJaccard:
       return "jaccard";
+    case SimilarityMeasure::kMsd:
+      return "msd";
   }
   return "unknown";
 }
@@ -201,6 +208,13 @@ double FinishSimilarity(const PairSums& pair, const VectorTotals& a, const Vecto
     case SimilarityMeasure::kJaccard: {
       const double union_size = static_cast<double>(a.count + b.count) - n;
       similarity = union_size > 0 ? n / union_size : 0.0;
+      break;
+    }
+    case SimilarityMeasure::kMsd: {
+      // Σ (x − y)² from the expanded sums; rounding may make it slightly negative.
+      const double squared_difference =
+          std::max(0.0, pair.sum_xx + pair.sum_yy - 2.0 * pair.sum_xy);
+      similarity = 1.0 / (squared_difference / n + 1.0);
       break;
     }
   }
@@ -264,6 +278,10 @@ absl::StatusOr<ItemPairPartial> ComputeItemPairPartial(const InteractionMatrix& 
     case SimilarityMeasure::kJaccard:
       ComputePairs<SimilarityMeasure::kJaccard>(shard, columns, user_means, first_item, end_item,
                                                 &partners, &sums);
+      break;
+    case SimilarityMeasure::kMsd:
+      ComputePairs<SimilarityMeasure::kMsd>(shard, columns, user_means, first_item, end_item,
+                                            &partners, &sums);
       break;
   }
 
@@ -517,6 +535,9 @@ absl::StatusOr<std::vector<std::vector<Neighbor>>> UserNeighborsInShard(
       break;
     case SimilarityMeasure::kJaccard:
       UserNeighborsKernel<SimilarityMeasure::kJaccard>(queries, shard, item_means, options, &result);
+      break;
+    case SimilarityMeasure::kMsd:
+      UserNeighborsKernel<SimilarityMeasure::kMsd>(queries, shard, item_means, options, &result);
       break;
   }
   return result;

@@ -9,6 +9,8 @@
 //   Pearson          the correlation of x and y over U_ij, centred by the means over U_ij
 //   adjusted cosine  Σ_{U_ij} x'y' / sqrt(Σ_{U_ij} x'² · Σ_{U_ij} y'²), x' = x − mean of u
 //   Jaccard          n / (|U_i| + |U_j| − n)
+//   MSD              1 / (Σ_{U_ij} (x − y)² / n + 1), the mean squared difference
+//                    similarity of Surprise (its default for KNNBasic), in (0, 1]
 // User–user swaps the roles: co-rated items, and adjusted cosine centres by item means.
 // Shrinkage λ ≥ 0 multiplies a similarity by n / (n + λ). Pairs with n < min_support
 // (and always pairs with n = 0) are never neighbours.
@@ -33,9 +35,9 @@
 
 namespace cohort {
 
-enum class SimilarityMeasure { kCosine, kPearson, kAdjustedCosine, kJaccard };
+enum class SimilarityMeasure { kCosine, kPearson, kAdjustedCosine, kJaccard, kMsd };
 
-// Parses "cosine", "pearson", "adjusted_cosine" or "jaccard". Errors: InvalidArgument
+// Parses "cosine", "pearson", "adjusted_cosine", "jaccard" or "msd". Errors: InvalidArgument
 // naming the value and the accepted names.
 [[nodiscard]] absl::StatusOr<SimilarityMeasure> ParseSimilarityMeasure(std::string_view name);
 std::string_view SimilarityMeasureName(SimilarityMeasure measure);

@@ -115,6 +115,12 @@ inline double NaiveSimilarity(const std::vector<double>& a, const std::vector<do
     case SimilarityMeasure::kJaccard:
       sim = n / (static_cast<double>(count_a + count_b) - n);
       break;
+    case SimilarityMeasure::kMsd: {
+      double squared_difference = 0;
+      for (size_t c : common) squared_difference += (a[c] - b[c]) * (a[c] - b[c]);
+      sim = 1.0 / (squared_difference / n + 1.0);
+      break;
+    }
   }
   sim = std::clamp(sim, -1.0, 1.0);
   return sim * n / (n + options.shrinkage);

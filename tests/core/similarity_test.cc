@@ -27,7 +27,7 @@ constexpr double kTolerance = 1e-5;
 
 const SimilarityMeasure kAllMeasures[] = {SimilarityMeasure::kCosine, SimilarityMeasure::kPearson,
                                           SimilarityMeasure::kAdjustedCosine,
-                                          SimilarityMeasure::kJaccard};
+                                          SimilarityMeasure::kJaccard, SimilarityMeasure::kMsd};
 
 // The naive top-k of `query` among `count` candidates: every candidate with support,
 // best first, ties by id.
@@ -158,8 +158,8 @@ TEST(ItemSimilarityTest, IntegerRatingsMergeExactly) {
   absl::StatusOr<InteractionDataset> one = BuildInteractionDataset(TableRows(table), 1, DuplicateRule::kReject);
   absl::StatusOr<InteractionDataset> many = BuildInteractionDataset(TableRows(table), 5, DuplicateRule::kReject);
   ASSERT_TRUE(one.ok() && many.ok());
-  for (SimilarityMeasure measure :
-       {SimilarityMeasure::kCosine, SimilarityMeasure::kPearson, SimilarityMeasure::kJaccard}) {
+  for (SimilarityMeasure measure : {SimilarityMeasure::kCosine, SimilarityMeasure::kPearson,
+                                    SimilarityMeasure::kJaccard, SimilarityMeasure::kMsd}) {
     SimilarityOptions options;
     options.measure = measure;
     options.k = 6;
@@ -280,7 +280,7 @@ TEST(SimilarityEdgeTest, BadOptionsAreRejected) {
   options = SimilarityOptions();
   options.min_support = 0;
   EXPECT_EQ(options.Validate().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseSimilarityMeasure("msd").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseSimilarityMeasure("euclidean").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*ParseSimilarityMeasure("adjusted_cosine"), SimilarityMeasure::kAdjustedCosine);
 }
 
