@@ -1,6 +1,7 @@
 #include "core/similarity.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -74,7 +75,97 @@ double CosineFromSums(double sum_xy, double sum_xx, double sum_yy) {
   return sum_xy / denominator;
 }
 
-// Per-anchor pair sums over one shard for the anchors [first, end).
+// Sums of one anchor item against every partner item, with one dense array per sum the
+// measure needs (one for cosine, five for Pearson), so the arrays stay small enough to
+// remain in cache. Only touched partners are read back and reset.
+template <SimilarityMeasure kMeasure>
+class PairAccumulator {
+ public:
+  explicit PairAccumulator(int32_t num_items) : count_(static_cast<size_t>(num_items), 0) {
+    for (int f = 0; f < kFields; ++f) sums_[f].assign(static_cast<size_t>(num_items), 0.0);
+  }
+
+  // Adds the co-ratings of one user who rated `anchor` with value x: every other entry
+  // (partner j, value y) of the user's row. `mean` is the user's mean (adjusted cosine).
+  void AddUser(const InteractionMatrix& shard, int64_t row, int32_t anchor, double x, double mean) {
+    const double xc = x - mean;
+    for (int64_t e = shard.row_ptr[row]; e < shard.row_ptr[row + 1]; ++e) {
+      const int32_t j = shard.item_index[e];
+      if (j == anchor) continue;
+      if (count_[j]++ == 0) touched_.push_back(j);
+      const double y = shard.values[e];
+      if constexpr (kMeasure == SimilarityMeasure::kCosine) {
+        sums_[0][j] += x * y;
+      } else if constexpr (kMeasure == SimilarityMeasure::kPearson) {
+        sums_[0][j] += x;
+        sums_[1][j] += y;
+        sums_[2][j] += x * y;
+        sums_[3][j] += x * x;
+        sums_[4][j] += y * y;
+      } else if constexpr (kMeasure == SimilarityMeasure::kAdjustedCosine) {
+        const double yc = y - mean;
+        sums_[0][j] += xc * yc;
+        sums_[1][j] += xc * xc;
+        sums_[2][j] += yc * yc;
+      } else if constexpr (kMeasure == SimilarityMeasure::kMsd) {
+        sums_[0][j] += x * y;
+        sums_[1][j] += x * x;
+        sums_[2][j] += y * y;
+      }
+    }
+  }
+
+  // Partners touched since the last Clear, in first-touch order.
+  std::vector<int32_t>& touched() { return touched_; }
+
+  // Returns the sums of partner j and resets them to zero.
+  PairSums Take(int32_t j) {
+    PairSums pair;
+    pair.n = count_[j];
+    count_[j] = 0;
+    if constexpr (kMeasure == SimilarityMeasure::kCosine) {
+      pair.sum_xy = sums_[0][j];
+    } else if constexpr (kMeasure == SimilarityMeasure::kPearson) {
+      pair.sum_x = sums_[0][j];
+      pair.sum_y = sums_[1][j];
+      pair.sum_xy = sums_[2][j];
+      pair.sum_xx = sums_[3][j];
+      pair.sum_yy = sums_[4][j];
+    } else if constexpr (kMeasure == SimilarityMeasure::kAdjustedCosine) {
+      pair.sum_xy_centred = sums_[0][j];
+      pair.sum_xx_centred = sums_[1][j];
+      pair.sum_yy_centred = sums_[2][j];
+    } else if constexpr (kMeasure == SimilarityMeasure::kMsd) {
+      pair.sum_xy = sums_[0][j];
+      pair.sum_xx = sums_[1][j];
+      pair.sum_yy = sums_[2][j];
+    }
+    for (int f = 0; f < kFields; ++f) sums_[f][j] = 0.0;
+    return pair;
+  }
+
+  // Forgets the touched list. REQUIRES: every touched partner was taken.
+  void Clear() { touched_.clear(); }
+
+ private:
+  static constexpr int kFields = kMeasure == SimilarityMeasure::kCosine         ? 1
+                                 : kMeasure == SimilarityMeasure::kPearson      ? 5
+                                 : kMeasure == SimilarityMeasure::kJaccard      ? 0
+                                                                                : 3;
+  std::vector<int64_t> count_;
+  std::array<std::vector<double>, 5> sums_;
+  std::vector<int32_t> touched_;
+};
+
+std::vector<double> UserMeans(const InteractionMatrix& shard, SimilarityMeasure measure) {
+  std::vector<double> means;
+  if (measure != SimilarityMeasure::kAdjustedCosine) return means;
+  means.resize(static_cast<size_t>(shard.num_users()));
+  for (int64_t r = 0; r < shard.num_users(); ++r) means[r] = shard.UserMean(r);
+  return means;
+}
+
+// Per-anchor pair sums over one shard for the anchors [first, end), partners ascending.
 template <SimilarityMeasure kMeasure>
 void ComputePairs(const InteractionMatrix& shard, const ColumnIndex& columns,
                   const std::vector<double>& user_means, int32_t first, int32_t end,
@@ -83,35 +174,57 @@ void ComputePairs(const InteractionMatrix& shard, const ColumnIndex& columns,
   const int64_t num_anchors = end - first;
 #pragma omp parallel if (num_anchors >= kParallelMinRows)
   {
-    std::vector<PairSums> accumulator(static_cast<size_t>(shard.num_items));
-    std::vector<int32_t> touched;
+    PairAccumulator<kMeasure> accumulator(shard.num_items);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t a = 0; a < num_anchors; ++a) {
       const int32_t anchor = first + static_cast<int32_t>(a);
-      touched.clear();
       for (int64_t c = columns.col_ptr[anchor]; c < columns.col_ptr[anchor + 1]; ++c) {
         const int32_t row = columns.row[c];
-        const double x = columns.value[c];
-        const double mean = kMeasure == SimilarityMeasure::kAdjustedCosine ? user_means[row] : 0;
-        const double xc = x - mean;
-        for (int64_t e = shard.row_ptr[row]; e < shard.row_ptr[row + 1]; ++e) {
-          const int32_t partner = shard.item_index[e];
-          if (partner == anchor) continue;
-          PairSums& pair = accumulator[partner];
-          if (pair.n == 0) touched.push_back(partner);
-          const double y = shard.values[e];
-          AddCoRating<kMeasure>(x, y, xc, y - mean, &pair);
+        const double mean = user_means.empty() ? 0.0 : user_means[row];
+        accumulator.AddUser(shard, row, anchor, columns.value[c], mean);
+      }
+      std::vector<int32_t>& touched = accumulator.touched();
+      std::sort(touched.begin(), touched.end());
+      (*partners)[a] = touched;
+      std::vector<PairSums>& anchor_sums = (*sums)[a];
+      anchor_sums.resize(touched.size());
+      for (size_t t = 0; t < touched.size(); ++t) anchor_sums[t] = accumulator.Take(touched[t]);
+      accumulator.Clear();
+    }
+  }
+}
+
+// The top-k of every item over all shards in one pass, without pair-sum partials: each
+// anchor's sums are accumulated over the shards in shard order and finished at once.
+template <SimilarityMeasure kMeasure>
+void FusedItemNeighbors(const std::vector<InteractionMatrix>& shards,
+                        const std::vector<ColumnIndex>& columns,
+                        const std::vector<std::vector<double>>& user_means,
+                        const std::vector<VectorTotals>& totals, const SimilarityOptions& options,
+                        std::vector<std::vector<Neighbor>>* result) {
+  const int32_t num_items = shards.front().num_items;
+#pragma omp parallel if (num_items >= kParallelMinRows)
+  {
+    PairAccumulator<kMeasure> accumulator(num_items);
+#pragma omp for schedule(dynamic, 16)
+    for (int32_t anchor = 0; anchor < num_items; ++anchor) {
+      for (size_t s = 0; s < shards.size(); ++s) {
+        const ColumnIndex& index = columns[s];
+        for (int64_t c = index.col_ptr[anchor]; c < index.col_ptr[anchor + 1]; ++c) {
+          const int32_t row = index.row[c];
+          const double mean = user_means[s].empty() ? 0.0 : user_means[s][row];
+          accumulator.AddUser(shards[s], row, anchor, index.value[c], mean);
         }
       }
-      std::sort(touched.begin(), touched.end());
-      std::vector<int32_t>& anchor_partners = (*partners)[a];
-      std::vector<PairSums>& anchor_sums = (*sums)[a];
-      anchor_partners = touched;
-      anchor_sums.resize(touched.size());
-      for (size_t t = 0; t < touched.size(); ++t) {
-        anchor_sums[t] = accumulator[touched[t]];
-        accumulator[touched[t]] = PairSums();
+      TopKAccumulator top(options.k, ScoreOrder::kLargerIsBetter);
+      for (int32_t partner : accumulator.touched()) {
+        const PairSums pair = accumulator.Take(partner);
+        if (pair.n < options.min_support) continue;
+        top.Push(partner,
+                 static_cast<float>(FinishSimilarity(pair, totals[anchor], totals[partner], options)));
       }
+      accumulator.Clear();
+      (*result)[anchor] = top.TakeSorted();
     }
   }
 }
@@ -254,11 +367,7 @@ absl::StatusOr<ItemPairPartial> ComputeItemPairPartial(const InteractionMatrix& 
                      shard.num_items, ")"));
   }
   const ColumnIndex columns = BuildColumnIndex(shard);
-  std::vector<double> user_means;
-  if (measure == SimilarityMeasure::kAdjustedCosine) {
-    user_means.resize(static_cast<size_t>(shard.num_users()));
-    for (int64_t r = 0; r < shard.num_users(); ++r) user_means[r] = shard.UserMean(r);
-  }
+  const std::vector<double> user_means = UserMeans(shard, measure);
   const size_t num_anchors = static_cast<size_t>(end_item - first_item);
   std::vector<std::vector<int32_t>> partners(num_anchors);
   std::vector<std::vector<PairSums>> sums(num_anchors);
@@ -388,37 +497,43 @@ absl::StatusOr<std::vector<std::vector<Neighbor>>> FinishItemNeighbors(
 }
 
 absl::StatusOr<std::vector<std::vector<Neighbor>>> ComputeAllItemNeighbors(
-    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options,
-    int32_t block_items) {
+    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options) {
   if (absl::Status status = options.Validate(); !status.ok()) return status;
-  if (block_items < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("block_items is ", block_items, "; it must be at least 1"));
-  }
   if (shards.empty()) return std::vector<std::vector<Neighbor>>();
   if (absl::Status status = CheckSameItemCount(shards); !status.ok()) return status;
   const int32_t num_items = shards.front().num_items;
 
   std::vector<VectorTotals> totals(static_cast<size_t>(num_items));
-  for (const InteractionMatrix& shard : shards) MergeItemTotals(ComputeItemTotals(shard), &totals);
+  std::vector<ColumnIndex> columns;
+  std::vector<std::vector<double>> user_means;
+  for (const InteractionMatrix& shard : shards) {
+    MergeItemTotals(ComputeItemTotals(shard), &totals);
+    columns.push_back(BuildColumnIndex(shard));
+    user_means.push_back(UserMeans(shard, options.measure));
+  }
 
-  std::vector<std::vector<Neighbor>> result;
-  result.reserve(static_cast<size_t>(num_items));
-  for (int32_t first = 0; first < num_items; first += block_items) {
-    const int32_t end = std::min(num_items, first + block_items);
-    ItemPairPartial merged;
-    for (const InteractionMatrix& shard : shards) {
-      absl::StatusOr<ItemPairPartial> partial =
-          ComputeItemPairPartial(shard, options.measure, first, end);
-      if (!partial.ok()) return partial.status();
-      if (absl::Status status = MergeItemPairPartial(*partial, &merged); !status.ok()) {
-        return status;
-      }
-    }
-    absl::StatusOr<std::vector<std::vector<Neighbor>>> block =
-        FinishItemNeighbors(merged, totals, options);
-    if (!block.ok()) return block.status();
-    for (std::vector<Neighbor>& list : *block) result.push_back(std::move(list));
+  std::vector<std::vector<Neighbor>> result(static_cast<size_t>(num_items));
+  switch (options.measure) {
+    case SimilarityMeasure::kCosine:
+      FusedItemNeighbors<SimilarityMeasure::kCosine>(shards, columns, user_means, totals, options,
+                                                     &result);
+      break;
+    case SimilarityMeasure::kPearson:
+      FusedItemNeighbors<SimilarityMeasure::kPearson>(shards, columns, user_means, totals, options,
+                                                      &result);
+      break;
+    case SimilarityMeasure::kAdjustedCosine:
+      FusedItemNeighbors<SimilarityMeasure::kAdjustedCosine>(shards, columns, user_means, totals,
+                                                             options, &result);
+      break;
+    case SimilarityMeasure::kJaccard:
+      FusedItemNeighbors<SimilarityMeasure::kJaccard>(shards, columns, user_means, totals, options,
+                                                      &result);
+      break;
+    case SimilarityMeasure::kMsd:
+      FusedItemNeighbors<SimilarityMeasure::kMsd>(shards, columns, user_means, totals, options,
+                                                  &result);
+      break;
   }
   return result;
 }

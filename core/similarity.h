@@ -123,17 +123,20 @@ void MergeItemTotals(const std::vector<VectorTotals>& shard_totals,
     const ItemPairPartial& merged, const std::vector<VectorTotals>& totals,
     const SimilarityOptions& options);
 
-// Anchors per block of ComputeAllItemNeighbors. A block's pair sums take about 72 bytes
-// per co-rated pair, so the block bounds the memory of one step.
+// Anchors per block of the distributed item–item steps: a suggestion for the caller that
+// splits the items. A block's pair sums take about 80 bytes per co-rated pair (the
+// PairSums and the partner index), so the block bounds the memory of one step.
 inline constexpr int32_t kDefaultItemBlock = 1024;
 
-// One process: the top-k neighbours of every item over all shards (result[item]),
-// computed block by block with the distributed steps above, so it equals the
-// distributed result. Errors: InvalidArgument for bad options, block_items < 1 or
-// shards whose num_items differ.
+// One process: the top-k neighbours of every item over all shards (result[item]). Each
+// anchor's sums are accumulated over the shards in shard id order and finished at once,
+// without building ItemPairPartial. The result equals the distributed one up to the
+// rounding of the sums (which the distributed form groups per shard); with integer
+// ratings every sum except the centred ones is exact, so they are equal. Parallel over
+// items; deterministic. Errors: InvalidArgument for bad options or shards whose
+// num_items differ.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ComputeAllItemNeighbors(
-    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options,
-    int32_t block_items = kDefaultItemBlock);
+    const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options);
 
 // ---------------------------------------------------------------------------------------
 // User–user on sparse interactions. The query users come from any shard as a block

@@ -95,7 +95,7 @@ TEST(ItemSimilarityTest, NeighborsEqualNaiveReferenceForEveryMeasure) {
 
     for (const SimilarityOptions& options : OptionGrid()) {
       absl::StatusOr<std::vector<std::vector<Neighbor>>> neighbors =
-          ComputeAllItemNeighbors(dataset->shards, options, 4);
+          ComputeAllItemNeighbors(dataset->shards, options);
       ASSERT_TRUE(neighbors.ok()) << neighbors.status();
       ASSERT_EQ(neighbors->size(), 15u);
       for (int i = 0; i < 15; ++i) {
@@ -164,8 +164,8 @@ TEST(ItemSimilarityTest, IntegerRatingsMergeExactly) {
     options.measure = measure;
     options.k = 6;
     options.shrinkage = 2;
-    absl::StatusOr<std::vector<std::vector<Neighbor>>> a = ComputeAllItemNeighbors(one->shards, options, 5);
-    absl::StatusOr<std::vector<std::vector<Neighbor>>> b = ComputeAllItemNeighbors(many->shards, options, 3);
+    absl::StatusOr<std::vector<std::vector<Neighbor>>> a = ComputeAllItemNeighbors(one->shards, options);
+    absl::StatusOr<std::vector<std::vector<Neighbor>>> b = ComputeAllItemNeighbors(many->shards, options);
     ASSERT_TRUE(a.ok() && b.ok());
     EXPECT_EQ(*a, *b) << SimilarityMeasureName(measure);
   }
