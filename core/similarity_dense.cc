@@ -6,6 +6,8 @@
 #include <numeric>
 #include <utility>
 
+#include <immintrin.h>
+
 #include "absl/strings/str_cat.h"
 #include "core/similarity.h"
 
@@ -16,6 +18,7 @@ namespace {
 // kDenseQueryBlock × kDenseBaseBlock floats (256 KiB), which stays in the L2 cache while
 // the fused top-k scan reads it.
 constexpr int64_t kDenseQueryBlock = 64;
+
 // Base rows per matrix product of the exact search.
 constexpr int64_t kDenseBaseBlock = 1024;
 // Queries grouped per block of the inverted-file search: each probed list is read once
@@ -29,14 +32,26 @@ bool IsBounded(DenseMetric metric) { return metric != DenseMetric::kInnerProduct
 void ScanScores(const float* scores, int64_t count, const int64_t* ids, int64_t self_id,
                 bool exclude_self, bool bounded, TopKAccumulator* top) {
   float worst = top->full() ? top->worst_score() : -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < count; ++j) {
+  auto consider = [&](int64_t j) {
     float score = scores[j];
-    if (!(score >= worst)) continue;
-    if (exclude_self && ids[j] == self_id) continue;
+    if (!(score >= worst)) return;
+    if (exclude_self && ids[j] == self_id) return;
     if (bounded) score = std::clamp(score, -1.0f, 1.0f);
     top->Push(ids[j], score);
     if (top->full()) worst = top->worst_score();
+  };
+  // Once the accumulator is full almost no score reaches the worst kept one, so eight
+  // scores are compared at once and only the lanes that pass are looked at.
+  int64_t j = 0;
+  for (; j + 8 <= count; j += 8) {
+    const __m256 block = _mm256_loadu_ps(scores + j);
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(block, _mm256_set1_ps(worst), _CMP_GE_OQ));
+    if (mask == 0) continue;
+    for (int lane = 0; lane < 8; ++lane) {
+      if (mask & (1 << lane)) consider(j + lane);
+    }
   }
+  for (; j < count; ++j) consider(j);
 }
 
 absl::Status CheckIds(const std::vector<int64_t>& ids, int64_t rows, const char* name) {
