@@ -1,6 +1,7 @@
 #include "core/similarity.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +25,8 @@ using ::cohort::testing::RowMeans;
 using ::cohort::testing::TableRows;
 
 constexpr double kTolerance = 1e-5;
+
+MatrixXfR RandomMatrix(int64_t rows, int64_t cols, uint64_t seed);
 
 const SimilarityMeasure kAllMeasures[] = {SimilarityMeasure::kCosine, SimilarityMeasure::kPearson,
                                           SimilarityMeasure::kAdjustedCosine,
@@ -268,6 +271,65 @@ TEST(SimilarityEdgeTest, IdenticalItemsHaveSimilarityOneAndAllWithinBounds) {
       }
     }
   }
+}
+
+TEST(SimilarityEdgeTest, AllZeroSparseVectorHasSimilarityZero) {
+  // User "z" rated both items 0, so its vector is all zero: cosine and adjusted cosine
+  // have a zero denominator and give 0, never NaN.
+  const std::vector<InteractionRow> rows = {{"a", "x", 4, kNoTime}, {"a", "y", 2, kNoTime},
+                                            {"z", "x", 0, kNoTime}, {"z", "y", 0, kNoTime}};
+  absl::StatusOr<InteractionDataset> dataset = BuildInteractionDataset(rows, 1, DuplicateRule::kReject);
+  ASSERT_TRUE(dataset.ok());
+  const std::vector<double> item_means = {0.0, 0.0};
+  for (SimilarityMeasure measure : kAllMeasures) {
+    SimilarityOptions options;
+    options.measure = measure;
+    UserQueryBlock block;
+    block.rows = dataset->shards[0];
+    block.global_ids = {GlobalUserId(0, 0), GlobalUserId(0, 1)};
+    absl::StatusOr<std::vector<std::vector<Neighbor>>> neighbors =
+        UserNeighborsInShard(block, dataset->shards[0], item_means, options);
+    ASSERT_TRUE(neighbors.ok()) << neighbors.status();
+    ASSERT_EQ((*neighbors)[1].size(), 1u);
+    const float score = (*neighbors)[1][0].score;
+    EXPECT_FALSE(std::isnan(score)) << SimilarityMeasureName(measure);
+    if (measure == SimilarityMeasure::kCosine || measure == SimilarityMeasure::kAdjustedCosine) {
+      EXPECT_EQ(score, 0.0f) << SimilarityMeasureName(measure);
+    }
+  }
+}
+
+TEST(SimilarityDeterminismTest, ResultsDoNotDependOnThreadCount) {
+  const RatingTable table = RandomRatings(300, 120, 0.2, 31, true);
+  absl::StatusOr<InteractionDataset> dataset = BuildInteractionDataset(TableRows(table), 3, DuplicateRule::kReject);
+  ASSERT_TRUE(dataset.ok());
+  SimilarityOptions options;
+  options.measure = SimilarityMeasure::kAdjustedCosine;
+  options.k = 7;
+  const MatrixXfR x = PrepareDenseRows(RandomMatrix(1500, 16, 3), DenseMetric::kCosine);
+  std::vector<int64_t> ids(1500);
+  for (int64_t i = 0; i < 1500; ++i) ids[i] = i;
+  DenseSearchOptions dense;
+
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const auto items_one = ComputeAllItemNeighbors(dataset->shards, options);
+  const auto partial_one = ComputeItemPairPartial(dataset->shards[0], options.measure, 0, 120);
+  const auto dense_one = ExactDenseTopK(x, ids, x, ids, dense);
+  omp_set_num_threads(std::max(2, threads));
+  const auto items_many = ComputeAllItemNeighbors(dataset->shards, options);
+  const auto partial_many = ComputeItemPairPartial(dataset->shards[0], options.measure, 0, 120);
+  const auto dense_many = ExactDenseTopK(x, ids, x, ids, dense);
+  omp_set_num_threads(threads);
+
+  ASSERT_TRUE(items_one.ok() && items_many.ok() && partial_one.ok() && partial_many.ok() &&
+              dense_one.ok() && dense_many.ok());
+  EXPECT_EQ(*items_one, *items_many);
+  EXPECT_EQ(partial_one->partner, partial_many->partner);
+  for (size_t e = 0; e < partial_one->sums.size(); ++e) {
+    EXPECT_EQ(partial_one->sums[e].sum_xy_centred, partial_many->sums[e].sum_xy_centred);
+  }
+  EXPECT_EQ(*dense_one, *dense_many);
 }
 
 TEST(SimilarityEdgeTest, BadOptionsAreRejected) {
