@@ -5,17 +5,11 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "core/kmeans_kernels.h"
 #include "core/shard_hash.h"
 
 namespace cohort {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // Appends entry e of `from` to the last row of `to`.
 void CopyEntry(const InteractionMatrix& from, int64_t e, InteractionMatrix* to) {
@@ -46,7 +40,7 @@ absl::StatusOr<HoldoutSplit> SplitHoldout(const InteractionMatrix& shard,
   }
 
   std::vector<int64_t> order;
-  std::vector<uint64_t> key;
+  std::vector<double> key;
   std::vector<uint8_t> held_out;
   for (int64_t r = 0; r < shard.num_users(); ++r) {
     const int64_t begin = shard.row_ptr[r];
@@ -65,10 +59,11 @@ absl::StatusOr<HoldoutSplit> SplitHoldout(const InteractionMatrix& shard,
         return shard.item_index[a] > shard.item_index[b];
       });
     } else {
-      const uint64_t user_hash = HashUserId(shard.user_ids[r]) ^ SplitMix64(options.seed);
+      const uint64_t user_hash = HashUserId(shard.user_ids[r]);
       key.resize(static_cast<size_t>(m));
       for (int64_t i = 0; i < m; ++i) {
-        key[i] = SplitMix64(user_hash ^ SplitMix64(static_cast<uint64_t>(shard.item_index[begin + i])));
+        key[i] = KeyedUniform(options.seed, user_hash,
+                              static_cast<uint64_t>(shard.item_index[begin + i]), 0, 0);
       }
       std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
         if (key[a - begin] != key[b - begin]) return key[a - begin] < key[b - begin];

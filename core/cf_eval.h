@@ -28,10 +28,10 @@ struct HoldoutSplit {
 };
 
 // Splits each user's interactions. With times: the latest ones are held out (among equal
-// times, the larger item index first). Without times: entries are ordered by a hash of
-// (seed, XXH64 of the user id, dictionary index of the item) and the first ones are held
-// out, so the split of a user does not depend on the shard, on other users or on the
-// thread count. Errors: InvalidArgument for bad options.
+// times, the larger item index first). Without times: entries are ordered by
+// KeyedUniform(seed, XXH64 of the user id, dictionary index of the item, 0, 0) and the
+// first ones are held out. The split of a user therefore depends neither on the shard, on other users nor on
+// the thread count. Errors: InvalidArgument for bad options.
 [[nodiscard]] absl::StatusOr<HoldoutSplit> SplitHoldout(const InteractionMatrix& shard,
                                                         const HoldoutOptions& options);
 

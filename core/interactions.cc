@@ -273,6 +273,18 @@ absl::StatusOr<InteractionMatrix> BuildInteractionMatrix(const InteractionRows& 
   return matrix;
 }
 
+absl::Status CheckSameItemCount(const std::vector<InteractionMatrix>& shards) {
+  for (const InteractionMatrix& shard : shards) {
+    if (shard.num_items != shards.front().num_items) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "shard ", shard.shard_id, " has ", shard.num_items, " items but shard ",
+          shards.front().shard_id, " has ", shards.front().num_items,
+          "; build every shard with the same item dictionary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InteractionLoadOptions::Validate() const {
   if (absl::Status status = csv.Validate(); !status.ok()) return status;
   if (paths.empty()) {

@@ -34,8 +34,8 @@ struct InteractionRows {
   std::vector<InteractionRow> rows;
 };
 
-// What happens to several rows with the same (user, item). Every rule is applied after
-// the whole input is read, so it does not depend on how rows are spread over files.
+// Rule for several rows with the same (user, item). Every rule is applied after the
+// whole input is read, so it does not depend on how rows are spread over files.
 enum class DuplicateRule {
   // Keep the row with the latest time; among equal times (or without times) the row read
   // last. Value and time are that row's. For explicit ratings (a re-rating replaces the
@@ -108,6 +108,10 @@ struct InteractionMatrix {
   double UserMean(int64_t row) const;
 };
 
+// Checks that every shard has the same num_items, as shards built with one dictionary
+// do. Errors: InvalidArgument naming two shards that differ.
+[[nodiscard]] absl::Status CheckSameItemCount(const std::vector<InteractionMatrix>& shards);
+
 // Global id of a user: shard in the high 32 bits, CSR row in the low 32 bits.
 inline int64_t GlobalUserId(int shard_id, int64_t row) {
   return (static_cast<int64_t>(shard_id) << 32) | row;
@@ -116,9 +120,9 @@ inline int ShardOfGlobalUserId(int64_t id) { return static_cast<int>(id >> 32); 
 inline int64_t RowOfGlobalUserId(int64_t id) { return id & 0xffffffffLL; }
 
 // Builds the CSR of one shard. Times are kept when every row has one, dropped when no row
-// has one. Errors: InvalidArgument when only some rows have a time, when a value is NaN
-// or infinite, when an item is not in `dictionary`, when a shard has 2^31 or more users,
-// and (kReject) for a duplicate (user, item), naming the ids.
+// has one. Errors are InvalidArgument, naming the ids. They cover rows of which only
+// some have a time, a NaN or infinite value, an item missing from `dictionary`, a shard
+// with 2^31 or more users, and (kReject) a duplicate (user, item).
 [[nodiscard]] absl::StatusOr<InteractionMatrix> BuildInteractionMatrix(
     const InteractionRows& rows, const ItemDictionary& dictionary, DuplicateRule rule,
     InteractionBuildCounts* counts);

@@ -10,18 +10,6 @@
 namespace cohort {
 namespace {
 
-absl::Status CheckSameItemCount(const std::vector<InteractionMatrix>& shards) {
-  for (const InteractionMatrix& shard : shards) {
-    if (shard.num_items != shards.front().num_items) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shard ", shard.shard_id, " has ", shard.num_items, " items but shard ",
-          shards.front().shard_id, " has ", shards.front().num_items,
-          "; build every shard with the same item dictionary"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Index of `item` in the user's sorted items, or −1.
 int64_t FindRating(const UserRatings& user, int32_t item) {
   const auto it = std::lower_bound(user.items.begin(), user.items.end(), item);
@@ -181,36 +169,42 @@ double PredictItemBased(const UserRatings& user, double user_bias, int32_t item,
   return std::clamp(estimate, options.min_rating, options.max_rating);
 }
 
-double PredictUserBasic(const std::vector<RatedNeighbor>& neighbors, double global_mean,
-                        const PredictionOptions& options) {
+namespace {
+
+// Σ s (r − b) / Σ s over the first k neighbours with s > 0, where b is the neighbour's
+// baseline when `around_baseline` and 0 otherwise. Returns false with fewer than min_k
+// such neighbours or a zero similarity sum.
+bool WeightedNeighborMean(const std::vector<RatedNeighbor>& neighbors, bool around_baseline,
+                          const PredictionOptions& options, double* mean) {
   double weighted = 0.0;
   double similarity_sum = 0.0;
   int used = 0;
   for (size_t i = 0; i < neighbors.size() && static_cast<int>(i) < options.k; ++i) {
     if (!(neighbors[i].similarity > 0)) continue;
-    weighted += neighbors[i].similarity * neighbors[i].rating;
+    const double offset = around_baseline ? neighbors[i].baseline : 0.0;
+    weighted += neighbors[i].similarity * (neighbors[i].rating - offset);
     similarity_sum += neighbors[i].similarity;
     ++used;
   }
+  if (used < options.min_k || !(similarity_sum > 0)) return false;
+  *mean = weighted / similarity_sum;
+  return true;
+}
+
+}  // namespace
+
+double PredictUserBasic(const std::vector<RatedNeighbor>& neighbors, double global_mean,
+                        const PredictionOptions& options) {
   double estimate = global_mean;
-  if (used >= options.min_k && similarity_sum > 0) estimate = weighted / similarity_sum;
+  WeightedNeighborMean(neighbors, false, options, &estimate);
   return std::clamp(estimate, options.min_rating, options.max_rating);
 }
 
 double PredictUserBaseline(const std::vector<RatedNeighbor>& neighbors, double baseline_ui,
                            const PredictionOptions& options) {
-  double weighted = 0.0;
-  double similarity_sum = 0.0;
-  int used = 0;
-  for (size_t i = 0; i < neighbors.size() && static_cast<int>(i) < options.k; ++i) {
-    if (!(neighbors[i].similarity > 0)) continue;
-    weighted += neighbors[i].similarity * (neighbors[i].rating - neighbors[i].baseline);
-    similarity_sum += neighbors[i].similarity;
-    ++used;
-  }
-  double estimate = baseline_ui;
-  if (used >= options.min_k && similarity_sum > 0) estimate += weighted / similarity_sum;
-  return std::clamp(estimate, options.min_rating, options.max_rating);
+  double deviation = 0.0;
+  WeightedNeighborMean(neighbors, true, options, &deviation);
+  return std::clamp(baseline_ui + deviation, options.min_rating, options.max_rating);
 }
 
 // ----------------------------------------------------------------------------------------

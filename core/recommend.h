@@ -22,7 +22,8 @@ namespace cohort {
 // and then every user bias
 //   b_u = Σ_{i∈I_u} (r_ui − μ − b_i) / (reg_user + |I_u|).
 // Distributed: μ and the item step need sums over all shards (ItemBiasSums, added in
-// shard order); the user step is local to a shard because a user's rows live in one.
+// shard order). The user step is local to a shard, because all rows of a user are in
+// one shard.
 
 struct BaselineOptions {
   int epochs = 10;          // >= 1

@@ -229,18 +229,6 @@ void FusedItemNeighbors(const std::vector<InteractionMatrix>& shards,
   }
 }
 
-absl::Status CheckSameItemCount(const std::vector<InteractionMatrix>& shards) {
-  for (const InteractionMatrix& shard : shards) {
-    if (shard.num_items != shards.front().num_items) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "shard ", shard.shard_id, " has ", shard.num_items, " items but shard ",
-          shards.front().shard_id, " has ", shards.front().num_items,
-          "; build every shard with the same item dictionary"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<SimilarityMeasure> ParseSimilarityMeasure(std::string_view name) {

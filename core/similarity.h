@@ -131,18 +131,18 @@ inline constexpr int32_t kDefaultItemBlock = 1024;
 // One process: the top-k neighbours of every item over all shards (result[item]). Each
 // anchor's sums are accumulated over the shards in shard id order and finished at once,
 // without building ItemPairPartial. The result equals the distributed one up to the
-// rounding of the sums (which the distributed form groups per shard); with integer
-// ratings every sum except the centred ones is exact, so they are equal. Parallel over
+// rounding of the sums, because the distributed form groups them per shard. With integer
+// ratings every sum except the centred ones is exact, so the results are equal. Parallel over
 // items; deterministic. Errors: InvalidArgument for bad options or shards whose
 // num_items differ.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ComputeAllItemNeighbors(
     const std::vector<InteractionMatrix>& shards, const SimilarityOptions& options);
 
 // ---------------------------------------------------------------------------------------
-// User–user on sparse interactions. The query users come from any shard as a block
-// (rows of an InteractionMatrix, with their global ids); every shard computes their local
-// top-k among its own users (UserNeighborsInShard), and the coordinator merges the
-// per-shard lists with MergeTopK in shard order.
+// User–user on sparse interactions. The query users come from any shard as a block: rows
+// of an InteractionMatrix with their global ids. Every shard computes their local top-k
+// among its own users (UserNeighborsInShard). The coordinator merges the per-shard lists
+// with MergeTopK in shard order.
 
 struct UserQueryBlock {
   // The query users' interactions: columns are dictionary indices, as in a shard.
@@ -213,9 +213,9 @@ struct DenseSearchOptions {
 class IvfIndex {
  public:
   // `centroids` (k×d) are the model's centroids and `assignments` (n entries in [0, k))
-  // the model's label of each base row. `cosine_centroids` says how the model measures
-  // distance, and so how probes rank centroids: cosine distance (true) or squared
-  // Euclidean distance (false), on the raw query. base (n×d) is prepared with
+  // the model's label of each base row. `cosine_centroids` selects the model's distance,
+  // by which probes rank the centroids for the raw query: cosine distance (true) or
+  // squared Euclidean distance (false). base (n×d) is prepared with
   // PrepareDenseRows for `metric`. Errors: InvalidArgument for shape mismatches, a label
   // outside [0, k) or an id array of the wrong size.
   [[nodiscard]] static absl::StatusOr<IvfIndex> Build(const MatrixXfR& centroids,

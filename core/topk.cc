@@ -20,7 +20,8 @@ TopKAccumulator::TopKAccumulator(int k, ScoreOrder order) : k_(std::max(k, 0)), 
 }
 
 bool TopKAccumulator::MayAccept(float score) const {
-  if (static_cast<int>(heap_.size()) < k_) return k_ > 0 && !std::isnan(score);
+  if (k_ == 0 || std::isnan(score)) return false;
+  if (static_cast<int>(heap_.size()) < k_) return true;
   const float worst = heap_.front().score;
   return order_ == ScoreOrder::kLargerIsBetter ? score >= worst : score <= worst;
 }

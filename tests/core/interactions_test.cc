@@ -81,7 +81,7 @@ TEST(InteractionMatrixTest, RejectsMixedTimesAndUnknownItems) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(ItemDictionaryTest, MergedListsAreSortedAndIndependentOfShardOrder) {
+TEST(ItemDictionaryTest, MergeIgnoresShardOrder) {
   const std::vector<std::vector<std::string>> lists = {{"b", "d"}, {"a", "b", "e"}, {}, {"c"}};
   const std::vector<std::vector<std::string>> reversed(lists.rbegin(), lists.rend());
   EXPECT_EQ(MergeItemLists(lists).ids(), (std::vector<std::string>{"a", "b", "c", "d", "e"}));

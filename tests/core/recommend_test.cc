@@ -88,7 +88,7 @@ TEST(BaselinesTest, ShardedFitEqualsNaiveAls) {
   EXPECT_EQ(FitBaselines(dataset->shards, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(PredictionTest, ItemBasedUsesTopRatedPositiveNeighborsAroundBaseline) {
+TEST(PredictionTest, ItemBasedAroundBaseline) {
   Baselines baselines;
   baselines.global_mean = 3.0;
   baselines.item_bias = {0.5, -0.5, 0.0, 0.2};
@@ -164,7 +164,7 @@ TEST(RecommendTest, LargerNThanCatalogueReturnsEveryEligibleItem) {
   EXPECT_TRUE(list->fewer_than_requested);
 }
 
-TEST(RecommendTest, UserWhoHasSeenEveryItemGetsEmptyFlaggedList) {
+TEST(RecommendTest, UserWhoSawEverythingGetsNothing) {
   UserRatings seen;
   seen.items = {0, 1, 2};
   seen.values = {1, 1, 1};
@@ -226,7 +226,7 @@ TEST(RecommendTest, ContentAndHybridScores) {
 // ---------------------------------------------------------------------------------------
 // Evaluation.
 
-TEST(HoldoutTest, TimeSplitHoldsOutLatestAndKeepsOneTrainingEntry) {
+TEST(HoldoutTest, TimeSplitHoldsOutLatest) {
   std::vector<InteractionRow> rows;
   for (int i = 0; i < 10; ++i) rows.push_back({"u", "i" + std::to_string(i), 1.0, 1000 - i});
   rows.push_back({"single", "i0", 1.0, 5});
@@ -247,7 +247,8 @@ TEST(HoldoutTest, HashSplitDoesNotDependOnShards) {
   const RatingTable table = RandomRatings(50, 20, 0.5, 2);
   absl::StatusOr<InteractionDataset> one = BuildInteractionDataset(TableRows(table), 1, DuplicateRule::kReject);
   absl::StatusOr<InteractionDataset> many = BuildInteractionDataset(TableRows(table), 6, DuplicateRule::kReject);
-  ASSERT_TRUE(one.ok() && many.ok());
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(many.ok());
   HoldoutOptions options;
   auto held_out = [&](const InteractionDataset& dataset) {
     std::map<std::string, std::vector<int32_t>> test;

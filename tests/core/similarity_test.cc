@@ -121,7 +121,8 @@ TEST(ItemSimilarityTest, ShardedPartialsMergeToSingleShardResult) {
   const RatingTable table = RandomRatings(60, 20, 0.3, 11, true);
   absl::StatusOr<InteractionDataset> one = BuildInteractionDataset(TableRows(table), 1, DuplicateRule::kReject);
   absl::StatusOr<InteractionDataset> many = BuildInteractionDataset(TableRows(table), 7, DuplicateRule::kReject);
-  ASSERT_TRUE(one.ok() && many.ok());
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(many.ok());
   for (const SimilarityOptions& options : OptionGrid()) {
     // The distributed steps by hand, shards merged in shard id order.
     std::vector<VectorTotals> totals;
@@ -136,7 +137,8 @@ TEST(ItemSimilarityTest, ShardedPartialsMergeToSingleShardResult) {
         FinishItemNeighbors(merged, totals, options);
     absl::StatusOr<std::vector<std::vector<Neighbor>>> single =
         ComputeAllItemNeighbors(one->shards, options);
-    ASSERT_TRUE(distributed.ok() && single.ok());
+    ASSERT_TRUE(distributed.ok());
+    ASSERT_TRUE(single.ok());
     for (int i = 0; i < 20; ++i) {
       const std::vector<Neighbor>& a = (*distributed)[i];
       const std::vector<Neighbor>& b = (*single)[i];
@@ -160,7 +162,8 @@ TEST(ItemSimilarityTest, IntegerRatingsMergeExactly) {
   const RatingTable table = RandomRatings(50, 12, 0.4, 3);
   absl::StatusOr<InteractionDataset> one = BuildInteractionDataset(TableRows(table), 1, DuplicateRule::kReject);
   absl::StatusOr<InteractionDataset> many = BuildInteractionDataset(TableRows(table), 5, DuplicateRule::kReject);
-  ASSERT_TRUE(one.ok() && many.ok());
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(many.ok());
   for (SimilarityMeasure measure : {SimilarityMeasure::kCosine, SimilarityMeasure::kPearson,
                                     SimilarityMeasure::kJaccard, SimilarityMeasure::kMsd}) {
     SimilarityOptions options;
@@ -169,7 +172,8 @@ TEST(ItemSimilarityTest, IntegerRatingsMergeExactly) {
     options.shrinkage = 2;
     absl::StatusOr<std::vector<std::vector<Neighbor>>> a = ComputeAllItemNeighbors(one->shards, options);
     absl::StatusOr<std::vector<std::vector<Neighbor>>> b = ComputeAllItemNeighbors(many->shards, options);
-    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE(b.ok());
     EXPECT_EQ(*a, *b) << SimilarityMeasureName(measure);
   }
 }
@@ -228,7 +232,7 @@ TEST(UserSimilarityTest, ShardNeighborsMergedEqualNaiveReference) {
   }
 }
 
-TEST(SimilarityEdgeTest, TwoUsersSharingOneItemUnderPearsonIsZero) {
+TEST(SimilarityEdgeTest, PearsonOnOneSharedItemIsZero) {
   const std::vector<InteractionRow> rows = {
       {"a", "x", 5, kNoTime}, {"a", "y", 1, kNoTime}, {"b", "x", 2, kNoTime}, {"b", "z", 4, kNoTime}};
   absl::StatusOr<InteractionDataset> dataset = BuildInteractionDataset(rows, 1, DuplicateRule::kReject);
@@ -247,9 +251,9 @@ TEST(SimilarityEdgeTest, TwoUsersSharingOneItemUnderPearsonIsZero) {
   EXPECT_FALSE(std::isnan((*neighbors)[1][0].score));
 }
 
-TEST(SimilarityEdgeTest, IdenticalItemsHaveSimilarityOneAndAllWithinBounds) {
-  // Items "p" and "q" have the same ratings, so every measure gives 1 (the value of
-  // self-similarity); all other similarities stay in [−1, 1].
+TEST(SimilarityEdgeTest, IdenticalItemsScoreOne) {
+  // Items 0 and 1 have the same ratings, so every measure gives them 1, the value of
+  // self-similarity. All other similarities stay in [−1, 1].
   RatingTable table = RandomRatings(30, 8, 0.6, 5, true);
   for (auto& row : table) row[1] = row[0];
   absl::StatusOr<InteractionDataset> dataset = BuildInteractionDataset(TableRows(table), 3, DuplicateRule::kReject);
@@ -322,8 +326,12 @@ TEST(SimilarityDeterminismTest, ResultsDoNotDependOnThreadCount) {
   const auto dense_many = ExactDenseTopK(x, ids, x, ids, dense);
   omp_set_num_threads(threads);
 
-  ASSERT_TRUE(items_one.ok() && items_many.ok() && partial_one.ok() && partial_many.ok() &&
-              dense_one.ok() && dense_many.ok());
+  ASSERT_TRUE(items_one.ok());
+  ASSERT_TRUE(items_many.ok());
+  ASSERT_TRUE(partial_one.ok());
+  ASSERT_TRUE(partial_many.ok());
+  ASSERT_TRUE(dense_one.ok());
+  ASSERT_TRUE(dense_many.ok());
   EXPECT_EQ(*items_one, *items_many);
   EXPECT_EQ(partial_one->partner, partial_many->partner);
   for (size_t e = 0; e < partial_one->sums.size(); ++e) {
@@ -439,7 +447,9 @@ TEST(DenseSimilarityTest, IvfWithEveryListProbedEqualsExact) {
       index->Search(x.topRows(700), prepared.topRows(700), query_ids, options, 12);
   absl::StatusOr<std::vector<std::vector<Neighbor>>> probed =
       index->Search(x.topRows(700), prepared.topRows(700), query_ids, options, 3);
-  ASSERT_TRUE(exact.ok() && full.ok() && probed.ok());
+  ASSERT_TRUE(exact.ok());
+  ASSERT_TRUE(full.ok());
+  ASSERT_TRUE(probed.ok());
   int64_t found = 0;
   for (int64_t q = 0; q < 700; ++q) {
     ASSERT_EQ((*full)[q].size(), (*exact)[q].size());

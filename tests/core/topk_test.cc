@@ -10,7 +10,7 @@
 namespace cohort {
 namespace {
 
-TEST(TopKAccumulatorTest, KeepsBestScoresWithTiesByIdForSimilarity) {
+TEST(TopKAccumulatorTest, KeepsBestWithTiesById) {
   TopKAccumulator top(3, ScoreOrder::kLargerIsBetter);
   top.Push(5, 0.5f);
   top.Push(9, 0.9f);
