@@ -22,6 +22,7 @@
 #include "core/status_macros.h"
 #include "core/transactions.h"
 #include "proto/convert.h"
+#include "proto/similarity_convert.h"
 
 namespace cohort {
 namespace {
@@ -94,7 +95,7 @@ absl::Status CohortServiceImpl::LoadState() {
   }
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
-  return absl::OkStatus();
+  return LoadNeighbourModels();
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
@@ -165,9 +166,11 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
   v1::Dataset info;
   info.set_kind(request->kind() == v1::DATASET_KIND_UNSPECIFIED ? v1::DATASET_KIND_USERS
                                                                  : request->kind());
-  if (info.kind() != v1::DATASET_KIND_USERS && info.kind() != v1::DATASET_KIND_TRANSACTIONS) {
+  if (info.kind() != v1::DATASET_KIND_USERS && info.kind() != v1::DATASET_KIND_TRANSACTIONS &&
+      info.kind() != v1::DATASET_KIND_INTERACTIONS) {
     return Error(absl::StatusCode::kInvalidArgument,
-                 absl::StrCat("kind ", request->kind(), " is invalid; use USERS or TRANSACTIONS"));
+                 absl::StrCat("kind ", request->kind(),
+                              " is invalid; use USERS, TRANSACTIONS or INTERACTIONS"));
   }
   const int num_shards = request->num_shards() == 0 ? kDefaultShards : request->num_shards();
   if (num_shards < 1 || num_shards > kMaxShards) {
@@ -176,7 +179,18 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
                               kMaxShards, " (0 means ", kDefaultShards, ")"));
   }
   info.set_num_shards(num_shards);
-  if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
+  if (info.kind() == v1::DATASET_KIND_INTERACTIONS) {
+    if (request->schema().columns_size() > 0) {
+      return Error(absl::StatusCode::kInvalidArgument,
+                   "an INTERACTIONS dataset takes no schema; its columns are named in "
+                   "LoadDatasetRequest.interactions");
+    }
+    absl::StatusOr<DuplicateRule> rule = ToDuplicateRule(request->duplicate_rule());
+    if (!rule.ok()) return ToGrpcStatus(rule.status());
+    info.set_duplicate_rule(request->duplicate_rule() == v1::DUPLICATE_RULE_UNSPECIFIED
+                                ? v1::DUPLICATE_RULE_KEEP_LATEST
+                                : request->duplicate_rule());
+  } else if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
     if (request->schema().columns_size() > 0) {
       return Error(absl::StatusCode::kInvalidArgument,
                    "a TRANSACTIONS dataset takes no schema; its per-user columns are fixed "
@@ -236,6 +250,8 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     call.request.set_source(request.source());
     *call.request.mutable_csv() = request.csv();
     *call.request.mutable_transactions() = request.transactions();
+    *call.request.mutable_interactions() = request.interactions();
+    call.request.set_duplicate_rule(info->duplicate_rule());
     call.request.set_num_shards(info->num_shards());
     for (int shard : shards) call.request.add_shards(shard);
     calls.push_back(std::move(call));
@@ -251,6 +267,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
   for (std::thread& thread : threads) thread.join();
 
   int64_t users = 0;
+  int64_t interactions = 0;
   v1::DropCounts dropped;
   for (const Call& call : calls) {
     if (!call.status.ok()) {
@@ -265,6 +282,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     }
     for (const v1::ShardRows& shard : call.response.shards()) {
       users += shard.rows();
+      interactions += shard.interactions();
       dropped.set_cancelled_rows(dropped.cancelled_rows() + shard.cancelled_rows());
       dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
     }
@@ -272,7 +290,9 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
   // File-level counts are the same on every worker, since each reads every row.
   info->set_rows_read(calls.empty() ? 0 : calls.front().response.rows_read());
   dropped.set_anonymous_rows(calls.empty() ? 0 : calls.front().response.anonymous_rows());
+  dropped.set_empty_item_rows(calls.empty() ? 0 : calls.front().response.empty_item_rows());
   info->set_num_users(users);
+  info->set_num_interactions(interactions);
   *info->mutable_dropped() = dropped;
   return absl::OkStatus();
 }
@@ -515,6 +535,11 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
       return absl::FailedPreconditionError(absl::StrCat(
           "dataset '", dataset_id, "' has no users; load a file with data rows or stream rows"));
     }
+    if (dataset.info.kind() == v1::DATASET_KIND_INTERACTIONS) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset '", dataset_id, "' holds interactions, which have no features to "
+          "segment; use StartNeighbourJob, or segment a USERS or TRANSACTIONS dataset"));
+    }
     if (max_k > dataset.info.num_users()) {
       return absl::InvalidArgumentError(
           absl::StrCat("options.k = ", max_k, " exceeds the ", dataset.info.num_users(),
@@ -707,7 +732,12 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
       *raw_record->job.mutable_last_event() = event;
       ++raw_record->event_seq;
     };
-    if (!record->sweep_ks.empty()) {
+    if (record->neighbour_job) {
+      absl::StatusOr<std::string> neighbour_model = RunNeighbourJobOnStreams(record.get(),
+                                                                             streams.get());
+      status = neighbour_model.status();
+      if (status.ok()) model_id = *neighbour_model;
+    } else if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
       if (sweep.ok()) {
         absl::MutexLock lock(&record->mutex);

@@ -51,10 +51,12 @@ absl::StatusOr<SimilarityMeasure> ToSimilarityMeasure(v1::SimilarityMeasure meas
       return SimilarityMeasure::kAdjustedCosine;
     case v1::SIMILARITY_MEASURE_JACCARD:
       return SimilarityMeasure::kJaccard;
+    case v1::SIMILARITY_MEASURE_MSD:
+      return SimilarityMeasure::kMsd;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
           "measure ", static_cast<int>(measure),
-          " is unknown; use COSINE, PEARSON, ADJUSTED_COSINE or JACCARD"));
+          " is unknown; use COSINE, PEARSON, ADJUSTED_COSINE, JACCARD or MSD"));
   }
 }
 

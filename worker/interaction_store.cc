@@ -128,17 +128,31 @@ absl::Status InteractionStore::Append(const v1::AppendInteractionsRequest& reque
 
   absl::MutexLock lock(&dataset->mutex);
   std::map<int, std::shared_ptr<const ShardInteractions>> rebuilt;
+  int64_t users_before = 0;
+  int64_t entries_before = 0;
   for (auto& [shard_id, rows] : added) {
     InteractionRows all;
     all.shard_id = shard_id;
     auto it = dataset->shards.find(shard_id);
-    if (it != dataset->shards.end()) AppendStoredRows(*it->second, &all);
+    if (it != dataset->shards.end()) {
+      AppendStoredRows(*it->second, &all);
+      users_before += it->second->matrix.num_users();
+      entries_before += it->second->matrix.num_entries();
+    }
     for (InteractionRow& row : rows.rows) all.rows.push_back(std::move(row));
     InteractionBuildCounts counts;
     COHORT_ASSIGN_OR_RETURN(rebuilt[shard_id], BuildShard(all, dataset->rule, &counts));
   }
-  for (auto& [shard_id, shard] : rebuilt) dataset->shards[shard_id] = std::move(shard);
+  int64_t users_after = 0;
+  int64_t entries_after = 0;
+  for (auto& [shard_id, shard] : rebuilt) {
+    users_after += shard->matrix.num_users();
+    entries_after += shard->matrix.num_entries();
+    dataset->shards[shard_id] = std::move(shard);
+  }
   response->set_interactions_stored(request.interactions_size());
+  response->set_users_added(users_after - users_before);
+  response->set_entries_added(entries_after - entries_before);
   return absl::OkStatus();
 }
 

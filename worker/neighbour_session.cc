@@ -259,6 +259,12 @@ absl::Status NeighbourSession::ItemTotals(const v1::ItemTotalsRange& command, in
     v1::ShardResult result = NewResult(seq, shard.shard_id, shard.global.num_users());
     v1::ItemTotalsPartial* out = result.mutable_item_totals();
     out->set_first_item(first);
+    out->set_min_value(std::numeric_limits<double>::infinity());
+    out->set_max_value(-std::numeric_limits<double>::infinity());
+    for (float value : shard.global.values) {
+      out->set_min_value(std::min<double>(out->min_value(), value));
+      out->set_max_value(std::max<double>(out->max_value(), value));
+    }
     for (int32_t item = first; item < end; ++item) {
       out->add_counts(shard.totals[item].count);
       out->add_sum_squares(shard.totals[item].sum_sq);
