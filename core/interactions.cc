@@ -183,6 +183,11 @@ absl::StatusOr<InteractionMatrix> BuildInteractionMatrix(const InteractionRows& 
   const std::vector<InteractionRow>& input = rows.rows;
   int64_t rows_with_time = 0;
   for (const InteractionRow& row : input) {
+    if (row.user_id.empty() || row.item_id.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "an interaction of shard ", rows.shard_id, " has an empty ",
+          row.user_id.empty() ? "user id" : "item id", "; every row needs both ids"));
+    }
     if (!std::isfinite(row.value)) {
       return absl::InvalidArgumentError(absl::StrCat("user '", row.user_id, "', item '",
                                                      row.item_id, "': value ", row.value,

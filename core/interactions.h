@@ -121,8 +121,8 @@ inline int64_t RowOfGlobalUserId(int64_t id) { return id & 0xffffffffLL; }
 
 // Builds the CSR of one shard. Times are kept when every row has one, dropped when no row
 // has one. Errors are InvalidArgument, naming the ids. They cover rows of which only
-// some have a time, a NaN or infinite value, an item missing from `dictionary`, a shard
-// with 2^31 or more users, and (kReject) a duplicate (user, item).
+// some have a time, an empty id, a NaN or infinite value, an item missing from
+// `dictionary`, a shard with 2^31 or more users, and (kReject) a duplicate (user, item).
 [[nodiscard]] absl::StatusOr<InteractionMatrix> BuildInteractionMatrix(
     const InteractionRows& rows, const ItemDictionary& dictionary, DuplicateRule rule,
     InteractionBuildCounts* counts);

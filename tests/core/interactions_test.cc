@@ -69,9 +69,12 @@ TEST(InteractionMatrixTest, KeepLatestWithoutTimesKeepsTheLastRow) {
   EXPECT_EQ(dataset->shards[0].values, std::vector<float>{1});
 }
 
-TEST(InteractionMatrixTest, RejectsMixedTimesAndUnknownItems) {
+TEST(InteractionMatrixTest, RejectsInvalidRows) {
   const std::vector<InteractionRow> rows = {{"u", "a", 3, 5}, {"v", "a", 1, kNoTime}};
   EXPECT_EQ(BuildInteractionDataset(rows, 1, DuplicateRule::kSum).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::vector<InteractionRow> empty_user = {{"", "a", 3, kNoTime}};
+  EXPECT_EQ(BuildInteractionDataset(empty_user, 1, DuplicateRule::kSum).status().code(),
             absl::StatusCode::kInvalidArgument);
   InteractionRows shard{0, {{"u", "missing", 1, kNoTime}}};
   InteractionBuildCounts counts;
