@@ -329,9 +329,10 @@ absl::StatusOr<std::vector<std::string>> FirstUsers(const InteractionFileFlags& 
   return users;
 }
 
-// Without --interactions, local mode writes the synthetic shop and recommends from its
-// purchases: every (customer, product) bought counts its purchases, returns dropped.
-absl::Status UseShopPurchases(RecommendCommandOptions* options) {
+// Without --interactions, local mode writes the synthetic shop into a temp folder and
+// recommends from its purchases: every (customer, product) bought counts its purchases,
+// returns dropped. Returns the folder, which the caller removes.
+absl::StatusOr<std::string> UseShopPurchases(RecommendCommandOptions* options) {
   const std::string dir = (std::filesystem::temp_directory_path() /
                            absl::StrCat("cohort-shop-", ::getpid())).string();
   SyntheticShopOptions shop;
@@ -349,14 +350,10 @@ absl::Status UseShopPurchases(RecommendCommandOptions* options) {
   file.implicit = true;
   file.min_value = "0";
   file.duplicates = "sum";
-  return absl::OkStatus();
+  return dir;
 }
 
-absl::Status RunLocal(int workers, RecommendCommandOptions options, std::ostream& out) {
-  if (workers < 1 || workers > 64) {
-    return absl::InvalidArgumentError(absl::StrCat("--workers ", workers, " is invalid; use 1..64"));
-  }
-  if (options.file.path.empty()) COHORT_RETURN_IF_ERROR(UseShopPurchases(&options));
+absl::Status RunLocalCluster(int workers, RecommendCommandOptions options, std::ostream& out) {
   if (options.users.empty()) {
     COHORT_ASSIGN_OR_RETURN(options.users, FirstUsers(options.file, kDefaultUsers));
     std::fprintf(stderr, "no --user given: recommending for %s\n",
@@ -379,6 +376,22 @@ absl::Status RunLocal(int workers, RecommendCommandOptions options, std::ostream
   const absl::Status status = RunRecommend(coordinator->address(), options, out);
   coordinator->Shutdown(absl::Seconds(1));
   for (auto& server : servers) server->Shutdown(absl::Seconds(1));
+  return status;
+}
+
+absl::Status RunLocal(int workers, RecommendCommandOptions options, std::ostream& out) {
+  if (workers < 1 || workers > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("--workers ", workers, " is invalid; use 1..64"));
+  }
+  std::string shop_dir;
+  if (options.file.path.empty()) {
+    COHORT_ASSIGN_OR_RETURN(shop_dir, UseShopPurchases(&options));
+  }
+  absl::Status status = RunLocalCluster(workers, options, out);
+  if (!shop_dir.empty()) {
+    std::error_code error;
+    std::filesystem::remove_all(shop_dir, error);
+  }
   return status;
 }
 
