@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cohort/v1/cohort.grpc.pb.h"
+#include "core/features.h"
 #include "core/interactions.h"
 #include "core/shard_hash.h"
 #include "core/recommend.h"
@@ -66,6 +67,21 @@ std::string ToCsv(const std::vector<InteractionRow>& rows) {
 
 // Neighbour lists by owner id: (neighbour id, score) best first.
 using Lists = std::map<std::string, std::vector<std::pair<std::string, float>>>;
+
+// Expects the same owners and neighbour ids, and scores within `tolerance`; reports only
+// the entries that differ.
+void ExpectListsNear(const Lists& actual, const Lists& expected, double tolerance) {
+  ASSERT_EQ(actual.size(), expected.size());
+  for (const auto& [owner, list] : expected) {
+    ASSERT_EQ(actual.count(owner), 1u) << owner;
+    const auto& got = actual.at(owner);
+    ASSERT_EQ(got.size(), list.size()) << owner;
+    for (size_t i = 0; i < list.size(); ++i) {
+      EXPECT_EQ(got[i].first, list[i].first) << owner << " rank " << i;
+      EXPECT_NEAR(got[i].second, list[i].second, tolerance) << owner << " rank " << i;
+    }
+  }
+}
 
 class SimilarityTest : public ::testing::Test {
  protected:
@@ -576,6 +592,129 @@ TEST_F(SimilarityTest, RecommendBatchStreamsOneAnswerPerUser) {
   }
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(answered, (std::vector<std::string>{"u3", "u1", "u60"}));
+}
+
+TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
+  TempDir dir;
+  std::mt19937_64 random(17);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::string csv = "id,spend,visits,tenure\n";
+  std::map<std::string, std::map<std::string, std::string>> users;
+  for (int u = 0; u < 150; ++u) {
+    const double center = (u % 3) * 4.0;
+    const std::string id = absl::StrCat("c", u);
+    users[id] = {{"spend", absl::StrCat(center + normal(random))},
+                 {"visits", absl::StrCat(center - normal(random))},
+                 {"tenure", absl::StrCat(normal(random))}};
+    absl::StrAppend(&csv, id, ",", users[id]["spend"], ",", users[id]["visits"], ",",
+                    users[id]["tenure"], "\n");
+  }
+  const std::string path = dir.WriteFile("users.csv", csv);
+
+  std::map<int, Lists> exact;
+  std::map<int, std::string> segment_models;
+  for (int workers : {1, 3}) {
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id", {}, kShards);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    v1::SegmentationOptions segmentation;
+    segmentation.set_k(3);
+    absl::StatusOr<v1::Job> segmented = cluster->RunSegmentation(dataset->dataset_id(), segmentation);
+    ASSERT_TRUE(segmented.ok()) << segmented.status();
+    ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << JobError(*segmented);
+
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_k(6);
+    options.set_segment_model_id(segmented->model_id());
+    const std::vector<std::string> ids = [&] {
+      std::vector<std::string> out;
+      for (const auto& [id, columns] : users) out.push_back(id);
+      return out;
+    }();
+    const std::string exact_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+    exact[workers] = ReadLists(*cluster, exact_model, false, ids);
+    // Probing every segment scans every user, so it finds the exact lists; its dot
+    // products take another path than the exact search and may differ in the last bit.
+    options.set_nprobe(3);
+    const std::string all_lists = RunNeighbours(*cluster, dataset->dataset_id(), options);
+    ExpectListsNear(ReadLists(*cluster, all_lists, false, ids), exact[workers], 1e-6);
+    options.set_nprobe(1);
+    const std::string one_list = RunNeighbours(*cluster, dataset->dataset_id(), options);
+    const Lists approximate = ReadLists(*cluster, one_list, false, ids);
+    EXPECT_EQ(approximate.size(), users.size());
+
+    // Wrong kinds of options on feature vectors.
+    options.set_nprobe(4);
+    EXPECT_EQ(StartNeighbours(*cluster, dataset->dataset_id(), options).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    options.set_nprobe(0);
+    options.set_measure(v1::SIMILARITY_MEASURE_JACCARD);
+    EXPECT_EQ(StartNeighbours(*cluster, dataset->dataset_id(), options).status().code(),
+              absl::StatusCode::kInvalidArgument);
+
+    if (workers != 1) continue;
+    // The core result: every user's features from the model's transform, exact top-k.
+    absl::StatusOr<v1::SegmentModel> model = cluster->GetSegmentModel(segmented->model_id());
+    ASSERT_TRUE(model.ok()) << model.status();
+    const FeatureTransform transform = FromProto(model->transform());
+    MatrixXfR x(static_cast<Eigen::Index>(ids.size()), transform.dim());
+    std::vector<int64_t> row_ids;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      absl::StatusOr<std::vector<float>> features = TransformUser(transform, users[ids[i]]);
+      ASSERT_TRUE(features.ok()) << features.status();
+      for (int j = 0; j < transform.dim(); ++j) x(i, j) = (*features)[j];
+      row_ids.push_back(static_cast<int64_t>(i));
+    }
+    const MatrixXfR prepared = PrepareDenseRows(x, DenseMetric::kCosine);
+    DenseSearchOptions search;
+    search.k = 6;
+    absl::StatusOr<std::vector<std::vector<Neighbor>>> expected =
+        ExactDenseTopK(prepared, row_ids, prepared, row_ids, search);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const auto& actual = exact[1][ids[i]];
+      ASSERT_EQ(actual.size(), (*expected)[i].size()) << ids[i];
+      for (size_t r = 0; r < actual.size(); ++r) {
+        EXPECT_EQ(actual[r].first, ids[(*expected)[i][r].id]) << ids[i] << " rank " << r;
+        EXPECT_NEAR(actual[r].second, (*expected)[i][r].score, 1e-5) << ids[i];
+      }
+    }
+  }
+  EXPECT_EQ(exact[1], exact[3]);
+}
+
+TEST_F(SimilarityTest, LostWorkerMakesRecommendUnavailable) {
+  TempDir dir;
+  const std::string path = dir.WriteFile("ratings.csv", ToCsv(MakeRatings(4)));
+  TestClusterOptions cluster_options;
+  cluster_options.num_workers = 2;
+  cluster_options.probe_interval = absl::Milliseconds(100);
+  cluster_options.probe_timeout = absl::Milliseconds(200);
+  absl::StatusOr<std::unique_ptr<TestCluster>> cluster = TestCluster::Start(cluster_options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  absl::StatusOr<v1::Dataset> dataset = LoadInteractions(**cluster, path);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  v1::NeighbourOptions options;
+  options.set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+  options.set_k(5);
+  const std::string model = RunNeighbours(**cluster, dataset->dataset_id(), options);
+
+  (*cluster)->worker(1).Shutdown(absl::ZeroDuration());
+  ASSERT_TRUE((*cluster)->AwaitWorkerLive("worker-1", false, absl::Seconds(30)).ok());
+  v1::RecommendBatchRequest request;
+  request.mutable_options()->set_item_model_id(model);
+  request.mutable_options()->set_n(3);
+  for (const std::string& user : UserIds()) request.add_user_ids(user);
+  auto context = TestCluster::Context();
+  auto reader = (*cluster)->stub().RecommendBatch(context.get(), request);
+  v1::RecommendResponse response;
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(StartNeighbours(**cluster, dataset->dataset_id(), options).status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 }  // namespace
