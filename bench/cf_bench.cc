@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
   cohort::Args args;
   CLI::App app{"Times cohort's similarity kernels on raw input files (see bench/compare_cf.py)"};
   app.require_subcommand(1);
+
   CLI::App* sparse = app.add_subcommand("sparse", "all-items item-item top-k on sparse interactions");
   sparse->add_option("--triplets", args.triplets, "int32 user, int32 item, float32 value per entry")->required();
   sparse->add_option("--nnz", args.nnz, "number of entries")->required();
@@ -215,6 +216,7 @@ int main(int argc, char** argv) {
     sub->add_option("--out", args.out, "file for the neighbour ids (int64, −1 pads)");
     sub->add_option("--repeats", args.repeats, "timed runs; the median is reported");
   }
+
   CLI11_PARSE(app, argc, argv);
   if (sparse->parsed()) return cohort::RunSparse(args);
   return cohort::RunDense(args, app.get_subcommand("ivf")->parsed());
