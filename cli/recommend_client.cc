@@ -303,8 +303,8 @@ absl::StatusOr<std::vector<std::string>> FirstUsers(const InteractionFileFlags& 
   if (!flags.delimiter.empty()) csv.delimiter = flags.delimiter[0];
   csv.has_header = !flags.no_header;
   COHORT_ASSIGN_OR_RETURN(std::unique_ptr<CsvReader> reader, CsvReader::Open(paths[0], csv));
-  const std::string column =
-      flags.user_column.empty() ? (csv.has_header ? "user_id" : "0") : flags.user_column;
+  std::string column = csv.has_header ? "user_id" : "0";
+  if (!flags.user_column.empty()) column = flags.user_column;
   int index = -1;
   if (csv.has_header) {
     for (size_t i = 0; i < reader->header().size(); ++i) {

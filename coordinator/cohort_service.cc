@@ -100,11 +100,15 @@ absl::Status CohortServiceImpl::LoadState() {
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  const std::string path = ModelPath(options_.state_dir, model.model_id());
+  return WriteStateFile(ModelPath(options_.state_dir, model.model_id()), model);
+}
+
+absl::Status CohortServiceImpl::WriteStateFile(const std::string& path,
+                                               const google::protobuf::Message& message) {
   const std::string temp = absl::StrCat(path, ".tmp");
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !model.SerializeToOstream(&out)) {
+    if (!out || !message.SerializeToOstream(&out)) {
       return absl::InternalError(absl::StrCat("cannot write ", temp));
     }
   }
@@ -510,16 +514,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     if (shutting_down_) {
       return absl::UnavailableError("the coordinator is shutting down; retry");
     }
-    // A finished job's thread keeps its stack until it is joined; join those here so a
-    // long-running coordinator does not accumulate them. They have ended or are ending.
-    for (auto& [id, job] : jobs_) {
-      bool ended = false;
-      {
-        absl::MutexLock job_lock(&job->mutex);
-        ended = IsTerminal(job->job.state());
-      }
-      if (ended && job->thread.joinable()) job->thread.join();
-    }
+    JoinEndedJobs();
     auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
       return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
@@ -582,6 +577,19 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
   }
   record->thread = std::thread(&CohortServiceImpl::RunJob, this, record);
   return record;
+}
+
+void CohortServiceImpl::JoinEndedJobs() {
+  // A finished job's thread keeps its stack until it is joined. The threads joined here
+  // have ended or are ending.
+  for (auto& [id, job] : jobs_) {
+    bool ended = false;
+    {
+      absl::MutexLock job_lock(&job->mutex);
+      ended = IsTerminal(job->job.state());
+    }
+    if (ended && job->thread.joinable()) job->thread.join();
+  }
 }
 
 absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::FindJob(

@@ -149,6 +149,13 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
   absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
   absl::Status PersistModel(const v1::SegmentModel& model) const;
+  // Writes `message` to `path` through a temporary file and a rename, so a reader never
+  // sees a partial file. Errors: Internal naming the file.
+  static absl::Status WriteStateFile(const std::string& path,
+                                     const google::protobuf::Message& message);
+  // Joins the threads of jobs that have ended, so a long-running coordinator does not
+  // accumulate them.
+  void JoinEndedJobs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   std::chrono::system_clock::time_point WorkerDeadline() const;
 
   // Similarity and recommendation helpers, in similarity_service.cc.

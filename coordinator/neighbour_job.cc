@@ -17,14 +17,14 @@
 namespace cohort {
 namespace {
 
-// Item ids per ListItems answer and per dictionary chunk, and items per totals range:
-// a few MiB per message at most, far below the gRPC limit.
+// Item ids per ListItems result and per dictionary chunk, and items per totals range.
+// Each keeps a message at a few MiB, far below the gRPC limit.
 constexpr int kItemsPerChunk = 65536;
 constexpr int32_t kTotalsPerRange = 262144;
 // Upper bound on the (anchor, partner) cells of one item pair block, so one shard's
 // partial stays below about 40 MiB even when every pair occurs.
 constexpr int64_t kMaxPairCells = 1 << 19;
-// Upper bound on the entries of one shard's top-k answer (queries × k), and on the
+// Upper bound on the entries of one shard's top-k result (queries × k), and on the
 // queries of one block.
 constexpr int64_t kMaxTopKEntries = 1 << 20;
 constexpr int kMaxQueriesPerBlock = 1024;
@@ -71,8 +71,8 @@ int QueriesPerBlock(int k) {
                                               kMaxQueriesPerBlock));
 }
 
-// Merges every shard's sorted item list into the dictionary, chunk by chunk: each round
-// asks every shard for its next kItemsPerChunk ids after the cursor, keeps the ids up to
+// Merges every shard's sorted item list into the dictionary, chunk by chunk. Each round
+// requests every shard's next kItemsPerChunk ids after the cursor, keeps the ids up to
 // the smallest last id of a shard that has more, and moves the cursor there.
 absl::StatusOr<ItemDictionary> BuildDictionary(JobStreams* streams) {
   std::vector<std::string> ids;
@@ -239,7 +239,7 @@ absl::Status ForEachUserBlock(
   }
 }
 
-// Merges the shards' top-k answers of one query block into `lists`, keyed by the
+// Merges the shards' top-k results of one query block into `lists`, keyed by the
 // query's global id, and records the neighbours' user ids.
 absl::Status MergeQueryAnswers(const std::vector<v1::ShardResult>& results,
                                const std::vector<int64_t>& query_ids, int k,
@@ -250,7 +250,7 @@ absl::Status MergeQueryAnswers(const std::vector<v1::ShardResult>& results,
     COHORT_ASSIGN_OR_RETURN(std::vector<std::vector<Neighbor>> shard_lists,
                             FromProto(result.top_k()));
     if (shard_lists.size() != query_ids.size()) {
-      return absl::InternalError(absl::StrCat("shard ", result.shard_id(), " answered ",
+      return absl::InternalError(absl::StrCat("shard ", result.shard_id(), " returned lists for ",
                                               shard_lists.size(), " queries of ",
                                               query_ids.size()));
     }

@@ -27,7 +27,7 @@ namespace {
 
 constexpr int kMaxRecommendations = 10000;
 constexpr int kMaxBatchUsers = 100000;
-// Users per FetchUsers command, so one answer stays small.
+// Users per FetchUsers command, so one result stays small.
 constexpr int kUsersPerFetch = 1000;
 // Neighbours used by PredictRating when the request gives no k.
 constexpr int kDefaultPredictionK = 40;
@@ -35,11 +35,6 @@ constexpr char kNeighbourModelSuffix[] = ".neighbour_model.pb";
 
 grpc::Status Error(absl::StatusCode code, const std::string& message) {
   return ToGrpcStatus(absl::Status(code, message));
-}
-
-bool IsTerminal(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
-         state == v1::JOB_STATE_CANCELLED;
 }
 
 std::string NeighbourModelPath(const std::string& state_dir, const std::string& model_id) {
@@ -214,14 +209,7 @@ CohortServiceImpl::CreateNeighbourJob(const std::string& dataset_id,
   {
     absl::MutexLock lock(&mutex_);
     if (shutting_down_) return absl::UnavailableError("the coordinator is shutting down; retry");
-    for (auto& [id, job] : jobs_) {
-      bool ended = false;
-      {
-        absl::MutexLock job_lock(&job->mutex);
-        ended = IsTerminal(job->job.state());
-      }
-      if (ended && job->thread.joinable()) job->thread.join();
-    }
+    JoinEndedJobs();
     auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
       return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
@@ -328,20 +316,7 @@ absl::StatusOr<std::string> CohortServiceImpl::RunNeighbourJobOnStreams(JobRecor
 
 absl::Status CohortServiceImpl::PersistNeighbourModel(const v1::NeighbourModel& model) const {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  const std::string path = NeighbourModelPath(options_.state_dir, model.model_id());
-  const std::string temp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !model.SerializeToOstream(&out)) {
-      return absl::InternalError(absl::StrCat("cannot write ", temp));
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
-  }
-  return absl::OkStatus();
+  return WriteStateFile(NeighbourModelPath(options_.state_dir, model.model_id()), model);
 }
 
 absl::Status CohortServiceImpl::LoadNeighbourModels() {
@@ -411,7 +386,7 @@ grpc::Status CohortServiceImpl::SimilarItems(grpc::ServerContext*,
   if (!index.item_item()) {
     return Error(absl::StatusCode::kInvalidArgument,
                  absl::StrCat("model '", request->model_id(),
-                              "' holds user–user neighbours; use SimilarUsers"));
+                              "' contains user–user neighbours; use SimilarUsers"));
   }
   const int32_t item = index.items.Find(request->item_id());
   if (item < 0) {
@@ -443,7 +418,7 @@ grpc::Status CohortServiceImpl::SimilarUsers(grpc::ServerContext*,
   if (index.item_item()) {
     return Error(absl::StatusCode::kInvalidArgument,
                  absl::StrCat("model '", request->model_id(),
-                              "' holds item–item neighbours; use SimilarItems"));
+                              "' contains item–item neighbours; use SimilarItems"));
   }
   auto position = index.user_position.find(request->user_id());
   if (position == index.user_position.end()) {
@@ -478,7 +453,7 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
     }
     if (it->second.info.kind() != v1::DATASET_KIND_INTERACTIONS) {
       return absl::FailedPreconditionError(
-          absl::StrCat("dataset '", dataset_id, "' holds no interactions"));
+          absl::StrCat("dataset '", dataset_id, "' contains no interactions"));
     }
     owners = it->second.owners;
     num_shards = it->second.info.num_shards();
@@ -546,7 +521,7 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
     COHORT_ASSIGN_OR_RETURN(item_model, FindNeighbourModel(request.item_model_id()));
     if (!item_model->item_item()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "item_model_id '", request.item_model_id(), "' holds user–user neighbours"));
+          "item_model_id '", request.item_model_id(), "' contains user–user neighbours"));
     }
   }
   if (use_users) {

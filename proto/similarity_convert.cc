@@ -64,15 +64,19 @@ absl::StatusOr<InteractionLoadOptions> ToInteractionLoadOptions(
     const v1::CsvOptions& csv, const v1::InteractionColumns& columns) {
   InteractionLoadOptions options;
   COHORT_ASSIGN_OR_RETURN(options.csv, FromProto(csv));
+  // Without a header, columns are 0-based numbers.
   const bool header = options.csv.has_header;
-  options.user_column = columns.user().empty() ? (header ? "user_id" : "0") : columns.user();
-  options.item_column = columns.item().empty() ? (header ? "item_id" : "1") : columns.item();
+  options.user_column = header ? "user_id" : "0";
+  if (!columns.user().empty()) options.user_column = columns.user();
+  options.item_column = header ? "item_id" : "1";
+  if (!columns.item().empty()) options.item_column = columns.item();
   if (columns.implicit()) {
     // A value column of an implicit dataset only filters rows by min_value.
     options.value_column = columns.value();
     options.binarize = !columns.value().empty();
   } else {
-    options.value_column = columns.value().empty() ? (header ? "value" : "2") : columns.value();
+    options.value_column = header ? "value" : "2";
+    if (!columns.value().empty()) options.value_column = columns.value();
   }
   options.time_column = columns.time();
   if (columns.has_min_value()) options.min_value = columns.min_value();
@@ -135,6 +139,7 @@ absl::StatusOr<ItemPairPartial> FromProto(const v1::ItemPairPartialProto& proto)
           " partners"));
     }
   }
+
   auto at = [](const google::protobuf::RepeatedField<double>& column, int e) {
     return column.empty() ? 0.0 : column.Get(e);
   };

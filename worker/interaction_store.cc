@@ -72,8 +72,8 @@ absl::Status InteractionStore::Load(const v1::LoadShardsRequest& request,
       out->set_interactions(counts.interactions);
     }
   }
-  // Rows dropped below min_value are counted over this worker's shards only; they go on
-  // its first shard so that the coordinator's sum over shards counts each once.
+  // Rows dropped below min_value are counted over this worker's shards only. The count
+  // goes on its first shard, so the coordinator's sum over shards counts each row once.
   if (response->shards_size() > 0) {
     response->mutable_shards(0)->set_non_positive_rows(loaded.counts.below_min_rows);
   }
@@ -161,7 +161,7 @@ absl::StatusOr<std::shared_ptr<HostedInteractions>> InteractionStore::Dataset(
   absl::MutexLock lock(&mutex_);
   auto it = datasets_.find(dataset_id);
   if (it == datasets_.end()) {
-    return absl::NotFoundError(absl::StrCat("this worker holds no shard of dataset '",
+    return absl::NotFoundError(absl::StrCat("this worker has no shard of dataset '",
                                             dataset_id, "'; load it first"));
   }
   return it->second;

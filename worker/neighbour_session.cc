@@ -54,8 +54,9 @@ absl::StatusOr<DenseMetric> ToDenseMetric(v1::SimilarityMeasure measure) {
   }
 }
 
-// The nearest centroid of every row of `x`: the largest cosine for a cosine model, else
-// the smallest squared Euclidean distance; ties go to the lower index.
+// Returns the nearest centroid of every row of `x`. A cosine model takes the largest
+// cosine, any other model the smallest squared Euclidean distance. Ties go to the lower
+// index.
 std::vector<int32_t> NearestCentroids(const MatrixXfR& x, const MatrixXfR& centroids,
                                       bool cosine) {
   std::vector<int32_t> labels(x.rows(), 0);

@@ -1,7 +1,7 @@
 // The worker side of a neighbour job: the commands of worker_similarity.proto on the
 // shards of one job stream. On an interaction dataset it maps each shard's CSR to the
-// global item dictionary and computes item totals, item pair sums and user top-k lists;
-// on a users dataset it searches the feature rows the JobSession built. Internal to
+// global item dictionary and computes item totals, item pair sums and user top-k lists.
+// On a users dataset it searches the feature rows the JobSession built. Internal to
 // worker/.
 #ifndef COHORT_WORKER_NEIGHBOUR_SESSION_H_
 #define COHORT_WORKER_NEIGHBOUR_SESSION_H_

@@ -635,8 +635,9 @@ TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
     }();
     const std::string exact_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
     exact[workers] = ReadLists(*cluster, exact_model, false, ids);
-    // Probing every segment scans every user, so it finds the exact lists; its dot
-    // products take another path than the exact search and may differ in the last bit.
+    // Probing every segment scans every user, so it finds the exact lists. Its dot
+    // products take another path than the exact search, so scores may differ in the
+    // last bit.
     options.set_nprobe(3);
     const std::string all_lists = RunNeighbours(*cluster, dataset->dataset_id(), options);
     ExpectListsNear(ReadLists(*cluster, all_lists, false, ids), exact[workers], 1e-6);
