@@ -633,6 +633,8 @@ grpc::Status CohortServiceImpl::RecommendBatch(grpc::ServerContext* context,
                  absl::StrCat("user_ids has ", request->user_ids_size(),
                               " entries; give 1..", kMaxBatchUsers));
   }
+  // TODO: fetch the rows of a block of users through one set of streams; each user
+  // opens its own streams now, which costs a few milliseconds per user.
   for (const std::string& user_id : request->user_ids()) {
     v1::RecommendRequest one = request->options();
     one.set_user_id(user_id);

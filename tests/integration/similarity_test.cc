@@ -718,5 +718,75 @@ TEST_F(SimilarityTest, LostWorkerMakesRecommendUnavailable) {
             absl::StatusCode::kUnavailable);
 }
 
+TEST_F(SimilarityTest, RestartedCoordinatorServesNeighbourModels) {
+  TempDir dir;
+  const std::vector<InteractionRow> rows = MakeRatings(9);
+  const std::string path = dir.WriteFile("ratings.csv", ToCsv(rows));
+  WorkerServerOptions worker_options;
+  worker_options.worker_id = "worker-0";
+  absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(worker_options);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  CoordinatorServerOptions options;
+  options.state_dir = (std::filesystem::path(dir.path()) / "state").string();
+  options.worker_addresses.push_back((*worker)->address());
+
+  std::string model_id;
+  Lists before;
+  for (int restart = 0; restart < 2; ++restart) {
+    absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
+        CoordinatorServer::Start(options);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    auto stub = v1::Cohort::NewStub(
+        grpc::CreateChannel((*coordinator)->address(), grpc::InsecureChannelCredentials()));
+    if (restart == 0) {
+      v1::CreateDatasetRequest create;
+      create.set_kind(v1::DATASET_KIND_INTERACTIONS);
+      v1::Dataset dataset;
+      ASSERT_TRUE(stub->CreateDataset(TestCluster::Context().get(), create, &dataset).ok());
+      v1::LoadDatasetRequest load;
+      load.set_dataset_id(dataset.dataset_id());
+      load.set_source(path);
+      ASSERT_TRUE(stub->LoadDataset(TestCluster::Context().get(), load, &dataset).ok());
+      v1::StartNeighbourJobRequest start;
+      start.set_dataset_id(dataset.dataset_id());
+      start.mutable_options()->set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+      start.mutable_options()->set_k(4);
+      v1::Job job;
+      ASSERT_TRUE(stub->StartNeighbourJob(TestCluster::Context().get(), start, &job).ok());
+      v1::WatchJobRequest watch;
+      watch.set_job_id(job.job_id());
+      auto context = TestCluster::Context();
+      auto reader = stub->WatchJob(context.get(), watch);
+      v1::JobEvent event;
+      while (reader->Read(&event)) {
+      }
+      ASSERT_TRUE(reader->Finish().ok());
+      ASSERT_EQ(event.state(), v1::JOB_STATE_SUCCEEDED) << event.message();
+      model_id = job.job_id();
+    }
+    Lists lists;
+    for (const std::string& item : ItemIds(rows)) {
+      v1::SimilarItemsRequest request;
+      request.set_model_id(model_id);
+      request.set_item_id(item);
+      v1::NeighboursResponse response;
+      const grpc::Status status =
+          stub->SimilarItems(TestCluster::Context().get(), request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      for (const v1::Neighbour& neighbour : response.neighbours()) {
+        lists[item].emplace_back(neighbour.id(), neighbour.score());
+      }
+    }
+    if (restart == 0) {
+      before = lists;
+      EXPECT_FALSE(before.empty());
+    } else {
+      EXPECT_EQ(lists, before);
+    }
+    (*coordinator)->Shutdown(absl::Seconds(1));
+  }
+  (*worker)->Shutdown(absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace cohort
