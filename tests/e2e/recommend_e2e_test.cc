@@ -25,7 +25,6 @@ namespace {
 
 using testing::Subprocess;
 
-constexpr char kCli[] = COHORT_CLI_PATH;
 constexpr absl::Duration kServerTimeout = absl::Seconds(30);
 constexpr absl::Duration kCommandTimeout = absl::Seconds(300);
 
@@ -45,53 +44,9 @@ std::vector<std::vector<std::string>> DataLines(const std::string& text) {
   return lines;
 }
 
-class RecommendEndToEndTest : public ::testing::Test {
+class RecommendEndToEndTest : public testing::CliProcessTest {
  protected:
-  void SetUp() override {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "cohort-e2e-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << "mkdtemp(" << pattern << ") failed";
-    dir_ = pattern;
-  }
-
-  void TearDown() override {
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it) it->reset();
-    children_.clear();
-    std::error_code error;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, error);
-  }
-
-  std::string PathIn(const std::string& name) const {
-    return (std::filesystem::path(dir_) / name).string();
-  }
-
-  Subprocess* Spawn(const std::string& name, std::vector<std::string> args) {
-    args.insert(args.begin(), kCli);
-    std::unique_ptr<Subprocess> child =
-        Subprocess::Start(args, PathIn(name + ".stdout"), PathIn(name + ".stderr"), dir_);
-    if (child == nullptr) return nullptr;
-    children_.push_back(std::move(child));
-    return children_.back().get();
-  }
-
-  struct CommandResult {
-    int exit_code = -1;
-    std::string out;
-    std::string err;
-  };
-
-  CommandResult Run(const std::string& name, std::vector<std::string> args) {
-    CommandResult result;
-    Subprocess* child = Spawn(name, std::move(args));
-    if (child == nullptr) return result;
-    result.exit_code = child->WaitForExit(kCommandTimeout).value_or(-1);
-    result.out = child->Stdout();
-    result.err = child->Stderr();
-    return result;
-  }
-
-  std::string dir_;
-  std::vector<std::unique_ptr<Subprocess>> children_;
+  RecommendEndToEndTest() { command_timeout_ = kCommandTimeout; }
 };
 
 TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
