@@ -7,7 +7,8 @@
 //           ShardOfUser, item dictionary merged from the shards), then times
 //           ComputeAllItemNeighbors. Writes the neighbour ids (items × k int64, −1 pad).
 //   exact   --base F --n N --queries F --q Q --d D: float32 rows. Times ExactDenseTopK
-//           with the inner product. Writes the ids (q × k int64).
+//           with the inner product. Writes the ids (q × k int64). With --all-pairs, times
+//           ExactDenseAllPairsTopK of the base rows instead and writes n × k ids.
 //   ivf     as exact, plus --centroids F --lists L --assign F (int32 label per base row)
 //           and --nprobe P...: builds an IvfIndex and times Search per nprobe. Writes
 //           OUT.nprobe<P> per nprobe.
@@ -75,6 +76,7 @@ struct Args {
   std::string triplets, base, queries, centroids, assign, out;
   int64_t nnz = 0, users = 0, items = 0, n = 0, q = 0, d = 0, lists = 0;
   int k = 10, shards = 1, repeats = 1;
+  bool all_pairs = false;
   std::string measure = "cosine";
   std::vector<int> nprobe;
 };
@@ -142,7 +144,8 @@ int RunDense(const Args& args, bool ivf) {
     absl::StatusOr<std::vector<std::vector<Neighbor>>> top;
     for (int repeat = 0; repeat < args.repeats; ++repeat) {
       const auto start = std::chrono::steady_clock::now();
-      top = ExactDenseTopK(queries, {}, base, base_ids, options);
+      top = args.all_pairs ? ExactDenseAllPairsTopK(base, base_ids, options)
+                           : ExactDenseTopK(queries, {}, base, base_ids, options);
       times.push_back(Seconds(start));
       if (!top.ok()) return Fail(std::string(top.status().message()));
     }
@@ -204,6 +207,11 @@ int main(int argc, char** argv) {
     dense->add_option("--queries", args.queries, "float32 q×d rows")->required();
     dense->add_option("--q", args.q, "query rows")->required();
     dense->add_option("--d", args.d, "dimension")->required();
+    if (dense->get_name() == "exact") {
+      dense->add_flag("--all-pairs", args.all_pairs,
+                      "every base row against the other base rows (ExactDenseAllPairsTopK); "
+                      "the queries are still read but not used");
+    }
     if (dense->get_name() == "ivf") {
       dense->add_option("--centroids", args.centroids, "float32 lists×d centroids")->required();
       dense->add_option("--lists", args.lists, "number of centroids")->required();

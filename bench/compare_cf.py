@@ -10,7 +10,10 @@ Three comparisons, each run side by side in one process tree on the same numbers
    MovieLens 100k (u.data). The neighbour lists are compared as sets.
 2. Exact dense top-10 by inner product on unit rows: cohort_cf_bench exact
    (ExactDenseTopK) against faiss.IndexFlatIP, n base rows x q queries x d.
-3. Approximate top-10: cohort_cf_bench ivf (IvfIndex over given centroids) against
+3. Exact all-pairs top-10 (every row's neighbours among the other rows, as user-user
+   neighbours within one set): ExactDenseAllPairsTopK, which computes each pair once,
+   against faiss.IndexFlatIP searching the rows for k + 1 and dropping each row itself.
+4. Approximate top-10: cohort_cf_bench ivf (IvfIndex over given centroids) against
    faiss.IndexIVFFlat with the same centroids in its quantizer (so both have the same
    lists), at several nprobe. Recall@10 is measured against the exact result.
 
@@ -54,7 +57,8 @@ def parse_args():
     parser.add_argument("--ivf-q", type=int, default=10_000, help="queries of the IVF case")
     parser.add_argument("--dense-d", type=int, default=64, help="dimension of the dense cases")
     parser.add_argument("--lists", type=int, default=1024, help="IVF lists (centroids)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["sparse", "exact", "ivf"],
+    parser.add_argument("--all-pairs-n", type=int, default=100_000, help="rows of the all-pairs case")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sparse", "exact", "all-pairs", "ivf"],
                         help="comparisons to skip")
     return parser.parse_args()
 
@@ -240,6 +244,31 @@ def compare_exact(args, binary, work, base):
     print(f"\ncohort / FAISS queries per second: {faiss_seconds / result['seconds']:.2f}x")
 
 
+def compare_all_pairs(args, binary, work):
+    n, d = args.all_pairs_n, args.dense_d
+    base = clustered_unit_rows(n, d, seed=5)
+    base.tofile(work / "all_pairs.f32")
+    result = run_cohort(binary, "exact",
+                        ["--base", work / "all_pairs.f32", "--n", n, "--queries", work / "all_pairs.f32",
+                         "--q", n, "--d", d, "--k", 10, "--all-pairs", "--repeats", args.repeats,
+                         "--out", work / "all_pairs.ids"], args.threads)
+    cohort_ids = np.fromfile(work / "all_pairs.ids", dtype=np.int64).reshape(-1, 10)
+    faiss.omp_set_num_threads(args.threads)
+    index = faiss.IndexFlatIP(d)
+    index.add(base)
+    # FAISS has no all-pairs search: every row queries the index for k + 1 and drops itself.
+    faiss_seconds, (_, faiss_ids) = median_time(lambda: index.search(base, 11), args.repeats)
+    truth = np.array([[j for j in row if j != i][:10] for i, row in enumerate(faiss_ids)])
+    print(f"\n### Exact all-pairs top-10 (every row against the others), {n:,} x {d}, "
+          f"inner product of unit rows, {args.threads} threads\n")
+    print("| tool | time | rows/s | recall@10 vs FAISS |")
+    print("|---|---|---|---|")
+    print(f"| cohort ExactDenseAllPairsTopK | {result['seconds']:.2f} s | {n / result['seconds']:,.0f} | "
+          f"{recall_at_k(cohort_ids, truth):.4f} |")
+    print(f"| FAISS IndexFlatIP, k = 11 without self | {faiss_seconds:.2f} s | {n / faiss_seconds:,.0f} | 1 |")
+    print(f"\ncohort / FAISS rows per second: {faiss_seconds / result['seconds']:.2f}x")
+
+
 def compare_ivf(args, binary, work, base):
     d = base.shape[1]
     queries = clustered_unit_rows(args.ivf_q, d, seed=3)
@@ -304,6 +333,8 @@ def main():
         work = pathlib.Path(folder)
         if "sparse" not in args.skip:
             compare_sparse(args, binary, work)
+        if "all-pairs" not in args.skip:
+            compare_all_pairs(args, binary, work)
         if "exact" not in args.skip or "ivf" not in args.skip:
             base = clustered_unit_rows(args.dense_n, args.dense_d, seed=1)
             if "exact" not in args.skip:

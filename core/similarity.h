@@ -203,6 +203,17 @@ struct DenseSearchOptions {
     const MatrixXfR& queries, const std::vector<int64_t>& query_ids, const MatrixXfR& base,
     const std::vector<int64_t>& base_ids, const DenseSearchOptions& options);
 
+// Exact top-k of every row of x (n×d, prepared with PrepareDenseRows) among the other
+// rows of x: user–user neighbours within one set. The score matrix is symmetric, so each
+// pair of row blocks is multiplied once and scanned in both directions, which halves
+// the flops of ExactDenseTopK(x, ids, x, ids). A row is never its own neighbour
+// (options.exclude_self is ignored). ids[r] is the global id of row r. Parallel over
+// block pairs with per-thread top-k lists merged per row, so the result does not depend
+// on the thread count. Memory: one top-k list per row and thread. Errors:
+// InvalidArgument for bad options, an id array of the wrong size or non-finite values.
+[[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseAllPairsTopK(
+    const MatrixXfR& x, const std::vector<int64_t>& ids, const DenseSearchOptions& options);
+
 // Inverted file over a segmentation model: list c contains the base rows assigned to
 // centroid c (the model's labels). A query probes the nprobe centroids nearest to it and
 // scans only their lists. With nprobe = k (the centroid count) the result equals

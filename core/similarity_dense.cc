@@ -7,6 +7,7 @@
 #include <utility>
 
 #include <immintrin.h>
+#include <omp.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/similarity.h"
@@ -21,6 +22,11 @@ constexpr int64_t kDenseQueryBlock = 64;
 
 // Base rows per matrix product of the exact search.
 constexpr int64_t kDenseBaseBlock = 1024;
+// Rows per block of the all-pairs search: a block pair's scores take 512 × 512 floats
+// (1 MiB, the L2 cache of one Zen 4 core).
+constexpr int64_t kAllPairsBlock = 512;
+// Below this many rows, the per-row merge of the all-pairs search stays serial.
+constexpr int64_t kParallelMinQueries = 4096;
 // Queries grouped per block of the inverted-file search: each probed list is read once
 // per block and multiplied with all the block's queries that probe it.
 constexpr int64_t kIvfQueryBlock = 512;
@@ -52,6 +58,51 @@ void ScanScores(const float* scores, int64_t count, const int64_t* ids, int64_t 
     }
   }
   for (; j < count; ++j) consider(j);
+}
+
+// Pushes every score of an off-diagonal block pair into both directions: S(r, c) is the
+// score of row r of block i for column c of block j and the reverse. One pass over S
+// compares eight scores with both the row's worst kept score and the eight columns'
+// worst kept scores, so no transposed copy is needed.
+void ScanBothDirections(const MatrixXfR& scores, int64_t rows, int64_t columns,
+                        const int64_t* row_ids, const int64_t* column_ids, bool bounded,
+                        TopKAccumulator* row_tops, TopKAccumulator* column_tops,
+                        std::vector<float>* column_worst) {
+  constexpr float kNone = -std::numeric_limits<float>::infinity();
+  column_worst->resize(static_cast<size_t>(columns));
+  for (int64_t c = 0; c < columns; ++c) {
+    (*column_worst)[c] = column_tops[c].full() ? column_tops[c].worst_score() : kNone;
+  }
+  float* worst_of_column = column_worst->data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = scores.row(r).data();
+    TopKAccumulator& row_top = row_tops[r];
+    float row_worst = row_top.full() ? row_top.worst_score() : kNone;
+    auto consider = [&](int64_t c) {
+      float score = row[c];
+      if (bounded) score = std::clamp(score, -1.0f, 1.0f);
+      if (row[c] >= row_worst) {
+        row_top.Push(column_ids[c], score);
+        if (row_top.full()) row_worst = row_top.worst_score();
+      }
+      if (row[c] >= worst_of_column[c]) {
+        column_tops[c].Push(row_ids[r], score);
+        if (column_tops[c].full()) worst_of_column[c] = column_tops[c].worst_score();
+      }
+    };
+    int64_t c = 0;
+    for (; c + 8 <= columns; c += 8) {
+      const __m256 block = _mm256_loadu_ps(row + c);
+      const __m256 row_pass = _mm256_cmp_ps(block, _mm256_set1_ps(row_worst), _CMP_GE_OQ);
+      const __m256 column_pass = _mm256_cmp_ps(block, _mm256_loadu_ps(worst_of_column + c), _CMP_GE_OQ);
+      const int mask = _mm256_movemask_ps(_mm256_or_ps(row_pass, column_pass));
+      if (mask == 0) continue;
+      for (int lane = 0; lane < 8; ++lane) {
+        if (mask & (1 << lane)) consider(c + lane);
+      }
+    }
+    for (; c < columns; ++c) consider(c);
+  }
 }
 
 absl::Status CheckIds(const std::vector<int64_t>& ids, int64_t rows, const char* name) {
@@ -151,6 +202,71 @@ absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseTopK(
       }
       for (int64_t r = 0; r < bq; ++r) result[q0 + r] = tops[r].TakeSorted();
     }
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseAllPairsTopK(
+    const MatrixXfR& x, const std::vector<int64_t>& ids, const DenseSearchOptions& options) {
+  if (absl::Status status = options.Validate(); !status.ok()) return status;
+  if (absl::Status status = CheckIds(ids, x.rows(), "ids"); !status.ok()) return status;
+  if (absl::Status status = CheckFinite(x, "x"); !status.ok()) return status;
+
+  const int64_t n = x.rows();
+  const bool bounded = IsBounded(options.metric);
+  const int64_t num_blocks = (n + kAllPairsBlock - 1) / kAllPairsBlock;
+  // The block pairs (i, j) with i <= j, row-major.
+  std::vector<std::pair<int64_t, int64_t>> tasks;
+  for (int64_t i = 0; i < num_blocks; ++i) {
+    for (int64_t j = i; j < num_blocks; ++j) tasks.emplace_back(i, j);
+  }
+  const int64_t num_tasks = static_cast<int64_t>(tasks.size());
+  const int num_threads = num_tasks > 1 ? omp_get_max_threads() : 1;
+  // per_thread[t][r]: the top-k of row r among the pairs thread t scanned.
+  std::vector<std::vector<std::vector<Neighbor>>> per_thread(static_cast<size_t>(num_threads));
+
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<TopKAccumulator> tops(static_cast<size_t>(n),
+                                      TopKAccumulator(options.k, ScoreOrder::kLargerIsBetter));
+    MatrixXfR scores(kAllPairsBlock, kAllPairsBlock);
+    std::vector<float> column_worst;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < num_tasks; ++task) {
+      const int64_t i0 = tasks[task].first * kAllPairsBlock;
+      const int64_t j0 = tasks[task].second * kAllPairsBlock;
+      const int64_t bi = std::min(kAllPairsBlock, n - i0);
+      const int64_t bj = std::min(kAllPairsBlock, n - j0);
+      auto block_scores = scores.topLeftCorner(bi, bj);
+      block_scores.noalias() = x.middleRows(i0, bi) * x.middleRows(j0, bj).transpose();
+      if (i0 == j0) {
+        // A diagonal block already contains both directions of its pairs.
+        for (int64_t r = 0; r < bi; ++r) {
+          ScanScores(scores.row(r).data(), bj, ids.data() + j0, ids[i0 + r], true, bounded,
+                     &tops[i0 + r]);
+        }
+      } else {
+        ScanBothDirections(scores, bi, bj, ids.data() + i0, ids.data() + j0, bounded,
+                           tops.data() + i0, tops.data() + j0, &column_worst);
+      }
+    }
+    std::vector<std::vector<Neighbor>>& lists = per_thread[omp_get_thread_num()];
+    lists.resize(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) lists[r] = tops[r].TakeSorted();
+  }
+
+  // Each pair was scanned by exactly one thread, and the top-k of a set under the total
+  // order of RanksBefore is unique, so merging gives the same lists for any thread count.
+  std::vector<std::vector<Neighbor>> result(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static) if (n >= kParallelMinQueries)
+  for (int64_t r = 0; r < n; ++r) {
+    std::vector<std::vector<Neighbor>> lists;
+    lists.reserve(per_thread.size());
+    for (const auto& thread_lists : per_thread) {
+      // A thread the runtime did not start left its lists empty.
+      if (!thread_lists.empty()) lists.push_back(thread_lists[r]);
+    }
+    result[r] = MergeTopK(lists, options.k, ScoreOrder::kLargerIsBetter);
   }
   return result;
 }

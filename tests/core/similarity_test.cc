@@ -423,6 +423,38 @@ TEST(DenseSimilarityTest, ExactTopKEqualsNaiveReference) {
   }
 }
 
+TEST(DenseSimilarityTest, AllPairsEqualsExactSearch) {
+  // 1,300 rows span three all-pairs blocks, so diagonal and off-diagonal blocks are used.
+  MatrixXfR raw = RandomMatrix(1300, 12, 8);
+  raw.row(5).setZero();
+  const MatrixXfR x = PrepareDenseRows(raw, DenseMetric::kCosine);
+  std::vector<int64_t> ids(1300);
+  for (int64_t i = 0; i < 1300; ++i) ids[i] = 7 * i + 3;
+  DenseSearchOptions options;
+  options.k = 9;
+  absl::StatusOr<std::vector<std::vector<Neighbor>>> exact = ExactDenseTopK(x, ids, x, ids, options);
+  ASSERT_TRUE(exact.ok()) << exact.status();
+
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  absl::StatusOr<std::vector<std::vector<Neighbor>>> one = ExactDenseAllPairsTopK(x, ids, options);
+  omp_set_num_threads(std::max(2, threads));
+  absl::StatusOr<std::vector<std::vector<Neighbor>>> many = ExactDenseAllPairsTopK(x, ids, options);
+  omp_set_num_threads(threads);
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_TRUE(many.ok()) << many.status();
+  EXPECT_EQ(*one, *many);
+
+  for (int64_t q = 0; q < 1300; ++q) {
+    ExpectSameNeighbors((*many)[q], (*exact)[q], [](int64_t id) { return static_cast<int>((id - 3) / 7); },
+                        [&](int b) { return NaiveDense(raw, q, b, DenseMetric::kCosine); },
+                        "row " + std::to_string(q));
+    for (const Neighbor& n : (*many)[q]) EXPECT_NE(n.id, ids[q]);
+  }
+  EXPECT_EQ(ExactDenseAllPairsTopK(x, {1, 2}, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DenseSimilarityTest, IvfWithEveryListProbedEqualsExact) {
   const MatrixXfR x = RandomMatrix(3000, 16, 4);
   const MatrixXfR centroids = RandomMatrix(12, 16, 5);
