@@ -532,7 +532,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     }
     if (dataset.info.kind() == v1::DATASET_KIND_INTERACTIONS) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "dataset '", dataset_id, "' holds interactions, which have no features to "
+          "dataset '", dataset_id, "' contains interactions, which have no features to "
           "segment; use StartNeighbourJob, or segment a USERS or TRANSACTIONS dataset"));
     }
     if (max_k > dataset.info.num_users()) {
