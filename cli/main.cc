@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "cli/recommend_client.h"
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -262,6 +263,9 @@ int main(int argc, char** argv) {
   AddSegmentFlags(local_report, &local_options);
   AddReportFlags(local_report, &local_options, &local_sweep);
 
+  // cohort neighbours, cohort recommend, cohort local recommend
+  RecommendCommands recommend_commands(&app, local);
+
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(log_level);
 
@@ -307,6 +311,11 @@ int main(int argc, char** argv) {
     }
     report_options.k_given = report->count("-k") > 0;
     absl::Status status = RunReportCommand(coordinator_address, report_options, std::cout);
+    return status.ok() ? 0 : Fail(status);
+  }
+  if (recommend_commands.parsed()) {
+    if (local->parsed() && log_level == "info") SetLogLevel("warn");
+    absl::Status status = recommend_commands.Run(std::cout);
     return status.ok() ? 0 : Fail(status);
   }
   if (local_segment->parsed() || local_report->parsed()) {

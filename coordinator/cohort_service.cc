@@ -23,6 +23,7 @@
 #include "core/status_macros.h"
 #include "core/transactions.h"
 #include "proto/convert.h"
+#include "proto/similarity_convert.h"
 
 namespace cohort {
 namespace {
@@ -95,16 +96,20 @@ absl::Status CohortServiceImpl::LoadState() {
   }
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
-  return absl::OkStatus();
+  return LoadNeighbourModels();
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  const std::string path = ModelPath(options_.state_dir, model.model_id());
+  return WriteStateFile(ModelPath(options_.state_dir, model.model_id()), model);
+}
+
+absl::Status CohortServiceImpl::WriteStateFile(const std::string& path,
+                                               const google::protobuf::Message& message) {
   const std::string temp = absl::StrCat(path, ".tmp");
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !model.SerializeToOstream(&out)) {
+    if (!out || !message.SerializeToOstream(&out)) {
       return absl::InternalError(absl::StrCat("cannot write ", temp));
     }
   }
@@ -166,9 +171,11 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
   v1::Dataset info;
   info.set_kind(request->kind() == v1::DATASET_KIND_UNSPECIFIED ? v1::DATASET_KIND_USERS
                                                                  : request->kind());
-  if (info.kind() != v1::DATASET_KIND_USERS && info.kind() != v1::DATASET_KIND_TRANSACTIONS) {
+  if (info.kind() != v1::DATASET_KIND_USERS && info.kind() != v1::DATASET_KIND_TRANSACTIONS &&
+      info.kind() != v1::DATASET_KIND_INTERACTIONS) {
     return Error(absl::StatusCode::kInvalidArgument,
-                 absl::StrCat("kind ", request->kind(), " is invalid; use USERS or TRANSACTIONS"));
+                 absl::StrCat("kind ", request->kind(),
+                              " is invalid; use USERS, TRANSACTIONS or INTERACTIONS"));
   }
   const int num_shards = request->num_shards() == 0 ? kDefaultShards : request->num_shards();
   if (num_shards < 1 || num_shards > kMaxShards) {
@@ -180,14 +187,25 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
   if (absl::StatusOr<DuplicateIdRule> rule = FromProto(request->duplicate_ids()); !rule.ok()) {
     return ToGrpcStatus(rule.status());
   }
-  if (info.kind() == v1::DATASET_KIND_TRANSACTIONS &&
+  if (info.kind() != v1::DATASET_KIND_USERS &&
       request->duplicate_ids() == v1::DUPLICATE_ID_RULE_KEEP_FIRST) {
     return Error(absl::StatusCode::kInvalidArgument,
                  "duplicate_ids KEEP_FIRST applies to USERS datasets; a TRANSACTIONS dataset "
-                 "sums the rows of each user");
+                 "sums the rows of each user and an INTERACTIONS dataset uses duplicate_rule");
   }
   info.set_duplicate_ids(request->duplicate_ids());
-  if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
+  if (info.kind() == v1::DATASET_KIND_INTERACTIONS) {
+    if (request->schema().columns_size() > 0) {
+      return Error(absl::StatusCode::kInvalidArgument,
+                   "an INTERACTIONS dataset takes no schema; its columns are named in "
+                   "LoadDatasetRequest.interactions");
+    }
+    absl::StatusOr<DuplicateRule> rule = ToDuplicateRule(request->duplicate_rule());
+    if (!rule.ok()) return ToGrpcStatus(rule.status());
+    info.set_duplicate_rule(request->duplicate_rule() == v1::DUPLICATE_RULE_UNSPECIFIED
+                                ? v1::DUPLICATE_RULE_KEEP_LATEST
+                                : request->duplicate_rule());
+  } else if (info.kind() == v1::DATASET_KIND_TRANSACTIONS) {
     if (request->schema().columns_size() > 0) {
       return Error(absl::StatusCode::kInvalidArgument,
                    "a TRANSACTIONS dataset takes no schema; its per-user columns are fixed "
@@ -249,6 +267,8 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     call.request.set_source(request.source());
     *call.request.mutable_csv() = request.csv();
     *call.request.mutable_transactions() = request.transactions();
+    *call.request.mutable_interactions() = request.interactions();
+    call.request.set_duplicate_rule(info->duplicate_rule());
     call.request.set_num_shards(info->num_shards());
     call.request.set_duplicate_ids(info->duplicate_ids());
     for (int shard : shards) call.request.add_shards(shard);
@@ -265,6 +285,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
   for (std::thread& thread : threads) thread.join();
 
   int64_t users = 0;
+  int64_t interactions = 0;
   v1::DropCounts dropped;
   for (const Call& call : calls) {
     if (!call.status.ok()) {
@@ -282,6 +303,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
       if (shard.shard_id() >= 0 && shard.shard_id() < static_cast<int>(shard_rows->size())) {
         (*shard_rows)[shard.shard_id()] = shard.rows();
       }
+      interactions += shard.interactions();
       dropped.set_cancelled_rows(dropped.cancelled_rows() + shard.cancelled_rows());
       dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
       dropped.set_duplicate_rows(dropped.duplicate_rows() + shard.duplicate_rows());
@@ -290,7 +312,9 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
   // File-level counts are the same on every worker, since each reads every row.
   info->set_rows_read(calls.empty() ? 0 : calls.front().response.rows_read());
   dropped.set_anonymous_rows(calls.empty() ? 0 : calls.front().response.anonymous_rows());
+  dropped.set_empty_item_rows(calls.empty() ? 0 : calls.front().response.empty_item_rows());
   info->set_num_users(users);
+  info->set_num_interactions(interactions);
   *info->mutable_dropped() = dropped;
   return absl::OkStatus();
 }
@@ -519,16 +543,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     if (shutting_down_) {
       return absl::UnavailableError("the coordinator is shutting down; retry");
     }
-    // A finished job's thread keeps its stack until it is joined; join those here so a
-    // long-running coordinator does not accumulate them. They have ended or are ending.
-    for (auto& [id, job] : jobs_) {
-      bool ended = false;
-      {
-        absl::MutexLock job_lock(&job->mutex);
-        ended = IsTerminal(job->job.state());
-      }
-      if (ended && job->thread.joinable()) job->thread.join();
-    }
+    JoinEndedJobs();
     auto it = datasets_.find(dataset_id);
     if (it == datasets_.end()) {
       return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
@@ -543,6 +558,11 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     if (dataset.info.num_users() == 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "dataset '", dataset_id, "' has no users; load a file with data rows or stream rows"));
+    }
+    if (dataset.info.kind() == v1::DATASET_KIND_INTERACTIONS) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset '", dataset_id, "' contains interactions, which have no features to "
+          "segment; use StartNeighbourJob, or segment a USERS or TRANSACTIONS dataset"));
     }
     if (max_k > dataset.info.num_users()) {
       return absl::InvalidArgumentError(
@@ -588,6 +608,19 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
   }
   record->thread = std::thread(&CohortServiceImpl::RunJob, this, record);
   return record;
+}
+
+void CohortServiceImpl::JoinEndedJobs() {
+  // A finished job's thread keeps its stack until it is joined. The threads joined here
+  // have ended or are ending.
+  for (auto& [id, job] : jobs_) {
+    bool ended = false;
+    {
+      absl::MutexLock job_lock(&job->mutex);
+      ended = IsTerminal(job->job.state());
+    }
+    if (ended && job->thread.joinable()) job->thread.join();
+  }
 }
 
 absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::FindJob(
@@ -764,7 +797,12 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
       *raw_record->job.mutable_last_event() = event;
       ++raw_record->event_seq;
     };
-    if (!record->sweep_ks.empty()) {
+    if (record->neighbour_job) {
+      absl::StatusOr<std::string> neighbour_model = RunNeighbourJobOnStreams(record.get(),
+                                                                             streams.get());
+      status = neighbour_model.status();
+      if (status.ok()) model_id = *neighbour_model;
+    } else if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
       ApplyMovedShards(record.get(), streams->MovedShards());
       if (sweep.ok()) {

@@ -19,6 +19,7 @@
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "cohort/v1/worker.grpc.pb.h"
 #include "coordinator/job_streams.h"
+#include "coordinator/neighbour_job.h"
 #include "coordinator/worker_registry.h"
 #include "core/schema.h"
 
@@ -77,6 +78,25 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   grpc::Status ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest* request,
                            v1::ListWorkersResponse* response) override;
 
+  // Similarity and recommendation, in similarity_service.cc.
+  grpc::Status IngestInteractions(grpc::ServerContext* context,
+                                  grpc::ServerReader<v1::IngestInteractionsRequest>* reader,
+                                  v1::IngestInteractionsResponse* response) override;
+  grpc::Status StartNeighbourJob(grpc::ServerContext* context,
+                                 const v1::StartNeighbourJobRequest* request,
+                                 v1::Job* response) override;
+  grpc::Status SimilarItems(grpc::ServerContext* context, const v1::SimilarItemsRequest* request,
+                            v1::NeighboursResponse* response) override;
+  grpc::Status SimilarUsers(grpc::ServerContext* context, const v1::SimilarUsersRequest* request,
+                            v1::NeighboursResponse* response) override;
+  grpc::Status Recommend(grpc::ServerContext* context, const v1::RecommendRequest* request,
+                         v1::RecommendResponse* response) override;
+  grpc::Status RecommendBatch(grpc::ServerContext* context,
+                              const v1::RecommendBatchRequest* request,
+                              grpc::ServerWriter<v1::RecommendResponse>* writer) override;
+  grpc::Status PredictRating(grpc::ServerContext* context, const v1::PredictRatingRequest* request,
+                             v1::PredictRatingResponse* response) override;
+
  private:
   struct DatasetRecord {
     v1::Dataset info;
@@ -110,6 +130,17 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     JobStreams* streams ABSL_GUARDED_BY(mutex) = nullptr;
     std::shared_ptr<const v1::Sweep> sweep ABSL_GUARDED_BY(mutex);
     std::thread thread;
+    // Neighbour jobs (const after CreateNeighbourJob returns).
+    bool neighbour_job = false;
+    v1::NeighbourOptions neighbour_options;
+    int num_shards = 0;
+    std::shared_ptr<const v1::SegmentModel> segment_model;  // dense user–user only
+  };
+
+  // A user's interactions as fetched from its worker: item ids and values.
+  struct FetchedRow {
+    std::vector<std::string> item_ids;
+    std::vector<float> values;
   };
 
   absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
@@ -134,7 +165,32 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   void FinishJob(JobRecord* record, const absl::Status& status, const std::string& model_id);
   absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> FindModel(const std::string& id) const;
   absl::Status PersistModel(const v1::SegmentModel& model) const;
+  // Writes `message` to `path` through a temporary file and a rename, so a reader never
+  // sees a partial file. Errors: Internal naming the file.
+  static absl::Status WriteStateFile(const std::string& path,
+                                     const google::protobuf::Message& message);
+  // Joins the threads of jobs that have ended, so a long-running coordinator does not
+  // accumulate them.
+  void JoinEndedJobs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   std::chrono::system_clock::time_point WorkerDeadline() const;
+
+  // Similarity and recommendation helpers, in similarity_service.cc.
+  absl::StatusOr<std::shared_ptr<JobRecord>> CreateNeighbourJob(
+      const std::string& dataset_id, const v1::NeighbourOptions& options);
+  // Runs a neighbour job on the job thread; returns the model id.
+  absl::StatusOr<std::string> RunNeighbourJobOnStreams(JobRecord* record, JobStreams* streams);
+  absl::Status LoadNeighbourModels();
+  absl::Status PersistNeighbourModel(const v1::NeighbourModel& model) const;
+  // Errors: NotFound for an unknown id; FailedPrecondition for a job that has not
+  // succeeded.
+  absl::StatusOr<std::shared_ptr<const NeighbourIndex>> FindNeighbourModel(
+      const std::string& id) const;
+  // The interactions of `user_ids` in an INTERACTIONS dataset, read from the workers that
+  // hold their shards; users without interactions are absent. Errors: NotFound for an
+  // unknown dataset; Unavailable when a worker is not live or fails.
+  absl::StatusOr<std::map<std::string, FetchedRow>> FetchUserRows(
+      const std::string& dataset_id, const std::vector<std::string>& user_ids);
+  absl::StatusOr<v1::RecommendResponse> RecommendOne(const v1::RecommendRequest& request);
 
   WorkerRegistry* registry_;
   const CohortServiceOptions options_;
@@ -143,6 +199,9 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, std::shared_ptr<JobRecord>> jobs_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, std::shared_ptr<const v1::SegmentModel>> models_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, std::shared_ptr<const NeighbourIndex>> neighbour_models_
+      ABSL_GUARDED_BY(mutex_);
+  int64_t next_fetch_ ABSL_GUARDED_BY(mutex_) = 1;
   int64_t next_dataset_ ABSL_GUARDED_BY(mutex_) = 1;
   int64_t next_job_ ABSL_GUARDED_BY(mutex_) = 1;
   bool shutting_down_ ABSL_GUARDED_BY(mutex_) = false;

@@ -109,9 +109,8 @@ bool ParseUsTime(std::string_view text, CivilTime* time) {
          scan.Digits(2, 2, &time->minute) && scan.AtEnd();
 }
 
-// Parses one of the accepted time formats (see TransactionOptions::time_column) into
-// seconds since the Unix epoch, UTC. Returns nullopt for any other text or for an
-// impossible date or time of day.
+}  // namespace
+
 std::optional<int64_t> ParseTransactionTime(std::string_view text) {
   CivilTime time;
   if (!ParseIsoTime(text, &time)) {
@@ -126,6 +125,8 @@ std::optional<int64_t> ParseTransactionTime(std::string_view text) {
   return DaysFromCivil(time.year, time.month, time.day) * kSecondsPerDay + time.hour * 3600 +
          time.minute * 60 + time.second;
 }
+
+namespace {
 
 // Column positions of one file's header.
 struct ColumnIndex {

@@ -3,6 +3,8 @@
 #define COHORT_CORE_TRANSACTIONS_H_
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,11 @@ struct TransactionOptions {
   // Errors: InvalidArgument for an empty column name or bad CSV options.
   [[nodiscard]] absl::Status Validate() const;
 };
+
+// Parses one of the accepted time formats (see TransactionOptions::time_column) into
+// seconds since the Unix epoch, UTC. Returns nullopt for any other text or for an
+// impossible date or time of day.
+std::optional<int64_t> ParseTransactionTime(std::string_view text);
 
 // The schema of the per-user table that LoadTransactionShards produces: the id column
 // "user_id" and the numeric columns

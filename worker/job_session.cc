@@ -26,8 +26,28 @@ void ToProto(const ShardPoint& point, v1::FarPoint* out) {
 
 }  // namespace
 
-JobSession::JobSession(ShardStore* store, std::string worker_id)
-    : store_(store), worker_id_(std::move(worker_id)) {}
+JobSession::JobSession(ShardStore* store, std::string worker_id, InteractionStore* interactions)
+    : store_(store), worker_id_(std::move(worker_id)), interactions_(interactions) {}
+
+absl::Status JobSession::HandleNeighbours(const v1::JobCommand& command,
+                                          std::vector<v1::ShardResult>* results) {
+  if (neighbours_ == nullptr && command.has_open()) {
+    COHORT_ASSIGN_OR_RETURN(neighbours_,
+                            NeighbourSession::OpenInteractions(*interactions_, command.open()));
+    job_id_ = command.open().job_id();
+    return absl::OkStatus();
+  }
+  if (neighbours_ == nullptr) {
+    // A dense neighbour job on a users dataset: the features BuildFeatures made.
+    COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
+    std::vector<DenseShardView> views;
+    for (const ShardState& shard : shards_) {
+      views.push_back(DenseShardView{shard.shard_id, &shard.x, &shard.user_ids});
+    }
+    neighbours_ = NeighbourSession::OpenDense(job_id_, std::move(views));
+  }
+  return neighbours_->Handle(command, results);
+}
 
 v1::ShardResult JobSession::NewResult(int64_t seq, const ShardState& shard) const {
   v1::ShardResult result;
@@ -57,6 +77,11 @@ absl::Status JobSession::CheckDim(int cols, const char* what) const {
 absl::Status JobSession::Handle(const v1::JobCommand& command,
                                 std::vector<v1::ShardResult>* results) {
   const int64_t seq = command.seq();
+  if (neighbours_ != nullptr || NeighbourSession::IsNeighbourCommand(command) ||
+      (command.has_open() && interactions_ != nullptr &&
+       interactions_->Holds(command.open().dataset_id()))) {
+    return HandleNeighbours(command, results);
+  }
   if (command.command_case() != v1::JobCommand::kOpen && dataset_ == nullptr) {
     return absl::FailedPreconditionError("the first command of a job stream must be OpenJob");
   }
@@ -225,6 +250,11 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
     }
     case v1::JobCommand::COMMAND_NOT_SET:
       break;
+    default:
+      // Neighbour commands went to HandleNeighbours above.
+      return absl::InvalidArgumentError(
+          absl::StrCat("job command ", seq, " (field ", command.command_case(),
+                       ") does not apply to a segmentation job"));
   }
   return absl::InvalidArgumentError(absl::StrCat("job command ", seq, " has no command set"));
 }

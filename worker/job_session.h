@@ -12,6 +12,8 @@
 #include "core/bisecting.h"
 #include "core/kmeans_kernels.h"
 #include "core/matrix.h"
+#include "worker/interaction_store.h"
+#include "worker/neighbour_session.h"
 #include "worker/shard_store.h"
 
 namespace cohort {
@@ -19,7 +21,8 @@ namespace cohort {
 // Thread safety: used by the one thread that serves its stream.
 class JobSession {
  public:
-  JobSession(ShardStore* store, std::string worker_id);
+  // `interactions` may be null on a worker without interaction datasets.
+  JobSession(ShardStore* store, std::string worker_id, InteractionStore* interactions = nullptr);
 
   // Runs one command and appends one result per shard of the job, in shard-id order.
   // Errors end the stream: InvalidArgument for a malformed command (wrong order, sizes
@@ -50,6 +53,10 @@ class JobSession {
   static KMeansShard& Active(ShardState& shard);
 
   absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
+  // Serves a neighbour job: every command of a job on an interaction dataset, and the
+  // neighbour commands on the features this session built.
+  absl::Status HandleNeighbours(const v1::JobCommand& command,
+                                std::vector<v1::ShardResult>* results);
   absl::Status Stats(const v1::ComputeStats& command, int64_t seq,
                      std::vector<v1::ShardResult>* results);
   absl::Status SetDistance(const v1::SetDistance& command, int64_t seq,
@@ -86,6 +93,8 @@ class JobSession {
   std::shared_ptr<HostedDataset> dataset_;
   std::vector<ShardState> shards_;
   int dim_ = -1;
+  InteractionStore* interactions_;
+  std::unique_ptr<NeighbourSession> neighbours_;
 };
 
 }  // namespace cohort

@@ -22,6 +22,7 @@
 #include "core/status_macros.h"
 #include "core/transactions.h"
 #include "proto/convert.h"
+#include "worker/interaction_store.h"
 #include "worker/job_session.h"
 #include "worker/shard_store.h"
 
@@ -46,7 +47,7 @@ class WorkerServiceImpl final : public v1::Worker::Service {
   grpc::Status Ping(grpc::ServerContext*, const v1::PingRequest*,
                     v1::PingResponse* response) override {
     response->set_worker_id(worker_id());
-    response->set_hosted_shards(store_.HostedShardCount());
+    response->set_hosted_shards(store_.HostedShardCount() + interactions_.HostedShardCount());
     return grpc::Status::OK;
   }
 
@@ -62,7 +63,9 @@ class WorkerServiceImpl final : public v1::Worker::Service {
                           v1::LoadShardsResponse* response) override {
     COHORT_LOG_INFO("worker {}: loading dataset {} ({} shards) from {}", worker_id(),
                     request->dataset_id(), request->shards_size(), request->source());
-    absl::Status status = store_.Load(*request, response);
+    absl::Status status = request->kind() == v1::DATASET_KIND_INTERACTIONS
+                              ? interactions_.Load(*request, response)
+                              : store_.Load(*request, response);
     if (!status.ok()) {
       COHORT_LOG_WARN("worker {}: load of dataset {} failed: {}", worker_id(),
                       request->dataset_id(), status.ToString());
@@ -78,9 +81,15 @@ class WorkerServiceImpl final : public v1::Worker::Service {
     return ToGrpcStatus(store_.Append(*request, response));
   }
 
+  grpc::Status AppendInteractions(grpc::ServerContext*,
+                                  const v1::AppendInteractionsRequest* request,
+                                  v1::AppendInteractionsResponse* response) override {
+    return ToGrpcStatus(interactions_.Append(*request, response));
+  }
+
   grpc::Status RunJob(grpc::ServerContext* context,
                       grpc::ServerReaderWriter<ShardResult, JobCommand>* stream) override {
-    JobSession session(&store_, worker_id());
+    JobSession session(&store_, worker_id(), &interactions_);
     JobCommand command;
     std::vector<ShardResult> results;
     while (stream->Read(&command)) {
@@ -147,6 +156,7 @@ class WorkerServiceImpl final : public v1::Worker::Service {
   mutable absl::Mutex id_mutex_;
   std::string worker_id_ ABSL_GUARDED_BY(id_mutex_);
   ShardStore store_;
+  InteractionStore interactions_;
 };
 
 class WorkerServerImpl final : public WorkerServer {

@@ -25,17 +25,14 @@
 #include "absl/time/time.h"
 #include "core/csv.h"
 #include "core/synthetic.h"
-#include "tests/subprocess.h"
+#include "tests/e2e/subprocess.h"
 
 namespace cohort {
 namespace {
 
-constexpr char kCli[] = COHORT_CLI_PATH;
 constexpr int64_t kCustomers = 3000;
 // Time allowed for a server to print its address, and for a stopped server to exit.
 constexpr absl::Duration kServerTimeout = absl::Seconds(30);
-// Time allowed for one client command.
-constexpr absl::Duration kCommandTimeout = absl::Seconds(180);
 
 using ::cohort::testing::ReadTextFile;
 using ::cohort::testing::Subprocess;
@@ -64,61 +61,7 @@ int CountSegmentLines(const std::string& text) {
   return count;
 }
 
-class CliEndToEndTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "cohort-e2e-XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr) << "mkdtemp(" << pattern << ") failed";
-    dir_ = pattern;
-  }
-
-  // Kills every child that still runs, then removes the temp folder.
-  void TearDown() override {
-    for (auto it = children_.rbegin(); it != children_.rend(); ++it) it->reset();
-    children_.clear();
-    std::error_code error;
-    if (!dir_.empty()) std::filesystem::remove_all(dir_, error);
-  }
-
-  std::string PathIn(const std::string& name) const {
-    return (std::filesystem::path(dir_) / name).string();
-  }
-
-  // Starts `cohort <args>` in the background; its output goes to <name>.stdout and
-  // <name>.stderr in the temp folder.
-  Subprocess* Spawn(const std::string& name, std::vector<std::string> args,
-                    const std::string& cwd = "") {
-    args.insert(args.begin(), kCli);
-    std::unique_ptr<Subprocess> child =
-        Subprocess::Start(args, PathIn(name + ".stdout"), PathIn(name + ".stderr"),
-                          cwd.empty() ? dir_ : cwd);
-    if (child == nullptr) return nullptr;
-    children_.push_back(std::move(child));
-    return children_.back().get();
-  }
-
-  struct CommandResult {
-    int exit_code = -1;  // -1: still running at the timeout, then killed
-    std::string out;
-    std::string err;
-  };
-
-  // Runs `cohort <args>` to completion, bounded by kCommandTimeout.
-  CommandResult Run(const std::string& name, std::vector<std::string> args,
-                    const std::string& cwd = "") {
-    CommandResult result;
-    Subprocess* child = Spawn(name, std::move(args), cwd);
-    if (child == nullptr) return result;
-    result.exit_code = child->WaitForExit(kCommandTimeout).value_or(-1);
-    result.out = child->Stdout();
-    result.err = child->Stderr();
-    return result;
-  }
-
-  std::string dir_;
-  std::vector<std::unique_ptr<Subprocess>> children_;
-};
+class CliEndToEndTest : public testing::CliProcessTest {};
 
 TEST_F(CliEndToEndTest, ServersAndClientCommands) {
   SyntheticShopOptions shop_options;
