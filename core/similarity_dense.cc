@@ -33,8 +33,8 @@ constexpr int64_t kIvfQueryBlock = 512;
 
 bool IsBounded(DenseMetric metric) { return metric != DenseMetric::kInnerProduct; }
 
-// Pushes one row of scores into `top`, skipping `self_id` (or nothing when it is −1 and
-// no base id equals −1). Scores of a bounded metric are clamped to [−1, 1].
+// Pushes one row of scores into `top`, skipping the base row whose id is `self_id` when
+// `exclude_self` is set. Scores of a bounded metric are clamped to [−1, 1].
 void ScanScores(const float* scores, int64_t count, const int64_t* ids, int64_t self_id,
                 bool exclude_self, bool bounded, TopKAccumulator* top) {
   float worst = top->full() ? top->worst_score() : -std::numeric_limits<float>::infinity();
