@@ -470,8 +470,12 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
     COHORT_ASSIGN_OR_RETURN(WorkerHandle worker, LiveOwner(worker_id, worker_shards));
     members.push_back(JobStreams::Member{worker, worker_shards});
   }
-  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<JobStreams> streams,
-                          JobStreams::Open(fetch_id, dataset_id, std::move(members)));
+  // A fetch has no shard moves: a lost worker fails it with Unavailable.
+  JobStreams::Options stream_options;
+  stream_options.step_timeout = options_.step_timeout;
+  COHORT_ASSIGN_OR_RETURN(
+      std::unique_ptr<JobStreams> streams,
+      JobStreams::Open(fetch_id, dataset_id, std::move(members), std::move(stream_options)));
   for (size_t first = 0; first < user_ids.size(); first += kUsersPerFetch) {
     v1::JobCommand command;
     const size_t end = std::min(user_ids.size(), first + kUsersPerFetch);

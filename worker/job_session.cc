@@ -41,8 +41,16 @@ absl::Status JobSession::HandleNeighbours(const v1::JobCommand& command,
     // A dense neighbour job on a users dataset: the features BuildFeatures made.
     COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
     std::vector<DenseShardView> views;
+    absl::ReaderMutexLock lock(&dataset_->mutex);
     for (const ShardState& shard : shards_) {
-      views.push_back(DenseShardView{shard.shard_id, &shard.x, &shard.user_ids});
+      DenseShardView view{shard.shard_id, &shard.x, {}};
+      auto it = dataset_->shards.find(shard.shard_id);
+      if (it != dataset_->shards.end()) {
+        // Rows appended after the job read the shard are not part of its features.
+        view.user_ids.reserve(shard.rows);
+        for (int64_t row = 0; row < shard.rows; ++row) view.user_ids.emplace_back(it->second.ids[row]);
+      }
+      views.push_back(std::move(view));
     }
     neighbours_ = NeighbourSession::OpenDense(job_id_, std::move(views));
   }

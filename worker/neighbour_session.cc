@@ -116,7 +116,7 @@ std::unique_ptr<NeighbourSession> NeighbourSession::OpenDense(std::string job_id
   for (DenseShardView& view : shards) {
     DenseShard shard;
     shard.view = view;
-    for (size_t row = 0; row < view.user_ids->size(); ++row) {
+    for (size_t row = 0; row < view.user_ids.size(); ++row) {
       shard.global_ids.push_back(GlobalUserId(view.shard_id, static_cast<int64_t>(row)));
     }
     session->dense_shards_.push_back(std::move(shard));
@@ -307,7 +307,7 @@ absl::Status NeighbourSession::FetchRows(const v1::FetchRows& command, int64_t s
       v1::DenseRows* out = result.mutable_dense_rows();
       for (int64_t row = first; row < end; ++row) {
         out->add_global_ids(shard.global_ids[row]);
-        out->add_user_ids((*shard.view.user_ids)[row]);
+        out->add_user_ids(shard.view.user_ids[row]);
       }
       ToProto(MatrixXfR(shard.view.x->middleRows(first, end - first)), out->mutable_rows());
       results->push_back(std::move(result));
@@ -441,7 +441,7 @@ absl::Status NeighbourSession::DenseQueries(const v1::DenseUserQueries& command,
     }
     v1::ShardResult result =
         NewResult(seq, shard.view.shard_id, static_cast<int64_t>(shard.global_ids.size()));
-    const std::vector<std::string>& user_ids = *shard.view.user_ids;
+    const std::vector<std::string>& user_ids = shard.view.user_ids;
     ToProto(
         lists, [&user_ids](int64_t id) -> const std::string& { return user_ids[RowOfGlobalUserId(id)]; },
         result.mutable_top_k());

@@ -26,7 +26,7 @@ namespace cohort {
 struct DenseShardView {
   int shard_id = 0;
   const MatrixXfR* x = nullptr;                     // n×d features
-  const std::vector<std::string>* user_ids = nullptr;  // n
+  std::vector<std::string> user_ids;                 // n, copied when the job opens
 };
 
 // Thread safety: used by the one thread that serves its stream.
