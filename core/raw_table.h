@@ -8,7 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/cleaning.h"
 #include "core/csv.h"
+#include "core/profile_columns.h"
 #include "core/schema.h"
 
 namespace cohort {
@@ -26,6 +28,8 @@ struct RawShard {
   // [row] sample weight of each user, finite and >= 0. Empty when the schema has no
   // weight column.
   std::vector<float> weights;
+  // Boolean, text, embedding and label columns.
+  ProfileColumns profile;
 
   int64_t num_rows() const { return static_cast<int64_t>(ids.size()); }
 };
@@ -35,8 +39,9 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 
 // Appends one user to `shard`. `cells` contains one cell per schema column, in schema
 // order. Errors: InvalidArgument when the id is empty, when a numeric cell is not a
-// number or is NaN or infinite, and when the weight cell is empty, not a number, not
-// finite, negative or above the float maximum. The message names the column and the
+// number or is NaN or infinite, when the weight cell is empty, not a number, not
+// finite, negative or above the float maximum, and for a profiling cell that
+// AppendProfileCells rejects. The message names the column and the
 // value, and the caller adds the file and line. On error the shard is unchanged.
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
@@ -52,6 +57,8 @@ struct UserLoadOptions {
   int num_shards = 64;
   // Shards to keep, each in [0, num_shards). Rows of other shards are skipped unparsed.
   std::vector<int> shards;
+  // What to do with repeated ids and unparsable cells; the default rejects both.
+  CleaningRules cleaning;
 };
 
 struct LoadedShards {
@@ -59,6 +66,8 @@ struct LoadedShards {
   std::vector<RawShard> shards;
   // Data rows read from all files, including those of shards not requested.
   int64_t rows_read = 0;
+  // Rows dropped and cells blanked by `cleaning` in the requested shards.
+  CleaningReport cleaning_report;
 };
 
 // Reads the files and keeps the rows of the requested shards (user → shard by
@@ -66,7 +75,8 @@ struct LoadedShards {
 // schema column missing from a header, a malformed line, a non-numeric, NaN or infinite
 // cell in a numeric column, an empty or invalid weight (see AppendUserRow), an empty id,
 // a user id that appears twice (both lines named) or a file with no header, and
-// NotFound for a missing file.
+// NotFound for a missing file. options.cleaning can instead drop repeated ids and blank
+// unparsable numeric, boolean and embedding cells, counting both in cleaning_report.
 [[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
 
 }  // namespace cohort
