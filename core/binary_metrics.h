@@ -51,7 +51,9 @@ struct BinaryMetrics {
   MetricValue accuracy;   // undefined only for an empty set
   MetricValue precision;  // tp / (tp + fp), zero_division when no positive prediction
   MetricValue recall;     // tp / (tp + fn), zero_division when no positive label
-  MetricValue f1;         // 2 tp / (2 tp + fp + fn), zero_division when that is 0 / 0
+  // 2 P R / (P + R) from the precision and recall above (after zero_division), 0 when
+  // P + R = 0, as scikit-learn computes it.
+  MetricValue f1;
   MetricValue roc_auc;    // undefined when one class is absent
   MetricValue pr_auc;     // average precision; undefined when there is no positive
   MetricValue log_loss;   // mean of −log p of the true class, p clipped to [ε, 1 − ε]

@@ -7,7 +7,10 @@
 #include <string>
 #include <string_view>
 
+#include <vector>
+
 #include "absl/status/statusor.h"
+#include "core/schema.h"
 
 namespace cohort {
 
@@ -36,8 +39,8 @@ struct CleaningReport {
   std::map<std::string, int64_t> imputed_cells;
 
   void Merge(const CleaningReport& other);
-  // One line per non-zero count, e.g. "TotalCharges: 11 cells imputed (mean)" without the
-  // rule; "no cleaning applied" when every count is zero.
+  // One line per non-zero count, e.g. "TotalCharges: 11 missing cells imputed";
+  // "no cleaning applied" when every count is zero.
   std::string ToString() const;
 };
 
@@ -47,6 +50,12 @@ struct CleaningReport {
     std::string_view name);
 [[nodiscard]] absl::StatusOr<CleaningRules::UnparsableCells> ParseUnparsableCellsRule(
     std::string_view name);
+
+// Under UnparsableCells::kMissing, empties each numeric, boolean or embedding cell of
+// `cells` (one per schema column) that would not parse, counting it under its column in
+// `report`. Does nothing under kReject.
+void BlankUnparsableCells(const Schema& schema, const CleaningRules& rules,
+                          std::vector<std::string>* cells, CleaningReport* report);
 
 }  // namespace cohort
 

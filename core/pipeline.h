@@ -51,6 +51,7 @@
 #define COHORT_CORE_PIPELINE_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -141,12 +142,13 @@ std::string FormatPipelineSpec(const PipelineSpec& spec);
 struct ColumnFirstPassStats {
   int64_t present = 0;  // non-missing cells
   int64_t missing = 0;
-  // Numeric: moments of the values after valid-range clip and log1p.
+  // Numeric and boolean: moments of the values after valid-range clip and log1p.
   double sum = 0;
   double sum_sq = 0;
-  double min = 0;  // meaningful only when present > 0
-  double max = 0;
-  double min_before_log1p = 0;  // for the log1p domain check; meaningful when present > 0
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  // Smallest value before log1p, for the log1p domain check.
+  double min_before_log1p = std::numeric_limits<double>::infinity();
   QuantileSketch sketch;
   // Numeric (for mode), boolean ("0"/"1") and categorical: value → count. Numeric values
   // are keyed by their shortest exact decimal text and kept only for kMode.

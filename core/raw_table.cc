@@ -127,6 +127,7 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id) {
   shard.shard_id = shard_id;
   shard.numeric.resize(CountColumns(schema, ColumnType::kNumeric));
   shard.categorical.resize(CountColumns(schema, ColumnType::kCategorical));
+  shard.profile = MakeEmptyProfileColumns(schema);
   return shard;
 }
 
@@ -175,6 +176,12 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     weight = *parsed;
   }
 
+  // The profiling cells go first, because AppendProfileCells leaves the columns unchanged
+  // on error, and are taken out again when a numeric cell is rejected.
+  if (absl::Status status = AppendProfileCells(schema, cells, &shard->profile); !status.ok()) {
+    return status;
+  }
+
   // Numeric cells are appended next. A rejected cell removes the values already
   // appended for this row, so the shard is unchanged on error.
   size_t numeric_index = 0;
@@ -196,6 +203,7 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     }
     if (!problem.empty()) {
       for (size_t k = 0; k < numeric_index; ++k) shard->numeric[k].pop_back();
+      PopProfileRow(&shard->profile);
       return absl::InvalidArgumentError(
           absl::StrCat("column '", column.name, "': value '", cell, "' ", problem,
                        "; fix or blank the cell (blank cells are imputed)"));
@@ -265,6 +273,11 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
       if (slot < 0) continue;
 
       auto [it, inserted] = first_seen.try_emplace(id, RowLocation{file_index, line});
+      if (!inserted &&
+          options.cleaning.duplicate_ids == CleaningRules::DuplicateIds::kKeepFirst) {
+        ++loaded.cleaning_report.duplicate_rows_dropped;
+        continue;
+      }
       if (!inserted) {
         return absl::InvalidArgumentError(absl::StrCat(
             path, ":", line, ": user id '", id, "' already appeared at ",
@@ -281,6 +294,7 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
           cells[j].swap(fields[(*header_index)[j]]);
         }
       }
+      BlankUnparsableCells(schema, options.cleaning, &cells, &loaded.cleaning_report);
       absl::Status status = AppendUserRow(schema, cells, &loaded.shards[slot]);
       for (size_t j = 0; j < cells.size(); ++j) {
         if ((*header_index)[j] != kNotInFile) cells[j].swap(fields[(*header_index)[j]]);
