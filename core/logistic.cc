@@ -217,6 +217,7 @@ absl::StatusOr<LogisticModel> FitLogistic(int dim, double weight_sum,
   param.epsilon_rel = 0;
   param.max_iterations = options.max_iterations;
   param.max_linesearch = 50;
+  param.linesearch = LBFGSpp::LBFGS_LINESEARCH_BACKTRACKING_STRONG_WOLFE;
   LBFGSpp::LBFGSSolver<double, LBFGSpp::LineSearchNocedalWright> solver(param);
 
   ObjectiveFunctor functor(loss_gradient, weight_sum, options);
@@ -247,11 +248,14 @@ absl::StatusOr<LogisticModel> FitLogistic(int dim, double weight_sum,
   model.objective = final_objective.loss;
   model.gradient_max = final_objective.gradient.cwiseAbs().maxCoeff();
   model.converged = model.gradient_max <= options.gradient_tolerance;
-  if (!solver_error.empty() && !model.converged) {
-    return absl::InternalError(absl::StrCat(
-        "L-BFGS line search failed (", solver_error, ") with gradient max norm ",
-        model.gradient_max, " above the tolerance ", options.gradient_tolerance,
-        "; standardize the features or raise gradient_tolerance"));
+  if (model.converged) {
+    model.stop_reason = "gradient below the tolerance";
+  } else if (!solver_error.empty()) {
+    // scipy's L-BFGS-B also ends on a failed line search (ABNORMAL_TERMINATION_IN_LNSRCH)
+    // and scikit-learn then only warns, so this is a result, not an error.
+    model.stop_reason = absl::StrCat("line search failed: ", solver_error);
+  } else {
+    model.stop_reason = "max_iterations reached";
   }
   return model;
 }

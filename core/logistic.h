@@ -109,6 +109,9 @@ struct LogisticModel {
   double objective = 0;      // f at the returned parameters
   double gradient_max = 0;   // ‖∇f‖∞ there
   bool converged = false;    // gradient_max <= options.gradient_tolerance
+  // Why the fit stopped: the gradient test, max_iterations, or a failed line search (the
+  // objective no longer decreases in double precision; the point is still the best found).
+  std::string stop_reason;
 
   // σ(x·w + b) for one row of d features.
   double Probability(const float* row) const;
@@ -118,10 +121,10 @@ struct LogisticModel {
 
 // Minimises f from zero parameters (as scikit-learn does) with LBFGSpp's L-BFGS.
 // `dim` is d; `weight_sum` is S from the merged ClassCounts. The callback is called once
-// per function evaluation, from the calling thread. Reaching max_iterations is not an
-// error: the model says converged = false. Errors: InvalidArgument for bad options, dim < 1
-// or weight_sum <= 0; the callback's error; Internal when the line search fails before
-// the gradient test passes (the message has the iteration and gradient norm).
+// per function evaluation, from the calling thread. Reaching max_iterations or a failed
+// line search is not an error: the model says converged = false and why. Errors:
+// InvalidArgument for bad options, dim < 1 or weight_sum <= 0; the callback's error,
+// unchanged.
 [[nodiscard]] absl::StatusOr<LogisticModel> FitLogistic(int dim, double weight_sum,
                                                         const LogisticOptions& options,
                                                         const LossGradientFn& loss_gradient);
