@@ -94,7 +94,7 @@ absl::Status CohortServiceImpl::LoadState() {
   }
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
-  return absl::OkStatus();
+  return LoadProfileModels(models_dir.string());
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
@@ -483,7 +483,7 @@ grpc::Status CohortServiceImpl::GetDataset(grpc::ServerContext*, const v1::GetDa
 
 absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::CreateJob(
     const std::string& dataset_id, const v1::SegmentationOptions& options, int max_k,
-    std::vector<int> sweep_ks) {
+    std::vector<int> sweep_ks, std::shared_ptr<const v1::ProfileOptions> profile) {
   auto record = std::make_shared<JobRecord>();
   {
     absl::MutexLock lock(&mutex_);
@@ -544,6 +544,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     record->options = options;
     record->sweep_ks = std::move(sweep_ks);
     record->num_users = dataset.info.num_users();
+    record->profile = std::move(profile);
     jobs_[record->job_id] = record;
   }
   {
@@ -551,7 +552,11 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     record->job.set_job_id(record->job_id);
     record->job.set_dataset_id(record->dataset_id);
     record->job.set_state(v1::JOB_STATE_PENDING);
-    *record->job.mutable_options() = options;
+    if (record->profile != nullptr) {
+      *record->job.mutable_profile_options() = *record->profile;
+    } else {
+      *record->job.mutable_options() = options;
+    }
     record->job.mutable_last_event()->set_job_id(record->job_id);
     record->job.mutable_last_event()->set_state(v1::JOB_STATE_PENDING);
   }
@@ -707,7 +712,9 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
       *raw_record->job.mutable_last_event() = event;
       ++raw_record->event_seq;
     };
-    if (!record->sweep_ks.empty()) {
+    if (record->profile != nullptr) {
+      status = RunProfile(*record, input.on_event, streams.get(), &model_id);
+    } else if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
       if (sweep.ok()) {
         absl::MutexLock lock(&record->mutex);

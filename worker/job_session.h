@@ -12,6 +12,7 @@
 #include "core/bisecting.h"
 #include "core/kmeans_kernels.h"
 #include "core/matrix.h"
+#include "worker/profile_session.h"
 #include "worker/shard_store.h"
 
 namespace cohort {
@@ -83,6 +84,8 @@ class JobSession {
   std::shared_ptr<HostedDataset> dataset_;
   std::vector<ShardState> shards_;
   int dim_ = -1;
+  // Runs the profile commands (worker_profile.proto); created by the first one.
+  std::unique_ptr<ProfileSession> profile_;
 };
 
 }  // namespace cohort
