@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "cli/profile_commands.h"
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -252,8 +253,14 @@ int main(int argc, char** argv) {
   AddSegmentFlags(local_report, &local_options);
   AddReportFlags(local_report, &local_options, &local_sweep);
 
+  // cohort profile, audience, score and local profile
+  ProfileCommands profile_commands;
+  AddProfileCommands(app, *local, &profile_commands);
+
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(log_level);
+  if (profile_commands.local_profile->parsed() && log_level == "info") SetLogLevel("warn");
+  if (std::optional<int> code = RunProfileCommands(profile_commands, Fail)) return *code;
 
   if (generate->parsed()) {
     absl::StatusOr<SyntheticShopFiles> files = WriteSyntheticShop(generate_dir, shop);
