@@ -5,7 +5,7 @@
 // numbers and split.
 //
 // Output file: CSV with the header "split,label,<feature names>" and one row per user,
-// training rows first (shard by shard), then test rows; every feature is the float32 value
+// training rows first (shard by shard), then test rows. Every feature is the float32 value
 // printed with 9 significant digits, which reads back as the same float32.
 #include <chrono>
 #include <cstdio>

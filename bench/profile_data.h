@@ -1,7 +1,7 @@
-// Builds the design matrix of a profile model from a labelled CSV file, the way the
-// logistic-regression comparison with scikit-learn and the real-data tests do: infer the
-// schema with overrides, load every shard, fit the declared pipeline on all rows, transform
-// each shard and split the rows by hashed user id.
+// Builds the design matrix of a profile model from a labelled CSV file for the
+// logistic-regression comparison with scikit-learn and the real-data tests. The steps:
+// infer the schema with overrides, load every shard, fit the declared pipeline on all rows,
+// transform each shard and split the rows by hashed user id.
 #ifndef COHORT_BENCH_PROFILE_DATA_H_
 #define COHORT_BENCH_PROFILE_DATA_H_
 
@@ -22,7 +22,7 @@
 namespace cohort::bench {
 
 // bank-marketing/bank-full.csv: `duration` is left out because it is only known after
-// the call and leaks the label (the data set's authors say so in bank-names.txt).
+// the call and leaks the label, as bank-additional-names.txt in the same folder warns.
 inline constexpr std::string_view kBankMarketingSpec = R"(label y positive yes
 column age = standardize
 column balance = standardize

@@ -12,7 +12,7 @@
 
 namespace cohort {
 
-// What precision, recall and F1 are when their denominator is 0, as scikit-learn's
+// The value of precision, recall and F1 when their denominator is 0, as scikit-learn's
 // zero_division argument ("warn" behaves as kZero).
 enum class ZeroDivision { kZero, kOne };
 

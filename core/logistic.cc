@@ -23,9 +23,9 @@ double Sigmoid(double z) {
   return e / (1.0 + e);
 }
 
-// Adapts a LossGradientFn to LBFGSpp's functor interface. LBFGSpp cannot be told to stop
-// from inside the functor, so after an error the functor stores it and returns NaN with a
-// zero gradient; the line search then fails and FitLogistic returns the stored error.
+// Adapts a LossGradientFn to LBFGSpp's functor interface. A functor has no way to stop
+// LBFGSpp, so after an error the functor stores it and returns NaN with a zero gradient.
+// The line search then fails, and FitLogistic returns the stored error.
 class ObjectiveFunctor {
  public:
   ObjectiveFunctor(const LossGradientFn& loss_gradient, double weight_sum,

@@ -109,8 +109,9 @@ struct LogisticModel {
   double objective = 0;      // f at the returned parameters
   double gradient_max = 0;   // ‖∇f‖∞ there
   bool converged = false;    // gradient_max <= options.gradient_tolerance
-  // Why the fit stopped: the gradient test, max_iterations, or a failed line search (the
-  // objective no longer decreases in double precision; the point is still the best found).
+  // Why the fit stopped: the gradient test, max_iterations, or a failed line search. A
+  // line search fails when the objective no longer decreases in double precision, and the
+  // parameters are then the best point found.
   std::string stop_reason;
 
   // σ(x·w + b) for one row of d features.
@@ -122,7 +123,7 @@ struct LogisticModel {
 // Minimises f from zero parameters (as scikit-learn does) with LBFGSpp's L-BFGS.
 // `dim` is d; `weight_sum` is S from the merged ClassCounts. The callback is called once
 // per function evaluation, from the calling thread. Reaching max_iterations or a failed
-// line search is not an error: the model says converged = false and why. Errors:
+// line search is not an error: the model then has converged = false and a stop_reason. Errors:
 // InvalidArgument for bad options, dim < 1 or weight_sum <= 0; the callback's error,
 // unchanged.
 [[nodiscard]] absl::StatusOr<LogisticModel> FitLogistic(int dim, double weight_sum,
@@ -142,7 +143,7 @@ struct TrainingShard {
     const std::vector<TrainingShard>& shards, const LogisticOptions& options);
 
 // Deterministic train/test split by user id: true when XXH64(user_id, seed) / 2^64 <
-// test_fraction. The same id, seed and fraction give the same answer on every machine.
+// test_fraction. The same id, seed and fraction give the same result on every machine.
 bool InTestSplit(std::string_view user_id, double test_fraction, uint64_t seed);
 
 }  // namespace cohort

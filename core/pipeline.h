@@ -5,13 +5,15 @@
 //   numeric:    valid-range clip (cleaning, counted) → missing indicator → imputation →
 //               log1p → quantile clip → standardize or min–max
 //   boolean:    missing indicator → imputation → 0/1
-//   categorical: imputation (mode or constant; without one, "" is a value of its own) →
-//               one-hot of the top N values plus "other", or hashing into B buckets
+//   categorical: imputation by mode or constant (without one, "" is a value of its own),
+//               then one-hot of the top N values plus "other", or hashing into B buckets
 //   text:       hashed word or character n-grams (UTF-8 code points) into B buckets,
 //               counts scaled to unit L2 norm per cell; a missing cell is all zeros
 //   embedding:  missing indicator → imputation (mean per component, or a constant) → copy
 // Imputation statistics are taken over the non-missing values after the valid-range clip
-// and log1p (log1p is monotone, so the median commutes with it). Scaling moments are taken
+// and log1p (log1p is monotone, so the median commutes with it). The median is the KLL
+// sketch's 0.5-quantile: with at most 256 values it is the lower middle value, where
+// scikit-learn's SimpleImputer averages the two middle values of an even count. Scaling moments are taken
 // over the non-missing values after log1p and the quantile clip, as scikit-learn's
 // StandardScaler and MinMaxScaler ignore NaN, and the imputed value then goes through the
 // same steps. So "impute mean + standardize" puts a missing cell at exactly 0.
@@ -30,7 +32,9 @@
 //   cleaning duplicate_ids keep_first|reject
 //   cleaning unparsable missing|reject
 //   column <name> = <step> | <step> | ...
-// A column name runs to the '=' and is trimmed, so it may contain spaces. Steps:
+// A column name runs to the '=' and is trimmed, so it may contain spaces but not '='. The
+// label line's column and value are single words. A constant runs to the next '|' and may
+// not contain '|' or '#'. Steps:
 //   range <min> <max>                 numeric: clip values to [min, max] (counted)
 //   impute mean|median|mode|constant <value>
 //   missing_indicator                 adds a "<name>=(missing)" 0/1 feature
@@ -131,7 +135,7 @@ std::string FormatPipelineSpec(const PipelineSpec& spec);
 [[nodiscard]] absl::StatusOr<PipelineSpec> ReadPipelineSpecFile(const std::string& path);
 
 // The segmentation features of core/features.h as a spec: numeric columns impute mean,
-// log1p where `options` says, standardize; categorical columns one-hot of the top
+// log1p for the columns in options.log1p_columns, standardize; categorical columns one-hot of the top
 // max_categories values with "" as a value of its own. Transforming with it gives the
 // same matrix as TransformShard with FitFeatureTransform(schema, stats, options).
 // Errors: as Log1pFlags.
@@ -150,8 +154,8 @@ struct ColumnFirstPassStats {
   // Smallest value before log1p, for the log1p domain check.
   double min_before_log1p = std::numeric_limits<double>::infinity();
   QuantileSketch sketch;
-  // Numeric (for mode), boolean ("0"/"1") and categorical: value → count. Numeric values
-  // are keyed by their shortest exact decimal text and kept only for kMode.
+  // Value → count. Numeric and boolean columns count values only for kMode, keyed by their
+  // "%.17g" text, which reads back as the same double. Categorical columns count every value.
   std::map<std::string, int64_t> value_counts;
   // Embedding: per-component sums of the non-missing rows.
   std::vector<double> component_sums;

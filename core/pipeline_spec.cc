@@ -50,6 +50,7 @@ absl::Status ValidateNumericOnlyFields(const ColumnPipeline& column, ColumnType 
     return ColumnError(column,
                        absl::StrCat("standardize and minmax apply to numeric columns, not ", type_name));
   }
+
   if (column.valid_min.has_value() != column.valid_max.has_value()) {
     return ColumnError(column, "range needs both a minimum and a maximum");
   }
@@ -62,6 +63,7 @@ absl::Status ValidateNumericOnlyFields(const ColumnPipeline& column, ColumnType 
   if (column.clip_lower_quantile.has_value() != column.clip_upper_quantile.has_value()) {
     return ColumnError(column, "clip needs both a lower and an upper quantile");
   }
+
   if (column.clip_lower_quantile.has_value()) {
     const double lower = *column.clip_lower_quantile;
     const double upper = *column.clip_upper_quantile;
@@ -239,10 +241,14 @@ absl::Status ParseStep(absl::string_view step_text, ColumnPipeline* column) {
       column->impute = ImputeRule::kMode;
     } else if (rule == "constant") {
       column->impute = ImputeRule::kConstant;
-      // The constant is the rest of the step text, so it may contain spaces.
-      const size_t at = trimmed.find("constant");
-      column->impute_constant =
-          std::string(absl::StripAsciiWhitespace(trimmed.substr(at + sizeof("constant") - 1)));
+      // The constant is the step text after its second word, so it may contain spaces.
+      absl::string_view rest = trimmed;
+      for (int word = 0; word < 2; ++word) {
+        rest = absl::StripLeadingAsciiWhitespace(rest);
+        const size_t end = rest.find_first_of(" \t");
+        rest = end == absl::string_view::npos ? absl::string_view() : rest.substr(end);
+      }
+      column->impute_constant = std::string(absl::StripAsciiWhitespace(rest));
       if (column->impute_constant.empty()) {
         return absl::InvalidArgumentError("step 'impute constant' needs a value");
       }
@@ -295,7 +301,7 @@ absl::Status ParseStep(absl::string_view step_text, ColumnPipeline* column) {
     column->ngram_buckets = *buckets;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "step '", args.empty() ? step : step, "' is unknown; expected range, impute, "
+        "step '", step, "' is unknown; expected range, impute, "
         "missing_indicator, log1p, clip, standardize, minmax, onehot, hash, words or chars"));
   }
   return absl::OkStatus();
@@ -468,7 +474,8 @@ std::string FormatPipelineSpec(const PipelineSpec& spec) {
 absl::StatusOr<PipelineSpec> ReadPipelineSpecFile(const std::string& path) {
   std::ifstream file(path);
   if (!file) {
-    return absl::NotFoundError(absl::StrCat("pipeline spec file ", path, " cannot be opened"));
+    return absl::NotFoundError(
+        absl::StrCat("pipeline spec file ", path, " is missing or not readable"));
   }
   std::stringstream buffer;
   buffer << file.rdbuf();

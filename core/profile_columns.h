@@ -19,7 +19,7 @@ namespace cohort {
 // One embedding column: row-major values, num_rows × dim.
 struct EmbeddingColumn {
   int dim = 0;
-  // [row * dim + j]; a missing row holds dim NaNs.
+  // [row * dim + j]. A missing row contains dim NaNs.
   std::vector<float> values;
   // [row] 1 when the cell was empty.
   std::vector<uint8_t> missing;
@@ -44,8 +44,8 @@ struct ProfileColumns {
 ProfileColumns MakeEmptyProfileColumns(const Schema& schema);
 
 // Parses a boolean cell: true/false, yes/no, y/n, t/f, 1/0 in any letter case, with
-// surrounding spaces. Returns 1 or 0, kMissingBoolean for an empty cell, and nullopt when
-// the cell is none of these.
+// surrounding spaces. Returns 1 or 0, kMissingBoolean for an empty cell, and nullopt for
+// any other text.
 std::optional<int8_t> ParseBoolean(std::string_view cell);
 
 // Parses an embedding cell: exactly `dim` finite numbers separated by spaces or tabs.
@@ -55,9 +55,9 @@ std::optional<int8_t> ParseBoolean(std::string_view cell);
 
 // Appends the profiling cells of one row (`cells` in schema order) to `columns`. All cells
 // are parsed before anything is appended, so on error `columns` is unchanged. Errors:
-// InvalidArgument naming the column and value for a boolean cell that is not a boolean,
-// an embedding cell of the wrong length or with a non-number, text or a label that is not
-// valid UTF-8, and an empty label cell. The caller adds the file and line.
+// InvalidArgument naming the column and value. A boolean cell must be a boolean, and an
+// embedding cell must have the column's length and only numbers. Text and labels must be
+// valid UTF-8, and a label must not be empty. The caller adds the file and line.
 // REQUIRES: `columns` was made by MakeEmptyProfileColumns(schema).
 [[nodiscard]] absl::Status AppendProfileCells(const Schema& schema,
                                               const std::vector<std::string>& cells,

@@ -57,7 +57,7 @@ struct UserLoadOptions {
   int num_shards = 64;
   // Shards to keep, each in [0, num_shards). Rows of other shards are skipped unparsed.
   std::vector<int> shards;
-  // What to do with repeated ids and unparsable cells; the default rejects both.
+  // Rules for repeated ids and unparsable cells. The default rejects both.
   CleaningRules cleaning;
 };
 

@@ -172,7 +172,7 @@ TEST(LogisticTest, ShardedSumsEqualSingleShardSums) {
   }
 }
 
-TEST(LogisticTest, ShardedFitEqualsFitOfSameShardsBitForBit) {
+TEST(LogisticTest, ShardedFitIsReproducible) {
   const RandomData data = MakeData(600, 3, 9);
   LogisticOptions options;
   options.c = 0.5;

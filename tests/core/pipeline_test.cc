@@ -117,6 +117,35 @@ TEST(PipelineTest, QuantileClipUsesSketchQuantiles) {
   }
 }
 
+TEST(PipelineTest, ShardedClipQuantilesWithinRankBound) {
+  // 200,000 skewed values over 16 shards: far more than the sketch keeps, so the bounds
+  // come from compacted, merged sketches. Their true ranks must be within 1 % of n of the
+  // requested quantiles, the error bound quantile_sketch.h states for capacity 256.
+  Schema schema;
+  schema.columns = {{"id", ColumnType::kId}, {"v", ColumnType::kNumeric}};
+  const int n = 200000;
+  std::vector<double> values;
+  std::vector<RawShard> shards;
+  for (int s = 0; s < 16; ++s) shards.push_back(MakeEmptyShard(schema, s));
+  uint64_t state = 12345;
+  for (int i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    const double u = static_cast<double>(state >> 11) * 0x1.0p-53;
+    const double value = std::exp(6 * u);  // log-uniform on [1, e^6]
+    values.push_back(value);
+    RawShard& shard = shards[static_cast<size_t>(i % 16)];
+    shard.ids.push_back(absl::StrCat("u", i));
+    shard.numeric[0].push_back(value);
+  }
+  const PipelineModel model = FitOrDie(SpecOf("column v = clip 0.05 0.95"), schema, shards);
+  std::sort(values.begin(), values.end());
+  auto rank = [&values](double v) {
+    return static_cast<double>(std::upper_bound(values.begin(), values.end(), v) - values.begin());
+  };
+  EXPECT_NEAR(rank(model.columns[0].clip_low) / n, 0.05, 0.01);
+  EXPECT_NEAR(rank(model.columns[0].clip_high) / n, 0.95, 0.01);
+}
+
 TEST(PipelineTest, StandardizeAfterClipUsesClippedMoments) {
   Schema schema;
   schema.columns = {{"id", ColumnType::kId}, {"v", ColumnType::kNumeric}};
@@ -364,6 +393,14 @@ TEST(PipelineTest, SpecTextRoundTrips) {
   EXPECT_EQ(FormatPipelineSpec(again), FormatPipelineSpec(spec));
   EXPECT_EQ(again.columns[2].impute_constant, "none");
   EXPECT_EQ(*again.columns[0].valid_max, 8);
+}
+
+TEST(PipelineTest, ImputeConstantKeepsSpacesAndCase) {
+  const PipelineSpec spec = SpecOf("column job = IMPUTE Constant  not given  | onehot 3");
+  ASSERT_EQ(spec.columns.size(), 1u);
+  EXPECT_EQ(spec.columns[0].impute, ImputeRule::kConstant);
+  EXPECT_EQ(spec.columns[0].impute_constant, "not given");
+  EXPECT_EQ(spec.columns[0].top_n, 3);
 }
 
 TEST(PipelineTest, SpecErrorsNameLineAndStep) {
