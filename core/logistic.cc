@@ -13,9 +13,11 @@
 namespace cohort {
 namespace {
 
-// log(1 + exp(z)) without overflow for large z and without cancellation for very
-// negative z.
-double Softplus(double z) { return std::max(z, 0.0) + std::log1p(std::exp(-std::fabs(z))); }
+// Rows per block of ShardLossGradient. Each block's sums are one term of the shard's sum,
+// so this constant fixes the summation order; changing it changes the last bits.
+constexpr Eigen::Index kRowsPerBlock = 4096;
+// Shards with at most this many rows are summed on one thread.
+constexpr Eigen::Index kParallelMinRows = 2 * kRowsPerBlock;
 
 double Sigmoid(double z) {
   if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
@@ -150,21 +152,43 @@ LossGradient ShardLossGradient(const MatrixXfR& x, const std::vector<uint8_t>& l
                                const Eigen::VectorXd& params) {
   const Eigen::Index n = x.rows();
   const Eigen::Index d = x.cols();
+  const Eigen::Index num_blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
+  const Eigen::VectorXd coefficients = params.head(d);
+  const double intercept = params[d];
+  std::vector<LossGradient> partials(static_cast<size_t>(num_blocks));
+
+  // Block boundaries depend only on n, and the block sums are added in block order below,
+  // so the result is the same for any number of threads.
+#pragma omp parallel for schedule(static) if (n > kParallelMinRows)
+  for (Eigen::Index block = 0; block < num_blocks; ++block) {
+    LossGradient& partial = partials[static_cast<size_t>(block)];
+    const Eigen::Index begin = block * kRowsPerBlock;
+    const Eigen::Index rows = std::min(n, begin + kRowsPerBlock) - begin;
+    // The block in double, so z and the gradient are matrix–vector products.
+    const MatrixXdR block_x = x.middleRows(begin, rows).cast<double>();
+    const Eigen::VectorXd z = (block_x * coefficients).array() + intercept;
+    Eigen::VectorXd residuals(rows);
+    for (Eigen::Index k = 0; k < rows; ++k) {
+      const size_t r = static_cast<size_t>(begin + k);
+      const double y = labels[r] != 0 ? 1.0 : 0.0;
+      const double sample_weight = weights.empty() ? 1.0 : static_cast<double>(weights[r]);
+      const double weight = sample_weight * class_weights[labels[r] != 0 ? 1 : 0];
+      // One exp serves both the loss and σ(z): with e = exp(−|z|), log(1 + exp(z)) =
+      // max(z, 0) + log1p(e), and σ(z) = 1 / (1 + e) for z >= 0, else e / (1 + e).
+      const double e = std::exp(-std::fabs(z[k]));
+      const double softplus = std::max(z[k], 0.0) + std::log1p(e);
+      const double sigmoid = z[k] >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+      partial.loss += weight * (softplus - y * z[k]);
+      residuals[k] = weight * (sigmoid - y);
+    }
+    partial.gradient.resize(d + 1);
+    partial.gradient.head(d).noalias() = block_x.transpose() * residuals;
+    partial.gradient[d] = residuals.sum();
+  }
+
   LossGradient result;
   result.gradient = Eigen::VectorXd::Zero(d + 1);
-  const double intercept = params[d];
-  Eigen::VectorXd row(d);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    row = x.row(i).transpose().cast<double>();
-    const double z = row.dot(params.head(d)) + intercept;
-    const double y = labels[i] != 0 ? 1.0 : 0.0;
-    const double sample_weight = weights.empty() ? 1.0 : static_cast<double>(weights[i]);
-    const double weight = sample_weight * class_weights[labels[i] != 0 ? 1 : 0];
-    result.loss += weight * (Softplus(z) - y * z);
-    const double residual = weight * (Sigmoid(z) - y);
-    result.gradient.head(d) += residual * row;
-    result.gradient[d] += residual;
-  }
+  for (const LossGradient& partial : partials) result.Merge(partial);
   return result;
 }
 

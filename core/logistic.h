@@ -10,9 +10,10 @@
 // sklearn.utils.compute_class_weight computes them. The minimiser does not depend on
 // the 1 / S factor; it is kept so that loss values match scikit-learn's.
 //
-// Determinism: ShardLossGradient sums rows in row order in double, and callers merge
-// shard partials in shard-id order, so a sharded fit equals a single-shard fit with the
-// rows in the same order, bit for bit.
+// Determinism: ShardLossGradient sums in double in an order fixed by the row count, and
+// callers merge shard partials in shard-id order, so a fit does not depend on worker
+// count, placement or threads. A sharded fit equals a single-shard fit of the same rows
+// up to rounding, because merging regroups the additions.
 #ifndef COHORT_CORE_LOGISTIC_H_
 #define COHORT_CORE_LOGISTIC_H_
 
@@ -81,11 +82,12 @@ struct LossGradient {
   void Merge(const LossGradient& other);
 };
 
-// Computes the partial sums of rows of `x` (n×d, row-major) in row order, in double.
-// `labels`: n values 0/1; `weights`: empty or n sample weights; `params`: d + 1 values.
-// The loss uses log1p(exp(−|z|)) + max(z, 0) − y·z, which is exact for large |z|.
-// REQUIRES: sizes as stated. Thread safety: reentrant; runs serially, because the shard
-// is the unit of parallelism and row order must be fixed.
+// Computes the partial sums of rows of `x` (n×d, row-major) in double: rows are summed in
+// order within fixed blocks of 4096 rows, and the block sums in block order, so the
+// result does not depend on the OpenMP thread count. `labels`: n values 0/1; `weights`:
+// empty or n sample weights; `params`: d + 1 values. The loss uses
+// log1p(exp(−|z|)) + max(z, 0) − y·z, which is accurate for large |z|.
+// REQUIRES: sizes as stated. Thread safety: reentrant; uses OpenMP above 8192 rows.
 LossGradient ShardLossGradient(const MatrixXfR& x, const std::vector<uint8_t>& labels,
                                const std::vector<float>& weights,
                                const std::array<double, 2>& class_weights,

@@ -1,7 +1,9 @@
 #include "core/logistic.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -214,6 +216,19 @@ TEST(LogisticTest, ShardedFitIsReproducible) {
   ASSERT_TRUE(driven.ok()) << driven.status();
   EXPECT_EQ(driven->coefficients, first->coefficients);
   EXPECT_EQ(driven->evaluations, calls);
+}
+
+TEST(LogisticTest, ThreadCountDoesNotChangeSums) {
+  const RandomData data = MakeData(30000, 6, 13);
+  Eigen::VectorXd params = Eigen::VectorXd::LinSpaced(7, -0.5, 0.5);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const LossGradient one = ShardLossGradient(data.x, data.labels, data.weights, {1.0, 1.5}, params);
+  omp_set_num_threads(std::max(2, threads));
+  const LossGradient many = ShardLossGradient(data.x, data.labels, data.weights, {1.0, 1.5}, params);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one.loss, many.loss);
+  EXPECT_EQ(one.gradient, many.gradient);
 }
 
 TEST(LogisticTest, CallbackErrorIsReturnedUnchanged) {
