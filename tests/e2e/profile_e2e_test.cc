@@ -74,9 +74,16 @@ std::string WriteLabelledUsers(const std::string& path, int users) {
 // A coordinator and `workers` worker processes; their output goes to files in `dir`.
 class ProcessCluster {
  public:
-  static std::unique_ptr<ProcessCluster> Start(const std::string& dir, int workers) {
+  // `state_dir`, when not empty, is the coordinator's state folder.
+  static std::unique_ptr<ProcessCluster> Start(const std::string& dir, int workers,
+                                               const std::string& state_dir = "") {
     std::unique_ptr<ProcessCluster> cluster(new ProcessCluster(dir));
-    Subprocess* coordinator = cluster->Spawn("coordinator", {"coordinator", "--listen", "127.0.0.1:0"});
+    std::vector<std::string> coordinator_args = {"coordinator", "--listen", "127.0.0.1:0"};
+    if (!state_dir.empty()) {
+      coordinator_args.push_back("--state-dir");
+      coordinator_args.push_back(state_dir);
+    }
+    Subprocess* coordinator = cluster->Spawn("coordinator", coordinator_args);
     if (coordinator == nullptr) return nullptr;
     const std::optional<std::string> address =
         coordinator->AwaitStderrLine("coordinator listening on ", kServerTimeout);
@@ -96,6 +103,7 @@ class ProcessCluster {
         return nullptr;
       }
     }
+    cluster->address_ = *address;
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(256 << 20);
     cluster->stub_ = v1::Cohort::NewStub(
@@ -104,6 +112,7 @@ class ProcessCluster {
   }
 
   v1::Cohort::Stub& stub() { return *stub_; }
+  const std::string& address() const { return address_; }
 
   // Creates a USERS dataset and loads `path` with the given type overrides.
   absl::StatusOr<v1::Dataset> Load(const std::string& path, const std::string& id_column,
@@ -196,6 +205,7 @@ class ProcessCluster {
   const std::string dir_;
   std::vector<std::unique_ptr<Subprocess>> children_;
   std::unique_ptr<v1::Cohort::Stub> stub_;
+  std::string address_;
 };
 
 v1::ProfileOptions LabelledOptions() {
@@ -225,10 +235,10 @@ class ProfileEndToEndTest : public ::testing::Test {
   }
 
   // Starts a cluster in its own subfolder.
-  ProcessCluster* StartCluster(int workers) {
-    const std::string dir = absl::StrCat(dir_, "/cluster", clusters_.size());
+  ProcessCluster* StartCluster(int workers, const std::string& state_dir = "") {
+    const std::string dir = absl::StrCat(dir_, "/cluster", started_clusters_++);
     std::filesystem::create_directories(dir);
-    std::unique_ptr<ProcessCluster> cluster = ProcessCluster::Start(dir, workers);
+    std::unique_ptr<ProcessCluster> cluster = ProcessCluster::Start(dir, workers, state_dir);
     if (cluster == nullptr) return nullptr;
     clusters_.push_back(std::move(cluster));
     return clusters_.back().get();
@@ -278,9 +288,30 @@ class ProfileEndToEndTest : public ::testing::Test {
     return members;
   }
 
+  struct CommandResult {
+    int exit_code = -1;  // -1: still running at the timeout, then killed
+    std::string out;
+    std::string err;
+  };
+
+  // Runs `cohort <args>` in the temp folder to completion, bounded by kJobTimeout.
+  CommandResult Run(const std::string& name, std::vector<std::string> args) {
+    args.insert(args.begin(), kCli);
+    const std::string base = absl::StrCat(dir_, "/", name);
+    std::unique_ptr<Subprocess> child =
+        Subprocess::Start(args, base + ".stdout", base + ".stderr", dir_);
+    CommandResult result;
+    if (child == nullptr) return result;
+    result.exit_code = child->WaitForExit(kJobTimeout).value_or(-1);
+    result.out = child->Stdout();
+    result.err = child->Stderr();
+    return result;
+  }
+
   std::string dir_;
   std::string users_csv_;
   std::vector<std::unique_ptr<ProcessCluster>> clusters_;
+  int started_clusters_ = 0;  // names each cluster's own output folder
   ProcessCluster* cluster_ = nullptr;
   std::string dataset_id_;
   v1::ProfileModel model_;
@@ -583,6 +614,87 @@ TEST_F(ProfileEndToEndTest, BankMarketingThroughTheCluster) {
   }
   EXPECT_GE(duration_rank, 0);
   EXPECT_LT(duration_rank, 5);
+}
+
+TEST_F(ProfileEndToEndTest, RestartedCoordinatorServesStoredModel) {
+  const std::string state_dir = dir_ + "/state";
+  cluster_ = StartCluster(2, state_dir);
+  ASSERT_NE(cluster_, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = cluster_->Load(users_csv_, "user_id", kLabelledTypes);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<v1::ProfileModel> trained =
+      cluster_->Train(dataset->dataset_id(), LabelledOptions());
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  v1::ScoreUserRequest score;
+  score.set_profile_model_id(trained->model_id());
+  (*score.mutable_columns())["age"] = "52";
+  (*score.mutable_columns())["channel"] = "app";
+  v1::ScoreUserResponse before;
+  ASSERT_TRUE(cluster_->stub().ScoreUser(Context().get(), score, &before).ok());
+  clusters_.clear();  // stops every process of the first cluster
+
+  // A new coordinator on the same state folder, with no worker.
+  ProcessCluster* restarted = StartCluster(0, state_dir);
+  ASSERT_NE(restarted, nullptr);
+  v1::GetProfileModelRequest get;
+  get.set_model_id(trained->model_id());
+  v1::ProfileModel stored;
+  const grpc::Status got = restarted->stub().GetProfileModel(Context().get(), get, &stored);
+  ASSERT_TRUE(got.ok()) << got.error_message();
+  EXPECT_EQ(stored.SerializeAsString(), trained->SerializeAsString());
+  v1::ScoreUserResponse after;
+  ASSERT_TRUE(restarted->stub().ScoreUser(Context().get(), score, &after).ok());
+  EXPECT_EQ(after.propensity(), before.propensity());
+  // The per-user scores lived on the old job's workers.
+  v1::SelectAudienceRequest audience;
+  audience.set_profile_model_id(trained->model_id());
+  EXPECT_EQ(restarted->Audience(audience).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ProfileEndToEndTest, ClientCommands) {
+  cluster_ = StartCluster(2);
+  ASSERT_NE(cluster_, nullptr);
+  const CommandResult train =
+      Run("profile", {"profile", "--coordinator", cluster_->address(), "--data", users_csv_,
+                      "--label", "converted", "--positive", "yes", "--boolean", "vip",
+                      "--no-progress", "--top", "3"});
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  EXPECT_TRUE(absl::StrContains(train.out, "ROC-AUC")) << train.out;
+  const size_t start = train.out.find("Profile model ");
+  ASSERT_NE(start, std::string::npos) << train.out;
+  const std::string model_id = train.out.substr(start + 14, train.out.find(' ', start + 14) - start - 14);
+  ASSERT_TRUE(absl::StartsWith(model_id, "job-")) << model_id;
+
+  const std::string csv = dir_ + "/audience.csv";
+  const CommandResult audience =
+      Run("audience", {"audience", "--coordinator", cluster_->address(), "--model", model_id,
+                       "--top", "10", "--exclude", "u1,u2", "--out", csv});
+  ASSERT_EQ(audience.exit_code, 0) << audience.err;
+  EXPECT_TRUE(absl::StrContains(audience.out, ": 10 users")) << audience.out;
+  const std::string written = ReadFile(csv);
+  EXPECT_TRUE(absl::StartsWith(written, "user_id,propensity,segment\n")) << written;
+  EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 11) << written;
+
+  const CommandResult score =
+      Run("score", {"score", "--coordinator", cluster_->address(), "--model", model_id,
+                    "--column", "age=45", "--column", "channel=app", "--column", "vip=yes"});
+  ASSERT_EQ(score.exit_code, 0) << score.err;
+  EXPECT_TRUE(absl::StartsWith(score.out, "propensity ")) << score.out;
+
+  const CommandResult bad =
+      Run("bad-score", {"score", "--coordinator", cluster_->address(), "--model", model_id,
+                        "--column", "age=old"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.err, "INVALID_ARGUMENT")) << bad.err;
+}
+
+TEST_F(ProfileEndToEndTest, LocalProfileWithoutDataUsesLabelledShop) {
+  const CommandResult local = Run("local", {"local", "profile", "--no-progress", "--workers", "2"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  EXPECT_TRUE(absl::StrContains(local.out, "Profile model job-000001")) << local.out;
+  EXPECT_TRUE(absl::StrContains(local.out, "20000 users")) << local.out;
+  EXPECT_TRUE(absl::StrContains(local.out, "visits_per_month")) << local.out;
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/cohort-out/data/customers_labelled.csv"));
 }
 
 }  // namespace
