@@ -51,6 +51,9 @@
 //   column Contract = onehot 8
 //   column notes = chars 1 2 1024
 // Columns of the schema that the spec does not name are not features.
+//
+// Thread safety: the functions below are reentrant and share no state. A finished
+// PipelineModel is not modified by transforming, so threads may share one.
 #ifndef COHORT_CORE_PIPELINE_H_
 #define COHORT_CORE_PIPELINE_H_
 
@@ -118,8 +121,8 @@ struct PipelineSpec {
   std::string positive_label;
   CleaningRules cleaning;
 
-  // Checks the spec against `schema`: every column exists, is not the id, weight or label
-  // column and appears once; each field suits the column type and is in range; a text
+  // Checks the spec against `schema`: there is at least one column, and every column
+  // exists, is not the id, weight or label column and appears once; each field suits the column type and is in range; a text
   // column has n-grams; the label column has type kLabel. Errors: InvalidArgument naming
   // the column, the field and the value.
   [[nodiscard]] absl::Status Validate(const Schema& schema) const;
@@ -224,7 +227,8 @@ struct PipelineModel {
   // form, so Deserialize(Serialize()) transforms every row bit for bit as this model.
   std::string Serialize() const;
   // Errors: InvalidArgument naming the line that is truncated, of an unknown version or
-  // inconsistent.
+  // inconsistent (for example a column spec that PipelineSpec::Validate rejects, or more
+  // one-hot values than the spec keeps).
   [[nodiscard]] static absl::StatusOr<PipelineModel> Deserialize(std::string_view text);
 };
 

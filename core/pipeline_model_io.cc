@@ -60,6 +60,43 @@ std::optional<std::string> Unescape(std::string_view text) {
 
 std::string Number(double value) { return absl::StrFormat("%.17g", value); }
 
+// Checks what transforming relies on, so that a damaged model is rejected here instead of
+// indexing out of range later: each column spec is valid for its type, and the fitted
+// sizes agree with the spec.
+absl::Status ValidateModel(const PipelineModel& model) {
+  Schema schema;
+  PipelineSpec spec;
+  spec.label_column = model.label_column;
+  spec.positive_label = model.positive_label;
+  if (!model.label_column.empty()) schema.columns.push_back({model.label_column, ColumnType::kLabel});
+  for (const FittedColumn& column : model.columns) {
+    const bool feature_type = column.type == ColumnType::kNumeric ||
+                              column.type == ColumnType::kBoolean ||
+                              column.type == ColumnType::kCategorical ||
+                              column.type == ColumnType::kText ||
+                              column.type == ColumnType::kEmbedding;
+    if (!feature_type) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", column.spec.column, "' has type ", static_cast<int>(column.type),
+          ", which is not a feature type"));
+    }
+    if (column.source_index < 0 || (column.type == ColumnType::kEmbedding) != (column.embedding_dim > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", column.spec.column, "' has source index ", column.source_index,
+          " and embedding length ", column.embedding_dim));
+    }
+    if (column.spec.encoding == CategoryEncoding::kOneHot &&
+        column.categories.size() > static_cast<size_t>(column.spec.top_n)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", column.spec.column, "' has ", column.categories.size(),
+          " one-hot values but keeps at most ", column.spec.top_n));
+    }
+    schema.columns.push_back({column.spec.column, column.type, column.embedding_dim});
+    spec.columns.push_back(column.spec);
+  }
+  return spec.Validate(schema);
+}
+
 }  // namespace
 
 std::string PipelineModel::Serialize() const {
@@ -186,6 +223,10 @@ absl::StatusOr<PipelineModel> PipelineModel::Deserialize(std::string_view text) 
   if (next >= lines.size()) {
     ++next;
     return error("the model is truncated (no 'end' line)");
+  }
+  if (absl::Status status = ValidateModel(model); !status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline model is inconsistent: ", status.message()));
   }
   return model;
 }

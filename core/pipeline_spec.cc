@@ -353,6 +353,10 @@ std::string FormatSteps(const ColumnPipeline& column) {
 }  // namespace
 
 absl::Status PipelineSpec::Validate(const Schema& schema) const {
+  if (columns.empty()) {
+    return absl::InvalidArgumentError(
+        "the pipeline spec declares no column; add at least one 'column <name> = ...' line");
+  }
   std::set<std::string> seen;
   for (const ColumnPipeline& column : columns) {
     const int index = schema.IndexOf(column.column);

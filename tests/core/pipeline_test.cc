@@ -355,6 +355,22 @@ TEST(PipelineTest, TruncatedModelIsRejected) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PipelineTest, DamagedModelIsRejected) {
+  Schema schema;
+  schema.columns = {{"id", ColumnType::kId}, {"zip", ColumnType::kCategorical}};
+  const RawShard shard = ShardOf(schema, {{"a", "10115"}, {"b", "80331"}});
+  const std::string text = FitOrDie(SpecOf("column zip = hash 8"), schema, {shard}).Serialize();
+  // "hash 8" escaped in the column line; zero buckets would divide by zero when
+  // transforming.
+  std::string damaged = text;
+  const size_t at = damaged.find("hash%208");
+  ASSERT_NE(at, std::string::npos) << text;
+  damaged.replace(at, 8, "hash%200");
+  const absl::Status status = PipelineModel::Deserialize(damaged).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("hash 0 is invalid"), std::string::npos) << status;
+}
+
 TEST(PipelineTest, NewUserWithBadCellsIsRejected) {
   const Schema schema = SmallSchema();
   const RawShard shard = ShardOf(schema, SmallRows());
@@ -425,7 +441,10 @@ TEST(PipelineTest, SpecErrorsNameLineAndStep) {
   EXPECT_NE(invalid("column note =").message().find("'words' or 'chars'"), std::string::npos);
   EXPECT_NE(invalid("column y =").message().find("not a feature"), std::string::npos);
   EXPECT_NE(invalid("column nope =").message().find("no such column"), std::string::npos);
-  EXPECT_NE(invalid("label x positive 1").message().find("type label"), std::string::npos);
+  EXPECT_NE(invalid("label x positive 1\ncolumn flag =").message().find("type label"),
+            std::string::npos);
+  EXPECT_NE(invalid("label y positive yes").message().find("declares no column"),
+            std::string::npos);
 }
 
 TEST(PipelineTest, SegmentationSpecReproducesFeatureTransform) {
