@@ -455,16 +455,21 @@ absl::StatusOr<PipelineFirstPassStats> ComputeFirstPassStats(const PipelineSpec&
           if (column.spec.impute == ImputeRule::kMode) ++out.value_counts[NumberKey(value)];
           break;
         }
-        case ColumnType::kCategorical:
+        case ColumnType::kCategorical: {
+          // Hashing needs no counts, which keeps high-cardinality columns cheap, unless
+          // the mode is imputed.
+          const bool count = column.spec.encoding == CategoryEncoding::kOneHot ||
+                             column.spec.impute == ImputeRule::kMode;
           if (cell.text->empty()) {
             ++out.missing;
             // Without imputation "" is a value of its own and is counted for the top N.
-            if (column.spec.impute == ImputeRule::kNone) ++out.value_counts[*cell.text];
+            if (count && column.spec.impute == ImputeRule::kNone) ++out.value_counts[*cell.text];
           } else {
             ++out.present;
-            ++out.value_counts[*cell.text];
+            if (count) ++out.value_counts[*cell.text];
           }
           break;
+        }
         case ColumnType::kText:
           ++(cell.text->empty() ? out.missing : out.present);
           break;

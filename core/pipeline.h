@@ -158,7 +158,8 @@ struct ColumnFirstPassStats {
   double min_before_log1p = std::numeric_limits<double>::infinity();
   QuantileSketch sketch;
   // Value → count. Numeric and boolean columns count values only for kMode, keyed by their
-  // "%.17g" text, which reads back as the same double. Categorical columns count every value.
+  // "%.17g" text, which reads back as the same double. Categorical columns count every
+  // value for one-hot encoding or kMode, and nothing when hashed without kMode.
   std::map<std::string, int64_t> value_counts;
   // Embedding: per-component sums of the non-missing rows.
   std::vector<double> component_sums;
