@@ -149,9 +149,21 @@ struct Cell {
   const float* vector = nullptr;      // embedding; null when missing
 };
 
+// One-hot value → position, so that a shard's transform does not search the value list.
+using CategoryIndex = absl::flat_hash_map<std::string_view, int>;
+
+CategoryIndex IndexCategories(const FittedColumn& column) {
+  CategoryIndex index;
+  for (size_t i = 0; i < column.categories.size(); ++i) {
+    index.emplace(column.categories[i], static_cast<int>(i));
+  }
+  return index;
+}
+
 // Writes the features of one cell to out[0 .. width()), counting clips and imputations.
+// `index` is IndexCategories(column) or null, in which case one-hot values are searched.
 void TransformCell(const FittedColumn& column, const Cell& cell, float* out,
-                   int64_t* clipped, int64_t* imputed) {
+                   int64_t* clipped, int64_t* imputed, const CategoryIndex* index) {
   const ColumnPipeline& spec = column.spec;
   switch (column.type) {
     case ColumnType::kNumeric:
@@ -188,9 +200,16 @@ void TransformCell(const FittedColumn& column, const Cell& cell, float* out,
       } else {
         width = static_cast<int>(column.categories.size()) + (column.has_other ? 1 : 0);
         std::fill(out, out + width, 0.0f);
-        const auto it = std::find(column.categories.begin(), column.categories.end(), value);
-        if (it != column.categories.end()) {
-          out[it - column.categories.begin()] = 1.0f;
+        int position = -1;
+        if (index != nullptr) {
+          const auto it = index->find(value);
+          if (it != index->end()) position = it->second;
+        } else {
+          const auto it = std::find(column.categories.begin(), column.categories.end(), value);
+          if (it != column.categories.end()) position = static_cast<int>(it - column.categories.begin());
+        }
+        if (position >= 0) {
+          out[position] = 1.0f;
         } else if (column.has_other) {
           out[width - 1] = 1.0f;
         }
@@ -729,11 +748,14 @@ absl::Status TransformShardPipeline(const PipelineModel& model, const RawShard& 
   x->resize(n, model.dim());
   std::vector<int64_t> clipped(model.columns.size(), 0);
   std::vector<int64_t> imputed(model.columns.size(), 0);
+  std::vector<CategoryIndex> indexes;
+  for (const FittedColumn& column : model.columns) indexes.push_back(IndexCategories(column));
   for (int64_t row = 0; row < n; ++row) {
     float* out = x->row(row).data();
     for (size_t c = 0; c < model.columns.size(); ++c) {
       const FittedColumn& column = model.columns[c];
-      TransformCell(column, ShardCell(column, shard, row), out, &clipped[c], &imputed[c]);
+      TransformCell(column, ShardCell(column, shard, row), out, &clipped[c], &imputed[c],
+                    &indexes[c]);
       out += column.width();
     }
   }
@@ -821,7 +843,7 @@ absl::StatusOr<std::vector<float>> TransformUserPipeline(
     }
     int64_t clipped = 0;
     int64_t imputed = 0;
-    TransformCell(column, cell, out, &clipped, &imputed);
+    TransformCell(column, cell, out, &clipped, &imputed, nullptr);
     out += column.width();
   }
   return features;
