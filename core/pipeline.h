@@ -27,14 +27,15 @@
 // Statistics are sums in double, KLL quantile sketches (core/quantile_sketch.h) and exact
 // value counts, so the fitted model does not depend on how shards are spread over workers.
 //
-// Spec file format (ParsePipelineSpec), one declaration per line, '#' starts a comment:
+// Spec file format (ParsePipelineSpec): one declaration per line, and a line whose first
+// non-blank character is '#' is a comment:
 //   label <column> positive <value>       the label column and its positive value
 //   cleaning duplicate_ids keep_first|reject
 //   cleaning unparsable missing|reject
 //   column <name> = <step> | <step> | ...
 // A column name runs to the '=' and is trimmed, so it may contain spaces but not '='. The
-// label line's column and value are single words. A constant runs to the next '|' and may
-// not contain '|' or '#'. Steps:
+// label line's column and value are single words. A constant runs to the next '|', so it
+// may not contain '|'. Steps:
 //   range <min> <max>                 numeric: clip values to [min, max] (counted)
 //   impute mean|median|mode|constant <value>
 //   missing_indicator                 adds a "<name>=(missing)" 0/1 feature

@@ -397,11 +397,9 @@ absl::StatusOr<PipelineSpec> ParsePipelineSpec(std::string_view text) {
   int line_number = 0;
   for (absl::string_view raw_line : absl::StrSplit(absl::string_view(text.data(), text.size()), '\n')) {
     ++line_number;
-    const size_t comment = raw_line.find('#');
-    const absl::string_view line =
-        absl::StripAsciiWhitespace(comment == absl::string_view::npos ? raw_line
-                                                                      : raw_line.substr(0, comment));
-    if (line.empty()) continue;
+    // Only whole lines are comments, so column names and constants may contain '#'.
+    const absl::string_view line = absl::StripAsciiWhitespace(raw_line);
+    if (line.empty() || line.front() == '#') continue;
     auto line_error = [line_number, line](absl::string_view message) {
       return absl::InvalidArgumentError(
           absl::StrCat("pipeline spec line ", line_number, " ('", line, "'): ", message));

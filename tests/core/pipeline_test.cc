@@ -412,10 +412,12 @@ TEST(PipelineTest, SpecTextRoundTrips) {
 }
 
 TEST(PipelineTest, ImputeConstantKeepsSpacesAndCase) {
-  const PipelineSpec spec = SpecOf("column job = IMPUTE Constant  not given  | onehot 3");
+  const PipelineSpec spec =
+      SpecOf("  # a comment\ncolumn job #2 = IMPUTE Constant  not #given  | onehot 3");
   ASSERT_EQ(spec.columns.size(), 1u);
+  EXPECT_EQ(spec.columns[0].column, "job #2");
   EXPECT_EQ(spec.columns[0].impute, ImputeRule::kConstant);
-  EXPECT_EQ(spec.columns[0].impute_constant, "not given");
+  EXPECT_EQ(spec.columns[0].impute_constant, "not #given");
   EXPECT_EQ(spec.columns[0].top_n, 3);
 }
 
