@@ -584,9 +584,9 @@ absl::Status FitColumn(const ColumnFirstPassStats& stats, FittedColumn* column) 
         std::vector<std::pair<std::string, int64_t>> ranked(counts.begin(), counts.end());
         std::stable_sort(ranked.begin(), ranked.end(),
                          [](const auto& a, const auto& b) { return a.second > b.second; });
-        const size_t kept = std::min(ranked.size(), static_cast<size_t>(spec.top_n));
-        for (size_t i = 0; i < kept; ++i) column->categories.push_back(ranked[i].first);
-        column->has_other = ranked.size() > kept;
+        const size_t num_kept = std::min(ranked.size(), static_cast<size_t>(spec.top_n));
+        for (size_t i = 0; i < num_kept; ++i) column->categories.push_back(ranked[i].first);
+        column->has_other = ranked.size() > num_kept;
       }
       break;
     }
