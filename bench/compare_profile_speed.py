@@ -10,8 +10,8 @@ the test metrics and score storage. Side by side, it fits
 sklearn.linear_model.LogisticRegression(C=1, solver="lbfgs", tol=1e-4, max_iter=100) on
 the first --sklearn-users users after StandardScaler, both in float64.
 
-Both tools optimize the same objective (scikit-learn's; see core/logistic.h) with the
-same stopping rule, and the script prints the iterations and the test ROC-AUC of each so
+Both tools optimize the same objective, scikit-learn's (see core/logistic.h), with the
+same stopping rule. The script prints the iterations and the test ROC-AUC of each, so
 that the times compare like for like. The exit status is 2 when a tool or an input fails.
 
 Run it with /usr/bin/python3, for which Debian's python3-sklearn and python3-numpy are
@@ -48,6 +48,9 @@ def parse_args():
     parser.add_argument("--users", type=int, default=10_000_000, help="users for cohort")
     parser.add_argument("--features", type=int, default=32, help="features per user")
     parser.add_argument("--workers", type=int, default=4, help="cohort worker processes")
+    parser.add_argument("--worker-threads", type=int, default=0,
+                        help="OpenMP threads per worker (default: CPUs / workers, at least 1, so "
+                        "the workers do not oversubscribe the cores)")
     parser.add_argument("--sklearn-users", type=int, default=1_000_000,
                         help="users for scikit-learn (the first ones of the same data)")
     parser.add_argument("--quick", action="store_true",
@@ -61,6 +64,8 @@ def parse_args():
     if args.quick:
         args.users = 200_000
         args.sklearn_users = 100_000
+    if args.worker_threads == 0:
+        args.worker_threads = max(1, (os.cpu_count() or 1) // args.workers)
     if args.sklearn_users > args.users:
         parser.error("--sklearn-users must not exceed --users")
     return args
@@ -90,9 +95,9 @@ def read_prefix(path, rows, features):
     return data[:, :features], data[:, features].astype(np.int64)
 
 
-def start_server(args, log_path, prefix):
+def start_server(args, log_path, prefix, env=None):
     log = open(log_path, "w")
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, env=env)
     deadline = time.time() + SERVER_TIMEOUT_S
     while time.time() < deadline:
         with open(log_path) as lines:
@@ -113,11 +118,13 @@ def run_cohort(args, csv_path, work_dir):
             [args.cohort, "--log-level", "warn", "coordinator", "--listen", "127.0.0.1:0"],
             os.path.join(work_dir, "coordinator.log"), "coordinator listening on ")
         servers.append(coordinator)
+        worker_env = dict(os.environ, OMP_NUM_THREADS=str(args.worker_threads),
+                          OMP_WAIT_POLICY="PASSIVE")
         for i in range(args.workers):
             worker, _ = start_server(
                 [args.cohort, "--log-level", "warn", "worker", "--listen", "127.0.0.1:0",
                  "--coordinator", address, "--id", f"w{i}"],
-                os.path.join(work_dir, f"worker{i}.log"), f"worker w{i} listening on ")
+                os.path.join(work_dir, f"worker{i}.log"), f"worker w{i} listening on ", worker_env)
             servers.append(worker)
         command = [args.cohort, "profile", "--coordinator", address, "--data", csv_path,
                    "--id-column", "id", "--label", "y", "--positive", "1", "--top", "3"]
@@ -210,7 +217,8 @@ def main():
         return 2
 
     print(f"machine: {machine()}; scikit-learn {sklearn.__version__}, numpy {np.__version__}")
-    print(f"cohort, {args.users:,} users x {args.features} features, {args.workers} workers:")
+    print(f"cohort, {args.users:,} users x {args.features} features, {args.workers} workers "
+          f"of {args.worker_threads} OpenMP threads:")
     print(f"  load {cohort['load_s']:.1f} s (not part of training)")
     print(f"  training {cohort['training_s']:.2f} s = pipeline fit {cohort['pipeline_fit_s']:.2f} s"
           f" + design matrices {cohort['design_s']:.2f} s + L-BFGS {cohort['lbfgs_s']:.2f} s"

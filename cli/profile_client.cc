@@ -105,6 +105,7 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
                          model.iterations(), model.converged() ? "converged" : "not converged",
                          model.loss(), model.c(), model.class_weight_negative(),
                          model.class_weight_positive());
+
   const v1::BinaryMetrics& metrics = model.test_metrics();
   out << "Test split (" << metrics.users() << " users, " << metrics.positives()
       << " positive), threshold " << metrics.threshold() << ":\n";
@@ -115,6 +116,7 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
   const v1::ConfusionMatrix& confusion = metrics.confusion();
   out << "  confusion: TP " << confusion.true_positives() << "  FP " << confusion.false_positives()
       << "  TN " << confusion.true_negatives() << "  FN " << confusion.false_negatives() << "\n";
+
   out << "Top coefficients (log-odds per feature unit):\n";
   for (int i = 0; i < model.coefficients_size() && i < top_coefficients; ++i) {
     out << absl::StrFormat("  %+10.4f  %s\n", model.coefficients(i).weight(),
@@ -274,6 +276,7 @@ absl::StatusOr<std::string> WriteLabelledShop(const std::string& directory) {
       return absl::InternalError(absl::StrCat(files.customers_csv, " has no column ", name));
     }
   }
+
   const std::string path = (std::filesystem::path(directory) / "customers_labelled.csv").string();
   std::ofstream out(path, std::ios::trunc);
   out << absl::StrJoin(header, ",") << ",responded\n";

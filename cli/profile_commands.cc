@@ -40,6 +40,8 @@ void AddTrainFlags(CLI::App* command, ProfileCommandOptions* options) {
       ->delimiter(',');
   command->add_option("--weight", options->weight_column, "column of per-user sample weights");
   command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+
+  // Training.
   command->add_option("-C,--c", options->c,
                       "inverse L2 strength as in scikit-learn (default 1)");
   command->add_option("--l2", options->l2, "L2 strength, 1 / C (instead of -C)");
@@ -80,6 +82,7 @@ int RunLocalProfile(ProfileCommands& commands, int (*fail)(const absl::Status& s
     if (options.label_column.empty()) options.label_column = "responded";
     if (options.positive_label.empty()) options.positive_label = "yes";
   }
+
   std::vector<std::unique_ptr<WorkerServer>> workers;
   CoordinatorServerOptions coordinator_options;
   for (int i = 0; i < commands.local_workers; ++i) {

@@ -76,7 +76,7 @@ class ProfileEvents {
   int64_t passes_ = 0;
 };
 
-// What the design pass reports, merged over the shards in shard order.
+// Summary of the design pass, merged over the shards in shard order.
 struct DesignSummary {
   int d = 0;
   int64_t train_rows = 0;

@@ -35,11 +35,11 @@ struct ProfileJobInput {
   std::function<void(const v1::JobEvent&)> on_event;
 };
 
-// Runs the job over `streams` and returns the finished model (model_id = job_id); the
+// Runs the job over `streams` and returns the finished model (model_id = job_id). The
 // workers keep every user's score under the job id. Errors: InvalidArgument for options
-// that do not suit the data; FailedPrecondition from the data (a label value missing, a
-// training split with one class or no user, a numeric column with no value);
-// Unavailable when a worker is lost; Cancelled when the streams were cancelled.
+// that do not suit the data, and FailedPrecondition from the data (a label value
+// missing, a training split with one class or no user, a numeric column with no value).
+// Unavailable when a worker is lost, and Cancelled when the streams were cancelled.
 [[nodiscard]] absl::StatusOr<v1::ProfileModel> RunProfileJob(const ProfileJobInput& input,
                                                              JobStreams* streams);
 

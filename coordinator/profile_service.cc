@@ -109,6 +109,22 @@ std::set<std::string> PipelineColumns(const PipelineModel& pipeline) {
   return names;
 }
 
+// The segment model `segment_model_id` (found or not, as FindModel returned it) after a
+// check that it is of the profile model's dataset. Errors: the lookup's, or
+// InvalidArgument for a model of another dataset.
+absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> SameDatasetSegments(
+    absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> segments,
+    const std::string& segment_model_id, const v1::ProfileModel& model) {
+  if (!segments.ok()) return segments.status();
+  if ((*segments)->dataset_id() != model.dataset_id()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment_model_id '", segment_model_id, "' is a model of dataset '",
+        (*segments)->dataset_id(), "' but the profile model is of dataset '", model.dataset_id(),
+        "'; use a segment model of the same dataset"));
+  }
+  return segments;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -266,16 +282,9 @@ grpc::Status CohortServiceImpl::GetProfile(grpc::ServerContext*,
   const v1::ProfileModel& model = **found;
   std::string segment_job_id;
   if (!request->segment_model_id().empty()) {
-    absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> segments =
-        FindModel(request->segment_model_id());
+    absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> segments = SameDatasetSegments(
+        FindModel(request->segment_model_id()), request->segment_model_id(), model);
     if (!segments.ok()) return ToGrpcStatus(segments.status());
-    if ((*segments)->dataset_id() != model.dataset_id()) {
-      return Fail(absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("segment_model_id '", request->segment_model_id(),
-                               "' is a model of dataset '", (*segments)->dataset_id(),
-                               "' but the profile model is of dataset '", model.dataset_id(),
-                               "'; use a segment model of the same dataset"));
-    }
     segment_job_id = (*segments)->job_id();
   }
   absl::StatusOr<std::shared_ptr<JobRecord>> record = ScoredJob(model);
@@ -351,16 +360,9 @@ grpc::Status CohortServiceImpl::SelectAudience(grpc::ServerContext* context,
   const v1::ProfileModel& model = **found;
   std::string segment_job_id;
   if (!request->segment_model_id().empty()) {
-    absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> segments =
-        FindModel(request->segment_model_id());
+    absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> segments = SameDatasetSegments(
+        FindModel(request->segment_model_id()), request->segment_model_id(), model);
     if (!segments.ok()) return ToGrpcStatus(segments.status());
-    if ((*segments)->dataset_id() != model.dataset_id()) {
-      return Fail(absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("segment_model_id '", request->segment_model_id(),
-                               "' is a model of dataset '", (*segments)->dataset_id(),
-                               "' but the profile model is of dataset '", model.dataset_id(),
-                               "'; use a segment model of the same dataset"));
-    }
     for (int segment : request->segments()) {
       if (segment < 0 || segment >= (*segments)->effective_k()) {
         return Fail(absl::StatusCode::kInvalidArgument,
@@ -470,7 +472,7 @@ grpc::Status CohortServiceImpl::ScoreUser(grpc::ServerContext* context,
     }
   }
 
-  // A column goes to each model that reads it; the label column is accepted and unused,
+  // A column goes to each model that reads it. The label column is accepted and unused,
   // so a full row of the training file can be scored as it is.
   std::map<std::string, std::string> profile_cells;
   v1::AssignSegmentRequest assign;

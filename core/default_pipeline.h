@@ -13,9 +13,10 @@ namespace cohort {
 inline constexpr int kDefaultTextBuckets = 1024;
 
 // Returns one ColumnPipeline per numeric, boolean, categorical, text and embedding column
-// of `schema`, in file order: numeric impute mean + standardize, boolean impute mode,
-// categorical one-hot of the top 16 values ("" is a value of its own), text character
-// 1–2-grams into kDefaultTextBuckets buckets, embedding impute mean. The id, weight,
+// of `schema`, in file order. Numeric columns impute the mean and standardize, boolean
+// columns impute the mode, and categorical columns are one-hot over the top 16 values
+// ("" is a value of its own). Text columns get character 1–2-grams in
+// kDefaultTextBuckets buckets, and embedding columns impute the mean. The id, weight,
 // label and ignored columns are left out.
 std::vector<ColumnPipeline> DefaultPipelineColumns(const Schema& schema);
 

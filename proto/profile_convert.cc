@@ -216,6 +216,7 @@ absl::StatusOr<LogisticOptions> ToLogisticOptions(const v1::ProfileOptions& opti
     }
     out.c = options.c();
   }
+
   const bool weights_set = options.negative_weight() != 0 || options.positive_weight() != 0;
   if (options.class_weight().empty()) {
     out.class_weight = LogisticOptions::ClassWeight::kNone;
@@ -241,6 +242,7 @@ absl::StatusOr<LogisticOptions> ToLogisticOptions(const v1::ProfileOptions& opti
         "options.negative_weight or options.positive_weight is set but options.class_weight is "
         "not 'explicit'; set class_weight to 'explicit'");
   }
+
   out.max_iterations = options.max_iter() == 0 ? kDefaultMaxIter : options.max_iter();
   if (options.tol() < 0 || !std::isfinite(options.tol())) {
     return absl::InvalidArgumentError(

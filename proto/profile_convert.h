@@ -1,6 +1,6 @@
 // Conversions between the profiling protobuf messages (profile.proto, worker_profile.proto)
-// and core's pipeline, logistic-regression and metric types. Used by the worker and the
-// coordinator at their edges; nothing in core/ depends on this file.
+// and core's pipeline, logistic-regression and metric types. The worker and the
+// coordinator use them at their edges, and nothing in core/ depends on this file.
 #ifndef COHORT_PROTO_PROFILE_CONVERT_H_
 #define COHORT_PROTO_PROFILE_CONVERT_H_
 
@@ -31,10 +31,10 @@ void ToProto(const std::vector<ColumnPipeline>& columns, v1::PipelineSpec* proto
 // options field and value.
 [[nodiscard]] absl::StatusOr<LogisticOptions> ToLogisticOptions(const v1::ProfileOptions& options);
 
-// The test fraction of a profile job: 0 with no_test_split, 0.2 for 0. Errors:
-// InvalidArgument for a value outside [0, 0.9].
+// Returns the test fraction of a profile job: 0 with no_test_split, and 0.2 for 0.
+// Errors: InvalidArgument for a value outside (0, 0.9] or one set with no_test_split.
 [[nodiscard]] absl::StatusOr<double> TestFraction(const v1::ProfileOptions& options);
-// The split seed: 42 for 0.
+// Returns the split seed, 42 for 0.
 uint64_t ProfileSeed(const v1::ProfileOptions& options);
 
 void ToProto(const CleaningReport& report, v1::CleaningReportProto* proto);

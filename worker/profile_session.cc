@@ -368,9 +368,9 @@ absl::Status ProfileSession::SelectAudience(const v1::SelectAudienceShard& comma
     if (with_segments) {
       COHORT_ASSIGN_OR_RETURN(assignments,
                               store_->FindAssignments(command.segment_job_id(), shard.shard_id));
-      // Both jobs read the same shard, so the rows usually line up; rows streamed in
-      // between the jobs are matched by id, and a user the segment job never saw has no
-      // segment (-1).
+      // Both jobs read the same shard, so the rows usually line up. Rows streamed in
+      // between the jobs are matched by id, and a user the segment job never saw gets
+      // segment -1.
       aligned = assignments->user_ids == scores->user_ids;
       if (!aligned) {
         for (size_t i = 0; i < assignments->user_ids.size(); ++i) {
@@ -402,20 +402,20 @@ absl::Status ProfileSession::SelectAudience(const v1::SelectAudienceShard& comma
     v1::ShardResult result = NewResult(seq, shard.shard_id, 0);
     v1::AudienceShardResult* out = result.mutable_audience();
     absl::flat_hash_map<int32_t, int64_t> per_segment;
-    int64_t kept = 0;
+    int64_t selected = 0;
     for (const Candidate& candidate : candidates) {
-      if (command.top_n() > 0 && kept >= command.top_n()) break;
+      if (command.top_n() > 0 && selected >= command.top_n()) break;
       if (command.per_segment_cap() > 0 &&
           per_segment[candidate.segment] >= command.per_segment_cap()) {
         continue;
       }
       ++per_segment[candidate.segment];
-      ++kept;
+      ++selected;
       out->add_user_ids(*candidate.user_id);
       out->add_scores(candidate.score);
       out->add_segments(candidate.segment);
     }
-    result.set_rows(kept);
+    result.set_rows(selected);
     results->push_back(std::move(result));
   }
   return absl::OkStatus();

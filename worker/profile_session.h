@@ -28,10 +28,11 @@ class ProfileSession {
   static bool Handles(const v1::JobCommand& command);
 
   // Runs one command and appends one result per shard, in shard-id order. Errors end the
-  // stream: InvalidArgument for a malformed command or one whose sizes do not match the
-  // design matrix; FailedPrecondition for a command sent before the one it needs (for
-  // example LossGradient before BuildDesign); NotFound for scores or assignments this
-  // worker does not hold; Aborted when rows were appended to a shard during the job.
+  // stream. They are InvalidArgument for a malformed command or one whose sizes do not
+  // match the design matrix, and FailedPrecondition for a command sent before the one it
+  // needs (for example LossGradient before BuildDesign). NotFound means this worker holds
+  // no such scores or assignments, and Aborted that rows were appended to a shard during
+  // the job.
   [[nodiscard]] absl::Status Handle(const v1::JobCommand& command,
                                     std::vector<v1::ShardResult>* results);
 

@@ -590,6 +590,7 @@ TEST_F(ProfileEndToEndTest, BankMarketingThroughTheCluster) {
       cluster_->Load(path, "@line", {{"y", v1::COLUMN_TYPE_LABEL}}, ";");
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_EQ(dataset->num_users(), 45211);
+
   v1::ProfileOptions options;
   options.set_label_column("y");
   options.set_positive_label("yes");
