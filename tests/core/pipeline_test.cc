@@ -449,6 +449,34 @@ TEST(PipelineTest, SpecErrorsNameLineAndStep) {
             std::string::npos);
 }
 
+TEST(PipelineTest, Log1pOfValueBelowMinusOneFailsFit) {
+  Schema schema;
+  schema.columns = {{"id", ColumnType::kId}, {"v", ColumnType::kNumeric}};
+  const RawShard shard = ShardOf(schema, {{"a", "3"}, {"b", "-2.5"}});
+  const absl::Status status = FitPipeline(SpecOf("column v = log1p"), schema, {shard}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("-2.5"), std::string::npos) << status;
+  // A valid range that keeps values above -1 makes the same column usable.
+  EXPECT_TRUE(FitPipeline(SpecOf("column v = range 0 10 | log1p"), schema, {shard}).ok());
+}
+
+TEST(PipelineTest, ShardOfAnotherSchemaIsRejected) {
+  const Schema schema = SmallSchema();
+  const PipelineModel model =
+      FitOrDie(SpecOf("column emb = impute mean"), schema, {ShardOf(schema, SmallRows())});
+  Schema other;
+  other.columns = {{"id", ColumnType::kId}, {"x", ColumnType::kNumeric}};
+  const RawShard shard = ShardOf(other, {{"a", "1"}});
+  MatrixXfR x;
+  const absl::Status status = TransformShardPipeline(model, shard, &x, nullptr);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("'emb'"), std::string::npos) << status;
+  PipelineModel unfinished = model;
+  unfinished.finished = false;
+  EXPECT_EQ(TransformShardPipeline(unfinished, ShardOf(schema, SmallRows()), &x, nullptr).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(PipelineTest, SegmentationSpecReproducesFeatureTransform) {
   Schema schema;
   schema.columns = {{"id", ColumnType::kId},
