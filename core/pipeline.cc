@@ -21,6 +21,8 @@ namespace cohort {
 namespace {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
+// Shards with at most this many rows are transformed on one thread.
+constexpr int64_t kTransformParallelMinRows = 4096;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // Index of each schema column within the storage of its type in RawShard.
@@ -746,17 +748,32 @@ absl::Status TransformShardPipeline(const PipelineModel& model, const RawShard& 
   if (absl::Status status = CheckShardColumns(model, shard); !status.ok()) return status;
   const int64_t n = shard.num_rows();
   x->resize(n, model.dim());
-  std::vector<int64_t> clipped(model.columns.size(), 0);
-  std::vector<int64_t> imputed(model.columns.size(), 0);
+  const size_t num_columns = model.columns.size();
+  std::vector<int64_t> clipped(num_columns, 0);
+  std::vector<int64_t> imputed(num_columns, 0);
   std::vector<CategoryIndex> indexes;
   for (const FittedColumn& column : model.columns) indexes.push_back(IndexCategories(column));
-  for (int64_t row = 0; row < n; ++row) {
-    float* out = x->row(row).data();
-    for (size_t c = 0; c < model.columns.size(); ++c) {
-      const FittedColumn& column = model.columns[c];
-      TransformCell(column, ShardCell(column, shard, row), out, &clipped[c], &imputed[c],
-                    &indexes[c]);
-      out += column.width();
+
+  // Rows are independent and each thread writes its own rows, so x does not depend on the
+  // thread count. The counts are integer sums, which any order adds to the same total.
+#pragma omp parallel if (n > kTransformParallelMinRows)
+  {
+    std::vector<int64_t> own_clipped(num_columns, 0);
+    std::vector<int64_t> own_imputed(num_columns, 0);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < n; ++row) {
+      float* out = x->row(row).data();
+      for (size_t c = 0; c < num_columns; ++c) {
+        const FittedColumn& column = model.columns[c];
+        TransformCell(column, ShardCell(column, shard, row), out, &own_clipped[c],
+                      &own_imputed[c], &indexes[c]);
+        out += column.width();
+      }
+    }
+#pragma omp critical(cohort_pipeline_counts)
+    for (size_t c = 0; c < num_columns; ++c) {
+      clipped[c] += own_clipped[c];
+      imputed[c] += own_imputed[c];
     }
   }
   if (labels != nullptr) {

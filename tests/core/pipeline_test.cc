@@ -1,6 +1,7 @@
 #include "core/pipeline.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -475,6 +476,30 @@ TEST(PipelineTest, ShardOfAnotherSchemaIsRejected) {
   unfinished.finished = false;
   EXPECT_EQ(TransformShardPipeline(unfinished, ShardOf(schema, SmallRows()), &x, nullptr).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PipelineTest, ThreadCountDoesNotChangeTransform) {
+  const Schema schema = SmallSchema();
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<std::string> row = SmallRows()[static_cast<size_t>(i % 5)];
+    row[0] = absl::StrCat("u", i);
+    rows.push_back(row);
+  }
+  const RawShard shard = ShardOf(schema, rows);
+  const PipelineModel model = FitOrDie(SpecOf(kFullSpec), schema, {shard});
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  CleaningReport one_report;
+  const MatrixXfR one = TransformOrDie(model, shard, nullptr, &one_report);
+  omp_set_num_threads(std::max(2, threads));
+  CleaningReport many_report;
+  const MatrixXfR many = TransformOrDie(model, shard, nullptr, &many_report);
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one, many);
+  EXPECT_EQ(one_report.imputed_cells, many_report.imputed_cells);
+  EXPECT_EQ(many_report.imputed_cells["x"], 4000);
+  EXPECT_EQ(many_report.clipped_values["x"], 4000);
 }
 
 TEST(PipelineTest, SegmentationSpecReproducesFeatureTransform) {
