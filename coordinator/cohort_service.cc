@@ -843,6 +843,10 @@ absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> CohortServiceImpl::FindM
   if (model != models_.end()) return model->second;
   auto job = jobs_.find(id);
   if (job != jobs_.end()) {
+    if (job->second->profile != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job '", id, "' is a profile job, not a segmentation; read it with GetProfileModel"));
+    }
     absl::MutexLock job_lock(&job->second->mutex);
     return absl::FailedPreconditionError(
         absl::StrCat("job '", id, "' is ", v1::JobState_Name(job->second->job.state()),

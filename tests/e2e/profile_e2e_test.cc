@@ -416,6 +416,22 @@ TEST_F(ProfileEndToEndTest, AudienceFiltersMatchNaiveReference) {
   ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << segmented->error_message();
   const std::string segment_model = segmented->model_id();
 
+  // Each kind of model is read with its own RPC.
+  v1::GetSegmentModelRequest as_segments;
+  as_segments.set_model_id(model_.model_id());
+  v1::SegmentModel unused_segments;
+  const grpc::Status wrong_kind =
+      cluster_->stub().GetSegmentModel(Context().get(), as_segments, &unused_segments);
+  EXPECT_EQ(wrong_kind.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(wrong_kind.error_message(), "GetProfileModel"))
+      << wrong_kind.error_message();
+  v1::GetProfileModelRequest as_profile;
+  as_profile.set_model_id(segment_model);
+  v1::ProfileModel unused_profile;
+  EXPECT_EQ(cluster_->stub().GetProfileModel(Context().get(), as_profile, &unused_profile)
+                .error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+
   const std::vector<v1::AudienceMember> all = AllMembers(segment_model);
   ASSERT_EQ(all.size(), static_cast<size_t>(kUsers));
   for (size_t i = 1; i < all.size(); ++i) {
