@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "coordinator/placement.h"
 #include "coordinator/segmentation_job.h"
+#include "coordinator/state_file.h"
 #include "core/features.h"
 #include "core/log.h"
 #include "core/raw_table.h"
@@ -99,20 +100,7 @@ absl::Status CohortServiceImpl::LoadState() {
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  const std::string path = ModelPath(options_.state_dir, model.model_id());
-  const std::string temp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !model.SerializeToOstream(&out)) {
-      return absl::InternalError(absl::StrCat("cannot write ", temp));
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
-  }
-  return absl::OkStatus();
+  return WriteMessageAtomically(ModelPath(options_.state_dir, model.model_id()), model);
 }
 
 void CohortServiceImpl::CancelAllJobs() {

@@ -13,6 +13,7 @@
 #include "absl/strings/strip.h"
 #include "coordinator/cohort_service.h"
 #include "coordinator/profile_job.h"
+#include "coordinator/state_file.h"
 #include "core/log.h"
 #include "core/logistic.h"
 #include "core/pipeline.h"
@@ -82,25 +83,6 @@ class QueryStreams {
   std::unique_ptr<JobStreams> streams_;
   int listener_ = -1;
 };
-
-// Writes `message` to `path` through a temporary file and a rename, so a reader never
-// sees half a file.
-absl::Status WriteMessageAtomically(const std::string& path,
-                                    const google::protobuf::Message& message) {
-  const std::string temp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !message.SerializeToOstream(&out)) {
-      return absl::InternalError(absl::StrCat("cannot write ", temp));
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
-  }
-  return absl::OkStatus();
-}
 
 // The column names a fitted pipeline reads.
 std::set<std::string> PipelineColumns(const PipelineModel& pipeline) {
