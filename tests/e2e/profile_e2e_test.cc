@@ -633,6 +633,39 @@ TEST_F(ProfileEndToEndTest, BankMarketingThroughTheCluster) {
   EXPECT_LT(duration_rank, 5);
 }
 
+TEST_F(ProfileEndToEndTest, CancelStopsProfileJob) {
+  COHORT_REQUIRE_DATA_FILE(path, "bank-marketing/bank-full.csv");
+  cluster_ = StartCluster(2);
+  ASSERT_NE(cluster_, nullptr);
+  absl::StatusOr<v1::Dataset> dataset =
+      cluster_->Load(path, "@line", {{"y", v1::COLUMN_TYPE_LABEL}}, ";");
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  v1::StartProfileJobRequest start;
+  start.set_dataset_id(dataset->dataset_id());
+  start.mutable_options()->set_positive_label("yes");
+  // A tight tolerance keeps L-BFGS busy long enough for the cancellation to land.
+  start.mutable_options()->set_tol(1e-12);
+  start.mutable_options()->set_max_iter(100000);
+  v1::Job job;
+  ASSERT_TRUE(cluster_->stub().StartProfileJob(Context().get(), start, &job).ok());
+  EXPECT_EQ(job.profile_options().positive_label(), "yes");
+
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  v1::Job cancelled;
+  const grpc::Status status = cluster_->stub().CancelJob(Context().get(), cancel, &cancelled);
+  absl::StatusOr<v1::Job> done = cluster_->Wait(job.job_id());
+  ASSERT_TRUE(done.ok()) << done.status();
+  if (status.ok()) {
+    EXPECT_EQ(done->state(), v1::JOB_STATE_CANCELLED) << done->error_message();
+    EXPECT_TRUE(done->model_id().empty());
+  } else {
+    // The job had already ended when the cancellation arrived.
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(done->state(), v1::JOB_STATE_SUCCEEDED);
+  }
+}
+
 TEST_F(ProfileEndToEndTest, RestartedCoordinatorServesStoredModel) {
   const std::string state_dir = dir_ + "/state";
   cluster_ = StartCluster(2, state_dir);
