@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/recommend_client.h"
+#include "cli/profile_commands.h"
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -265,9 +266,14 @@ int main(int argc, char** argv) {
 
   // cohort neighbours, cohort recommend, cohort local recommend
   RecommendCommands recommend_commands(&app, local);
+  // cohort profile, audience, score and local profile
+  ProfileCommands profile_commands;
+  AddProfileCommands(app, *local, &profile_commands);
 
   CLI11_PARSE(app, argc, argv);
   SetLogLevel(log_level);
+  if (profile_commands.local_profile->parsed() && log_level == "info") SetLogLevel("warn");
+  if (std::optional<int> code = RunProfileCommands(profile_commands, Fail)) return *code;
 
   if (generate->parsed()) {
     absl::StatusOr<SyntheticShopFiles> files = WriteSyntheticShop(generate_dir, shop);

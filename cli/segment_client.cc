@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli/client_util.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/report.h"
 #include "core/segment_summary.h"
@@ -27,93 +28,7 @@
 namespace cohort {
 namespace {
 
-constexpr int kMaxMessageBytes = 256 << 20;
-constexpr int kBarWidth = 30;
-
-// Adds the step to a failed call's status: "loading the dataset: <message>".
-absl::Status CallError(const grpc::Status& status, const std::string& step) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(step, ": ", status.error_message()));
-}
-
-std::string CsvField(const std::string& value) {
-  if (value.find_first_of(",\"\r\n") == std::string::npos) return value;
-  std::string quoted = "\"";
-  for (char c : value) {
-    if (c == '"') quoted += '"';
-    quoted += c;
-  }
-  quoted += '"';
-  return quoted;
-}
-
 std::string Number(double value) { return absl::StrFormat("%.6g", value); }
-
-class ProgressBar {
- public:
-  explicit ProgressBar(bool enabled) : tty_(enabled && isatty(STDERR_FILENO) == 1) {}
-
-  void Update(const v1::JobEvent& event) {
-    std::string line;
-    double fraction = 0;
-    if (event.phase() == "init") {
-      fraction = event.k() > 0 ? static_cast<double>(event.centers_chosen()) / event.k() : 0;
-      line = absl::StrFormat("seeding  run %d  centers %d/%d", event.run() + 1,
-                             event.centers_chosen(), event.k());
-    } else if (event.phase() == "lloyd" || event.phase() == "final") {
-      fraction = event.max_iter() > 0 ? static_cast<double>(event.iteration()) / event.max_iter() : 0;
-      line = absl::StrFormat("lloyd    run %d  iter %d/%d  inertia %s  shift %.3g  %s rows/s",
-                             event.run() + 1, event.iteration(), event.max_iter(),
-                             FormatReadable(event.inertia()), event.max_shift(),
-                             FormatReadable(event.rows_per_second()));
-    } else {
-      line = absl::StrCat(event.phase(), "  ", event.message());
-    }
-    if (tty_) {
-      const int filled = static_cast<int>(std::clamp(fraction, 0.0, 1.0) * kBarWidth);
-      std::string bar(filled, '#');
-      bar.append(kBarWidth - filled, '.');
-      std::fprintf(stderr, "\r\033[K[%s] %s", bar.c_str(), line.c_str());
-      std::fflush(stderr);
-      drawn_ = true;
-    } else if (event.phase() != last_phase_ || event.state() != v1::JOB_STATE_RUNNING) {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-    last_phase_ = event.phase();
-  }
-
-  void Finish() {
-    if (tty_ && drawn_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  const bool tty_;
-  bool drawn_ = false;
-  std::string last_phase_;
-};
-
-class Client {
- public:
-  Client(const std::string& address, absl::Duration deadline) : deadline_(deadline) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    args.SetMaxSendMessageSize(kMaxMessageBytes);
-    stub_ = v1::Cohort::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  }
-
-  std::unique_ptr<grpc::ClientContext> Context() const {
-    auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline_));
-    return context;
-  }
-
-  v1::Cohort::Stub* stub() { return stub_.get(); }
-
- private:
-  const absl::Duration deadline_;
-  std::unique_ptr<v1::Cohort::Stub> stub_;
-};
 
 absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOptions& options) {
   v1::CreateDatasetRequest create;
@@ -199,79 +114,6 @@ v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) 
   job_options.set_reassignment_ratio(options.reassignment_ratio);
   job_options.set_distance(options.distance);
   return job_options;
-}
-
-std::atomic<bool> interrupted{false};
-
-extern "C" void OnInterrupt(int) { interrupted.store(true); }
-
-// While alive, SIGINT and SIGTERM set `interrupted` instead of ending the process, so the
-// job being watched can be cancelled on the cluster first.
-class InterruptScope {
- public:
-  InterruptScope() {
-    interrupted.store(false);
-    struct sigaction action = {};
-    action.sa_handler = OnInterrupt;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, &old_int_);
-    sigaction(SIGTERM, &action, &old_term_);
-  }
-  ~InterruptScope() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-
- private:
-  struct sigaction old_int_ = {};
-  struct sigaction old_term_ = {};
-};
-
-// Draws the job's progress until it ends; returns the finished job or its error. Ctrl-C
-// (or SIGTERM) cancels the job on the cluster and returns Cancelled.
-absl::StatusOr<v1::Job> WatchToEnd(Client& client, v1::Job job, bool progress_bar) {
-  ProgressBar bar(progress_bar);
-  v1::WatchJobRequest watch;
-  watch.set_job_id(job.job_id());
-  auto context = client.Context();
-  InterruptScope interrupt_scope;
-  std::atomic<bool> watching{true};
-  std::thread canceller([&] {
-    while (watching.load()) {
-      if (interrupted.load()) {
-        v1::CancelJobRequest cancel;
-        cancel.set_job_id(job.job_id());
-        v1::Job ignored;
-        (void)client.stub()->CancelJob(client.Context().get(), cancel, &ignored);
-        context->TryCancel();
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  });
-  auto reader = client.stub()->WatchJob(context.get(), watch);
-  v1::JobEvent event;
-  while (reader->Read(&event)) bar.Update(event);
-  bar.Finish();
-  grpc::Status status = reader->Finish();
-  watching.store(false);
-  canceller.join();
-  if (interrupted.load()) {
-    return absl::CancelledError(
-        absl::StrCat("interrupted; job ", job.job_id(), " was cancelled on the cluster"));
-  }
-  if (!status.ok()) return CallError(status, "watching the job");
-
-  v1::GetJobRequest get;
-  get.set_job_id(job.job_id());
-  status = client.stub()->GetJob(client.Context().get(), get, &job);
-  if (!status.ok()) return CallError(status, "reading the job");
-  if (job.state() != v1::JOB_STATE_SUCCEEDED) {
-    return absl::Status(static_cast<absl::StatusCode>(job.error_code()),
-                        absl::StrCat("job ", job.job_id(), " ", v1::JobState_Name(job.state()),
-                                     ": ", job.error_message()));
-  }
-  return job;
 }
 
 absl::StatusOr<v1::SegmentModel> RunSegmentation(Client& client, const std::string& dataset_id,

@@ -16,6 +16,7 @@
 #include "coordinator/placement.h"
 #include "coordinator/segmentation_job.h"
 #include "coordinator/shard_moves.h"
+#include "coordinator/state_file.h"
 #include "core/features.h"
 #include "core/log.h"
 #include "core/raw_table.h"
@@ -96,29 +97,18 @@ absl::Status CohortServiceImpl::LoadState() {
   }
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
-  return LoadNeighbourModels();
+  COHORT_RETURN_IF_ERROR(LoadNeighbourModels());
+  return LoadProfileModels(models_dir.string());
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
   if (options_.state_dir.empty()) return absl::OkStatus();
-  return WriteStateFile(ModelPath(options_.state_dir, model.model_id()), model);
+  return WriteMessageAtomically(ModelPath(options_.state_dir, model.model_id()), model);
 }
 
 absl::Status CohortServiceImpl::WriteStateFile(const std::string& path,
                                                const google::protobuf::Message& message) {
-  const std::string temp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out || !message.SerializeToOstream(&out)) {
-      return absl::InternalError(absl::StrCat("cannot write ", temp));
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temp, path, error);
-  if (error) {
-    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", error.message()));
-  }
-  return absl::OkStatus();
+  return WriteMessageAtomically(path, message);
 }
 
 void CohortServiceImpl::CancelAllJobs() {
@@ -536,7 +526,7 @@ grpc::Status CohortServiceImpl::GetDataset(grpc::ServerContext*, const v1::GetDa
 
 absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl::CreateJob(
     const std::string& dataset_id, const v1::SegmentationOptions& options, int max_k,
-    std::vector<int> sweep_ks) {
+    std::vector<int> sweep_ks, std::shared_ptr<const v1::ProfileOptions> profile) {
   auto record = std::make_shared<JobRecord>();
   {
     absl::MutexLock lock(&mutex_);
@@ -595,6 +585,7 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     record->options = options;
     record->sweep_ks = std::move(sweep_ks);
     record->num_users = dataset.info.num_users();
+    record->profile = std::move(profile);
     jobs_[record->job_id] = record;
   }
   {
@@ -602,7 +593,11 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
     record->job.set_job_id(record->job_id);
     record->job.set_dataset_id(record->dataset_id);
     record->job.set_state(v1::JOB_STATE_PENDING);
-    *record->job.mutable_options() = options;
+    if (record->profile != nullptr) {
+      *record->job.mutable_profile_options() = *record->profile;
+    } else {
+      *record->job.mutable_options() = options;
+    }
     record->job.mutable_last_event()->set_job_id(record->job_id);
     record->job.mutable_last_event()->set_state(v1::JOB_STATE_PENDING);
   }
@@ -802,6 +797,8 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
                                                                              streams.get());
       status = neighbour_model.status();
       if (status.ok()) model_id = *neighbour_model;
+    } else if (record->profile != nullptr) {
+      status = RunProfile(*record, input.on_event, streams.get(), &model_id);
     } else if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
       ApplyMovedShards(record.get(), streams->MovedShards());
@@ -967,6 +964,10 @@ absl::StatusOr<std::shared_ptr<const v1::SegmentModel>> CohortServiceImpl::FindM
   if (model != models_.end()) return model->second;
   auto job = jobs_.find(id);
   if (job != jobs_.end()) {
+    if (job->second->profile != nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job '", id, "' is a profile job, not a segmentation; read it with GetProfileModel"));
+    }
     absl::MutexLock job_lock(&job->second->mutex);
     return absl::FailedPreconditionError(
         absl::StrCat("job '", id, "' is ", v1::JobState_Name(job->second->job.state()),

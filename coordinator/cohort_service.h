@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -96,6 +97,20 @@ class CohortServiceImpl final : public v1::Cohort::Service {
                               grpc::ServerWriter<v1::RecommendResponse>* writer) override;
   grpc::Status PredictRating(grpc::ServerContext* context, const v1::PredictRatingRequest* request,
                              v1::PredictRatingResponse* response) override;
+  // Profiles, audiences and online scoring; defined in profile_service.cc.
+  grpc::Status StartProfileJob(grpc::ServerContext* context,
+                               const v1::StartProfileJobRequest* request,
+                               v1::Job* response) override;
+  grpc::Status GetProfileModel(grpc::ServerContext* context,
+                               const v1::GetProfileModelRequest* request,
+                               v1::ProfileModel* response) override;
+  grpc::Status GetProfile(grpc::ServerContext* context, const v1::GetProfileRequest* request,
+                          v1::UserProfile* response) override;
+  grpc::Status SelectAudience(grpc::ServerContext* context,
+                              const v1::SelectAudienceRequest* request,
+                              grpc::ServerWriter<v1::AudienceChunk>* writer) override;
+  grpc::Status ScoreUser(grpc::ServerContext* context, const v1::ScoreUserRequest* request,
+                         v1::ScoreUserResponse* response) override;
 
  private:
   struct DatasetRecord {
@@ -122,6 +137,7 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     v1::SegmentationOptions options;
     std::vector<int> sweep_ks;  // non-empty for a sweep job
     int64_t num_users = 0;      // of the dataset when the job started
+    std::shared_ptr<const v1::ProfileOptions> profile;  // set for a profile job
 
     mutable absl::Mutex mutex;
     v1::Job job ABSL_GUARDED_BY(mutex);
@@ -156,9 +172,10 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   void ApplyMovedShards(JobRecord* record, const std::map<int, std::string>& moved)
       ABSL_LOCKS_EXCLUDED(mutex_);
   // Validates the dataset's state, registers a job and starts its thread.
-  absl::StatusOr<std::shared_ptr<JobRecord>> CreateJob(const std::string& dataset_id,
-                                                       const v1::SegmentationOptions& options,
-                                                       int max_k, std::vector<int> sweep_ks);
+  // `profile` makes it a profile job.
+  absl::StatusOr<std::shared_ptr<JobRecord>> CreateJob(
+      const std::string& dataset_id, const v1::SegmentationOptions& options, int max_k,
+      std::vector<int> sweep_ks, std::shared_ptr<const v1::ProfileOptions> profile = nullptr);
   void RunJob(std::shared_ptr<JobRecord> record);
   // Errors: NotFound naming the id.
   absl::StatusOr<std::shared_ptr<JobRecord>> FindJob(const std::string& job_id) const;
@@ -191,6 +208,21 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   absl::StatusOr<std::map<std::string, FetchedRow>> FetchUserRows(
       const std::string& dataset_id, const std::vector<std::string>& user_ids);
   absl::StatusOr<v1::RecommendResponse> RecommendOne(const v1::RecommendRequest& request);
+  // Profile jobs and models (profile_service.cc). RunProfile trains on the job's streams,
+  // then persists and registers the model.
+  absl::Status RunProfile(const JobRecord& record,
+                          const std::function<void(const v1::JobEvent&)>& on_event,
+                          JobStreams* streams, std::string* model_id);
+  // Errors: NotFound naming the id; FailedPrecondition for a job that is not a profile
+  // job or has not succeeded.
+  absl::StatusOr<std::shared_ptr<const v1::ProfileModel>> FindProfileModel(
+      const std::string& id) const;
+  absl::Status PersistProfileModel(const v1::ProfileModel& model) const;
+  // Reads the *.profile_model.pb files of `models_dir`. Errors: Internal naming the file.
+  absl::Status LoadProfileModels(const std::string& models_dir);
+  // The record of the job that trained `model`, whose owners hold its per-user scores.
+  // Errors: FailedPrecondition when the coordinator restarted since the job ran.
+  absl::StatusOr<std::shared_ptr<JobRecord>> ScoredJob(const v1::ProfileModel& model) const;
 
   WorkerRegistry* registry_;
   const CohortServiceOptions options_;
@@ -202,6 +234,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   std::map<std::string, std::shared_ptr<const NeighbourIndex>> neighbour_models_
       ABSL_GUARDED_BY(mutex_);
   int64_t next_fetch_ ABSL_GUARDED_BY(mutex_) = 1;
+  std::map<std::string, std::shared_ptr<const v1::ProfileModel>> profile_models_
+      ABSL_GUARDED_BY(mutex_);
   int64_t next_dataset_ ABSL_GUARDED_BY(mutex_) = 1;
   int64_t next_job_ ABSL_GUARDED_BY(mutex_) = 1;
   bool shutting_down_ ABSL_GUARDED_BY(mutex_) = false;

@@ -28,6 +28,12 @@ inline constexpr size_t kNotInFile = static_cast<size_t>(-1);
 // Errors: InvalidArgument for bad paths, CSV options, schema, shard list or threads.
 [[nodiscard]] absl::Status ValidateLoadOptions(const UserLoadOptions& options);
 
+// LoadUserShards one record at a time on one thread, through AppendUserRow: the loader
+// for schemas with profiling columns (boolean, text, embedding, label) and for
+// non-default cleaning rules, which the block parser does not handle.
+[[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShardsRowByRow(
+    const UserLoadOptions& options);
+
 // Maps each schema column to its index in `header`; the line-number id column maps to
 // kNotInFile. Errors: InvalidArgument, naming `path`, when a schema column is missing
 // from the header or appears in it twice.

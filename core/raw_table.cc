@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "core/raw_cells.h"
+#include "core/shard_hash.h"
 
 namespace cohort {
 namespace {
@@ -168,6 +169,7 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id) {
   shard.shard_id = shard_id;
   shard.numeric = NumericMatrix(static_cast<int>(CountColumns(schema, ColumnType::kNumeric)));
   shard.categorical.resize(CountColumns(schema, ColumnType::kCategorical));
+  shard.profile = MakeEmptyProfileColumns(schema);
   return shard;
 }
 
@@ -223,6 +225,11 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
     if (!value.ok()) return value.status();
     numeric.push_back(*value);
   }
+  // The profiling cells are the last that can be rejected; AppendProfileCells leaves the
+  // columns unchanged on error, so nothing has been appended yet when it fails.
+  if (absl::Status status = AppendProfileCells(schema, cells, &shard->profile); !status.ok()) {
+    return status;
+  }
 
   shard->numeric.AppendRows(numeric.data(), 1);
   size_t categorical_index = 0;
@@ -234,6 +241,106 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
   if (weight_index >= 0) shard->weights.push_back(weight);
   shard->ids.push_back(cells[id_index]);
   return absl::OkStatus();
+}
+
+namespace {
+
+// Where a user id was first seen, for the message about its repeat.
+struct RowLocation {
+  size_t file_index = 0;
+  int64_t line = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<LoadedShards> LoadUserShardsRowByRow(const UserLoadOptions& options) {
+  if (absl::Status status = ValidateLoadOptions(options); !status.ok()) return status;
+  const Schema& schema = options.schema;
+  const size_t id_column = static_cast<size_t>(schema.IdIndex());
+
+  std::vector<int> requested = options.shards;
+  std::sort(requested.begin(), requested.end());
+  LoadedShards loaded;
+  // slot_of_shard[s] is the index of shard s in loaded.shards, or -1 when not requested.
+  std::vector<int> slot_of_shard(static_cast<size_t>(options.num_shards), -1);
+  for (size_t slot = 0; slot < requested.size(); ++slot) {
+    slot_of_shard[requested[slot]] = static_cast<int>(slot);
+    loaded.shards.push_back(MakeEmptyShard(schema, requested[slot]));
+  }
+  loaded.duplicate_rows.assign(requested.size(), 0);
+  const bool keep_first =
+      options.duplicate_ids == DuplicateIdRule::kKeepFirst ||
+      options.cleaning.duplicate_ids == CleaningRules::DuplicateIds::kKeepFirst;
+
+  // First location of every id of the requested shards. An id maps to exactly one
+  // shard, so every duplicate of a hosted id is caught here. Duplicates in other shards
+  // are caught by the loader that hosts them.
+  absl::flat_hash_map<std::string, RowLocation> first_seen;
+  std::vector<std::string> fields;
+  std::vector<std::string> cells(schema.columns.size());
+
+  for (size_t file_index = 0; file_index < options.paths.size(); ++file_index) {
+    const std::string& path = options.paths[file_index];
+    absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, options.csv);
+    if (!reader.ok()) return reader.status();
+    absl::StatusOr<std::vector<size_t>> header_index =
+        MapSchemaToHeader(schema, (*reader)->header(), path);
+    if (!header_index.ok()) return header_index.status();
+    const size_t id_field = (*header_index)[id_column];
+    const std::string line_id_prefix = file_index == 0 ? "" : absl::StrCat(file_index, ":");
+    std::string line_id;
+
+    while (true) {
+      absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
+      if (!has_record.ok()) return has_record.status();
+      if (!*has_record) break;
+      ++loaded.rows_read;
+      const int64_t line = (*reader)->line();
+
+      if (id_field == kNotInFile) line_id = absl::StrCat(line_id_prefix, line);
+      const std::string& id = id_field == kNotInFile ? line_id : fields[id_field];
+      if (id.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line, ": column '", schema.columns[id_column].name,
+                         "': user id is empty; every row needs a user id"));
+      }
+      const int slot = slot_of_shard[ShardOfUser(id, options.num_shards)];
+      if (slot < 0) continue;
+
+      auto [it, inserted] = first_seen.try_emplace(id, RowLocation{file_index, line});
+      if (!inserted && keep_first) {
+        ++loaded.cleaning_report.duplicate_rows_dropped;
+        ++loaded.duplicate_rows[slot];
+        continue;
+      }
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", line, ": user id '", id, "' already appeared at ",
+            options.paths[it->second.file_index], ":", it->second.line,
+            "; user ids must be unique"));
+      }
+
+      // The cells are swapped in and back out, so no string is copied and `fields`
+      // keeps its buffers for the next record.
+      for (size_t j = 0; j < cells.size(); ++j) {
+        if ((*header_index)[j] == kNotInFile) {
+          cells[j] = line_id;
+        } else {
+          cells[j].swap(fields[(*header_index)[j]]);
+        }
+      }
+      BlankUnparsableCells(schema, options.cleaning, &cells, &loaded.cleaning_report);
+      absl::Status status = AppendUserRow(schema, cells, &loaded.shards[slot]);
+      for (size_t j = 0; j < cells.size(); ++j) {
+        if ((*header_index)[j] != kNotInFile) cells[j].swap(fields[(*header_index)[j]]);
+      }
+      if (!status.ok()) {
+        return absl::Status(status.code(), absl::StrCat(path, ":", line, ": ", status.message()));
+      }
+    }
+  }
+  for (RawShard& shard : loaded.shards) shard.ShrinkToFit();
+  return loaded;
 }
 
 }  // namespace cohort

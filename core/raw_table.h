@@ -9,7 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/columns.h"
+#include "core/cleaning.h"
 #include "core/csv.h"
+#include "core/profile_columns.h"
 #include "core/schema.h"
 
 namespace cohort {
@@ -32,6 +34,8 @@ struct RawShard {
   // [row] sample weight of each user, finite and >= 0. Empty when the schema has no
   // weight column.
   std::vector<float> weights;
+  // Boolean, text, embedding and label columns.
+  ProfileColumns profile;
 
   int64_t num_rows() const { return ids.size(); }
   // Heap bytes held by the columns, capacity included.
@@ -45,8 +49,9 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 
 // Appends one user to `shard`. `cells` contains one cell per schema column, in schema
 // order. Errors: InvalidArgument when the id is empty, when a numeric cell is not a
-// number, is NaN or infinite, or is outside the float32 range, and when the weight cell
-// is empty, not a number, not finite, negative or above the float maximum. The message names the column and the
+// number, is NaN or infinite, or is outside the float32 range, when the weight cell
+// is empty, not a number, not finite, negative or above the float maximum, and for a
+// profiling cell that AppendProfileCells rejects. The message names the column and the
 // value, and the caller adds the file and line. On error the shard is unchanged.
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
@@ -73,6 +78,8 @@ struct UserLoadOptions {
   // OpenMP threads that parse blocks of lines; 0 means omp_get_max_threads(). The result
   // does not depend on it. Range [0, 1024].
   int threads = 0;
+  // Rules for repeated ids and unparsable cells. The default rejects both.
+  CleaningRules cleaning;
 };
 
 struct LoadedShards {
@@ -82,6 +89,8 @@ struct LoadedShards {
   int64_t rows_read = 0;
   // Rows dropped by DuplicateIdRule::kKeepFirst, per entry of `shards`.
   std::vector<int64_t> duplicate_rows;
+  // Rows dropped and cells blanked by `cleaning` in the requested shards.
+  CleaningReport cleaning_report;
 };
 
 // Reads the files and keeps the rows of the requested shards (user → shard by
@@ -91,6 +100,8 @@ struct LoadedShards {
 // (see AppendUserRow), an empty id, a user id that appears twice under
 // DuplicateIdRule::kReject (both lines named) or a file with no header. NotFound for a
 // missing file. ResourceExhausted for a shard above kMaxShardRows rows.
+// options.cleaning can instead drop repeated ids and blank unparsable numeric, boolean
+// and embedding cells, counting both in cleaning_report.
 [[nodiscard]] absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options);
 
 }  // namespace cohort

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "core/csv.h"
 
@@ -21,6 +22,21 @@ std::string QuotedList(const std::vector<std::string>& names) {
 
 bool LooksLikeIdName(const std::string& name) {
   return absl::EndsWithIgnoreCase(name, "id");
+}
+
+// Counts the values of the first non-empty cell of column `index` in the sample.
+absl::StatusOr<int> InferEmbeddingDim(const std::string& name, size_t index,
+                                      const std::vector<std::vector<std::string>>& sample_rows) {
+  for (const std::vector<std::string>& row : sample_rows) {
+    if (index >= row.size()) continue;
+    const std::vector<absl::string_view> values =
+        absl::StrSplit(row[index], absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (!values.empty()) return static_cast<int>(values.size());
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "embedding column '", name,
+      "' has no non-empty cell in the sample, so its length is unknown; put a full vector in "
+      "an early row"));
 }
 
 }  // namespace
@@ -37,6 +53,14 @@ std::string_view ColumnTypeName(ColumnType type) {
       return "ignore";
     case ColumnType::kWeight:
       return "weight";
+    case ColumnType::kBoolean:
+      return "boolean";
+    case ColumnType::kText:
+      return "text";
+    case ColumnType::kEmbedding:
+      return "embedding";
+    case ColumnType::kLabel:
+      return "label";
   }
   return "unknown";
 }
@@ -45,11 +69,14 @@ absl::StatusOr<ColumnType> ParseColumnType(std::string_view name) {
   const std::string lower =
       absl::AsciiStrToLower(absl::StripAsciiWhitespace(absl::string_view(name.data(), name.size())));
   for (ColumnType type : {ColumnType::kId, ColumnType::kNumeric, ColumnType::kCategorical,
-                          ColumnType::kIgnore, ColumnType::kWeight}) {
+                          ColumnType::kIgnore, ColumnType::kWeight, ColumnType::kBoolean,
+                          ColumnType::kText, ColumnType::kEmbedding, ColumnType::kLabel}) {
     if (lower == ColumnTypeName(type)) return type;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "column type '", std::string(name), "' is invalid; expected one of id, numeric, categorical, ignore, weight"));
+      "column type '", std::string(name),
+      "' is invalid; expected one of id, numeric, categorical, ignore, weight, boolean, text, "
+      "embedding, label"));
 }
 
 int Schema::IdIndex() const {
@@ -64,6 +91,21 @@ int Schema::WeightIndex() const {
     if (columns[i].type == ColumnType::kWeight) return static_cast<int>(i);
   }
   return -1;
+}
+
+int Schema::LabelIndex() const {
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (columns[i].type == ColumnType::kLabel) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+std::vector<std::string> Schema::NamesOfType(ColumnType type) const {
+  std::vector<std::string> names;
+  for (const ColumnSpec& column : columns) {
+    if (column.type == type) names.push_back(column.name);
+  }
+  return names;
 }
 
 int Schema::IndexOf(std::string_view name) const {
@@ -95,6 +137,7 @@ absl::Status Schema::Validate() const {
   absl::flat_hash_map<absl::string_view, size_t> position_of_name;
   std::vector<std::string> id_names;
   std::vector<std::string> weight_names;
+  std::vector<std::string> label_names;
   size_t feature_count = 0;
   for (size_t i = 0; i < columns.size(); ++i) {
     const ColumnSpec& column = columns[i];
@@ -110,8 +153,21 @@ absl::Status Schema::Validate() const {
     }
     if (column.type == ColumnType::kId) id_names.push_back(column.name);
     if (column.type == ColumnType::kWeight) weight_names.push_back(column.name);
-    if (column.type == ColumnType::kNumeric || column.type == ColumnType::kCategorical) {
+    if (column.type == ColumnType::kLabel) label_names.push_back(column.name);
+    if (column.type == ColumnType::kNumeric || column.type == ColumnType::kCategorical ||
+        column.type == ColumnType::kBoolean || column.type == ColumnType::kText ||
+        column.type == ColumnType::kEmbedding) {
       ++feature_count;
+    }
+    if (column.type == ColumnType::kEmbedding && column.embedding_dim < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "embedding column '", column.name, "' has embedding_dim ", column.embedding_dim,
+          "; set the number of values per cell (at least 1)"));
+    }
+    if (column.type != ColumnType::kEmbedding && column.embedding_dim != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column '", column.name, "' of type ", std::string(ColumnTypeName(column.type)),
+          " has embedding_dim ", column.embedding_dim, "; only embedding columns have one"));
     }
   }
   if (id_names.empty()) {
@@ -128,9 +184,15 @@ absl::Status Schema::Validate() const {
         "schema has ", weight_names.size(), " weight columns (", QuotedList(weight_names),
         "); mark at most one column as type 'weight'"));
   }
+  if (label_names.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "schema has ", label_names.size(), " label columns (", QuotedList(label_names),
+        "); mark at most one column as type 'label'"));
+  }
   if (feature_count == 0) {
     return absl::InvalidArgumentError(
-        "schema has no numeric or categorical column; at least one feature column is required");
+        "schema has no numeric, categorical, boolean, text or embedding column; at least one "
+        "feature column is required");
   }
   return absl::OkStatus();
 }
@@ -212,6 +274,11 @@ absl::StatusOr<Schema> InferSchema(const std::vector<std::string>& header,
     ColumnSpec& column = schema.columns[i];
     if (auto it = overrides.types.find(column.name); it != overrides.types.end()) {
       column.type = it->second;
+      if (column.type == ColumnType::kEmbedding) {
+        absl::StatusOr<int> dim = InferEmbeddingDim(column.name, i, sample_rows);
+        if (!dim.ok()) return dim.status();
+        column.embedding_dim = *dim;
+      }
       continue;
     }
     if (static_cast<int>(i) == id_index) {

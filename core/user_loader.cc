@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -81,6 +82,11 @@ FilePlan MakeFilePlan(const Schema& schema, const std::vector<size_t>& header_in
         plan.weight_name = column.name;
         break;
       case ColumnType::kIgnore:
+      // Schemas with profiling columns go to LoadUserShardsRowByRow instead.
+      case ColumnType::kBoolean:
+      case ColumnType::kText:
+      case ColumnType::kEmbedding:
+      case ColumnType::kLabel:
         break;
     }
   }
@@ -415,6 +421,15 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
 
 absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
   if (absl::Status status = ValidateLoadOptions(options); !status.ok()) return status;
+  const CleaningRules default_rules;
+  const bool row_by_row =
+      options.cleaning.duplicate_ids != default_rules.duplicate_ids ||
+      options.cleaning.unparsable_cells != default_rules.unparsable_cells ||
+      absl::c_any_of(options.schema.columns, [](const ColumnSpec& column) {
+        return column.type == ColumnType::kBoolean || column.type == ColumnType::kText ||
+               column.type == ColumnType::kEmbedding || column.type == ColumnType::kLabel;
+      });
+  if (row_by_row) return LoadUserShardsRowByRow(options);
   const int threads = options.threads > 0 ? options.threads : std::max(1, omp_get_max_threads());
 
   std::vector<int> requested = options.shards;

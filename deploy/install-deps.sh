@@ -10,7 +10,7 @@ build_packages=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libxxhash-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libxxhash-dev liblbfgspp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libopenblas-dev zlib1g-dev libssl-dev chromium
 )
 bench_packages=(python3 python3-numpy python3-sklearn python3-faiss python3-scipy libblis-dev)

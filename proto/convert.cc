@@ -53,6 +53,14 @@ v1::ColumnType ToProto(ColumnType type) {
       return v1::COLUMN_TYPE_IGNORE;
     case ColumnType::kWeight:
       return v1::COLUMN_TYPE_WEIGHT;
+    case ColumnType::kBoolean:
+      return v1::COLUMN_TYPE_BOOLEAN;
+    case ColumnType::kText:
+      return v1::COLUMN_TYPE_TEXT;
+    case ColumnType::kEmbedding:
+      return v1::COLUMN_TYPE_EMBEDDING;
+    case ColumnType::kLabel:
+      return v1::COLUMN_TYPE_LABEL;
   }
   return v1::COLUMN_TYPE_UNSPECIFIED;
 }
@@ -69,10 +77,19 @@ absl::StatusOr<ColumnType> FromProto(v1::ColumnType type) {
       return ColumnType::kIgnore;
     case v1::COLUMN_TYPE_WEIGHT:
       return ColumnType::kWeight;
+    case v1::COLUMN_TYPE_BOOLEAN:
+      return ColumnType::kBoolean;
+    case v1::COLUMN_TYPE_TEXT:
+      return ColumnType::kText;
+    case v1::COLUMN_TYPE_EMBEDDING:
+      return ColumnType::kEmbedding;
+    case v1::COLUMN_TYPE_LABEL:
+      return ColumnType::kLabel;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("column type ", static_cast<int>(type),
-                       " is invalid; use COLUMN_TYPE_ID, _NUMERIC, _CATEGORICAL, _IGNORE or _WEIGHT"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "column type ", static_cast<int>(type),
+          " is invalid; use COLUMN_TYPE_ID, _NUMERIC, _CATEGORICAL, _IGNORE, _WEIGHT, _BOOLEAN, "
+          "_TEXT, _EMBEDDING or _LABEL"));
   }
 }
 
@@ -96,6 +113,7 @@ void ToProto(const Schema& schema, v1::Schema* proto) {
     v1::Column* out = proto->add_columns();
     out->set_name(column.name);
     out->set_type(ToProto(column.type));
+    out->set_embedding_dim(column.embedding_dim);
   }
 }
 
@@ -107,7 +125,7 @@ absl::StatusOr<Schema> FromProto(const v1::Schema& proto) {
       return absl::InvalidArgumentError(
           absl::StrCat("schema column '", column.name(), "': ", type.status().message()));
     }
-    schema.columns.push_back(ColumnSpec{column.name(), *type});
+    schema.columns.push_back(ColumnSpec{column.name(), *type, column.embedding_dim()});
   }
   absl::Status valid = schema.Validate();
   if (!valid.ok()) return valid;

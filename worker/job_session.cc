@@ -93,6 +93,14 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
   if (command.command_case() != v1::JobCommand::kOpen && dataset_ == nullptr) {
     return absl::FailedPreconditionError("the first command of a job stream must be OpenJob");
   }
+  if (ProfileSession::Handles(command)) {
+    if (profile_ == nullptr) {
+      std::vector<int> shard_ids;
+      for (const ShardState& shard : shards_) shard_ids.push_back(shard.shard_id);
+      profile_ = std::make_unique<ProfileSession>(store_, dataset_, job_id_, std::move(shard_ids));
+    }
+    return profile_->Handle(command, results);
+  }
   switch (command.command_case()) {
     case v1::JobCommand::kOpen:
       return Open(command.open(), results);

@@ -14,6 +14,7 @@
 #include "core/matrix.h"
 #include "worker/interaction_store.h"
 #include "worker/neighbour_session.h"
+#include "worker/profile_session.h"
 #include "worker/shard_store.h"
 
 namespace cohort {
@@ -95,6 +96,8 @@ class JobSession {
   int dim_ = -1;
   InteractionStore* interactions_;
   std::unique_ptr<NeighbourSession> neighbours_;
+  // Runs the profile commands (worker_profile.proto); created by the first one.
+  std::unique_ptr<ProfileSession> profile_;
 };
 
 }  // namespace cohort

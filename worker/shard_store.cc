@@ -276,7 +276,26 @@ absl::Status ShardStore::ExportAssignments(const v1::ExportRequest& request,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<const ShardAssignments>> ShardStore::FindAssignments(
+    const std::string& job_id, int shard_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto job = assignments_.find(job_id);
+  if (job == assignments_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "segment job '", job_id,
+        "' has no stored assignments on this worker; the worker may have restarted"));
+  }
+  auto shard = job->second.find(shard_id);
+  if (shard == job->second.end()) {
+    return absl::NotFoundError(absl::StrCat("segment job '", job_id,
+                                            "' has no assignments for shard ", shard_id,
+                                            " on this worker"));
+  }
+  return shard->second;
+}
+
 void ShardStore::DropJob(const std::string& job_id) {
+  scores_.Drop(job_id);
   absl::MutexLock lock(&mutex_);
   assignments_.erase(job_id);
 }

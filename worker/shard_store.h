@@ -18,6 +18,7 @@
 #include "core/columns.h"
 #include "core/raw_table.h"
 #include "core/schema.h"
+#include "worker/score_store.h"
 
 namespace cohort {
 
@@ -75,7 +76,16 @@ class ShardStore {
                                                grpc::ServerWriter<v1::ExportChunk>* writer)
       ABSL_LOCKS_EXCLUDED(mutex_);
 
+  // The stored assignments of one shard of a finished job. Errors: NotFound for an
+  // unknown job or shard.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<const ShardAssignments>> FindAssignments(
+      const std::string& job_id, int shard_id) const ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Frees the job's stored assignments and scores.
   void DropJob(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // The per-user scores of profile jobs.
+  ScoreStore& scores() { return scores_; }
 
  private:
   // The shard's id set, creating the shard (empty) and the set when missing.
@@ -87,6 +97,7 @@ class ShardStore {
   mutable absl::Mutex mutex_;
   std::map<std::string, std::shared_ptr<HostedDataset>> datasets_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, JobAssignments> assignments_ ABSL_GUARDED_BY(mutex_);
+  ScoreStore scores_;
 };
 
 }  // namespace cohort

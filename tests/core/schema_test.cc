@@ -79,7 +79,7 @@ TEST(SchemaTest, ValidateRejectsBadSchemas) {
   const absl::Status no_features =
       MakeSchema({{"id", ColumnType::kId}, {"x", ColumnType::kIgnore}}).Validate();
   EXPECT_EQ(no_features.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(no_features.message().find("no numeric or categorical"), std::string::npos)
+  EXPECT_NE(no_features.message().find("no numeric, categorical"), std::string::npos)
       << no_features;
 }
 
@@ -112,7 +112,7 @@ TEST(SchemaTest, WeightOnlyFeaturesFailValidation) {
   const absl::Status status =
       MakeSchema({{"user_id", ColumnType::kId}, {"w", ColumnType::kWeight}}).Validate();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(status.message().find("no numeric or categorical"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("no numeric, categorical"), std::string::npos) << status;
 }
 
 TEST(InferSchemaTest, WeightOnlyByOverride) {

@@ -1,0 +1,58 @@
+// Client helpers shared by the `cohort` client commands: a stub whose calls carry a
+// deadline, error wrapping, CSV quoting and a job watcher with a progress bar.
+#ifndef COHORT_CLI_CLIENT_UTIL_H_
+#define COHORT_CLI_CLIENT_UTIL_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cohort/v1/cohort.grpc.pb.h"
+
+namespace cohort {
+
+// Adds the step to a failed call's status: "loading the dataset: <message>".
+absl::Status CallError(const grpc::Status& status, const std::string& step);
+
+// Quotes a CSV field when it contains a comma, a quote or a line break.
+std::string CsvField(const std::string& value);
+
+// Largest message a client sends or receives; models of large k × d can be big.
+inline constexpr int kMaxMessageBytes = 256 << 20;
+
+// A Cohort stub; every call made with Context() carries the client's deadline.
+class Client {
+ public:
+  Client(const std::string& address, absl::Duration deadline) : deadline_(deadline) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetMaxSendMessageSize(kMaxMessageBytes);
+    stub_ = v1::Cohort::NewStub(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(deadline_));
+    return context;
+  }
+
+  v1::Cohort::Stub* stub() { return stub_.get(); }
+
+ private:
+  const absl::Duration deadline_;
+  std::unique_ptr<v1::Cohort::Stub> stub_;
+};
+
+// Draws the job's progress until it ends; returns the finished job or its error. Ctrl-C
+// (or SIGTERM) cancels the job on the cluster and returns Cancelled.
+[[nodiscard]] absl::StatusOr<v1::Job> WatchToEnd(Client& client, v1::Job job, bool progress_bar);
+
+}  // namespace cohort
+
+#endif  // COHORT_CLI_CLIENT_UTIL_H_
