@@ -61,6 +61,9 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
   v1::CreateDatasetRequest create;
   create.set_kind(v1::DATASET_KIND_USERS);
   create.set_num_shards(options.num_shards);
+  create.set_duplicate_ids(options.duplicate_ids == "keep-first"
+                               ? v1::DUPLICATE_ID_RULE_KEEP_FIRST
+                               : v1::DUPLICATE_ID_RULE_REJECT);
   v1::Dataset dataset;
   grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
   if (!status.ok()) return CallError(status, "creating the dataset");
@@ -70,6 +73,9 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
   load.set_source(options.users);
   load.mutable_csv()->set_delimiter(options.delimiter);
   load.set_id_column(options.id_column);
+  load.set_unparsable_cells(options.unparsable_cells == "missing"
+                                ? v1::UNPARSABLE_CELL_RULE_MISSING
+                                : v1::UNPARSABLE_CELL_RULE_REJECT);
   auto& overrides = *load.mutable_overrides();
   const std::pair<const std::vector<std::string>*, v1::ColumnType> typed[] = {
       {&options.ignore_columns, v1::COLUMN_TYPE_IGNORE},
@@ -88,8 +94,12 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
                dataset.dataset_id().c_str());
   status = client.stub()->LoadDataset(client.Context().get(), load, &dataset);
   if (!status.ok()) return CallError(status, "loading the dataset");
-  std::fprintf(stderr, "dataset %s: %lld users\n", dataset.dataset_id().c_str(),
-               static_cast<long long>(dataset.num_users()));
+  std::fprintf(stderr,
+               "dataset %s: %lld users (%lld repeated ids dropped, %lld unparsable cells "
+               "treated as missing)\n",
+               dataset.dataset_id().c_str(), static_cast<long long>(dataset.num_users()),
+               static_cast<long long>(dataset.dropped().duplicate_rows()),
+               static_cast<long long>(dataset.dropped().unparsable_cells()));
   return dataset;
 }
 
@@ -123,6 +133,8 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
                            model.coefficients(i).feature());
   }
   out << absl::StrFormat("  %+10.4f  (intercept)\n", model.intercept());
+  out << "Loading: " << model.load_duplicate_rows() << " repeated user ids dropped, "
+      << model.load_unparsable_cells() << " unparsable cells treated as missing\n";
   if (model.cleaning_size() > 0) {
     out << "Cleaning:\n";
     for (const v1::CleaningCount& count : model.cleaning()) {
@@ -137,6 +149,14 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
 absl::Status ProfileCommandOptions::Validate() const {
   if (users.empty()) {
     return absl::InvalidArgumentError("--data is missing; give a CSV file of users with a label");
+  }
+  if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--duplicate-ids '", duplicate_ids, "' is invalid; use reject or keep-first"));
+  }
+  if (unparsable_cells != "reject" && unparsable_cells != "missing") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--unparsable-cells '", unparsable_cells, "' is invalid; use reject or missing"));
   }
   if (top_coefficients < 0) {
     return absl::InvalidArgumentError(

@@ -34,6 +34,10 @@ struct ProfileCommandOptions {
   // Pipeline spec file (see core/pipeline.h for the format); empty: the default pipeline.
   std::string spec_file;
   int num_shards = 0;
+  // Loading rules: "reject" or "keep-first" for a repeated user id, "reject" or
+  // "missing" for a numeric, boolean or embedding cell that does not parse.
+  std::string duplicate_ids = "reject";
+  std::string unparsable_cells = "reject";
 
   // Training options; 0 or empty means the coordinator's default.
   double c = 0;

@@ -40,6 +40,14 @@ void AddTrainFlags(CLI::App* command, ProfileCommandOptions* options) {
       ->delimiter(',');
   command->add_option("--weight", options->weight_column, "column of per-user sample weights");
   command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("--duplicate-ids", options->duplicate_ids,
+                      "a user id that appears again: reject (fail the load) or keep-first "
+                      "(keep the first row, count the rest)")
+      ->capture_default_str();
+  command->add_option("--unparsable-cells", options->unparsable_cells,
+                      "a numeric, boolean or embedding cell that does not parse: reject (fail "
+                      "the load) or missing (treat it as empty, impute it, count it)")
+      ->capture_default_str();
 
   // Training.
   command->add_option("-C,--c", options->c,

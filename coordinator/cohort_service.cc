@@ -261,6 +261,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
     call.request.set_duplicate_rule(info->duplicate_rule());
     call.request.set_num_shards(info->num_shards());
     call.request.set_duplicate_ids(info->duplicate_ids());
+    call.request.set_unparsable_cells(request.unparsable_cells());
     for (int shard : shards) call.request.add_shards(shard);
     calls.push_back(std::move(call));
   }
@@ -298,6 +299,7 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
       dropped.set_non_positive_rows(dropped.non_positive_rows() + shard.non_positive_rows());
       dropped.set_duplicate_rows(dropped.duplicate_rows() + shard.duplicate_rows());
     }
+    dropped.set_unparsable_cells(dropped.unparsable_cells() + call.response.unparsable_cells());
   }
   // File-level counts are the same on every worker, since each reads every row.
   info->set_rows_read(calls.empty() ? 0 : calls.front().response.rows_read());
@@ -315,6 +317,11 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
   if (request->source().empty()) {
     return Error(absl::StatusCode::kInvalidArgument,
                  "source is empty; give a path or glob that every worker can read");
+  }
+  if (!v1::UnparsableCellRule_IsValid(request->unparsable_cells())) {
+    return Error(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat("unparsable_cells = ", request->unparsable_cells(),
+                              " is invalid; use REJECT or MISSING"));
   }
   v1::Dataset info;
   {

@@ -253,8 +253,8 @@ void FillModel(const PipelineModel& pipeline, const LogisticModel& logistic,
   model->set_iterations(logistic.iterations);
   model->set_converged(logistic.converged);
   model->set_loss(logistic.objective);
-  // TODO: LoadDataset has no cleaning rules yet (core's CleaningRules for repeated ids and
-  // unparsable cells), so the counts cover only the pipeline's imputations and clips.
+  // The load's counts (repeated ids, unparsable cells) are added by the caller, which
+  // holds the dataset.
   std::map<std::string, v1::CleaningCount> cleaning;
   for (const auto& [column, count] : design.report.imputed_cells) {
     cleaning[column].set_imputed(count);

@@ -162,6 +162,14 @@ absl::Status CohortServiceImpl::RunProfile(
   input.options = *record.profile;
   input.on_event = on_event;
   COHORT_ASSIGN_OR_RETURN(v1::ProfileModel model, RunProfileJob(input, streams));
+  {
+    absl::MutexLock lock(&mutex_);
+    auto dataset = datasets_.find(record.dataset_id);
+    if (dataset != datasets_.end()) {
+      model.set_load_duplicate_rows(dataset->second.info.dropped().duplicate_rows());
+      model.set_load_unparsable_cells(dataset->second.info.dropped().unparsable_cells());
+    }
+  }
   COHORT_RETURN_IF_ERROR(PersistProfileModel(model));
   *model_id = model.model_id();
   absl::MutexLock lock(&mutex_);

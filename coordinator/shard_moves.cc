@@ -65,6 +65,7 @@ absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     for (int shard : member.shards) call.request.add_shards(shard);
     call.request.set_keep_held_shards(true);
     call.request.set_duplicate_ids(info.duplicate_ids());
+    call.request.set_unparsable_cells(source.load.unparsable_cells());
     calls.push_back(std::move(call));
   }
   std::vector<std::thread> threads;

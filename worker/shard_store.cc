@@ -94,7 +94,23 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
     options.num_shards = request.num_shards();
     options.shards = shards;
     COHORT_ASSIGN_OR_RETURN(options.duplicate_ids, FromProto(request.duplicate_ids()));
+    switch (request.unparsable_cells()) {
+      case v1::UNPARSABLE_CELL_RULE_UNSPECIFIED:
+      case v1::UNPARSABLE_CELL_RULE_REJECT:
+        break;
+      case v1::UNPARSABLE_CELL_RULE_MISSING:
+        options.cleaning.unparsable_cells = CleaningRules::UnparsableCells::kMissing;
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unparsable_cells = ", request.unparsable_cells(), " is invalid; use REJECT or MISSING"));
+    }
     COHORT_ASSIGN_OR_RETURN(loaded, LoadUserShards(options));
+    int64_t unparsable_cells = 0;
+    for (const auto& [column, count] : loaded.cleaning_report.unparsable_cells) {
+      unparsable_cells += count;
+    }
+    response->set_unparsable_cells(unparsable_cells);
     dataset->schema = options.schema;
     response->set_rows_read(loaded.rows_read);
     for (size_t i = 0; i < loaded.shards.size(); ++i) {

@@ -1440,6 +1440,45 @@ TEST_F(ClusterTest, KeepFirstCountsSameOnOneAndThreeWorkers) {
   }
 }
 
+// 60 users; users 3, 13, ... have "n/a" in x and users 7, 17, ... "maybe" in the boolean
+// column active.
+std::string UsersWithUnparsableCells() {
+  std::string csv = "id,x,active\n";
+  for (int i = 0; i < 60; ++i) {
+    absl::StrAppend(&csv, "u", i, ",", i % 10 == 3 ? "n/a" : absl::StrCat(i), ",",
+                    i % 10 == 7 ? "maybe" : (i % 2 == 0 ? "yes" : "no"), "\n");
+  }
+  return csv;
+}
+
+TEST_F(ClusterTest, UnparsableCellsAreRejectedOrCountedAsMissing) {
+  const std::string path = temp_.WriteFile("unparsable.csv", UsersWithUnparsableCells());
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    ASSERT_NE(cluster, nullptr);
+    v1::LoadDatasetRequest load;
+    load.set_source(path);
+    load.set_id_column("id");
+    (*load.mutable_overrides())["x"] = v1::COLUMN_TYPE_NUMERIC;
+    (*load.mutable_overrides())["active"] = v1::COLUMN_TYPE_BOOLEAN;
+    EXPECT_TRUE(HasError(cluster->CreateAndLoad(v1::CreateDatasetRequest(), load).status(),
+                         absl::StatusCode::kInvalidArgument, {"unparsable.csv:"}));
+
+    load.set_unparsable_cells(v1::UNPARSABLE_CELL_RULE_MISSING);
+    absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(v1::CreateDatasetRequest(), load);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    EXPECT_EQ(dataset->num_users(), 60);
+    EXPECT_EQ(dataset->dropped().unparsable_cells(), 12);
+
+    load.set_unparsable_cells(static_cast<v1::UnparsableCellRule>(7));
+    EXPECT_TRUE(HasError(cluster->CreateAndLoad(v1::CreateDatasetRequest(), load).status(),
+                         absl::StatusCode::kInvalidArgument, {"unparsable_cells = 7"}));
+  }
+}
+
 TEST_F(ClusterTest, KeepFirstRuleIsInvalidForTransactions) {
   std::unique_ptr<TestCluster> cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);
