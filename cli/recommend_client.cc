@@ -247,6 +247,11 @@ absl::Status RunNeighbours(const std::string& coordinator, const RecommendComman
   }
   const bool items = options.kind == "item";
   Client client(coordinator);
+  // A bad measure fails before the file is loaded.
+  if (absl::StatusOr<v1::SimilarityMeasure> measure = ParseMeasure(options.neighbours.measure);
+      !measure.ok()) {
+    return measure.status();
+  }
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, client.Load(options.file));
   COHORT_ASSIGN_OR_RETURN(
       std::string model_id,
@@ -272,6 +277,11 @@ absl::Status RunRecommend(const std::string& coordinator, const RecommendCommand
     return absl::InvalidArgumentError("--user is missing; give the users to recommend for");
   }
   Client client(coordinator);
+  // A bad measure fails before the file is loaded.
+  if (absl::StatusOr<v1::SimilarityMeasure> measure = ParseMeasure(options.neighbours.measure);
+      !measure.ok()) {
+    return measure.status();
+  }
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, client.Load(options.file));
   v1::RecommendBatchRequest request;
   v1::RecommendRequest* one = request.mutable_options();
