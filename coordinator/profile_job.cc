@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "coordinator/job_events.h"
 #include "core/log.h"
 #include "core/logistic.h"
 #include "core/pipeline.h"
@@ -16,45 +17,18 @@
 namespace cohort {
 namespace {
 
-// Events are rate-limited so that a fast job does not flood its watchers; phase changes
-// and the last event of a phase always go out.
-constexpr absl::Duration kMinEventInterval = absl::Milliseconds(100);
 // Scores per shard and command when the test split is read back; 65536 doubles and
 // flags stay far below the message size limit.
 constexpr int64_t kScoreChunkRows = 65536;
 constexpr int kDeciles = 10;
 
-class ProfileEvents {
+class ProfileEvents : public JobEvents {
  public:
   ProfileEvents(const ProfileJobInput& input, int shards)
-      : input_(input), shards_(shards), start_(absl::Now()) {}
-
-  void Emit(v1::JobEvent event, bool force) {
-    const absl::Time now = absl::Now();
-    if (!force && event.phase() == last_phase_ && now - last_sent_ < kMinEventInterval) return;
-    last_phase_ = event.phase();
-    last_sent_ = now;
-    event.set_job_id(input_.job_id);
-    event.set_state(v1::JOB_STATE_RUNNING);
-    event.set_shards_total(shards_);
-    event.set_shards_done(shards_);
-    const double elapsed = absl::ToDoubleSeconds(now - start_);
-    event.set_elapsed_seconds(elapsed);
-    if (elapsed > 0 && passes_ > 0) {
-      event.set_rows_per_second(static_cast<double>(users_) * passes_ / elapsed);
-    }
-    if (input_.on_event) input_.on_event(event);
-  }
-
-  void Message(const std::string& phase, const std::string& message) {
-    v1::JobEvent event;
-    event.set_phase(phase);
-    event.set_message(message);
-    Emit(event, true);
-  }
+      : JobEvents(input.job_id, input.on_event, shards) {}
 
   void Iteration(int evaluation, int max_iter, double loss, double gradient_norm) {
-    ++passes_;
+    CountPass();
     v1::JobEvent event;
     event.set_phase("lbfgs");
     event.set_iteration(evaluation);
@@ -63,17 +37,6 @@ class ProfileEvents {
     event.set_gradient_norm(gradient_norm);
     Emit(event, false);
   }
-
-  void set_users(int64_t users) { users_ = users; }
-
- private:
-  const ProfileJobInput& input_;
-  const int shards_;
-  const absl::Time start_;
-  absl::Time last_sent_ = absl::InfinitePast();
-  std::string last_phase_;
-  int64_t users_ = 0;
-  int64_t passes_ = 0;
 };
 
 // Summary of the design pass, merged over the shards in shard order.
@@ -254,7 +217,7 @@ void FillModel(const PipelineModel& pipeline, const LogisticModel& logistic,
   model->set_converged(logistic.converged);
   model->set_loss(logistic.objective);
   // The load's counts (repeated ids, unparsable cells) are added by the caller, which
-  // holds the dataset.
+  // has the dataset record.
   std::map<std::string, v1::CleaningCount> cleaning;
   for (const auto& [column, count] : design.report.imputed_cells) {
     cleaning[column].set_imputed(count);

@@ -36,8 +36,8 @@ grpc::Status Fail(absl::StatusCode code, const std::string& message) {
 
 // The job streams of one query (an audience or a profile lookup) to the owners of
 // `shards`. A worker declared lost while the query runs breaks its stream, so the query
-// returns Unavailable instead of waiting, and so does a worker that does not answer a
-// command within `step_timeout`.
+// returns Unavailable instead of waiting. A worker that returns no result for a command
+// within `step_timeout` fails the query the same way.
 class QueryStreams {
  public:
   // Errors: Unavailable when an owner is not live or its stream cannot be opened.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "coordinator/job_events.h"
 #include "core/bisecting.h"
 #include "core/cluster_metrics.h"
 #include "core/features.h"
@@ -21,42 +22,15 @@
 namespace cohort {
 namespace {
 
-// Events are rate-limited so that a fast job does not flood its watchers; phase changes
-// and final events always go out.
-constexpr absl::Duration kMinEventInterval = absl::Milliseconds(100);
 constexpr int kDefaultSampleSize = 2000;
 constexpr int kMaxSampleSize = 20000;
 // Seed of the user sample; fixed so that reports of the same data are comparable.
 constexpr uint64_t kSampleSeed = 20240611;
 
-class EventSink {
+class EventSink : public JobEvents {
  public:
   EventSink(const SegmentationJobInput& input, int shards)
-      : input_(input), shards_(shards), start_(absl::Now()) {}
-
-  void Emit(v1::JobEvent event, bool force) {
-    const absl::Time now = absl::Now();
-    if (!force && event.phase() == last_phase_ && now - last_sent_ < kMinEventInterval) return;
-    last_phase_ = event.phase();
-    last_sent_ = now;
-    event.set_job_id(input_.job_id);
-    event.set_state(v1::JOB_STATE_RUNNING);
-    event.set_shards_total(shards_);
-    if (event.shards_done() == 0) event.set_shards_done(shards_);
-    const double elapsed = absl::ToDoubleSeconds(now - start_);
-    event.set_elapsed_seconds(elapsed);
-    if (elapsed > 0 && passes_ > 0) {
-      event.set_rows_per_second(static_cast<double>(users_) * passes_ / elapsed);
-    }
-    if (input_.on_event) input_.on_event(event);
-  }
-
-  void Message(const std::string& phase, const std::string& message) {
-    v1::JobEvent event;
-    event.set_phase(phase);
-    event.set_message(message);
-    Emit(event, true);
-  }
+      : JobEvents(input.job_id, input.on_event, shards) {}
 
   // Forwards K-means progress; `prefix` names the sweep step or the split.
   void KMeans(const KMeansProgress& progress, const KMeansOptions& options,
@@ -71,20 +45,9 @@ class EventSink {
     out.set_inertia(progress.inertia);
     out.set_max_shift(progress.max_shift);
     out.set_message(prefix);
-    if (progress.phase != "init") ++passes_;
+    if (progress.phase != "init") CountPass();
     Emit(out, progress.phase == "final");
   }
-
-  void set_users(int64_t users) { users_ = users; }
-
- private:
-  const SegmentationJobInput& input_;
-  const int shards_;
-  int64_t users_ = 0;
-  const absl::Time start_;
-  absl::Time last_sent_ = absl::InfinitePast();
-  std::string last_phase_;
-  int64_t passes_ = 0;
 };
 
 struct PreparedFeatures {

@@ -87,7 +87,7 @@ inline float ExpandedDistance(float x_norm, float product, float c_norm) {
   return std::max(0.0f, (x_norm - 2.0f * product) + c_norm);
 }
 
-// The per-lane minimum of one AVX2 accumulator: lane l holds the smallest distance seen
+// The per-lane minimum of one AVX2 accumulator: lane l keeps the smallest distance seen
 // at the indices j with j % 8 == l of its range and the first such index.
 struct LaneMin {
   __m256 dist = _mm256_set1_ps(std::numeric_limits<float>::infinity());

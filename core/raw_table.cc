@@ -245,7 +245,7 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
 
 namespace {
 
-// Where a user id was first seen, for the message about its repeat.
+// The file and line of a user id's first row, named in the message about its repeat.
 struct RowLocation {
   size_t file_index = 0;
   int64_t line = 0;

@@ -1,4 +1,4 @@
-// The interaction datasets one worker holds: per hosted shard, the users' interactions as
+// The interaction datasets one worker stores: per hosted shard, the users' interactions as
 // CSR over a shard-local item dictionary. Jobs map the local item indices to the global
 // dictionary (see NeighbourSession). Internal to worker/.
 #ifndef COHORT_WORKER_INTERACTION_STORE_H_
@@ -18,7 +18,7 @@
 namespace cohort {
 
 // One shard's interactions. Immutable once stored: an append replaces the whole value,
-// so a job that holds one keeps a consistent snapshot.
+// so a job that keeps a reference reads a consistent snapshot.
 struct ShardInteractions {
   ItemDictionary items;       // the shard's distinct item ids, sorted
   InteractionMatrix matrix;   // columns are indices into `items`
@@ -50,7 +50,7 @@ class InteractionStore {
                                     v1::AppendInteractionsResponse* response)
       ABSL_LOCKS_EXCLUDED(mutex_);
 
-  // Errors: NotFound when this worker holds no shard of the dataset.
+  // Errors: NotFound when this worker has no shard of the dataset.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<HostedInteractions>> Dataset(
       const std::string& dataset_id) const ABSL_LOCKS_EXCLUDED(mutex_);
 

@@ -16,7 +16,7 @@
 namespace cohort {
 namespace {
 
-// True when `ids` holds exactly `strings`, in the same order.
+// True when `ids` contains exactly `strings`, in the same order.
 bool SameIds(const IdColumn& ids, const std::vector<std::string>& strings) {
   if (ids.size() != static_cast<int64_t>(strings.size())) return false;
   for (int64_t i = 0; i < ids.size(); ++i) {

@@ -30,7 +30,7 @@ class ProfileSession {
   // Runs one command and appends one result per shard, in shard-id order. Errors end the
   // stream. They are InvalidArgument for a malformed command or one whose sizes do not
   // match the design matrix, and FailedPrecondition for a command sent before the one it
-  // needs (for example LossGradient before BuildDesign). NotFound means this worker holds
+  // needs (for example LossGradient before BuildDesign). NotFound means this worker has
   // no such scores or assignments, and Aborted that rows were appended to a shard during
   // the job.
   [[nodiscard]] absl::Status Handle(const v1::JobCommand& command,

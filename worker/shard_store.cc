@@ -138,8 +138,8 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
       dataset->shards.insert_or_assign(id, std::move(shard));
     }
   }
-  // The load's block buffers and column growth leave free heap pages that glibc keeps;
-  // returning them brings the resident size close to what the shards store.
+  // The load's block buffers and column growth leave free heap pages that glibc keeps.
+  // Returning them brings the resident size close to what the shards store.
   malloc_trim(0);
   absl::MutexLock lock(&mutex_);
   datasets_[request.dataset_id()] = std::move(dataset);
