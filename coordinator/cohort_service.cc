@@ -66,6 +66,17 @@ std::chrono::system_clock::time_point CohortServiceImpl::WorkerDeadline() const 
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.worker_call_timeout);
 }
 
+absl::Status CohortServiceImpl::AppendFailure(const grpc::Status& status,
+                                              const std::string& worker_id,
+                                              absl::string_view action) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::UnavailableError(absl::StrCat("worker ", worker_id, " did not ", action, ": ",
+                                               status.error_message(), "; retry"));
+  }
+  return FromGrpcStatus(status);
+}
+
 absl::Status CohortServiceImpl::LoadState() {
   if (options_.state_dir.empty()) return absl::OkStatus();
   std::error_code error;
@@ -485,12 +496,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       accepted += stored.rows_stored();
       duplicates += stored.duplicate_rows();
       if (!appended.ok()) {
-        const bool lost = appended.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                          appended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-        status = lost ? absl::UnavailableError(absl::StrCat("worker ", worker_id,
-                                                            " did not store the rows: ",
-                                                            appended.error_message(), "; retry"))
-                      : FromGrpcStatus(appended);
+        status = AppendFailure(appended, worker_id, "store the rows");
         break;
       }
     }

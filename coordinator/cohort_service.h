@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cohort/v1/cohort.grpc.pb.h"
@@ -190,6 +191,10 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   // accumulate them.
   void JoinEndedJobs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   std::chrono::system_clock::time_point WorkerDeadline() const;
+  // The status of a failed append call to `worker_id`: Unavailable ("worker ... did not
+  // <action>: ...; retry") when the worker is gone or timed out, else the worker's status.
+  static absl::Status AppendFailure(const grpc::Status& status, const std::string& worker_id,
+                                    absl::string_view action);
 
   // Similarity and recommendation helpers, in similarity_service.cc.
   absl::StatusOr<std::shared_ptr<JobRecord>> CreateNeighbourJob(

@@ -166,13 +166,7 @@ grpc::Status CohortServiceImpl::IngestInteractions(
       v1::AppendInteractionsResponse stored;
       const grpc::Status appended = worker->stub->AppendInteractions(&call, request, &stored);
       if (!appended.ok()) {
-        const bool lost = appended.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                          appended.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-        const absl::Status failed = lost ? absl::UnavailableError(absl::StrCat(
-                                               "worker ", worker_id, " did not store the "
-                                               "interactions: ", appended.error_message(),
-                                               "; retry"))
-                                         : FromGrpcStatus(appended);
+        const absl::Status failed = AppendFailure(appended, worker_id, "store the interactions");
         if (status.ok()) status = failed;
         break;
       }
