@@ -180,11 +180,26 @@ enum class DenseMetric {
   kInnerProduct,
 };
 
+// First pass of the exact search, which finds the rows that may be among a query's
+// top-k before their exact scores are computed. Every kernel gives the same result.
+enum class DenseKernel {
+  // kInt8 on a CPU with AVX-512 VNNI when there are enough queries to repay quantizing
+  // the base rows (and d <= 16,384); kFloat otherwise.
+  kAuto,
+  // float32 matrix products (AVX2).
+  kFloat,
+  // int8 dot products of quantized rows with error bounds (AVX-512 VNNI). Fails with
+  // FailedPrecondition on a CPU without it.
+  kInt8,
+};
+
 struct DenseSearchOptions {
   DenseMetric metric = DenseMetric::kCosine;
   int k = 10;  // >= 1
   // Rows of `base` whose id equals the query's id are skipped (user–user on one set).
   bool exclude_self = true;
+  // First pass of ExactDenseTopK and ExactDenseAllPairsTopK (IvfIndex ignores it).
+  DenseKernel kernel = DenseKernel::kAuto;
 
   [[nodiscard]] absl::Status Validate() const;
 };
@@ -193,30 +208,39 @@ struct DenseSearchOptions {
 // rows unchanged for inner product. Zero rows stay zero (the zero rule).
 [[nodiscard]] MatrixXfR PrepareDenseRows(const MatrixXfR& x, DenseMetric metric);
 
-// Exact top-k of each query row (queries: q×d) among base rows (base: n×d) by blocked
-// matrix products with the top-k selection fused into the block loop, so no q×n matrix
-// is ever materialised. Both matrices must already be prepared with PrepareDenseRows.
+// Exact top-k of each query row (queries: q×d) among base rows (base: n×d). Both
+// matrices must already be prepared with PrepareDenseRows. The score of a pair is its
+// dot product summed in double and rounded once to float (clamped to [−1, 1] for the
+// bounded metrics), so it depends only on the two rows, never on their positions,
+// blocks, shards, kernel or thread count; ties are broken by id.
+//
+// A first pass (options.kernel) scores every pair approximately in blocks, with a
+// rigorous bound on its error, and keeps per query only the rows whose upper bound
+// reaches the k-th best lower bound; those rows are then scored exactly. No q×n matrix
+// is ever materialised. The int8 kernel quantizes the base per call (n · d bytes).
 // base_ids[r] is the global id of base row r; query_ids[i] that of query i (used only
 // with exclude_self; may be empty otherwise). Parallel over query blocks; deterministic.
-// Errors: InvalidArgument for bad options, d mismatch or id arrays of the wrong size.
+// Errors: InvalidArgument for bad options, d mismatch, id arrays of the wrong size or
+// non-finite values; FailedPrecondition for kInt8 on a CPU without AVX-512 VNNI.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseTopK(
     const MatrixXfR& queries, const std::vector<int64_t>& query_ids, const MatrixXfR& base,
     const std::vector<int64_t>& base_ids, const DenseSearchOptions& options);
 
 // Exact top-k of every row of x (n×d, prepared with PrepareDenseRows) among the other
-// rows of x: user–user neighbours within one set. The score matrix is symmetric, so each
-// pair of row blocks is multiplied once and scanned in both directions, which halves
-// the flops of ExactDenseTopK(x, ids, x, ids). A row is never its own neighbour
-// (options.exclude_self is ignored). ids[r] is the global id of row r. Parallel over
-// block pairs with per-thread top-k lists merged per row, so the result does not depend
-// on the thread count. Memory: one top-k list per row and thread. Errors:
-// InvalidArgument for bad options, an id array of the wrong size or non-finite values.
+// rows of x: user–user neighbours within one set, equal to ExactDenseTopK(x, ids, x,
+// ids) with exclude_self. A row is never its own neighbour (options.exclude_self is
+// ignored). ids[r] is the global id of row r. The int8 kernel runs that search; the
+// float kernel uses the symmetry of the score matrix instead: each pair of row blocks is
+// multiplied once and scanned in both directions (half the flops), in parallel over
+// block pairs with per-thread lists merged per row, so the result does not depend on the
+// thread count. Memory of the float kernel: one candidate list per row and thread.
+// Errors: as ExactDenseTopK.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseAllPairsTopK(
     const MatrixXfR& x, const std::vector<int64_t>& ids, const DenseSearchOptions& options);
 
 // Inverted file over a segmentation model: list c contains the base rows assigned to
 // centroid c (the model's labels). A query probes the nprobe centroids nearest to it and
-// scans only their lists. With nprobe = k (the centroid count) the result equals
+// scans only their lists, scoring pairs as ExactDenseTopK does. With nprobe = k (the centroid count) the result equals
 // ExactDenseTopK. Each shard builds its own index over its rows with the same model, so
 // per-shard results merge with MergeTopK like the exact ones.
 //
@@ -257,6 +281,7 @@ class IvfIndex {
   std::vector<int64_t> list_ptr_;  // [list + 1]
   MatrixXfR rows_;                 // n×d, base rows grouped by list
   std::vector<int64_t> ids_;       // [n] global id of each row of rows_
+  std::vector<float> norms_;       // [n] ‖row‖ of each row of rows_, rounded up
 };
 
 }  // namespace cohort
