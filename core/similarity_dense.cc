@@ -26,10 +26,13 @@ constexpr int64_t kDenseQueryBlock = 64;
 
 // Base rows per matrix product of the exact search.
 constexpr int64_t kDenseBaseBlock = 1024;
-// Base rows per call of the int8 kernel (a multiple of kInt8GroupRows). The queries'
+// Base rows per call of the int8 kernel (a multiple of kInt8FirstBlock). The queries'
 // thresholds are raised between calls; the hits of one call take at most
 // kDenseQueryBlock × kInt8BaseBlock × 8 bytes (1 MiB).
 constexpr int64_t kInt8BaseBlock = 2048;
+// Base rows of the first call of the int8 kernel. Before a query has k rows every row
+// passes, so a short first call gives the queries thresholds before the long calls.
+constexpr int64_t kInt8FirstBlock = 256;
 // Fewest queries for which kAuto picks the int8 kernel: quantizing the base costs about
 // as much as a few float queries.
 constexpr int64_t kInt8MinQueries = 64;
@@ -56,13 +59,18 @@ bool IsBounded(DenseMetric metric) { return metric != DenseMetric::kInnerProduct
 // added in a fixed order; each product of two floats is exact in double) and rounded
 // once to float. It is within (2^−24 + (d + 4)·2^−53)·‖a‖·‖b‖ of the true dot product.
 float ExactDot(const float* a, const float* b, int64_t d) {
-  double sums[4] = {0, 0, 0, 0};
+  // Lane l of `sums` holds the sum for j mod 4 = l; a fused multiply-add of an exact
+  // product rounds as the plain sum does.
+  __m256d sums = _mm256_setzero_pd();
   int64_t j = 0;
   for (; j + 4 <= d; j += 4) {
-    for (int lane = 0; lane < 4; ++lane) sums[lane] += static_cast<double>(a[j + lane]) * b[j + lane];
+    sums = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + j)), _mm256_cvtps_pd(_mm_loadu_ps(b + j)),
+                           sums);
   }
-  for (int lane = 0; j < d; ++j, ++lane) sums[lane] += static_cast<double>(a[j]) * b[j];
-  return static_cast<float>((sums[0] + sums[1]) + (sums[2] + sums[3]));
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, sums);
+  for (int lane = 0; j < d; ++j, ++lane) lanes[lane] += static_cast<double>(a[j]) * b[j];
+  return static_cast<float>((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
 }
 
 // Exact scores of one query against base rows, as Neighbors with the base row's id.
@@ -387,7 +395,7 @@ struct Int8Base {
   std::vector<float> error_norms;     // [n] ‖x − x̂‖
   std::vector<float> quantized_norms; // [n] ‖x̂‖
   std::vector<float> rounding;        // [n] kInt8RoundingBound · max(‖x‖, ‖x̂‖)
-  // Maxima of the three per kInt8BaseBlock rows.
+  // Maxima of the three per kInt8FirstBlock rows.
   std::vector<float> max_error_norms, max_quantized_norms, max_rounding;
 };
 
@@ -422,9 +430,9 @@ Int8Base QuantizeBase(const MatrixXfR& base) {
       PackInt8Group(values.data(), result.padded_d, result.groups.data() + g * group_bytes);
     }
   }
-  result.max_error_norms = BlockMaxima(result.error_norms, kInt8BaseBlock);
-  result.max_quantized_norms = BlockMaxima(result.quantized_norms, kInt8BaseBlock);
-  result.max_rounding = BlockMaxima(result.rounding, kInt8BaseBlock);
+  result.max_error_norms = BlockMaxima(result.error_norms, kInt8FirstBlock);
+  result.max_quantized_norms = BlockMaxima(result.quantized_norms, kInt8FirstBlock);
+  result.max_rounding = BlockMaxima(result.rounding, kInt8FirstBlock);
   return result;
 }
 
@@ -485,13 +493,20 @@ std::vector<std::vector<Neighbor>> Int8ExactTopK(const ExactSearch& search) {
       const int64_t bq = std::min(kDenseQueryBlock, q - q0);
       block.Quantize(search.queries, q0, bq, padded_d);
       filters.assign(static_cast<size_t>(bq), CandidateFilter(search.k, search.bounded));
-      for (int64_t b0 = 0; b0 < n; b0 += kInt8BaseBlock) {
-        const int64_t bn = std::min(kInt8BaseBlock, n - b0);
-        const int64_t base_block = b0 / kInt8BaseBlock;
+      for (int64_t b0 = 0, bn = 0; b0 < n; b0 += bn) {
+        bn = std::min(b0 == 0 ? kInt8FirstBlock : kInt8BaseBlock, n - b0);
+        float max_error_norm = 0;
+        float max_quantized_norm = 0;
+        float max_rounding = 0;
+        for (int64_t s = b0 / kInt8FirstBlock; s * kInt8FirstBlock < b0 + bn; ++s) {
+          max_error_norm = std::max(max_error_norm, base.max_error_norms[s]);
+          max_quantized_norm = std::max(max_quantized_norm, base.max_quantized_norms[s]);
+          max_rounding = std::max(max_rounding, base.max_rounding[s]);
+        }
         for (int64_t i = 0; i < bq; ++i) {
-          const float max_bound = base.max_error_norms[base_block] * block.norms[i] +
-                                  base.max_quantized_norms[base_block] * block.error_norms[i] +
-                                  base.max_rounding[base_block] * block.max_norms[i] + kTinyBound;
+          const float max_bound = max_error_norm * block.norms[i] +
+                                  max_quantized_norm * block.error_norms[i] +
+                                  max_rounding * block.max_norms[i] + kTinyBound;
           block.thresholds[i] = PassThreshold(filters[i].threshold(), max_bound);
         }
         Int8ScanBlock scan_block;
