@@ -9,6 +9,7 @@
 //   exact   --base F --n N --queries F --q Q --d D: float32 rows. Times ExactDenseTopK
 //           with the inner product. Writes the ids (q × k int64). With --all-pairs, times
 //           ExactDenseAllPairsTopK of the base rows instead and writes n × k ids.
+//           --kernel auto|float|int8 picks the first pass (DenseSearchOptions::kernel).
 //   ivf     as exact, plus --centroids F --lists L --assign F (int32 label per base row)
 //           and --nprobe P...: builds an IvfIndex and times Search per nprobe. Writes
 //           OUT.nprobe<P> per nprobe.
@@ -77,6 +78,7 @@ struct Args {
   int64_t nnz = 0, users = 0, items = 0, n = 0, q = 0, d = 0, lists = 0;
   int k = 10, shards = 1, repeats = 1;
   bool all_pairs = false;
+  std::string kernel = "auto";
   std::string measure = "cosine";
   std::vector<int> nprobe;
 };
@@ -137,7 +139,12 @@ int RunDense(const Args& args, bool ivf) {
   options.metric = DenseMetric::kInnerProduct;
   options.k = args.k;
   options.exclude_self = false;
-  nlohmann::json result = {{"threads", omp_get_max_threads()}};
+  if (args.kernel == "float") {
+    options.kernel = DenseKernel::kFloat;
+  } else if (args.kernel == "int8") {
+    options.kernel = DenseKernel::kInt8;
+  }
+  nlohmann::json result = {{"threads", omp_get_max_threads()}, {"kernel", args.kernel}};
 
   if (!ivf) {
     std::vector<double> times;
@@ -211,6 +218,8 @@ int main(int argc, char** argv) {
       dense->add_flag("--all-pairs", args.all_pairs,
                       "every base row against the other base rows (ExactDenseAllPairsTopK); "
                       "the queries are still read but not used");
+      dense->add_option("--kernel", args.kernel, "first pass of the exact search: auto, float or int8")
+          ->check(CLI::IsMember({"auto", "float", "int8"}));
     }
     if (dense->get_name() == "ivf") {
       dense->add_option("--centroids", args.centroids, "float32 lists×d centroids")->required();

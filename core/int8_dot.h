@@ -1,6 +1,6 @@
-// Int8 dot products for the exact dense top-k: rows quantized to int8 with one scale per
-// row, and an AVX-512 VNNI kernel that scores blocks of quantized base rows against
-// quantized queries and keeps the pairs whose score reaches a per-query threshold.
+// Int8 dot products for the exact dense top-k. Rows are quantized to int8 with one scale
+// per row. An AVX-512 VNNI kernel scores blocks of quantized base rows against quantized
+// queries and keeps the pairs whose score reaches a per-query threshold.
 //
 // The kernel lives in its own translation unit built with AVX-512 flags, so the rest of
 // the program runs on AVX2-only CPUs; call it only when Int8DotVnniSupported() is true.
@@ -13,8 +13,8 @@
 
 namespace cohort {
 
-// Base rows per group of the packed layout: one 512-bit register holds 4 dimensions of
-// 16 rows.
+// Base rows per group of the packed layout: one 512-bit register contains 4 dimensions
+// of 16 rows.
 inline constexpr int64_t kInt8GroupRows = 16;
 
 // Largest dimension the int32 sums hold without overflow (d · 255 · 127 < 2^31), with a

@@ -22,8 +22,8 @@ inline int32_t LoadInt32(const int8_t* p) {
   return value;
 }
 
-// Appends the passing pairs of a tile to the queries' hits: acc[g · num_queries + i] holds
-// the sums of group `group` + g against query `query` + i.
+// Appends the passing pairs of a tile to the queries' hits. acc[g · num_queries + i]
+// contains the sums of group `group` + g against query `query` + i.
 void EmitHits(const Int8ScanBlock& block, const Int8ScanQueries& queries, int64_t group,
               int num_groups, int64_t query, int num_queries, const __m512i* acc,
               int64_t capacity) {
@@ -113,7 +113,7 @@ void Int8ScanVnni(const Int8ScanBlock& block, const Int8ScanQueries& queries) {
   const int64_t capacity = block.num_groups * kInt8GroupRows;
   for (int64_t i = 0; i < queries.num_queries; ++i) queries.hit_counts[i] = 0;
   // Groups outer, queries inner: a tile's base rows stay in the L1 cache while every
-  // query of the block reads them. Each query sees its groups in ascending order.
+  // query of the block reads them. Each query gets its groups in ascending order.
   int64_t group = 0;
   for (; group + kTileGroups <= block.num_groups; group += kTileGroups) {
     int64_t query = 0;

@@ -33,8 +33,8 @@ constexpr int64_t kInt8BaseBlock = 2048;
 // Base rows of the first call of the int8 kernel. Before a query has k rows every row
 // passes, so a short first call gives the queries thresholds before the long calls.
 constexpr int64_t kInt8FirstBlock = 256;
-// Fewest queries for which kAuto picks the int8 kernel: quantizing the base costs about
-// as much as a few float queries.
+// Minimum number of queries for which kAuto picks the int8 kernel, because quantizing
+// the base costs about as much as a few float queries.
 constexpr int64_t kInt8MinQueries = 64;
 // Rows per block of the all-pairs search: a block pair's scores take 512 × 512 floats
 // (1 MiB, the L2 cache of one Zen 4 core).
@@ -55,11 +55,12 @@ constexpr float kInt8RoundingBound = 0x1p-19f;
 
 bool IsBounded(DenseMetric metric) { return metric != DenseMetric::kInnerProduct; }
 
-// The exact score of a pair: Σ a_j·b_j summed in double (one running sum per j mod 4,
-// added in a fixed order; each product of two floats is exact in double) and rounded
-// once to float. It is within (2^−24 + (d + 4)·2^−53)·‖a‖·‖b‖ of the true dot product.
+// Returns the exact score of a pair: Σ a_j·b_j summed in double (one running sum per
+// j mod 4, added in a fixed order) and rounded once to float. Each product of two floats
+// is exact in double, so the result is within (2^−24 + (d + 4)·2^−53)·‖a‖·‖b‖ of the true
+// dot product.
 float ExactDot(const float* a, const float* b, int64_t d) {
-  // Lane l of `sums` holds the sum for j mod 4 = l; a fused multiply-add of an exact
+  // Lane l of `sums` is the sum for j mod 4 = l. A fused multiply-add of an exact
   // product rounds as the plain sum does.
   __m256d sums = _mm256_setzero_pd();
   int64_t j = 0;

@@ -139,7 +139,7 @@ TEST(DenseTopKTest, Int8KernelEqualsFloatKernel) {
   }
 }
 
-TEST(DenseTopKTest, Int8KernelKeepsRowsWhoseErrorIsWorstCase) {
+TEST(DenseTopKTest, Int8KeepsWorstCaseErrorRow) {
   if (!HasVnni()) GTEST_SKIP() << kNoVnni;
   // The query c has c_i = ±1/8, so it quantizes exactly and ‖c‖_1 = √d·‖c‖. Row 0 is the
   // int8 point x̂ = q/127 plus an error of 0.45 steps along sign(c) in 63 coordinates:
@@ -149,6 +149,7 @@ TEST(DenseTopKTest, Int8KernelKeepsRowsWhoseErrorIsWorstCase) {
   // is the true best, and a bound below about 0.75 of the worst case would drop it for
   // row 2. Rows 3.. are random int8 points far below.
   const int64_t d = 64, n = 100;
+
   std::mt19937 rng(93);
   std::vector<float> sign(d);
   for (float& s : sign) s = rng() % 2 == 0 ? 1.0f : -1.0f;
@@ -166,6 +167,7 @@ TEST(DenseTopKTest, Int8KernelKeepsRowsWhoseErrorIsWorstCase) {
     base(r, 0) = 1.0f;
     for (int64_t j = 1; j < d; ++j) base(r, j) = static_cast<float>(level(rng)) / 127.0f;
   }
+
   const std::vector<int64_t> ids = Ids(n, 0);
   const auto float_lists = Search(queries, {}, base, ids, Options(DenseMetric::kInnerProduct, 1, DenseKernel::kFloat, false));
   const auto int8_lists = Search(queries, {}, base, ids, Options(DenseMetric::kInnerProduct, 1, DenseKernel::kInt8, false));
@@ -175,7 +177,7 @@ TEST(DenseTopKTest, Int8KernelKeepsRowsWhoseErrorIsWorstCase) {
   EXPECT_EQ(int8_lists, float_lists);
 }
 
-TEST(DenseTopKTest, ResultDoesNotDependOnRowOrderKernelOrThreads) {
+TEST(DenseTopKTest, ResultIndependentOfOrderAndThreads) {
   const MatrixXfR x = PrepareDenseRows(HardRows(3001, 64, 31), DenseMetric::kCosine);
   const std::vector<int64_t> ids = Ids(3001, 10);
   // The same rows in reverse order, with their ids.
