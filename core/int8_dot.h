@@ -67,9 +67,11 @@ struct Int8ScanQueries {
   int32_t* hit_counts = nullptr;  // [num_queries]
 };
 
-// For every valid row r of the block and every query i, the approximate score
-// s = (Σ_j q_r,j · q_i,j) · scale_r · scale_i (the int32 sum is exact; the two float
-// products round). Writes (r, s) to query i's hits when s >= thresholds[i].
+// For every valid row r of the block and every query i, computes the approximate score
+// s = (Σ_j q_r,j · q_i,j · scale_r) · scale_i: the int32 sum is exact, and its float
+// conversion and the two products round. Writes (r, s) to query i's hits when
+// Σ · scale_r >= thresholds[i] / scale_i, which is s >= thresholds[i] up to a few
+// roundings (a zero query scores 0 and passes when thresholds[i] <= 0).
 // REQUIRES: Int8DotVnniSupported(); padded_d <= kInt8MaxDim.
 void Int8ScanVnni(const Int8ScanBlock& block, const Int8ScanQueries& queries);
 

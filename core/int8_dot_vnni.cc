@@ -22,29 +22,38 @@ inline int32_t LoadInt32(const int8_t* p) {
   return value;
 }
 
+// The starting value of a query's sums. The base bytes are q + 128, so each sum carries
+// 128 · Σ q of the query, which this cancels.
+inline __m512i StartSum(const Int8ScanQueries& queries, int64_t query) {
+  return _mm512_set1_epi32(-128 * queries.sums[query]);
+}
+
 // Appends the passing pairs of a tile to the queries' hits. acc[g · num_queries + i]
 // contains the sums of group `group` + g against query `query` + i.
 void EmitHits(const Int8ScanBlock& block, const Int8ScanQueries& queries, int64_t group,
               int num_groups, int64_t query, int num_queries, const __m512i* acc,
               int64_t capacity) {
   const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const float infinity = __builtin_inff();
   for (int i = 0; i < num_queries; ++i) {
     const int64_t query_index = query + i;
-    // The base bytes are q + 128, so each sum carries 128 · Σ q of the query.
-    const __m512i offset = _mm512_set1_epi32(128 * queries.sums[query_index]);
-    const __m512 query_scale = _mm512_set1_ps(queries.scales[query_index]);
-    const __m512 threshold = _mm512_set1_ps(queries.thresholds[query_index]);
+    const float scale = queries.scales[query_index];
+    const float threshold = queries.thresholds[query_index];
+    // The sum times the row's scale is compared with threshold / scale, so the query's
+    // scale multiplies only the passing lanes. A zero query (scale 0) scores 0 everywhere.
+    const float scaled = scale > 0 ? threshold / scale : (threshold <= 0 ? -infinity : infinity);
+    const __m512 query_scale = _mm512_set1_ps(scale);
+    const __m512 scaled_threshold = _mm512_set1_ps(scaled);
     int32_t* hit_rows = queries.hit_rows + query_index * capacity;
     float* hit_scores = queries.hit_scores + query_index * capacity;
     int32_t count = queries.hit_counts[query_index];
     for (int g = 0; g < num_groups; ++g) {
       const int64_t row0 = (group + g) * kInt8GroupRows;
-      const __m512 scale = _mm512_mul_ps(_mm512_loadu_ps(block.row_scales + row0), query_scale);
       // The zero-masked conversion: g++ 12 warns that the plain one reads an undefined value.
-      const __m512 score = _mm512_mul_ps(
-          _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_sub_epi32(acc[g * num_queries + i], offset)),
-          scale);
-      __mmask16 pass = _mm512_cmp_ps_mask(score, threshold, _CMP_GE_OQ);
+      const __m512 row_score = _mm512_mul_ps(
+          _mm512_maskz_cvtepi32_ps(0xFFFF, acc[g * num_queries + i]),
+          _mm512_loadu_ps(block.row_scales + row0));
+      __mmask16 pass = _mm512_cmp_ps_mask(row_score, scaled_threshold, _CMP_GE_OQ);
       const int64_t valid = block.valid_rows - row0;
       if (valid < kInt8GroupRows) pass &= static_cast<__mmask16>((1u << valid) - 1);
       if (pass == 0) continue;
@@ -52,6 +61,7 @@ void EmitHits(const Int8ScanBlock& block, const Int8ScanQueries& queries, int64_
       // stay within the query's capacity.
       const __m512i rows = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int32_t>(row0)));
       _mm512_storeu_si512(hit_rows + count, _mm512_maskz_compress_epi32(pass, rows));
+      const __m512 score = _mm512_mul_ps(row_score, query_scale);
       _mm512_storeu_ps(hit_scores + count, _mm512_maskz_compress_ps(pass, score));
       count += __builtin_popcount(pass);
     }
@@ -67,11 +77,11 @@ void ScanFullTile(const Int8ScanBlock& block, const Int8ScanQueries& queries, in
   const int64_t group_bytes = kInt8GroupRows * d;
   const uint8_t* base = block.groups + group * group_bytes;
   const int8_t* q = queries.values + query * d;
-#define COHORT_INT8_ZERO(i) \
-  __m512i a0_##i = _mm512_setzero_si512(), a1_##i = a0_##i, a2_##i = a0_##i;
-  COHORT_INT8_ZERO(0) COHORT_INT8_ZERO(1) COHORT_INT8_ZERO(2) COHORT_INT8_ZERO(3)
-  COHORT_INT8_ZERO(4) COHORT_INT8_ZERO(5) COHORT_INT8_ZERO(6) COHORT_INT8_ZERO(7)
-#undef COHORT_INT8_ZERO
+#define COHORT_INT8_START(i) \
+  __m512i a0_##i = StartSum(queries, query + (i)), a1_##i = a0_##i, a2_##i = a0_##i;
+  COHORT_INT8_START(0) COHORT_INT8_START(1) COHORT_INT8_START(2) COHORT_INT8_START(3)
+  COHORT_INT8_START(4) COHORT_INT8_START(5) COHORT_INT8_START(6) COHORT_INT8_START(7)
+#undef COHORT_INT8_START
   for (int64_t t = 0; t < d / 4; ++t) {
     const __m512i x0 = _mm512_loadu_si512(base + t * 64);
     const __m512i x1 = _mm512_loadu_si512(base + group_bytes + t * 64);
@@ -99,7 +109,7 @@ void ScanOne(const Int8ScanBlock& block, const Int8ScanQueries& queries, int64_t
   const int64_t d = block.padded_d;
   const uint8_t* base = block.groups + group * kInt8GroupRows * d;
   const int8_t* q = queries.values + query * d;
-  __m512i acc = _mm512_setzero_si512();
+  __m512i acc = StartSum(queries, query);
   for (int64_t t = 0; t < d / 4; ++t) {
     acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(base + t * 64),
                               _mm512_set1_epi32(LoadInt32(q + 4 * t)));

@@ -356,10 +356,10 @@ TEST(Int8DotTest, VnniScanEqualsIntegerReference) {
     for (int64_t r = 0; r < n; ++r) {
       int32_t dot = 0;
       for (int64_t j = 0; j < padded_d; ++j) dot += base_q[r * padded_d + j] * query_q[i * padded_d + j];
-      const float score = static_cast<float>(dot) * (row_scales[r] * scales[i]);
-      if (score >= thresholds[i]) {
+      const float row_score = static_cast<float>(dot) * row_scales[r];
+      if (row_score >= thresholds[i] / scales[i]) {
         expected_rows.push_back(static_cast<int32_t>(r));
-        expected_scores.push_back(score);
+        expected_scores.push_back(row_score * scales[i]);
       }
     }
     ASSERT_EQ(hit_counts[i], static_cast<int32_t>(expected_rows.size())) << "query " << i;
