@@ -256,6 +256,23 @@ TEST(DenseTopKTest, AllPairsEqualsExactSearchOnEveryKernel) {
   }
 }
 
+TEST(DenseTopKTest, EmptyShapesGiveEmptyLists) {
+  std::vector<DenseKernel> kernels = {DenseKernel::kFloat};
+  if (HasVnni()) kernels.push_back(DenseKernel::kInt8);
+  for (DenseKernel kernel : kernels) {
+    const DenseSearchOptions options = Options(DenseMetric::kInnerProduct, 3, kernel, false);
+    // No base rows: one empty list per query.
+    const auto no_base = Search(GaussianRows(5, 8, 1), {}, MatrixXfR(0, 8), {}, options);
+    EXPECT_EQ(no_base, std::vector<std::vector<Neighbor>>(5));
+    // No queries.
+    EXPECT_TRUE(Search(MatrixXfR(0, 8), {}, GaussianRows(5, 8, 2), Ids(5, 0), options).empty());
+    // d = 0: every score is 0, so the lists are the smallest ids.
+    const auto no_dims = Search(MatrixXfR(2, 0), {}, MatrixXfR(40, 0), Ids(40, 100), options);
+    ASSERT_EQ(no_dims.size(), 2u);
+    EXPECT_EQ(no_dims[1], (std::vector<Neighbor>{{100, 0.0f}, {101, 0.0f}, {102, 0.0f}}));
+  }
+}
+
 TEST(DenseTopKTest, Int8KernelFailsClearlyWithoutVnni) {
   const MatrixXfR x = GaussianRows(20, 4, 61);
   const std::vector<int64_t> ids = Ids(20, 0);
