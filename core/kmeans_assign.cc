@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string_view>
 #include <vector>
@@ -171,6 +172,12 @@ void ForEachCandidate(float x_norm, const float* products, const float* c_norms,
   }
 }
 
+// A centroid that the int8 pass cannot rule out for a row of the current tile.
+struct TileCandidate {
+  int32_t tile_row;
+  int32_t centroid;
+};
+
 // Per-thread buffers of AssignNearest, allocated before the parallel region.
 struct AssignScratch {
   std::vector<RowBest> best = std::vector<RowBest>(kAssignBlockRows);
@@ -184,6 +191,7 @@ struct AssignScratch {
   std::vector<float> row_factors = std::vector<float>(kInt8TileRows);
   std::vector<float> approx;
   std::vector<uint16_t> masks;
+  std::vector<TileCandidate> candidates;  // in row order, then centroid order
 };
 
 // Assigns rows [row_begin, row_begin + num_rows) with the float kernel.
@@ -251,9 +259,9 @@ inline float NormUpperBound(float sum_of_squares) {
   return std::sqrt(sum_of_squares) * (1.0f + 0x1.0p-10f);
 }
 
-Int8Centroids QuantizeCentroids(const AssignProblem& problem) {
-  const int64_t k = problem.k();
-  const int64_t d = problem.d();
+Int8Centroids QuantizeCentroids(const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms) {
+  const int64_t k = centroids.rows();
+  const int64_t d = centroids.cols();
   Int8Centroids q;
   q.num_groups = (k + kInt8GroupCentroids - 1) / kInt8GroupCentroids;
   q.num_steps = (d + 3) / 4;
@@ -262,12 +270,12 @@ Int8Centroids QuantizeCentroids(const AssignProblem& problem) {
   q.norms.assign(q.num_groups * kInt8GroupCentroids, kInfinity);
 
   float max_abs = 0;
-  for (int64_t t = 0; t < k * d; ++t) max_abs = std::max(max_abs, std::fabs(problem.centroids.data()[t]));
+  for (int64_t t = 0; t < k * d; ++t) max_abs = std::max(max_abs, std::fabs(centroids.data()[t]));
   q.scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
   const float inverse_scale = max_abs > 0 ? 127.0f / max_abs : 0.0f;
 
   for (int64_t c = 0; c < k; ++c) {
-    const float* centroid = problem.centroids.data() + c * d;
+    const float* centroid = centroids.data() + c * d;
     const int64_t group = c / kInt8GroupCentroids;
     const int64_t lane = c % kInt8GroupCentroids;
     int32_t sum = 0;
@@ -281,7 +289,7 @@ Int8Centroids QuantizeCentroids(const AssignProblem& problem) {
       residual += error * error;
     }
     q.offsets[c] = -128 * sum;
-    q.norms[c] = problem.c_sq_norms[c];
+    q.norms[c] = c_sq_norms[c];
     q.max_residual = std::max(q.max_residual, NormUpperBound(residual));
   }
   return q;
@@ -361,6 +369,9 @@ void QuantizeRow(const AssignProblem& problem, const Int8Centroids& q, int64_t i
   *slack = 2.0f * (2.0f * dot_error + 2.0f * rounding);
 }
 
+// Tiles ahead whose rows AssignBlockInt8 prefetches.
+constexpr int64_t kPrefetchTiles = 2;
+
 // Assigns rows [row_begin, row_begin + num_rows) with the int8 kernel.
 void AssignBlockInt8(const AssignProblem& problem, const Int8Centroids& q, int64_t row_begin,
                      int64_t num_rows, AssignScratch& scratch) {
@@ -369,6 +380,13 @@ void AssignBlockInt8(const AssignProblem& problem, const Int8Centroids& q, int64
   const int64_t approx_stride = q.num_groups * kInt8GroupCentroids;
   for (int64_t tile = 0; tile < num_rows; tile += kInt8TileRows) {
     const int64_t tile_rows = std::min(kInt8TileRows, num_rows - tile);
+    // The hardware prefetcher falls behind this slow sequential read of x.
+    const int64_t ahead = tile + kPrefetchTiles * kInt8TileRows;
+    if (ahead < num_rows) {
+      const char* start = reinterpret_cast<const char*>(problem.row(row_begin + ahead));
+      const int64_t bytes = std::min(kInt8TileRows, num_rows - ahead) * problem.d() * 4;
+      for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(start + offset);
+    }
     // Rows past the block end or without bounds get a zero row and slack 0; their results
     // are not read.
     for (int64_t t = 0; t < kInt8TileRows; ++t) {
@@ -389,20 +407,30 @@ void AssignBlockInt8(const AssignProblem& problem, const Int8Centroids& q, int64
                       q.num_groups, q.num_steps, scratch.approx.data(), approx_stride,
                       scratch.masks.data());
 
+    // The candidates of the tile are listed first and compared after, so the exact
+    // distances run back to back instead of between the branches of the mask loop.
+    scratch.candidates.clear();
     for (int64_t t = 0; t < tile_rows; ++t) {
-      const int64_t i = row_begin + tile + t;
-      RowBest& best = scratch.best[tile + t];
-      best = RowBest();
-      if (!problem.Bounded(i)) continue;
+      scratch.best[tile + t] = RowBest();
+      if (!problem.Bounded(row_begin + tile + t)) continue;
+      // Four 16-bit group masks at a time: bit b of the word is centroid 16 g + b.
       const uint16_t* masks = scratch.masks.data() + t * q.num_groups;
-      for (int64_t g = 0; g < q.num_groups; ++g) {
-        unsigned mask = masks[g];
-        while (mask != 0) {
-          const int64_t c = g * kInt8GroupCentroids + __builtin_ctz(mask);
-          mask &= mask - 1;
-          if (c < k) best.Compare(problem, i, c);  // padding lanes are +infinity
+      for (int64_t g = 0; g < q.num_groups; g += 4) {
+        uint64_t word = 0;
+        std::memcpy(&word, masks + g, sizeof(uint16_t) * std::min<int64_t>(4, q.num_groups - g));
+        while (word != 0) {
+          const int64_t c = g * kInt8GroupCentroids + __builtin_ctzll(word);
+          word &= word - 1;
+          // Padding lanes are +infinity, but a threshold of +infinity selects them too.
+          if (c < k) {
+            scratch.candidates.push_back({static_cast<int32_t>(t), static_cast<int32_t>(c)});
+          }
         }
       }
+    }
+    for (const TileCandidate& candidate : scratch.candidates) {
+      scratch.best[tile + candidate.tile_row].Compare(problem, row_begin + tile + candidate.tile_row,
+                                                      candidate.centroid);
     }
   }
 }
@@ -433,42 +461,56 @@ AssignKernel DefaultAssignKernel() {
   return kernel;
 }
 
-void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
-                   const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
-                   int32_t* labels, float* sq_dist) {
-  AssignNearestWithKernel(DefaultAssignKernel(), x, x_sq_norms, centroids, c_sq_norms, labels,
-                          sq_dist);
-}
+// The per-centroid state of a CentroidAssigner.
+struct CentroidAssigner::Prepared {
+  Prepared(const MatrixXfR& centroids_in, const Eigen::VectorXf& c_sq_norms_in)
+      : centroids(centroids_in), c_sq_norms(c_sq_norms_in) {}
 
-void AssignNearestWithKernel(AssignKernel kernel, const MatrixXfR& x,
-                             const Eigen::VectorXf& x_sq_norms, const MatrixXfR& centroids,
-                             const Eigen::VectorXf& c_sq_norms, int32_t* labels,
-                             float* sq_dist) {
-  const int64_t n = x.rows();
-  if (n == 0) return;
-  const int64_t d = x.cols();
-  const int64_t k = centroids.rows();
-  AssignProblem problem{x, x_sq_norms, centroids, c_sq_norms};
+  const MatrixXfR& centroids;
+  const Eigen::VectorXf& c_sq_norms;
+  float max_c_norm = 0;
+  bool finite_centroids = true;
+  bool use_int8 = false;
+  Int8Centroids quantized;  // filled when use_int8
+};
+
+CentroidAssigner::CentroidAssigner(const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                                   AssignKernel kernel)
+    : prepared_(std::make_unique<Prepared>(centroids, c_sq_norms)) {
+  Prepared& p = *prepared_;
   float max_c_sq_norm = 0;
-  for (int64_t c = 0; c < k; ++c) {
-    problem.finite_centroids = problem.finite_centroids && std::isfinite(c_sq_norms[c]);
+  for (int64_t c = 0; c < centroids.rows(); ++c) {
+    p.finite_centroids = p.finite_centroids && std::isfinite(c_sq_norms[c]);
     max_c_sq_norm = std::max(max_c_sq_norm, c_sq_norms[c]);
   }
-  problem.max_c_norm = NormUpperBound(max_c_sq_norm);
+  p.max_c_norm = NormUpperBound(max_c_sq_norm);
+  p.use_int8 = kernel == AssignKernel::kInt8 && Int8AssignKernelSupported() &&
+               centroids.cols() <= kInt8AssignMaxDim && p.finite_centroids;
+  if (p.use_int8) p.quantized = QuantizeCentroids(centroids, c_sq_norms);
+}
 
-  const bool use_int8 = kernel == AssignKernel::kInt8 && Int8AssignKernelSupported() &&
-                        d <= kInt8AssignMaxDim && problem.finite_centroids;
-  Int8Centroids quantized;
-  if (use_int8) quantized = QuantizeCentroids(problem);
+CentroidAssigner::~CentroidAssigner() = default;
+
+void CentroidAssigner::Assign(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
+                              int64_t row_begin, int64_t row_end, int32_t* labels,
+                              float* sq_dist) const {
+  const int64_t n = row_end - row_begin;
+  if (n <= 0) return;
+  const Prepared& p = *prepared_;
+  const int64_t d = x.cols();
+  const int64_t k = p.centroids.rows();
+  AssignProblem problem{x, x_sq_norms, p.centroids, p.c_sq_norms, p.max_c_norm,
+                        p.finite_centroids};
 
   const int64_t num_blocks = (n + kAssignBlockRows - 1) / kAssignBlockRows;
   const bool parallel = num_blocks > 1 && n * k * d >= kAssignParallelMinMacs;
   const int num_threads = parallel ? omp_get_max_threads() : 1;
   AssignScratch prototype;
-  if (use_int8) {
-    prototype.quantized_rows.resize(kInt8TileRows * 4 * quantized.num_steps);
-    prototype.approx.resize(kInt8TileRows * quantized.num_groups * kInt8GroupCentroids);
-    prototype.masks.resize(kInt8TileRows * quantized.num_groups);
+  if (p.use_int8) {
+    prototype.quantized_rows.resize(kInt8TileRows * 4 * p.quantized.num_steps);
+    prototype.approx.resize(kInt8TileRows * p.quantized.num_groups * kInt8GroupCentroids);
+    prototype.masks.resize(kInt8TileRows * p.quantized.num_groups);
+    prototype.candidates.reserve(kInt8TileRows * 8);
   } else {
     prototype.products.resize(kAssignBlockRows, std::min(k, kAssignBlockCentroids));
   }
@@ -483,21 +525,37 @@ void AssignNearestWithKernel(AssignKernel kernel, const MatrixXfR& x,
     AssignScratch& own = scratch[omp_get_thread_num()];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < num_blocks; ++b) {
-      const int64_t row_begin = b * kAssignBlockRows;
-      const int64_t num_rows = std::min(kAssignBlockRows, n - row_begin);
-      if (use_int8) {
-        AssignBlockInt8(problem, quantized, row_begin, num_rows, own);
+      const int64_t block_begin = row_begin + b * kAssignBlockRows;
+      const int64_t num_rows = std::min(kAssignBlockRows, row_end - block_begin);
+      if (p.use_int8) {
+        AssignBlockInt8(problem, p.quantized, block_begin, num_rows, own);
       } else {
-        AssignBlockFloat(problem, row_begin, num_rows, own);
+        AssignBlockFloat(problem, block_begin, num_rows, own);
       }
       for (int64_t r = 0; r < num_rows; ++r) {
         RowBest& best = own.best[r];
-        if (best.label < 0) best.CompareAll(problem, row_begin + r);
-        labels[row_begin + r] = best.label;
-        sq_dist[row_begin + r] = best.dist;
+        if (best.label < 0) best.CompareAll(problem, block_begin + r);
+        labels[block_begin + r] = best.label;
+        sq_dist[block_begin + r] = best.dist;
       }
     }
   }
+}
+
+void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
+                   const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                   int32_t* labels, float* sq_dist) {
+  AssignNearestWithKernel(DefaultAssignKernel(), x, x_sq_norms, centroids, c_sq_norms, labels,
+                          sq_dist);
+}
+
+void AssignNearestWithKernel(AssignKernel kernel, const MatrixXfR& x,
+                             const Eigen::VectorXf& x_sq_norms, const MatrixXfR& centroids,
+                             const Eigen::VectorXf& c_sq_norms, int32_t* labels,
+                             float* sq_dist) {
+  if (x.rows() == 0) return;
+  CentroidAssigner(centroids, c_sq_norms, kernel).Assign(x, x_sq_norms, 0, x.rows(), labels,
+                                                         sq_dist);
 }
 
 }  // namespace cohort

@@ -63,6 +63,34 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
   return CombineLanes(acc);
 }
 
+// Rows per chunk of LloydStep: 4 MiB of 64-column rows, which stay in the last-level
+// cache between the assignment and the sums.
+constexpr int64_t kLloydChunkRows = 16384;
+
+// Rows of x whose cache lines GatherRows requests ahead of the copy, and the rows per
+// thread below which it stays on the calling thread.
+constexpr int64_t kGatherPrefetchRows = 16;
+constexpr int64_t kGatherParallelMinRows = 1024;
+
+// Copies the rows of x at `rows` (any order, repeats allowed) into a rows.size() × d
+// matrix. The rows sit at random places in a matrix much larger than the caches, so each
+// copy waits on memory unless its lines were requested earlier.
+MatrixXfR GatherRows(const MatrixXfR& x, const std::vector<int64_t>& rows) {
+  const int64_t m = static_cast<int64_t>(rows.size());
+  const int64_t d = x.cols();
+  MatrixXfR out(m, d);
+  constexpr int64_t kFloatsPerLine = 64 / sizeof(float);
+#pragma omp parallel for schedule(static) if (m >= 2 * kGatherParallelMinRows)
+  for (int64_t j = 0; j < m; ++j) {
+    if (j + kGatherPrefetchRows < m) {
+      const float* ahead = x.data() + rows[j + kGatherPrefetchRows] * d;
+      for (int64_t t = 0; t < d; t += kFloatsPerLine) __builtin_prefetch(ahead + t);
+    }
+    std::copy_n(x.data() + rows[j] * d, d, out.data() + j * d);
+  }
+  return out;
+}
+
 }  // namespace
 
 Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x) {
@@ -308,33 +336,41 @@ LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest
   partial.counts.assign(k, 0);
   partial.weighted_counts.assign(k, 0.0);
 
-  std::vector<int32_t> labels;
-  std::vector<float> sq_dist;
-  AssignSquared(centroids, &labels, &sq_dist);
+  // Rows are assigned and summed chunk by chunk, so the sums read each chunk from the
+  // cache right after its assignment instead of reading x from memory a second time.
+  std::vector<int32_t> labels(n);
+  std::vector<float> sq_dist(n);
+  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
+  const CentroidAssigner assigner(centroids, c_sq_norms);
+  for (int64_t begin = 0; begin < n; begin += kLloydChunkRows) {
+    const int64_t end = std::min(n, begin + kLloydChunkRows);
+    assigner.Assign(*x_, x_sq_norms_, begin, end, labels.data(), sq_dist.data());
 
-  // Each thread owns a contiguous range of centroids and scans all rows in order, so the
-  // sum of every centroid adds its rows in row order whatever the thread count.
+    // Each thread owns a contiguous range of centroids and scans the chunk's rows in
+    // order, so the sum of every centroid adds its rows in row order whatever the thread
+    // count.
 #pragma omp parallel if (n > kParallelMinRows)
-  {
-    const int64_t thread = omp_get_thread_num();
-    const int64_t num_threads = omp_get_num_threads();
-    const int64_t own_begin = k * thread / num_threads;
-    const int64_t own_end = k * (thread + 1) / num_threads;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t label = labels[i];
-      if (label < own_begin || label >= own_end) continue;
-      const float* row = x_->data() + i * d;
-      double* sum = partial.sums.data() + label * d;
-      if (!weighted) {
+    {
+      const int64_t thread = omp_get_thread_num();
+      const int64_t num_threads = omp_get_num_threads();
+      const int64_t own_begin = k * thread / num_threads;
+      const int64_t own_end = k * (thread + 1) / num_threads;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t label = labels[i];
+        if (label < own_begin || label >= own_end) continue;
+        const float* row = x_->data() + i * d;
+        double* sum = partial.sums.data() + label * d;
+        if (!weighted) {
+          ++partial.counts[label];
+          for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
+          continue;
+        }
+        const double w = weights_[i];
+        if (w == 0) continue;
         ++partial.counts[label];
-        for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
-        continue;
+        partial.weighted_counts[label] += w;
+        for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
       }
-      const double w = weights_[i];
-      if (w == 0) continue;
-      ++partial.counts[label];
-      partial.weighted_counts[label] += w;
-      for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
     }
   }
   if (!weighted) {
@@ -391,14 +427,13 @@ MiniBatchPartial KMeansShard::MiniBatchStep(const MatrixXfR& centroids, uint64_t
   partial.weighted_counts.assign(k, 0.0);
   if (n == 0 || batch_rows <= 0) return partial;
 
-  MatrixXfR batch(batch_rows, d);
   std::vector<int64_t> rows(batch_rows);
   for (int64_t j = 0; j < batch_rows; ++j) {
     const double u = KeyedUniform(seed, static_cast<uint64_t>(run), static_cast<uint64_t>(step),
                                   static_cast<uint64_t>(shard_id_), static_cast<uint64_t>(j));
     rows[j] = std::min(n - 1, static_cast<int64_t>(u * static_cast<double>(n)));
-    batch.row(j) = x_->row(rows[j]);
   }
+  const MatrixXfR batch = GatherRows(*x_, rows);
   Eigen::VectorXf batch_sq_norms(batch_rows);
   for (int64_t j = 0; j < batch_rows; ++j) batch_sq_norms[j] = x_sq_norms_[rows[j]];
 

@@ -78,6 +78,31 @@ void AssignNearestWithKernel(AssignKernel kernel, const MatrixXfR& x,
                              const Eigen::VectorXf& c_sq_norms, int32_t* labels,
                              float* sq_dist);
 
+// The search of AssignNearest for one set of centroids, prepared once (the int8 kernel
+// quantizes the centroids) and applied to any ranges of rows: Assign over consecutive
+// ranges gives what AssignNearest gives for all of them.
+// Thread safety: Assign may run on several threads at once.
+class CentroidAssigner {
+ public:
+  // centroids (k×d, k >= 1) and c_sq_norms (their RowSquaredNorms) must outlive the
+  // assigner and stay unchanged.
+  CentroidAssigner(const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                   AssignKernel kernel = DefaultAssignKernel());
+  ~CentroidAssigner();
+  CentroidAssigner(const CentroidAssigner&) = delete;
+  CentroidAssigner& operator=(const CentroidAssigner&) = delete;
+
+  // AssignNearest for rows [row_begin, row_end) of x: sets labels[i] and sq_dist[i] for
+  // those i only (the arrays are indexed by row of x).
+  // REQUIRES: 0 <= row_begin <= row_end <= x.rows(), x.cols() == centroids.cols().
+  void Assign(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms, int64_t row_begin,
+              int64_t row_end, int32_t* labels, float* sq_dist) const;
+
+ private:
+  struct Prepared;
+  std::unique_ptr<Prepared> prepared_;
+};
+
 // Scales every row of x (n×d) to unit Euclidean norm, in place. A row whose norm is 0
 // stays all zero. Returns the number of such zero rows. Training with the cosine distance
 // and serving a cosine model both normalize rows with this function.
