@@ -63,8 +63,8 @@ inline float FixedOrderDistance(const float* x_row, float x_sq_norm, const float
   const float product = _mm_cvtss_f32(
       _mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
   // The expansion cancels when x is close to c, and rounding can leave a small negative
-  // value where the true squared distance is 0 or tiny, so it is clamped to 0 (a NaN also
-  // becomes 0, as std::max(0.0f, NaN) returns its first argument).
+  // value where the true squared distance is 0 or tiny, so it is clamped to 0. A NaN also
+  // becomes 0, as std::max(0.0f, NaN) returns its first argument.
   return std::max(0.0f, (x_sq_norm - 2.0f * product) + c_sq_norm);
 }
 
@@ -380,15 +380,16 @@ void AssignBlockInt8(const AssignProblem& problem, const Int8Centroids& q, int64
   const int64_t approx_stride = q.num_groups * kInt8GroupCentroids;
   for (int64_t tile = 0; tile < num_rows; tile += kInt8TileRows) {
     const int64_t tile_rows = std::min(kInt8TileRows, num_rows - tile);
-    // The hardware prefetcher falls behind this slow sequential read of x.
+    // Without this request, perf showed the first read of each row waiting on memory: the
+    // rows are read in order, but slowly enough that the hardware prefetcher falls behind.
     const int64_t ahead = tile + kPrefetchTiles * kInt8TileRows;
     if (ahead < num_rows) {
       const char* start = reinterpret_cast<const char*>(problem.row(row_begin + ahead));
       const int64_t bytes = std::min(kInt8TileRows, num_rows - ahead) * problem.d() * 4;
       for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(start + offset);
     }
-    // Rows past the block end or without bounds get a zero row and slack 0; their results
-    // are not read.
+    // Rows past the block end, and rows without error bounds, get q = 0 and slack 0. Their
+    // first-pass results are not read.
     for (int64_t t = 0; t < kInt8TileRows; ++t) {
       const int64_t i = row_begin + tile + t;
       uint8_t* out = scratch.quantized_rows.data() + t * row_bytes;
