@@ -63,14 +63,17 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
   return CombineLanes(acc);
 }
 
-// Rows per chunk of LloydStep: 4 MiB of 64-column rows, which stay in the last-level
-// cache between the assignment and the sums.
-constexpr int64_t kLloydChunkRows = 16384;
+// Rows per chunk of LloydStep: 16 MiB of 64-column rows, which stay in a last-level cache
+// of 32 MiB between the assignment and the sums. Each chunk ends two OpenMP regions. With
+// other processes on the cores, a thread that spins at a barrier (libgomp's default wait
+// policy) can wait a time slice for its partner. At load average 11 on 2 CPUs, chunks of
+// 16,384 rows made an iteration about 3 times slower than chunks of this size.
+constexpr int64_t kLloydChunkRows = 65536;
 
-// Rows of x whose cache lines GatherRows requests ahead of the copy, and the rows per
-// thread below which it stays on the calling thread.
+// Rows ahead of the copy whose cache lines GatherRows requests.
 constexpr int64_t kGatherPrefetchRows = 16;
-constexpr int64_t kGatherParallelMinRows = 1024;
+// Rows from which GatherRows runs on the OpenMP threads.
+constexpr int64_t kGatherParallelMinRows = 2048;
 
 // Copies the rows of x at `rows` (any order, repeats allowed) into a rows.size() × d
 // matrix. The rows sit at random places in a matrix much larger than the caches, so each
@@ -80,7 +83,7 @@ MatrixXfR GatherRows(const MatrixXfR& x, const std::vector<int64_t>& rows) {
   const int64_t d = x.cols();
   MatrixXfR out(m, d);
   constexpr int64_t kFloatsPerLine = 64 / sizeof(float);
-#pragma omp parallel for schedule(static) if (m >= 2 * kGatherParallelMinRows)
+#pragma omp parallel for schedule(static) if (m >= kGatherParallelMinRows)
   for (int64_t j = 0; j < m; ++j) {
     if (j + kGatherPrefetchRows < m) {
       const float* ahead = x.data() + rows[j + kGatherPrefetchRows] * d;
