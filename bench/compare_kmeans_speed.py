@@ -24,6 +24,10 @@ gemm       the assignment kernel alone (AssignNearest) in builds with each GEMM 
 The recomputed inertia assigns every row to its nearest centroid with float64 distances
 and sums the exact squared differences (x − c)² in float64.
 
+cohort picks its assignment kernel at run time: int8 dot products on a CPU with AVX-512
+VNNI, the float GEMM elsewhere or with COHORT_ASSIGN_KERNEL=float in the environment.
+Both give the same labels, so the inertia does not depend on the kernel.
+
 Generated data stays in --work-dir and is reused when its parameters match. Run with
 /usr/bin/python3, for which Debian's python3-faiss, python3-sklearn and python3-numpy
 are installed. Every tool runs in its own process with OMP_NUM_THREADS = --threads,

@@ -1,6 +1,5 @@
 #include "core/kmeans_kernels.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -10,7 +9,6 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
-#include "core/block_gemm.h"
 
 namespace cohort {
 namespace {
@@ -65,143 +63,35 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
   return CombineLanes(acc);
 }
 
-// Per-thread buffers of AssignNearest, allocated before the parallel region.
-struct AssignScratch {
-  AssignScratch(int64_t d, int64_t centroid_block)
-      : padded_rows(MatrixXfR::Zero(kAssignBlockRows, d)),
-        products(kAssignBlockRows, centroid_block),
-        best_dist(kAssignBlockRows),
-        best_label(kAssignBlockRows) {}
+// Rows per chunk of LloydStep: 16 MiB of 64-column rows, which stay in a last-level cache
+// of 32 MiB between the assignment and the sums. Each chunk ends two OpenMP regions. With
+// other processes on the cores, a thread that spins at a barrier (libgomp's default wait
+// policy) can wait a time slice for its partner. At load average 11 on 2 CPUs, chunks of
+// 16,384 rows made an iteration about 3 times slower than chunks of this size.
+constexpr int64_t kLloydChunkRows = 65536;
 
-  MatrixXfR padded_rows;  // kAssignBlockRows × d: a short last block, zero-padded
-  MatrixXfR products;     // kAssignBlockRows × kAssignBlockCentroids (or k if smaller)
-  std::vector<float> best_dist;
-  std::vector<int32_t> best_label;
-};
+// Rows ahead of the copy whose cache lines GatherRows requests.
+constexpr int64_t kGatherPrefetchRows = 16;
+// Rows from which GatherRows runs on the OpenMP threads.
+constexpr int64_t kGatherParallelMinRows = 2048;
 
-// Squared distance from the expansion ‖x‖² − 2 x·c + ‖c‖², in this order of float
-// operations. The expansion cancels when x is close to c, and rounding can leave a small
-// negative value where the true squared distance is 0 or tiny, so it is clamped to 0
-// (a NaN also becomes 0, as std::max(0.0f, NaN) returns its first argument).
-inline float ExpandedDistance(float x_norm, float product, float c_norm) {
-  return std::max(0.0f, (x_norm - 2.0f * product) + c_norm);
-}
-
-// The per-lane minimum of one AVX2 accumulator: lane l keeps the smallest distance seen
-// at the indices j with j % 8 == l of its range and the first such index.
-struct LaneMin {
-  __m256 dist = _mm256_set1_ps(std::numeric_limits<float>::infinity());
-  __m256i index = _mm256_setzero_si256();
-
-  void Update(__m256 candidate, __m256i candidate_index) {
-    // Strict, so within a lane an equal distance keeps the earlier index.
-    const __m256 less = _mm256_cmp_ps(candidate, dist, _CMP_LT_OQ);
-    dist = _mm256_blendv_ps(dist, candidate, less);
-    index = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(index),
-                                                 _mm256_castsi256_ps(candidate_index), less));
-  }
-};
-
-// Lowers (*best, *best_label) to the nearest of the centroids label_base + j, j in
-// [0, num_centroids), given the products x·c_j and the norms ‖c_j‖². The result equals
-// the scalar loop "if (dist < best) take it" over j in order: the smallest distance, and
-// of equal distances the lowest label, with *best_label kept on a tie. Four AVX2
-// accumulators cover interleaved chunks of 8 centroids; any order of chunks gives the
-// same result because ties are broken by label at the end.
-void NearestInRow(float x_norm, const float* products, const float* c_norms,
-                  int64_t num_centroids, int32_t label_base, float* best, int32_t* best_label) {
-  constexpr int kLanes = 8;
-  const __m256 x_norm_v = _mm256_set1_ps(x_norm);
-  const __m256 zero = _mm256_setzero_ps();
-  const __m256i lane_offsets = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  // dist = max(x_norm − 2p + c, 0) with the operations of ExpandedDistance: 2p is exact,
-  // and _mm256_max_ps returns its second operand (0) for a NaN, as std::max(0.0f, NaN).
-  const auto distances = [&](int64_t j) {
-    const __m256 p = _mm256_loadu_ps(products + j);
-    const __m256 sum = _mm256_add_ps(_mm256_sub_ps(x_norm_v, _mm256_add_ps(p, p)),
-                                     _mm256_loadu_ps(c_norms + j));
-    return _mm256_max_ps(sum, zero);
-  };
-  const auto indices = [&](int64_t j) {
-    return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(j)), lane_offsets);
-  };
-
-  LaneMin acc[4];
-  int64_t j = 0;
-  for (; j + 4 * kLanes <= num_centroids; j += 4 * kLanes) {
-    for (int a = 0; a < 4; ++a) acc[a].Update(distances(j + a * kLanes), indices(j + a * kLanes));
-  }
-  for (; j + kLanes <= num_centroids; j += kLanes) acc[0].Update(distances(j), indices(j));
-
-  // Reduce the lanes: smallest distance, then lowest index.
-  float lane_dist[4 * kLanes];
-  int32_t lane_index[4 * kLanes];
-  for (int a = 0; a < 4; ++a) {
-    _mm256_storeu_ps(lane_dist + a * kLanes, acc[a].dist);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lane_index + a * kLanes), acc[a].index);
-  }
-  float vector_best = std::numeric_limits<float>::infinity();
-  int32_t vector_label = 0;
-  for (int l = 0; l < 4 * kLanes; ++l) {
-    if (lane_dist[l] < vector_best ||
-        (lane_dist[l] == vector_best && lane_index[l] < vector_label)) {
-      vector_best = lane_dist[l];
-      vector_label = lane_index[l];
-    }
-  }
-  // The carried best has lower labels, so it wins ties; the tail has higher ones.
-  if (vector_best < *best) {
-    *best = vector_best;
-    *best_label = label_base + vector_label;
-  }
-  for (; j < num_centroids; ++j) {
-    const float dist = ExpandedDistance(x_norm, products[j], c_norms[j]);
-    if (dist < *best) {
-      *best = dist;
-      *best_label = label_base + static_cast<int32_t>(j);
-    }
-  }
-}
-
-// Assigns rows [row_begin, row_begin + num_rows) of x, num_rows <= kAssignBlockRows.
-void AssignBlock(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
-                 const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
-                 int64_t row_begin, int64_t num_rows, AssignScratch& scratch,
-                 int32_t* labels, float* sq_dist) {
+// Copies the rows of x at `rows` (any order, repeats allowed) into a rows.size() × d
+// matrix. The rows sit at random places in a matrix much larger than the caches, so each
+// copy waits on memory unless its lines were requested earlier.
+MatrixXfR GatherRows(const MatrixXfR& x, const std::vector<int64_t>& rows) {
+  const int64_t m = static_cast<int64_t>(rows.size());
   const int64_t d = x.cols();
-  const int64_t k = centroids.rows();
-
-  // Every product has exactly kAssignBlockRows rows, because Eigen's GEMM rounds
-  // differently at the edges of a product (columns left over after its 4-wide panels).
-  // A short last block is copied into a zero-padded buffer. So a row's distances do not
-  // depend on where it sits in x.
-  const float* block_data = x.data() + row_begin * d;
-  if (num_rows < kAssignBlockRows) {
-    scratch.padded_rows.topRows(num_rows) = x.middleRows(row_begin, num_rows);
-    block_data = scratch.padded_rows.data();
-  }
-
-  std::fill(scratch.best_dist.begin(), scratch.best_dist.end(),
-            std::numeric_limits<float>::infinity());
-  std::fill(scratch.best_label.begin(), scratch.best_label.end(), 0);
-
-  const int64_t centroid_block = scratch.products.cols();
-  for (int64_t c_begin = 0; c_begin < k; c_begin += centroid_block) {
-    const int64_t num_centroids = std::min(centroid_block, k - c_begin);
-    MultiplyByTransposed(block_data, kAssignBlockRows, centroids.data() + c_begin * d,
-                         num_centroids, d, scratch.products.data(), centroid_block);
-
-    for (int64_t r = 0; r < num_rows; ++r) {
-      NearestInRow(x_sq_norms[row_begin + r], scratch.products.data() + r * centroid_block,
-                   c_sq_norms.data() + c_begin, num_centroids, static_cast<int32_t>(c_begin),
-                   &scratch.best_dist[r], &scratch.best_label[r]);
+  MatrixXfR out(m, d);
+  constexpr int64_t kFloatsPerLine = 64 / sizeof(float);
+#pragma omp parallel for schedule(static) if (m >= kGatherParallelMinRows)
+  for (int64_t j = 0; j < m; ++j) {
+    if (j + kGatherPrefetchRows < m) {
+      const float* ahead = x.data() + rows[j + kGatherPrefetchRows] * d;
+      for (int64_t t = 0; t < d; t += kFloatsPerLine) __builtin_prefetch(ahead + t);
     }
+    std::copy_n(x.data() + rows[j] * d, d, out.data() + j * d);
   }
-
-  for (int64_t r = 0; r < num_rows; ++r) {
-    labels[row_begin + r] = scratch.best_label[r];
-    sq_dist[row_begin + r] = scratch.best_dist[r];
-  }
+  return out;
 }
 
 }  // namespace
@@ -213,34 +103,6 @@ Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x) {
 #pragma omp parallel for schedule(static) if (n > kParallelMinRows)
   for (int64_t i = 0; i < n; ++i) norms[i] = SquaredNorm(x.data() + i * d, d);
   return norms;
-}
-
-void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
-                   const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
-                   int32_t* labels, float* sq_dist) {
-  const int64_t n = x.rows();
-  if (n == 0) return;
-  const int64_t num_blocks = (n + kAssignBlockRows - 1) / kAssignBlockRows;
-  const int64_t centroid_block = std::min<int64_t>(centroids.rows(), kAssignBlockCentroids);
-  const bool parallel = n > kParallelMinRows;
-  const int num_threads = parallel ? omp_get_max_threads() : 1;
-  std::vector<AssignScratch> scratch(num_threads, AssignScratch(x.cols(), centroid_block));
-
-#pragma omp parallel num_threads(num_threads) if (parallel)
-  {
-    // Eigen parallelizes a large product itself when it runs on a one-thread team and
-    // omp_get_max_threads() > 1, and its thread split changes rounding. This call sets
-    // the limit for this thread's task only, so Eigen stays single-threaded here.
-    omp_set_num_threads(1);
-    AssignScratch& own = scratch[omp_get_thread_num()];
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < num_blocks; ++b) {
-      const int64_t row_begin = b * kAssignBlockRows;
-      const int64_t num_rows = std::min(kAssignBlockRows, n - row_begin);
-      AssignBlock(x, x_sq_norms, centroids, c_sq_norms, row_begin, num_rows, own, labels,
-                  sq_dist);
-    }
-  }
 }
 
 int64_t NormalizeRows(MatrixXfR* x) {
@@ -477,33 +339,41 @@ LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest
   partial.counts.assign(k, 0);
   partial.weighted_counts.assign(k, 0.0);
 
-  std::vector<int32_t> labels;
-  std::vector<float> sq_dist;
-  AssignSquared(centroids, &labels, &sq_dist);
+  // Rows are assigned and summed chunk by chunk, so the sums read each chunk from the
+  // cache right after its assignment instead of reading x from memory a second time.
+  std::vector<int32_t> labels(n);
+  std::vector<float> sq_dist(n);
+  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
+  const CentroidAssigner assigner(centroids, c_sq_norms);
+  for (int64_t begin = 0; begin < n; begin += kLloydChunkRows) {
+    const int64_t end = std::min(n, begin + kLloydChunkRows);
+    assigner.Assign(*x_, x_sq_norms_, begin, end, labels.data(), sq_dist.data());
 
-  // Each thread owns a contiguous range of centroids and scans all rows in order, so the
-  // sum of every centroid adds its rows in row order whatever the thread count.
+    // Each thread owns a contiguous range of centroids and scans the chunk's rows in
+    // order, so the sum of every centroid adds its rows in row order whatever the thread
+    // count.
 #pragma omp parallel if (n > kParallelMinRows)
-  {
-    const int64_t thread = omp_get_thread_num();
-    const int64_t num_threads = omp_get_num_threads();
-    const int64_t own_begin = k * thread / num_threads;
-    const int64_t own_end = k * (thread + 1) / num_threads;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t label = labels[i];
-      if (label < own_begin || label >= own_end) continue;
-      const float* row = x_->data() + i * d;
-      double* sum = partial.sums.data() + label * d;
-      if (!weighted) {
+    {
+      const int64_t thread = omp_get_thread_num();
+      const int64_t num_threads = omp_get_num_threads();
+      const int64_t own_begin = k * thread / num_threads;
+      const int64_t own_end = k * (thread + 1) / num_threads;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t label = labels[i];
+        if (label < own_begin || label >= own_end) continue;
+        const float* row = x_->data() + i * d;
+        double* sum = partial.sums.data() + label * d;
+        if (!weighted) {
+          ++partial.counts[label];
+          for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
+          continue;
+        }
+        const double w = weights_[i];
+        if (w == 0) continue;
         ++partial.counts[label];
-        for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
-        continue;
+        partial.weighted_counts[label] += w;
+        for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
       }
-      const double w = weights_[i];
-      if (w == 0) continue;
-      ++partial.counts[label];
-      partial.weighted_counts[label] += w;
-      for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
     }
   }
   if (!weighted) {
@@ -560,14 +430,13 @@ MiniBatchPartial KMeansShard::MiniBatchStep(const MatrixXfR& centroids, uint64_t
   partial.weighted_counts.assign(k, 0.0);
   if (n == 0 || batch_rows <= 0) return partial;
 
-  MatrixXfR batch(batch_rows, d);
   std::vector<int64_t> rows(batch_rows);
   for (int64_t j = 0; j < batch_rows; ++j) {
     const double u = KeyedUniform(seed, static_cast<uint64_t>(run), static_cast<uint64_t>(step),
                                   static_cast<uint64_t>(shard_id_), static_cast<uint64_t>(j));
     rows[j] = std::min(n - 1, static_cast<int64_t>(u * static_cast<double>(n)));
-    batch.row(j) = x_->row(rows[j]);
   }
+  const MatrixXfR batch = GatherRows(*x_, rows);
   Eigen::VectorXf batch_sq_norms(batch_rows);
   for (int64_t j = 0; j < batch_rows; ++j) batch_sq_norms[j] = x_sq_norms_[rows[j]];
 

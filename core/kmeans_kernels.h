@@ -12,29 +12,96 @@
 
 namespace cohort {
 
-// Rows per block of the assignment kernel. Each block computes one (block × k) matrix
-// product, so results do not depend on how blocks are spread over threads.
+// Rows per block of the assignment kernel. The float kernel computes one (block × k)
+// matrix product per block.
 inline constexpr int64_t kAssignBlockRows = 256;
-// Centroids per matrix product of the assignment kernel. A product buffer holds
+// Centroids per matrix product of the float assignment kernel. A product buffer holds
 // kAssignBlockRows × kAssignBlockCentroids floats (512 KiB), whatever k is.
 inline constexpr int64_t kAssignBlockCentroids = 512;
 // Below this many rows, the kernels stay on the calling thread.
 inline constexpr int64_t kParallelMinRows = 4096;
+// AssignNearest runs on the OpenMP threads when n·k·d reaches this many multiply-adds
+// (and x has more than one block of rows), whatever n is: a mini-batch of 4096 rows
+// against 256 centroids of 64 columns is 67M multiply-adds.
+inline constexpr int64_t kAssignParallelMinMacs = int64_t{1} << 23;
+// Widest rows the int8 kernel takes: its int32 dot products of 8-bit values convert to
+// float exactly while d · 127 · 127 < 2^24.
+inline constexpr int64_t kInt8AssignMaxDim = 1024;
 
 // Squared Euclidean norms of the rows of x (n×d), accumulated in float.
 Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x);
 
+// The squared distance that decides an assignment:
+//   max(0, (x_sq_norm − 2 x·c) + c_sq_norm)
+// in float, where x·c sums fused multiply-adds in 8 lanes by column index (lane j % 8)
+// combined in a fixed tree. Every build and CPU computes the same value.
+// REQUIRES: x_row and centroid hold d values.
+float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centroid,
+                         float c_sq_norm, int64_t d);
+
+// How AssignNearest finds the centroids worth an exact distance. Both kernels give the
+// same labels and distances.
+enum class AssignKernel {
+  // Float matrix products (GEMM, COHORT_GEMM in CMake). Any CPU with AVX2 and FMA.
+  kFloat,
+  // Int8 dot products of quantized rows and centroids (AVX-512 VNNI), about 4 times
+  // cheaper than float multiply-adds. Runs kFloat on a CPU without AVX-512 VNNI, for
+  // d > kInt8AssignMaxDim and when a centroid has an infinite or NaN value.
+  kInt8,
+};
+
+// Whether this CPU can run AssignKernel::kInt8.
+bool Int8AssignKernelSupported();
+
+// The kernel of AssignNearest: kInt8 when the CPU supports it, unless the environment
+// variable COHORT_ASSIGN_KERNEL is "float" (read at the first call).
+AssignKernel DefaultAssignKernel();
+
 // For each row i of x (n×d) finds the nearest centroid among centroids (k×d):
-// labels[i] in [0, k) (ties → lowest index) and sq_dist[i] = max(0, ‖x_i‖² − 2 x_i·c + ‖c‖²).
-// x_sq_norms and c_sq_norms are RowSquaredNorms of x and centroids.
-// The result of a row depends only on that row and the centroids: not on its position in
-// x and not on the number of OpenMP threads.
-// NOTE: this does not hold after Eigen::setNbThreads(t) with t > 1, because Eigen then
-// splits a product over threads, which changes how its elements are computed.
+// labels[i] is the lowest index c in [0, k) that minimizes
+// sq_dist[i] = AssignmentDistance(x_i, x_sq_norms[i], c, c_sq_norms[c], d).
+// A first pass (float GEMM or int8 dot products, see AssignKernel) bounds every distance
+// within its rounding or quantization error, and AssignmentDistance is computed for each
+// centroid that the bounds do not rule out. So the result is the same with both kernels,
+// on every CPU and with every GEMM library. It depends only on that row and the
+// centroids: not on its position in x and not on the number of OpenMP threads.
+// x_sq_norms and c_sq_norms are RowSquaredNorms of x and centroids: the error bounds
+// assume norms computed in float from the same values.
 // REQUIRES: k >= 1, x.cols() == centroids.cols(), labels and sq_dist hold n entries.
 void AssignNearest(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms,
                    const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
                    int32_t* labels, float* sq_dist);
+
+// AssignNearest with the given kernel instead of DefaultAssignKernel(). Same result.
+void AssignNearestWithKernel(AssignKernel kernel, const MatrixXfR& x,
+                             const Eigen::VectorXf& x_sq_norms, const MatrixXfR& centroids,
+                             const Eigen::VectorXf& c_sq_norms, int32_t* labels,
+                             float* sq_dist);
+
+// The search of AssignNearest for one set of centroids, prepared once (the int8 kernel
+// quantizes the centroids) and applied to any ranges of rows: Assign over consecutive
+// ranges gives what AssignNearest gives for all of them.
+// Thread safety: Assign may run on several threads at once.
+class CentroidAssigner {
+ public:
+  // centroids (k×d, k >= 1) and c_sq_norms (their RowSquaredNorms) must outlive the
+  // assigner and stay unchanged.
+  CentroidAssigner(const MatrixXfR& centroids, const Eigen::VectorXf& c_sq_norms,
+                   AssignKernel kernel = DefaultAssignKernel());
+  ~CentroidAssigner();
+  CentroidAssigner(const CentroidAssigner&) = delete;
+  CentroidAssigner& operator=(const CentroidAssigner&) = delete;
+
+  // AssignNearest for rows [row_begin, row_end) of x: sets labels[i] and sq_dist[i] for
+  // those i only (the arrays are indexed by row of x).
+  // REQUIRES: 0 <= row_begin <= row_end <= x.rows(), x.cols() == centroids.cols().
+  void Assign(const MatrixXfR& x, const Eigen::VectorXf& x_sq_norms, int64_t row_begin,
+              int64_t row_end, int32_t* labels, float* sq_dist) const;
+
+ private:
+  struct Prepared;
+  std::unique_ptr<Prepared> prepared_;
+};
 
 // Scales every row of x (n×d) to unit Euclidean norm, in place. A row whose norm is 0
 // stays all zero. Returns the number of such zero rows. Training with the cosine distance

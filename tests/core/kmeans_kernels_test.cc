@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace cohort {
@@ -206,6 +209,166 @@ TEST(AssignNearestKernelTest, KeepsCallerThreadCount) {
   const MatrixXfR x = RandomMatrix(100, 4, 9);
   Assign(x, RandomMatrix(3, 4, 10));
   EXPECT_EQ(omp_get_max_threads(), 2);
+}
+
+// AssignmentDistance as its contract states it: fused multiply-adds in 8 lanes by column,
+// lanes combined as ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)).
+float ReferenceAssignmentDistance(const float* x, float x_norm, const float* c, float c_norm,
+                                  int64_t d) {
+  float lanes[8] = {};
+  for (int64_t j = 0; j < d; ++j) lanes[j % 8] = std::fma(x[j], c[j], lanes[j % 8]);
+  const float product = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                        ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  return std::max(0.0f, (x_norm - 2.0f * product) + c_norm);
+}
+
+// Labels and distances by comparing every centroid: the lowest index with the smallest
+// AssignmentDistance.
+Assignment ExhaustiveAssign(const MatrixXfR& x, const MatrixXfR& centroids) {
+  const Eigen::VectorXf x_norms = RowSquaredNorms(x);
+  const Eigen::VectorXf c_norms = RowSquaredNorms(centroids);
+  Assignment a;
+  a.labels.assign(x.rows(), -1);
+  a.sq_dist.assign(x.rows(), std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < x.rows(); ++i) {
+    for (int64_t c = 0; c < centroids.rows(); ++c) {
+      const float dist = AssignmentDistance(x.row(i).data(), x_norms[i], centroids.row(c).data(),
+                                            c_norms[c], x.cols());
+      if (a.labels[i] < 0 || dist < a.sq_dist[i]) {
+        a.sq_dist[i] = dist;
+        a.labels[i] = static_cast<int32_t>(c);
+      }
+    }
+  }
+  return a;
+}
+
+Assignment AssignWith(AssignKernel kernel, const MatrixXfR& x, const MatrixXfR& centroids) {
+  Assignment a;
+  a.labels.assign(x.rows(), -1);
+  a.sq_dist.assign(x.rows(), -1.0f);
+  AssignNearestWithKernel(kernel, x, RowSquaredNorms(x), centroids, RowSquaredNorms(centroids),
+                          a.labels.data(), a.sq_dist.data());
+  return a;
+}
+
+// Checks both kernels against ExhaustiveAssign. The int8 kernel is checked only on a CPU
+// with AVX-512 VNNI; elsewhere AssignNearestWithKernel runs the float kernel for it.
+void ExpectKernelsMatchExhaustive(const MatrixXfR& x, const MatrixXfR& centroids,
+                                  const std::string& what) {
+  const Assignment expected = ExhaustiveAssign(x, centroids);
+  for (const AssignKernel kernel : {AssignKernel::kFloat, AssignKernel::kInt8}) {
+    const char* name = kernel == AssignKernel::kFloat ? "float" : "int8";
+    const Assignment got = AssignWith(kernel, x, centroids);
+    for (int64_t i = 0; i < x.rows(); ++i) {
+      ASSERT_EQ(got.labels[i], expected.labels[i]) << what << ", " << name << " kernel, row " << i;
+      ASSERT_EQ(got.sq_dist[i], expected.sq_dist[i]) << what << ", " << name << " kernel, row " << i;
+    }
+  }
+}
+
+TEST(AssignmentDistanceTest, FollowsTheFixedOrder) {
+  for (const int64_t d : {1, 3, 7, 8, 9, 16, 17, 64, 100}) {
+    const MatrixXfR x = RandomMatrix(20, d, 500 + d, 3.0f);
+    const MatrixXfR c = RandomMatrix(20, d, 600 + d, 3.0f);
+    const Eigen::VectorXf x_norms = RowSquaredNorms(x);
+    const Eigen::VectorXf c_norms = RowSquaredNorms(c);
+    for (int64_t i = 0; i < 20; ++i) {
+      EXPECT_EQ(AssignmentDistance(x.row(i).data(), x_norms[i], c.row(i).data(), c_norms[i], d),
+                ReferenceAssignmentDistance(x.row(i).data(), x_norms[i], c.row(i).data(),
+                                            c_norms[i], d))
+          << "d=" << d << " row " << i;
+    }
+  }
+}
+
+TEST(AssignKernelTest, RandomDataMatchesExhaustive) {
+  const AssignCase cases[] = {{1, 1, 1},      {300, 3, 1},    {257, 5, 7},   {1000, 16, 37},
+                              {513, 2, 4},    {2001, 33, 600}, {4097, 64, 256}, {100, 300, 9},
+                              {259, 64, 17},  {70, 1100, 5}};
+  uint64_t seed = 40;
+  for (const AssignCase& c : cases) {
+    const MatrixXfR x = RandomMatrix(c.n, c.d, ++seed);
+    const MatrixXfR centroids = RandomMatrix(c.k, c.d, ++seed);
+    ExpectKernelsMatchExhaustive(
+        x, centroids, "n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) +
+                          " k=" + std::to_string(c.k));
+  }
+}
+
+TEST(AssignKernelTest, NearTiesMatchExhaustive) {
+  // Centroids in pairs 1e-6 to 1e-3 apart, far below the int8 quantization step (about
+  // 1/127 of the largest value), so the first pass cannot separate them and the exact
+  // distances decide. Rows sit next to the centroids.
+  const int64_t k = 64;
+  const int64_t d = 24;
+  const MatrixXfR base = RandomMatrix(k / 2, d, 71, 2.0f);
+  MatrixXfR centroids(k, d);
+  const MatrixXfR shifts = RandomMatrix(k / 2, d, 72, 1.0f);
+  for (int64_t c = 0; c < k / 2; ++c) {
+    const float size = std::pow(10.0f, -6.0f + 3.0f * static_cast<float>(c) / (k / 2));
+    centroids.row(2 * c) = base.row(c);
+    centroids.row(2 * c + 1) = base.row(c) + size * shifts.row(c);
+  }
+  MatrixXfR x(3 * k, d);
+  const MatrixXfR noise = RandomMatrix(3 * k, d, 73, 1e-3f);
+  for (int64_t i = 0; i < 3 * k; ++i) x.row(i) = centroids.row(i % k) + noise.row(i);
+  ExpectKernelsMatchExhaustive(x, centroids, "near ties");
+}
+
+TEST(AssignKernelTest, SpecialRowsMatchExhaustive) {
+  const int64_t d = 13;
+  const MatrixXfR centroids = RandomMatrix(21, d, 81);
+  MatrixXfR x = RandomMatrix(40, d, 82);
+  x.row(0).setZero();
+  x.row(1) = centroids.row(5);               // on a centroid
+  x.row(2) = centroids.row(20);              // on the last centroid
+  x.row(3) = x.row(4);                       // duplicate rows
+  x.row(6) = 1e4f * x.row(6);                // large values
+  x.row(7) = 1e-30f * x.row(7);              // tiny values
+  x(8, 0) = std::numeric_limits<float>::quiet_NaN();
+  x(9, 3) = std::numeric_limits<float>::infinity();
+  ExpectKernelsMatchExhaustive(x, centroids, "special rows");
+}
+
+TEST(AssignKernelTest, EveryRowACentroidMatchesExhaustive) {
+  // k = n with duplicate centroids: each row is at distance 0 from its own centroid and
+  // from every copy; the lowest index must win.
+  MatrixXfR x = RandomMatrix(300, 10, 91);
+  for (int64_t i = 1; i < 300; i += 7) x.row(i) = x.row(i - 1);
+  ExpectKernelsMatchExhaustive(x, x, "k = n");
+}
+
+TEST(AssignKernelTest, ZeroCentroidsAndInfiniteCentroidMatchExhaustive) {
+  const MatrixXfR x = RandomMatrix(100, 8, 101);
+  ExpectKernelsMatchExhaustive(x, MatrixXfR::Zero(5, 8), "all centroids zero");
+  MatrixXfR centroids = RandomMatrix(5, 8, 102);
+  centroids(3, 2) = std::numeric_limits<float>::infinity();
+  ExpectKernelsMatchExhaustive(x, centroids, "an infinite centroid");
+}
+
+TEST(AssignKernelTest, Int8KernelRunsOnThisCpu) {
+  if (!Int8AssignKernelSupported()) {
+    GTEST_SKIP() << "this CPU has no AVX-512 VNNI; AssignKernel::kInt8 runs the float kernel";
+  }
+  EXPECT_EQ(DefaultAssignKernel(), std::getenv("COHORT_ASSIGN_KERNEL") != nullptr &&
+                                           std::string(std::getenv("COHORT_ASSIGN_KERNEL")) == "float"
+                                       ? AssignKernel::kFloat
+                                       : AssignKernel::kInt8);
+}
+
+TEST(AssignKernelTest, BothKernelsIgnoreThreadCount) {
+  ThreadCountGuard guard;
+  const MatrixXfR x = RandomMatrix(20000, 40, 111);
+  const MatrixXfR centroids = RandomMatrix(300, 40, 112);
+  for (const AssignKernel kernel : {AssignKernel::kFloat, AssignKernel::kInt8}) {
+    omp_set_num_threads(1);
+    const Assignment one = AssignWith(kernel, x, centroids);
+    omp_set_num_threads(2);
+    const Assignment two = AssignWith(kernel, x, centroids);
+    EXPECT_EQ(one.labels, two.labels);
+    EXPECT_EQ(one.sq_dist, two.sq_dist);
+  }
 }
 
 TEST(KMeansShardTest, LloydStepMatchesDoubleLoop) {
