@@ -124,8 +124,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     // and the rows of each shard then, for reloading shards that move.
     v1::LoadDatasetRequest load;
     std::vector<int64_t> shard_rows;
-    // Replica worker id per shard of a streamed dataset, empty when none holds one (see
-    // coordinator/replicas.h). Empty for a dataset loaded from files.
+    // Replica worker id per shard of a streamed dataset, empty when the shard has none
+    // (see coordinator/replicas.h). Empty for a dataset loaded from files.
     std::vector<std::string> replicas;
     // Set when rows were streamed into a dataset loaded from files: those rows have no
     // replica and are not in the files, so its shards cannot move.
@@ -188,10 +188,10 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   // gives shards without a live replica a new one. Errors: as PromoteReplicas.
   absl::Status RepairStreamedPlacement(const std::string& dataset_id)
       ABSL_LOCKS_EXCLUDED(mutex_);
-  // The owners and replicas a streamed batch goes to, placing the dataset (both by
-  // rendezvous ranking over the live workers) when it has no owners yet; `*placed` then
-  // becomes true. REQUIRES: the dataset's placement_mutex is held. Errors: Unavailable
-  // when no worker is live.
+  // The owners and replicas a streamed batch goes to. A dataset without owners is placed
+  // first, both by rendezvous ranking over the live workers, and `*placed` becomes true.
+  // REQUIRES: the dataset's placement_mutex is held. Errors: Unavailable when no worker
+  // is live.
   absl::StatusOr<StreamedPlacement> BatchPlacement(const std::string& dataset_id, bool* placed)
       ABSL_LOCKS_EXCLUDED(mutex_);
   // The dataset's placement mutex. Errors: NotFound.

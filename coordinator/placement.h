@@ -13,8 +13,8 @@ namespace cohort {
 // REQUIRES: worker_ids is not empty.
 std::vector<int> PlaceShards(int num_shards, const std::vector<std::string>& worker_ids);
 
-// Returns, for each shard in [0, num_shards), the index in `worker_ids` of the worker
-// that holds its replica: the highest-weight worker of the same ranking other than
+// Returns, for each shard in [0, num_shards), the index in `worker_ids` of its replica
+// worker: the highest-weight worker of the same ranking other than
 // `owners[shard]` (a worker id). For owners placed by PlaceShards over the same ids this
 // is the second choice. -1 when no other worker exists.
 // REQUIRES: owners.size() == num_shards.

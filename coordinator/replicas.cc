@@ -147,7 +147,12 @@ absl::Status RestoreReplicas(const v1::Dataset& info, const std::vector<WorkerHa
     const std::string& replica = placement->replicas[shard];
     if (FindWorker(live, owner) == nullptr) continue;
     if (!replica.empty() && replica != owner && FindWorker(live, replica) != nullptr) continue;
-    if (chosen[shard] < 0) continue;
+    if (chosen[shard] < 0) {
+      // No other live worker: the shard has its primary copy only, and new rows are
+      // counted as unreplicated.
+      placement->replicas[shard].clear();
+      continue;
+    }
     copies[{owner, ids[chosen[shard]]}].push_back(shard);
   }
   for (const auto& [pair, shards] : copies) {

@@ -17,10 +17,10 @@
 
 namespace cohort {
 
-// Where the copies of each shard of a streamed dataset are, by shard id.
+// The workers that store each shard of a streamed dataset, by shard id.
 struct StreamedPlacement {
   std::vector<std::string> owners;    // the primary worker, which jobs compute on
-  std::vector<std::string> replicas;  // the replica worker; empty when none holds one
+  std::vector<std::string> replicas;  // the replica worker; empty when the shard has none
 };
 
 // Promotes the replicas of `shards`, whose owners are lost, and then gives every shard
@@ -35,8 +35,9 @@ struct StreamedPlacement {
 
 // Gives every shard whose replica is missing or not live a new replica on the
 // highest-ranked live worker other than its owner (PlaceReplicas), copying the owner's
-// rows there. Shards whose owner is not live, and shards with no other live worker, are
-// left without a replica. `placement` is updated for the shards copied. Errors:
+// rows there. Shards whose owner is not live keep their replica entry; shards with no
+// other live worker are left without a replica. `placement` is updated for the shards
+// copied or left without a replica. Errors:
 // Unavailable when a read or copy call fails; the shards copied before stay recorded.
 [[nodiscard]] absl::Status RestoreReplicas(const v1::Dataset& info,
                                            const std::vector<WorkerHandle>& live,

@@ -21,7 +21,7 @@
 namespace cohort {
 
 // The part of a batch whose shards have the same primary (`owner`) and replica worker
-// (`replica`, empty when none holds one). Request is AppendRowsRequest or
+// (`replica`, empty when the shards have none). Request is AppendRowsRequest or
 // AppendInteractionsRequest.
 template <typename Request, typename Response>
 struct WriteGroup {
@@ -51,9 +51,9 @@ absl::Status WriteGroups(
     std::chrono::system_clock::time_point deadline) {
   auto failure = [](const grpc::Status& status, const std::string& worker_id,
                     const std::string& what) {
-    const bool gone = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+    const bool worker_lost = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-    return gone ? absl::UnavailableError(absl::StrCat("worker ", worker_id, " did not store ",
+    return worker_lost ? absl::UnavailableError(absl::StrCat("worker ", worker_id, " did not store ",
                                                       what, ": ", status.error_message()))
                 : FromGrpcStatus(status);
   };

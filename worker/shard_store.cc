@@ -247,8 +247,9 @@ absl::Status ShardStore::PromoteReplicas(const v1::PromoteReplicasRequest& reque
   for (int shard_id : request.shards()) {
     if (dataset->replicas.count(shard_id) == 0) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "this worker holds no replica of shard ", shard_id, " of dataset '",
-          request.dataset_id(), "'"));
+          "shard ", shard_id, " of dataset '", request.dataset_id(),
+          "' has no replica copy on this worker, so it cannot be promoted; the worker may "
+          "have restarted since the copy was made"));
     }
   }
   for (int shard_id : request.shards()) {

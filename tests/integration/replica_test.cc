@@ -79,12 +79,14 @@ class ReplicaTest : public ::testing::Test {
   }
 
   // Creates a USERS dataset with the shop's schema (inferred by a file load).
-  absl::StatusOr<std::string> CreateUsers(TestCluster& client) {
+  absl::StatusOr<std::string> CreateUsers(
+      TestCluster& client, v1::DuplicateIdRule rule = v1::DUPLICATE_ID_RULE_UNSPECIFIED) {
     COHORT_ASSIGN_OR_RETURN(v1::Dataset from_file,
                             client.LoadUsers(shop_csv_, "customer_id", {"segment_truth"}));
     v1::CreateDatasetRequest create;
     *create.mutable_schema() = from_file.schema();
     create.set_num_shards(kShards);
+    create.set_duplicate_ids(rule);
     COHORT_ASSIGN_OR_RETURN(v1::Dataset created, client.CreateDataset(create));
     return created.dataset_id();
   }
@@ -131,24 +133,38 @@ TEST_F(ReplicaTest, KilledWorkerKeepsStreamedUsersAndResult) {
   std::unique_ptr<ProcessCluster> cluster = StartCluster(3);
   ASSERT_NE(cluster, nullptr);
   TestCluster& client = cluster->client();
-  absl::StatusOr<std::string> dataset_id = CreateUsers(client);
+  absl::StatusOr<std::string> dataset_id =
+      CreateUsers(client, v1::DUPLICATE_ID_RULE_KEEP_FIRST);
   ASSERT_TRUE(dataset_id.ok()) << dataset_id.status();
   const Ingested<v1::IngestUsersResponse> ingested =
       StreamRows(client, *dataset_id, 0, table_.rows.size());
   ASSERT_TRUE(ingested.status.ok()) << ingested.status.error_message();
   EXPECT_EQ(ingested.response.rows_accepted(), kUsers);
   EXPECT_EQ(ingested.response.unreplicated_rows(), 0);
+  // Repeated users are dropped once, by the primaries' count.
+  const Ingested<v1::IngestUsersResponse> repeated = StreamRows(client, *dataset_id, 0, 300);
+  ASSERT_TRUE(repeated.status.ok()) << repeated.status.error_message();
+  EXPECT_EQ(repeated.response.rows_accepted(), 0);
+  EXPECT_EQ(repeated.response.duplicate_rows(), 300);
   absl::StatusOr<JobOutput> reference = Segment(client, *dataset_id, ShortJob());
   ASSERT_TRUE(reference.ok()) << reference.status();
 
   Kill(*cluster, 1);
   ExpectSameOutput(*reference, Segment(client, *dataset_id, ShortJob()));
 
+  // The promoted replicas know their users, so repeats are still dropped.
+  const Ingested<v1::IngestUsersResponse> again = StreamRows(client, *dataset_id, 0, 300);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(again.response.rows_accepted(), 0);
+  EXPECT_EQ(again.response.duplicate_rows(), 300);
+  EXPECT_EQ(again.response.unreplicated_rows(), 0);
+
   // The replicas did not change the dataset's counts.
   absl::StatusOr<v1::Dataset> dataset = client.GetDataset(*dataset_id);
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_EQ(dataset->num_users(), kUsers);
-  EXPECT_EQ(dataset->dropped().duplicate_rows(), 0);
+  EXPECT_EQ(dataset->dropped().duplicate_rows(), 600);
+  ExpectSameOutput(*reference, Segment(client, *dataset_id, ShortJob()));
 }
 
 TEST_F(ReplicaTest, TwoKillsWithJobBetweenKeepResult) {
