@@ -441,16 +441,13 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   if (!placement_mutex.ok()) return ToGrpcStatus(placement_mutex.status());
 
   using Group = WriteGroup<v1::AppendRowsRequest, v1::AppendRowsResponse>;
-  const std::function<grpc::Status(const WorkerHandle&, grpc::ClientContext*,
-                                   const v1::AppendRowsRequest&, v1::AppendRowsResponse*)>
-      append = [](const WorkerHandle& worker, grpc::ClientContext* call,
-                  const v1::AppendRowsRequest& request, v1::AppendRowsResponse* stored) {
-        return worker.stub->AppendRows(call, request, stored);
-      };
-  const std::function<absl::StatusOr<WorkerHandle>(const std::string&, const std::vector<int>&)>
-      find_live = [this](const std::string& worker_id, const std::vector<int>& shards) {
-        return LiveOwner(worker_id, shards);
-      };
+  const AppendCall<v1::AppendRowsRequest, v1::AppendRowsResponse> append =
+      [](const WorkerHandle& worker, grpc::ClientContext* call, const v1::AppendRowsRequest& request,
+         v1::AppendRowsResponse* stored) { return worker.stub->AppendRows(call, request, stored); };
+  const FindLiveWorker find_live = [this](const std::string& worker_id,
+                                          const std::vector<int>& shards) {
+    return LiveOwner(worker_id, shards);
+  };
   int64_t accepted = 0;      // rows stored on their workers
   int64_t duplicates = 0;    // rows dropped by the keep-first rule for duplicate ids
   int64_t unreplicated = 0;  // rows stored without a replica
@@ -486,15 +483,27 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       status = placement.status();
       break;
     }
-    std::map<std::pair<std::string, std::string>, Group> by_copies;
-    auto group_of = [&](int shard) -> Group& {
-      const std::string replica =
-          placement->replicas.empty() ? std::string() : placement->replicas[shard];
-      Group& group = by_copies[{placement->owners[shard], replica}];
-      group.owner = placement->owners[shard];
-      group.replica = replica;
-      if (group.shards.empty() || group.shards.back() < shard) group.shards.push_back(shard);
+    std::map<std::pair<std::string, bool>, Group> by_primary;
+    std::map<std::string, Group> by_replica;
+    auto replica_of = [&](int shard) {
+      return placement->replicas.empty() ? std::string() : placement->replicas[shard];
+    };
+    auto primary_group = [&](int shard) -> Group& {
+      const bool replicated = !replica_of(shard).empty();
+      Group& group = by_primary[{placement->owners[shard], replicated}];
+      group.worker_id = placement->owners[shard];
+      group.replicated = replicated;
+      group.shards.push_back(shard);
       return group;
+    };
+    auto replica_group = [&](int shard) -> Group* {
+      const std::string replica = replica_of(shard);
+      if (replica.empty()) return nullptr;
+      Group& group = by_replica[replica];
+      group.worker_id = replica;
+      group.request.set_replica(true);
+      group.shards.push_back(shard);
+      return &group;
     };
     // A worker creates its part of the dataset on its first AppendRows. With the first
     // batch every owner gets one, even with no rows, because a job fails with NotFound on
@@ -502,31 +511,36 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
     // needs.
     if (placed) {
       for (int shard = 0; shard < info.num_shards(); ++shard) {
-        group_of(shard).reset_replica_shards.push_back(shard);
+        primary_group(shard);
+        if (Group* copy = replica_group(shard)) copy->request.add_reset_shards(shard);
       }
     }
     for (const auto& [shard, row] : rows) {
-      Group& group = group_of(shard);
+      Group& group = primary_group(shard);
       group.request.add_shard_ids(shard);
       *group.request.add_rows() = *row;
+      if (Group* copy = replica_group(shard)) {
+        copy->request.add_shard_ids(shard);
+        *copy->request.add_rows() = *row;
+      }
     }
-    std::vector<Group> groups;
-    for (auto& [copies, group] : by_copies) {
-      std::sort(group.shards.begin(), group.shards.end());
-      group.shards.erase(std::unique(group.shards.begin(), group.shards.end()),
-                         group.shards.end());
-      group.request.set_dataset_id(dataset_id);
-      *group.request.mutable_schema() = info.schema();
-      group.request.set_num_shards(info.num_shards());
-      group.request.set_duplicate_ids(info.duplicate_ids());
-      groups.push_back(std::move(group));
+    std::vector<Group> primaries = FinishGroups(&by_primary);
+    std::vector<Group> replicas = FinishGroups(&by_replica);
+    for (std::vector<Group>* groups : {&primaries, &replicas}) {
+      for (Group& group : *groups) {
+        group.request.set_dataset_id(dataset_id);
+        *group.request.mutable_schema() = info.schema();
+        group.request.set_num_shards(info.num_shards());
+        group.request.set_duplicate_ids(info.duplicate_ids());
+      }
     }
-    const absl::Status written = WriteGroups(&groups, append, find_live, WorkerDeadline());
-    for (const Group& group : groups) {
-      if (!group.primary_stored) continue;
+    const absl::Status written =
+        WriteReplicated(&primaries, &replicas, append, find_live, WorkerDeadline());
+    for (const Group& group : primaries) {
+      if (!group.written) continue;
       accepted += group.stored.rows_stored();
       duplicates += group.stored.duplicate_rows();
-      if (group.replica.empty()) unreplicated += group.stored.rows_stored();
+      if (!group.replicated) unreplicated += group.stored.rows_stored();
     }
     if (!written.ok()) status = written;
     if (!status.ok()) break;

@@ -1,5 +1,5 @@
-// Writing one streamed batch to the primary and the replica of its shards. Internal to
-// coordinator/.
+// Writing one streamed batch to the primary and the replica workers of its shards.
+// Internal to coordinator/.
 #ifndef COHORT_COORDINATOR_REPLICATED_WRITE_H_
 #define COHORT_COORDINATOR_REPLICATED_WRITE_H_
 
@@ -9,10 +9,12 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "coordinator/worker_registry.h"
@@ -20,79 +22,108 @@
 
 namespace cohort {
 
-// The part of a batch whose shards have the same primary (`owner`) and replica worker
-// (`replica`, empty when the shards have none). Request is AppendRowsRequest or
-// AppendInteractionsRequest.
+// The part of a batch that goes to one worker in one call. Request is AppendRowsRequest
+// or AppendInteractionsRequest, Response the matching response.
 template <typename Request, typename Response>
 struct WriteGroup {
-  std::string owner;
-  std::string replica;
-  std::vector<int> shards;  // the shards the group covers, ascending
-  // Shards whose replica copy starts empty with this batch, the first after placement.
-  std::vector<int> reset_replica_shards;
+  std::string worker_id;
+  // For a primary group: whether its shards have a replica. A primary worker gets up to
+  // two groups, so rows without a replica are counted apart.
+  bool replicated = false;
+  std::vector<int> shards;  // the shards of the rows, ascending after FinishGroups
   Request request;
-  Response stored;          // the primary's response, once it stored the rows
-  bool primary_stored = false;
+  Response stored;  // the worker's response once `written`
+  bool written = false;
 };
 
-// Sends each group's request to its owner and then, with replica set, to its replica.
-// `append(worker, context, request, response)` makes the call; `find_live(id, shards)`
-// returns a live worker or Unavailable; `deadline` is the deadline of each call. Stops at
-// the first failure. Returns Unavailable, or the worker's own error, naming the worker,
-// its shards and whether the rows may be stored on the primary only; OK means every
-// group is stored on its owner and on its replica when it has one.
 template <typename Request, typename Response>
-absl::Status WriteGroups(
-    std::vector<WriteGroup<Request, Response>>* groups,
-    const std::function<grpc::Status(const WorkerHandle&, grpc::ClientContext*,
-                                     const Request&, Response*)>& append,
-    const std::function<absl::StatusOr<WorkerHandle>(const std::string&,
-                                                     const std::vector<int>&)>& find_live,
-    std::chrono::system_clock::time_point deadline) {
-  auto failure = [](const grpc::Status& status, const std::string& worker_id,
-                    const std::string& what) {
-    const bool worker_lost = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                      status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-    return worker_lost ? absl::UnavailableError(absl::StrCat("worker ", worker_id, " did not store ",
-                                                      what, ": ", status.error_message()))
-                : FromGrpcStatus(status);
-  };
+using AppendCall = std::function<grpc::Status(const WorkerHandle&, grpc::ClientContext*,
+                                              const Request&, Response*)>;
+using FindLiveWorker =
+    std::function<absl::StatusOr<WorkerHandle>(const std::string&, const std::vector<int>&)>;
+
+namespace replicated_write_internal {
+
+// Sends every group's request to its worker, one thread per group, and returns the first
+// failure in group order. `what` names the stored data in the message.
+template <typename Request, typename Response>
+absl::Status SendAll(std::vector<WriteGroup<Request, Response>>* groups,
+                     const AppendCall<Request, Response>& append, const FindLiveWorker& find_live,
+                     std::chrono::system_clock::time_point deadline, const std::string& what) {
+  std::vector<WorkerHandle> workers;
   for (auto& group : *groups) {
-    absl::StatusOr<WorkerHandle> owner = find_live(group.owner, group.shards);
-    if (!owner.ok()) return owner.status();
-    grpc::ClientContext context;
-    context.set_deadline(deadline);
-    const grpc::Status stored = append(*owner, &context, group.request, &group.stored);
-    if (!stored.ok()) {
-      const absl::Status failed = failure(stored, group.owner, "the rows");
-      return absl::Status(failed.code(), absl::StrCat(failed.message(), "; retry"));
-    }
-    group.primary_stored = true;
+    absl::StatusOr<WorkerHandle> worker = find_live(group.worker_id, group.shards);
+    if (!worker.ok()) return worker.status();
+    workers.push_back(*std::move(worker));
   }
-  for (auto& group : *groups) {
-    if (group.replica.empty()) continue;
-    const std::string shards = absl::StrJoin(group.shards, ",");
-    absl::Status status;
-    absl::StatusOr<WorkerHandle> replica = find_live(group.replica, group.shards);
-    if (replica.ok()) {
-      group.request.set_replica(true);
-      for (int shard : group.reset_replica_shards) group.request.add_reset_shards(shard);
+  std::vector<grpc::Status> statuses(groups->size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < groups->size(); ++i) {
+    threads.emplace_back([&, i] {
       grpc::ClientContext context;
       context.set_deadline(deadline);
-      Response ignored;
-      status = failure(append(*replica, &context, group.request, &ignored), group.replica,
-                       absl::StrCat("the replica copy of shards ", shards));
-    } else {
-      status = replica.status();
-    }
-    if (!status.ok()) {
-      return absl::Status(
-          status.code(),
-          absl::StrCat(status.message(), ". The batch is not acknowledged, and its rows of "
-                       "these shards are stored on the primary worker ", group.owner,
-                       " only. Retry the batch: the rows that reach a worker twice then "
-                       "follow the dataset's duplicate rule"));
-    }
+      auto& group = (*groups)[i];
+      statuses[i] = append(workers[i], &context, group.request, &group.stored);
+      group.written = statuses[i].ok();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (size_t i = 0; i < groups->size(); ++i) {
+    const grpc::Status& status = statuses[i];
+    if (status.ok()) continue;
+    const bool worker_lost = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                             status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (!worker_lost) return FromGrpcStatus(status);
+    return absl::UnavailableError(absl::StrCat(
+        "worker ", (*groups)[i].worker_id, " did not store ", what, " of shards ",
+        absl::StrJoin((*groups)[i].shards, ","), ": ", status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace replicated_write_internal
+
+// Sorts and deduplicates the shard list of every group and returns the groups in worker
+// order.
+template <typename Request, typename Response, typename Key>
+std::vector<WriteGroup<Request, Response>> FinishGroups(
+    std::map<Key, WriteGroup<Request, Response>>* by_key) {
+  std::vector<WriteGroup<Request, Response>> groups;
+  for (auto& [key, group] : *by_key) {
+    std::sort(group.shards.begin(), group.shards.end());
+    group.shards.erase(std::unique(group.shards.begin(), group.shards.end()),
+                       group.shards.end());
+    groups.push_back(std::move(group));
+  }
+  return groups;
+}
+
+// Writes a batch: every primary group in parallel, then, once all of them stored their
+// rows, every replica group in parallel. `find_live(id, shards)` returns a live worker
+// or Unavailable. OK means every row is stored on its primary and on its replica when
+// it has one. Errors: the first failure, Unavailable naming the worker and its shards
+// when a worker is lost or times out, else the worker's own error. When a replica fails,
+// the message says that the batch is not acknowledged although its primaries stored it.
+template <typename Request, typename Response>
+absl::Status WriteReplicated(std::vector<WriteGroup<Request, Response>>* primaries,
+                             std::vector<WriteGroup<Request, Response>>* replicas,
+                             const AppendCall<Request, Response>& append,
+                             const FindLiveWorker& find_live,
+                             std::chrono::system_clock::time_point deadline) {
+  const absl::Status primary = replicated_write_internal::SendAll(
+      primaries, append, find_live, deadline, std::string("the rows"));
+  if (!primary.ok()) {
+    return absl::Status(primary.code(), absl::StrCat(primary.message(), "; retry"));
+  }
+  const absl::Status replica = replicated_write_internal::SendAll(
+      replicas, append, find_live, deadline, std::string("the replica copy"));
+  if (!replica.ok()) {
+    return absl::Status(
+        replica.code(),
+        absl::StrCat(replica.message(), ". The batch is not acknowledged, although the "
+                     "primary workers of those shards stored its rows. Retry the batch: the "
+                     "rows that reach a worker twice then follow the dataset's duplicate "
+                     "rule"));
   }
   return absl::OkStatus();
 }

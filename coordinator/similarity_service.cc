@@ -129,18 +129,13 @@ grpc::Status CohortServiceImpl::IngestInteractions(
   if (!placement_mutex.ok()) return ToGrpcStatus(placement_mutex.status());
 
   using Group = WriteGroup<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse>;
-  const std::function<grpc::Status(const WorkerHandle&, grpc::ClientContext*,
-                                   const v1::AppendInteractionsRequest&,
-                                   v1::AppendInteractionsResponse*)>
-      append = [](const WorkerHandle& worker, grpc::ClientContext* call,
-                  const v1::AppendInteractionsRequest& request,
-                  v1::AppendInteractionsResponse* stored) {
-        return worker.stub->AppendInteractions(call, request, stored);
-      };
-  const std::function<absl::StatusOr<WorkerHandle>(const std::string&, const std::vector<int>&)>
-      find_live = [this](const std::string& worker_id, const std::vector<int>& shards) {
-        return LiveOwner(worker_id, shards);
-      };
+  const AppendCall<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse> append =
+      [](const WorkerHandle& worker, grpc::ClientContext* call, const v1::AppendInteractionsRequest& request,
+         v1::AppendInteractionsResponse* stored) { return worker.stub->AppendInteractions(call, request, stored); };
+  const FindLiveWorker find_live = [this](const std::string& worker_id,
+                                          const std::vector<int>& shards) {
+    return LiveOwner(worker_id, shards);
+  };
   int64_t accepted = 0;
   int64_t unreplicated = 0;
   int64_t users_added = 0;
@@ -163,46 +158,63 @@ grpc::Status CohortServiceImpl::IngestInteractions(
       status = placement.status();
       break;
     }
-    std::map<std::pair<std::string, std::string>, Group> by_copies;
-    auto group_of = [&](int shard) -> Group& {
-      const std::string replica =
-          placement->replicas.empty() ? std::string() : placement->replicas[shard];
-      Group& group = by_copies[{placement->owners[shard], replica}];
-      group.owner = placement->owners[shard];
-      group.replica = replica;
+    std::map<std::pair<std::string, bool>, Group> by_primary;
+    std::map<std::string, Group> by_replica;
+    auto replica_of = [&](int shard) {
+      return placement->replicas.empty() ? std::string() : placement->replicas[shard];
+    };
+    auto primary_group = [&](int shard) -> Group& {
+      const bool replicated = !replica_of(shard).empty();
+      Group& group = by_primary[{placement->owners[shard], replicated}];
+      group.worker_id = placement->owners[shard];
+      group.replicated = replicated;
       group.shards.push_back(shard);
       return group;
+    };
+    auto replica_group = [&](int shard) -> Group* {
+      const std::string replica = replica_of(shard);
+      if (replica.empty()) return nullptr;
+      Group& group = by_replica[replica];
+      group.worker_id = replica;
+      group.request.set_replica(true);
+      group.shards.push_back(shard);
+      return &group;
     };
     // Every owner creates its part of the dataset with the first batch, even without
     // interactions, so that a job finds the dataset on every worker, and every replica
     // starts empty, which promotion needs.
     if (placed) {
       for (int shard = 0; shard < info.num_shards(); ++shard) {
-        group_of(shard).reset_replica_shards.push_back(shard);
+        primary_group(shard);
+        if (Group* copy = replica_group(shard)) copy->request.add_reset_shards(shard);
       }
     }
     for (const auto& [shard, interaction] : valid) {
-      Group& group = group_of(shard);
+      Group& group = primary_group(shard);
       group.request.add_shard_ids(shard);
       *group.request.add_interactions() = *interaction;
+      if (Group* copy = replica_group(shard)) {
+        copy->request.add_shard_ids(shard);
+        *copy->request.add_interactions() = *interaction;
+      }
     }
-    std::vector<Group> groups;
-    for (auto& [copies, group] : by_copies) {
-      std::sort(group.shards.begin(), group.shards.end());
-      group.shards.erase(std::unique(group.shards.begin(), group.shards.end()),
-                         group.shards.end());
-      group.request.set_dataset_id(dataset_id);
-      group.request.set_num_shards(info.num_shards());
-      group.request.set_duplicate_rule(info.duplicate_rule());
-      groups.push_back(std::move(group));
+    std::vector<Group> primaries = FinishGroups(&by_primary);
+    std::vector<Group> replicas = FinishGroups(&by_replica);
+    for (std::vector<Group>* groups : {&primaries, &replicas}) {
+      for (Group& group : *groups) {
+        group.request.set_dataset_id(dataset_id);
+        group.request.set_num_shards(info.num_shards());
+        group.request.set_duplicate_rule(info.duplicate_rule());
+      }
     }
-    const absl::Status written = WriteGroups(&groups, append, find_live, WorkerDeadline());
-    for (const Group& group : groups) {
-      if (!group.primary_stored) continue;
+    const absl::Status written =
+        WriteReplicated(&primaries, &replicas, append, find_live, WorkerDeadline());
+    for (const Group& group : primaries) {
+      if (!group.written) continue;
       accepted += group.stored.interactions_stored();
       users_added += group.stored.users_added();
       entries_added += group.stored.entries_added();
-      if (group.replica.empty()) unreplicated += group.stored.interactions_stored();
+      if (!group.replicated) unreplicated += group.stored.interactions_stored();
     }
     if (!written.ok()) status = written;
     if (!status.ok()) break;

@@ -314,7 +314,7 @@ TEST_F(ReplicaTest, ReplicaLostBeforeAckRejectsBatch) {
   writer->WritesDone();
   const grpc::Status status = writer->Finish();
   EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kUnavailable,
-                       {"worker-1", "replica copy", "not acknowledged", "worker-0"}));
+                       {"worker-1", "replica copy", "not acknowledged", "primary workers"}));
 }
 
 // Interactions of `users` users with 8 of 120 items each, rated 1 to 5, the same on
