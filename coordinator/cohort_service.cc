@@ -483,49 +483,19 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       status = placement.status();
       break;
     }
-    std::map<std::pair<std::string, bool>, Group> by_primary;
-    std::map<std::string, Group> by_replica;
-    auto replica_of = [&](int shard) {
-      return placement->replicas.empty() ? std::string() : placement->replicas[shard];
-    };
-    auto primary_group = [&](int shard) -> Group& {
-      const bool replicated = !replica_of(shard).empty();
-      Group& group = by_primary[{placement->owners[shard], replicated}];
-      group.worker_id = placement->owners[shard];
-      group.replicated = replicated;
-      group.shards.push_back(shard);
-      return group;
-    };
-    auto replica_group = [&](int shard) -> Group* {
-      const std::string replica = replica_of(shard);
-      if (replica.empty()) return nullptr;
-      Group& group = by_replica[replica];
-      group.worker_id = replica;
-      group.request.set_replica(true);
-      group.shards.push_back(shard);
-      return &group;
-    };
     // A worker creates its part of the dataset on its first AppendRows. With the first
     // batch every owner gets one, even with no rows, because a job fails with NotFound on
     // an owner that never received one, and every replica starts empty, which promotion
     // needs.
-    if (placed) {
-      for (int shard = 0; shard < info.num_shards(); ++shard) {
-        primary_group(shard);
-        if (Group* copy = replica_group(shard)) copy->request.add_reset_shards(shard);
-      }
-    }
-    for (const auto& [shard, row] : rows) {
-      Group& group = primary_group(shard);
-      group.request.add_shard_ids(shard);
-      *group.request.add_rows() = *row;
-      if (Group* copy = replica_group(shard)) {
-        copy->request.add_shard_ids(shard);
-        *copy->request.add_rows() = *row;
-      }
-    }
-    std::vector<Group> primaries = FinishGroups(&by_primary);
-    std::vector<Group> replicas = FinishGroups(&by_replica);
+    std::vector<Group> primaries;
+    std::vector<Group> replicas;
+    GroupBatch<v1::AppendRowsRequest, v1::AppendRowsResponse>(
+        *placement, placed, rows,
+        [](v1::AppendRowsRequest* request, int shard, const v1::UserRow& row) {
+          request->add_shard_ids(shard);
+          *request->add_rows() = row;
+        },
+        &primaries, &replicas);
     for (std::vector<Group>* groups : {&primaries, &replicas}) {
       for (Group& group : *groups) {
         group.request.set_dataset_id(dataset_id);

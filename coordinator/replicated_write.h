@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "coordinator/replicas.h"
 #include "coordinator/worker_registry.h"
 #include "proto/convert.h"
 
@@ -98,12 +100,59 @@ std::vector<WriteGroup<Request, Response>> FinishGroups(
   return groups;
 }
 
+// Splits a batch into one group per primary worker (two when some of its shards have no
+// replica) and one per replica worker. `rows` are (shard, row) pairs, and
+// `add_row(request, shard, row)` appends a row to a request. After `placed` (the first
+// batch of a dataset) every owner gets a group, even without rows, and every replica
+// copy is reset to empty.
+template <typename Request, typename Response, typename Row, typename AddRow>
+void GroupBatch(const StreamedPlacement& placement, bool placed,
+                const std::vector<std::pair<int, const Row*>>& rows, const AddRow& add_row,
+                std::vector<WriteGroup<Request, Response>>* primaries,
+                std::vector<WriteGroup<Request, Response>>* replicas) {
+  using Group = WriteGroup<Request, Response>;
+  std::map<std::pair<std::string, bool>, Group> by_primary;
+  std::map<std::string, Group> by_replica;
+  auto replica_of = [&](int shard) {
+    return placement.replicas.empty() ? std::string() : placement.replicas[shard];
+  };
+  auto primary_group = [&](int shard) -> Group& {
+    const bool replicated = !replica_of(shard).empty();
+    Group& group = by_primary[{placement.owners[shard], replicated}];
+    group.worker_id = placement.owners[shard];
+    group.replicated = replicated;
+    group.shards.push_back(shard);
+    return group;
+  };
+  auto replica_group = [&](int shard) -> Group* {
+    const std::string replica = replica_of(shard);
+    if (replica.empty()) return nullptr;
+    Group& group = by_replica[replica];
+    group.worker_id = replica;
+    group.request.set_replica(true);
+    group.shards.push_back(shard);
+    return &group;
+  };
+  if (placed) {
+    for (int shard = 0; shard < static_cast<int>(placement.owners.size()); ++shard) {
+      primary_group(shard);
+      if (Group* copy = replica_group(shard)) copy->request.add_reset_shards(shard);
+    }
+  }
+  for (const auto& [shard, row] : rows) {
+    add_row(&primary_group(shard).request, shard, *row);
+    if (Group* copy = replica_group(shard)) add_row(&copy->request, shard, *row);
+  }
+  *primaries = FinishGroups(&by_primary);
+  *replicas = FinishGroups(&by_replica);
+}
+
 // Writes a batch: every primary group in parallel, then, once all of them stored their
 // rows, every replica group in parallel. `find_live(id, shards)` returns a live worker
 // or Unavailable. OK means every row is stored on its primary and on its replica when
 // it has one. Errors: the first failure, Unavailable naming the worker and its shards
 // when a worker is lost or times out, else the worker's own error. When a replica fails,
-// the message says that the batch is not acknowledged although its primaries stored it.
+// the message states that the batch is not acknowledged although its primaries stored it.
 template <typename Request, typename Response>
 absl::Status WriteReplicated(std::vector<WriteGroup<Request, Response>>* primaries,
                              std::vector<WriteGroup<Request, Response>>* replicas,

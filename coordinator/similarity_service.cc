@@ -158,48 +158,18 @@ grpc::Status CohortServiceImpl::IngestInteractions(
       status = placement.status();
       break;
     }
-    std::map<std::pair<std::string, bool>, Group> by_primary;
-    std::map<std::string, Group> by_replica;
-    auto replica_of = [&](int shard) {
-      return placement->replicas.empty() ? std::string() : placement->replicas[shard];
-    };
-    auto primary_group = [&](int shard) -> Group& {
-      const bool replicated = !replica_of(shard).empty();
-      Group& group = by_primary[{placement->owners[shard], replicated}];
-      group.worker_id = placement->owners[shard];
-      group.replicated = replicated;
-      group.shards.push_back(shard);
-      return group;
-    };
-    auto replica_group = [&](int shard) -> Group* {
-      const std::string replica = replica_of(shard);
-      if (replica.empty()) return nullptr;
-      Group& group = by_replica[replica];
-      group.worker_id = replica;
-      group.request.set_replica(true);
-      group.shards.push_back(shard);
-      return &group;
-    };
     // Every owner creates its part of the dataset with the first batch, even without
     // interactions, so that a job finds the dataset on every worker, and every replica
     // starts empty, which promotion needs.
-    if (placed) {
-      for (int shard = 0; shard < info.num_shards(); ++shard) {
-        primary_group(shard);
-        if (Group* copy = replica_group(shard)) copy->request.add_reset_shards(shard);
-      }
-    }
-    for (const auto& [shard, interaction] : valid) {
-      Group& group = primary_group(shard);
-      group.request.add_shard_ids(shard);
-      *group.request.add_interactions() = *interaction;
-      if (Group* copy = replica_group(shard)) {
-        copy->request.add_shard_ids(shard);
-        *copy->request.add_interactions() = *interaction;
-      }
-    }
-    std::vector<Group> primaries = FinishGroups(&by_primary);
-    std::vector<Group> replicas = FinishGroups(&by_replica);
+    std::vector<Group> primaries;
+    std::vector<Group> replicas;
+    GroupBatch<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse>(
+        *placement, placed, valid,
+        [](v1::AppendInteractionsRequest* request, int shard, const v1::Interaction& row) {
+          request->add_shard_ids(shard);
+          *request->add_interactions() = row;
+        },
+        &primaries, &replicas);
     for (std::vector<Group>* groups : {&primaries, &replicas}) {
       for (Group& group : *groups) {
         group.request.set_dataset_id(dataset_id);

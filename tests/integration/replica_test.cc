@@ -1,7 +1,7 @@
 // Replicas of streamed rows with real worker processes. Every streamed row is stored on
-// its shard's primary and replica worker, so after SIGKILL of a worker (or two, one
-// after the other) jobs on streamed users and interactions give the no-failure result,
-// and a batch is acknowledged only once both copies hold it.
+// its shard's primary and replica worker. So after SIGKILL of a worker, or of two one
+// after the other, jobs on streamed users and interactions give the no-failure result.
+// A batch is acknowledged only once both copies store it.
 #include <gtest/gtest.h>
 #include <signal.h>
 
