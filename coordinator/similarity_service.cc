@@ -235,6 +235,17 @@ CohortServiceImpl::CreateNeighbourJob(const std::string& dataset_id,
           "dataset '", dataset_id, "' is ", v1::DatasetState_Name(dataset.info.state()),
           " with ", dataset.info.num_users(), " users; load rows before computing neighbours"));
     }
+    // TODO: a job on a file dataset with shards on a lost worker is rejected here, since
+    // reloading interaction shards when a neighbour job starts is untested. Streamed
+    // datasets promote their replicas.
+    for (const std::string& owner : dataset.owners) {
+      if (!registry_->IsLive(owner) && !dataset.load.source().empty()) {
+        return absl::UnavailableError(absl::StrCat(
+            "worker ", owner, " holding shards of dataset '", dataset_id,
+            "' is not live and its shards are not moved yet; load the data into a new "
+            "dataset and retry"));
+      }
+    }
     COHORT_RETURN_IF_ERROR(CheckShardsCanMove(dataset));
     if (dataset.info.kind() != v1::DATASET_KIND_INTERACTIONS) {
       const std::string& model_id = options.segment_model_id();
