@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "coordinator/placement.h"
+#include "coordinator/replicated_write.h"
 #include "coordinator/segmentation_job.h"
 #include "coordinator/shard_moves.h"
 #include "coordinator/state_file.h"
@@ -409,7 +410,6 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   }
   const std::string dataset_id = batch.dataset_id();
   v1::Dataset info;
-  std::vector<std::string> owners;
   {
     absl::MutexLock lock(&mutex_);
     auto it = datasets_.find(dataset_id);
@@ -428,38 +428,38 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
       return Error(absl::StatusCode::kFailedPrecondition,
                    absl::StrCat("dataset '", dataset_id, "' is loading; retry when it is READY"));
     }
-    if (record.owners.empty()) {
-      absl::StatusOr<std::vector<std::string>> placed = PlaceDataset(record.info.num_shards());
-      if (!placed.ok()) return ToGrpcStatus(placed.status());
-      record.owners = *placed;
-    }
     info = record.info;
-    owners = record.owners;
   }
   absl::StatusOr<Schema> schema = FromProto(info.schema());
   if (!schema.ok()) return ToGrpcStatus(schema.status());
   const int id_index = schema->IdIndex();
+  // A worker lost since the last batch or job: its shards move before new rows arrive.
+  if (absl::Status repaired = RepairStreamedPlacement(dataset_id); !repaired.ok()) {
+    return ToGrpcStatus(repaired);
+  }
+  absl::StatusOr<std::shared_ptr<absl::Mutex>> placement_mutex = PlacementMutex(dataset_id);
+  if (!placement_mutex.ok()) return ToGrpcStatus(placement_mutex.status());
 
-  int64_t accepted = 0;    // rows stored on their workers
-  int64_t duplicates = 0;  // rows dropped by the keep-first rule for duplicate ids
+  using Group = WriteGroup<v1::AppendRowsRequest, v1::AppendRowsResponse>;
+  const AppendCall<v1::AppendRowsRequest, v1::AppendRowsResponse> append =
+      [](const WorkerHandle& worker, grpc::ClientContext* call, const v1::AppendRowsRequest& request,
+         v1::AppendRowsResponse* stored) { return worker.stub->AppendRows(call, request, stored); };
+  const FindLiveWorker find_live = [this](const std::string& worker_id,
+                                          const std::vector<int>& shards) {
+    return LiveOwner(worker_id, shards);
+  };
+  int64_t accepted = 0;      // rows stored on their workers
+  int64_t duplicates = 0;    // rows dropped by the keep-first rule for duplicate ids
+  int64_t unreplicated = 0;  // rows stored without a replica
   absl::Status status;
-  bool first_batch = true;
   do {
     // Validate every row here first so the error names its position in the stream.
     RawShard scratch = MakeEmptyShard(*schema, 0);
-    std::map<std::string, v1::AppendRowsRequest> by_worker;
-    // A worker creates its part of the dataset on its first AppendRows. Every owner gets
-    // one with the first batch, even with no rows, because a job fails with NotFound on
-    // an owner that never received one.
-    if (first_batch) {
-      for (const std::string& owner : owners) by_worker[owner];
-      first_batch = false;
-    }
+    std::vector<std::pair<int, const v1::UserRow*>> rows;  // (shard, row)
     std::vector<std::string> cells;
-    const int64_t first_position = accepted;
     for (int i = 0; i < batch.rows_size() && status.ok(); ++i) {
       const v1::UserRow& row = batch.rows(i);
-      const int64_t position = first_position + i;
+      const int64_t position = accepted + duplicates + i;
       if (row.cells_size() != static_cast<int>(schema->columns.size())) {
         status = absl::InvalidArgumentError(absl::StrCat(
             "row ", position, " has ", row.cells_size(), " cells but the schema has ",
@@ -472,34 +472,47 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
         status = absl::Status(valid.code(), absl::StrCat("row ", position, ": ", valid.message()));
         break;
       }
-      const int shard = ShardOfUser(row.cells(id_index), info.num_shards());
-      v1::AppendRowsRequest& request = by_worker[owners[shard]];
-      request.add_shard_ids(shard);
-      *request.add_rows() = row;
+      rows.emplace_back(ShardOfUser(row.cells(id_index), info.num_shards()), &row);
     }
+
     // Rows before an invalid row are still stored, as the API promises.
-    for (auto& [worker_id, request] : by_worker) {
-      std::vector<int> shards(request.shard_ids().begin(), request.shard_ids().end());
-      absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
-      if (!worker.ok()) {
-        status = worker.status();
-        break;
-      }
-      request.set_dataset_id(dataset_id);
-      *request.mutable_schema() = info.schema();
-      request.set_num_shards(info.num_shards());
-      request.set_duplicate_ids(info.duplicate_ids());
-      grpc::ClientContext call;
-      call.set_deadline(WorkerDeadline());
-      v1::AppendRowsResponse stored;
-      const grpc::Status appended = worker->stub->AppendRows(&call, request, &stored);
-      accepted += stored.rows_stored();
-      duplicates += stored.duplicate_rows();
-      if (!appended.ok()) {
-        status = AppendFailure(appended, worker_id, "store the rows");
-        break;
+    absl::MutexLock placement_lock(placement_mutex->get());
+    bool placed = false;
+    absl::StatusOr<StreamedPlacement> placement = BatchPlacement(dataset_id, &placed);
+    if (!placement.ok()) {
+      status = placement.status();
+      break;
+    }
+    // A worker creates its part of the dataset on its first AppendRows. With the first
+    // batch every owner gets one, even with no rows, because a job fails with NotFound on
+    // an owner that never received one, and every replica starts empty, which promotion
+    // needs.
+    std::vector<Group> primaries;
+    std::vector<Group> replicas;
+    GroupBatch<v1::AppendRowsRequest, v1::AppendRowsResponse>(
+        *placement, placed, rows,
+        [](v1::AppendRowsRequest* request, int shard, const v1::UserRow& row) {
+          request->add_shard_ids(shard);
+          *request->add_rows() = row;
+        },
+        &primaries, &replicas);
+    for (std::vector<Group>* groups : {&primaries, &replicas}) {
+      for (Group& group : *groups) {
+        group.request.set_dataset_id(dataset_id);
+        *group.request.mutable_schema() = info.schema();
+        group.request.set_num_shards(info.num_shards());
+        group.request.set_duplicate_ids(info.duplicate_ids());
       }
     }
+    const absl::Status written =
+        WriteReplicated(&primaries, &replicas, append, find_live, WorkerDeadline());
+    for (const Group& group : primaries) {
+      if (!group.written) continue;
+      accepted += group.stored.rows_stored();
+      duplicates += group.stored.duplicate_rows();
+      if (!group.replicated) unreplicated += group.stored.rows_stored();
+    }
+    if (!written.ok()) status = written;
     if (!status.ok()) break;
     if (context->IsCancelled()) {
       status = absl::CancelledError("ingest stream cancelled by the caller");
@@ -514,12 +527,93 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
     record.info.mutable_dropped()->set_duplicate_rows(record.info.dropped().duplicate_rows() +
                                                       duplicates);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
+    if (accepted > 0 && !record.load.source().empty()) record.loaded_and_streamed = true;
   }
   response->set_rows_accepted(accepted);
   response->set_duplicate_rows(duplicates);
+  response->set_unreplicated_rows(unreplicated);
+  if (unreplicated > 0) {
+    COHORT_LOG_WARN("dataset {}: {} streamed rows stored without a replica, because no second "
+                    "worker was live or the dataset was loaded from files",
+                    dataset_id, unreplicated);
+  }
   COHORT_LOG_INFO("dataset {}: {} streamed rows stored, {} duplicate rows dropped", dataset_id,
                   accepted, duplicates);
   return ToGrpcStatus(status);
+}
+
+absl::StatusOr<std::shared_ptr<absl::Mutex>> CohortServiceImpl::PlacementMutex(
+    const std::string& dataset_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = datasets_.find(dataset_id);
+  if (it == datasets_.end()) {
+    return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
+  }
+  return it->second.placement_mutex;
+}
+
+absl::StatusOr<StreamedPlacement> CohortServiceImpl::BatchPlacement(const std::string& dataset_id,
+                                                                    bool* placed) {
+  *placed = false;
+  absl::MutexLock lock(&mutex_);
+  auto it = datasets_.find(dataset_id);
+  if (it == datasets_.end()) {
+    return absl::NotFoundError(absl::StrCat("dataset '", dataset_id, "' does not exist"));
+  }
+  DatasetRecord& record = it->second;
+  if (record.owners.empty()) {
+    COHORT_ASSIGN_OR_RETURN(record.owners, PlaceDataset(record.info.num_shards()));
+    std::vector<std::string> ids;
+    for (const WorkerHandle& worker : registry_->LiveWorkers()) ids.push_back(worker.worker_id);
+    record.replicas.clear();
+    for (int index : PlaceReplicas(record.info.num_shards(), ids, record.owners)) {
+      record.replicas.push_back(index < 0 ? std::string() : ids[index]);
+    }
+    *placed = true;
+  }
+  return StreamedPlacement{record.owners, record.replicas};
+}
+
+absl::Status CohortServiceImpl::RepairStreamedPlacement(const std::string& dataset_id) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<absl::Mutex> placement_mutex,
+                          PlacementMutex(dataset_id));
+  absl::MutexLock placement_lock(placement_mutex.get());
+  v1::Dataset info;
+  StreamedPlacement placement;
+  {
+    absl::MutexLock lock(&mutex_);
+    const DatasetRecord& record = datasets_.at(dataset_id);
+    if (!record.load.source().empty() || record.owners.empty()) return absl::OkStatus();
+    info = record.info;
+    placement = StreamedPlacement{record.owners, record.replicas};
+  }
+  const std::vector<WorkerHandle> live = registry_->LiveWorkers();
+  std::vector<std::string> lost;
+  std::vector<int> lost_shards;
+  for (int shard = 0; shard < static_cast<int>(placement.owners.size()); ++shard) {
+    const std::string& owner = placement.owners[shard];
+    if (registry_->IsLive(owner)) continue;
+    if (std::find(lost.begin(), lost.end(), owner) == lost.end()) lost.push_back(owner);
+    lost_shards.push_back(shard);
+  }
+  absl::Status status;
+  if (!lost_shards.empty()) {
+    status = PromoteReplicas(info, live, lost, lost_shards, &placement,
+                             options_.worker_call_timeout)
+                 .status();
+  } else {
+    status = RestoreReplicas(info, live, &placement, options_.worker_call_timeout);
+    if (!status.ok()) {
+      // The rows still have their primary copy, so ingest and jobs go on.
+      COHORT_LOG_WARN("dataset {}: {}", dataset_id, status.ToString());
+      status = absl::OkStatus();
+    }
+  }
+  absl::MutexLock lock(&mutex_);
+  DatasetRecord& record = datasets_.at(dataset_id);
+  record.owners = std::move(placement.owners);
+  record.replicas = std::move(placement.replicas);
+  return status;
 }
 
 grpc::Status CohortServiceImpl::GetDataset(grpc::ServerContext*, const v1::GetDatasetRequest* request,
@@ -573,16 +667,9 @@ absl::StatusOr<std::shared_ptr<CohortServiceImpl::JobRecord>> CohortServiceImpl:
                        " users of dataset '", dataset_id, "'; choose k <= ",
                        dataset.info.num_users()));
     }
-    // The job moves the shards of a lost worker when it starts, unless the dataset was
-    // filled by streamed rows, which exist only on their worker.
-    for (const std::string& owner : dataset.owners) {
-      if (!registry_->IsLive(owner) && dataset.load.source().empty()) {
-        return absl::UnavailableError(absl::StrCat(
-            "worker ", owner, " holding shards of dataset '", dataset_id,
-            "' is not live, and streamed rows have no replica to move its shards from; "
-            "stream the rows into a new dataset and retry"));
-      }
-    }
+    // The job moves the shards of a lost worker when it starts: it reloads them from
+    // the files or promotes their replicas (see RunJob).
+    COHORT_RETURN_IF_ERROR(CheckShardsCanMove(dataset));
     COHORT_ASSIGN_OR_RETURN(record->schema, FromProto(dataset.info.schema()));
     record->kind = dataset.info.kind();
     absl::StatusOr<std::vector<bool>> log1p =
@@ -729,6 +816,20 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     record->job.mutable_last_event()->set_state(v1::JOB_STATE_RUNNING);
     ++record->event_seq;
   }
+  // Shards of a streamed dataset whose worker was lost move to their replica before the
+  // job starts, and shards that lost their replica get a new one.
+  const absl::Status repaired = RepairStreamedPlacement(record->dataset_id);
+  if (!repaired.ok()) {
+    FinishJob(record.get(), repaired, "");
+    return;
+  }
+  {
+    absl::MutexLock lock(&mutex_);
+    auto dataset = datasets_.find(record->dataset_id);
+    if (dataset != datasets_.end() && dataset->second.load.source().empty()) {
+      record->owners = dataset->second.owners;
+    }
+  }
   std::map<std::string, std::vector<int>> shards_by_worker;
   for (int shard = 0; shard < static_cast<int>(record->owners.size()); ++shard) {
     shards_by_worker[record->owners[shard]].push_back(shard);
@@ -808,10 +909,14 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     if (record->neighbour_job) {
       absl::StatusOr<std::string> neighbour_model = RunNeighbourJobOnStreams(record.get(),
                                                                              streams.get());
+      ApplyMovedShards(record.get(), streams->MovedShards());
       status = neighbour_model.status();
       if (status.ok()) model_id = *neighbour_model;
     } else if (record->profile != nullptr) {
       status = RunProfile(*record, input.on_event, streams.get(), &model_id);
+      // TODO: the profile model is published inside RunProfile, before the moved shards
+      // are recorded here, so a GetProfile in between can ask a lost worker.
+      ApplyMovedShards(record.get(), streams->MovedShards());
     } else if (!record->sweep_ks.empty()) {
       absl::StatusOr<v1::Sweep> sweep = RunSweepJob(input, record->sweep_ks, streams.get());
       ApplyMovedShards(record.get(), streams->MovedShards());
@@ -848,21 +953,85 @@ JobStreams::MoveShards CohortServiceImpl::ShardMover(const std::string& dataset_
   return [this, dataset_id](const std::vector<std::string>& lost,
                             const std::vector<int>& shards)
              -> absl::StatusOr<std::vector<JobStreams::Member>> {
+    absl::StatusOr<std::shared_ptr<absl::Mutex>> placement_mutex = PlacementMutex(dataset_id);
+    if (!placement_mutex.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("dataset '", dataset_id, "' no longer exists, so its shards cannot move"));
+    }
+    absl::MutexLock placement_lock(placement_mutex->get());
     ShardSource source;
+    StreamedPlacement placement;
     {
       absl::MutexLock lock(&mutex_);
-      auto it = datasets_.find(dataset_id);
-      if (it == datasets_.end()) {
-        return absl::UnavailableError(
-            absl::StrCat("dataset '", dataset_id, "' no longer exists, so its shards cannot move"));
-      }
-      source.info = it->second.info;
-      source.load = it->second.load;
-      source.shard_rows = it->second.shard_rows;
+      const DatasetRecord& record = datasets_.at(dataset_id);
+      COHORT_RETURN_IF_ERROR(CheckShardsCanMove(record));
+      source.info = record.info;
+      source.load = record.load;
+      source.shard_rows = record.shard_rows;
+      placement = StreamedPlacement{record.owners, record.replicas};
     }
-    return MoveShards(source, registry_->LiveWorkers(), lost, shards,
-                      options_.worker_call_timeout);
+    if (!source.load.source().empty()) {
+      return MoveShards(source, registry_->LiveWorkers(), lost, shards,
+                        options_.worker_call_timeout);
+    }
+    // Another job may have moved some of the shards already; they stay where they are.
+    std::map<std::string, std::vector<int>> already_moved;
+    std::vector<int> to_promote;
+    for (int shard : shards) {
+      const std::string& owner = placement.owners[shard];
+      if (std::find(lost.begin(), lost.end(), owner) == lost.end() && registry_->IsLive(owner)) {
+        already_moved[owner].push_back(shard);
+      } else {
+        to_promote.push_back(shard);
+      }
+    }
+    std::vector<JobStreams::Member> members;
+    if (!to_promote.empty()) {
+      absl::StatusOr<std::vector<JobStreams::Member>> promoted =
+          PromoteReplicas(source.info, registry_->LiveWorkers(), lost, to_promote, &placement,
+                          options_.worker_call_timeout);
+      {
+        absl::MutexLock lock(&mutex_);
+        DatasetRecord& record = datasets_.at(dataset_id);
+        record.owners = placement.owners;
+        record.replicas = placement.replicas;
+      }
+      if (!promoted.ok()) return promoted.status();
+      members = *std::move(promoted);
+    }
+    for (auto& [owner, owner_shards] : already_moved) {
+      COHORT_ASSIGN_OR_RETURN(WorkerHandle worker, LiveOwner(owner, owner_shards));
+      members.push_back(JobStreams::Member{worker, owner_shards});
+    }
+    return members;
   };
+}
+
+absl::Status CohortServiceImpl::CheckShardsCanMove(const DatasetRecord& dataset) const {
+  const std::string& dataset_id = dataset.info.dataset_id();
+  for (int shard = 0; shard < static_cast<int>(dataset.owners.size()); ++shard) {
+    const std::string& owner = dataset.owners[shard];
+    if (registry_->IsLive(owner)) continue;
+    if (dataset.loaded_and_streamed) {
+      return absl::UnavailableError(absl::StrCat(
+          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id,
+          "' is not live, and the dataset was loaded from files and then received streamed "
+          "rows, which only that worker held; load and stream the data into a new dataset "
+          "and retry"));
+    }
+    if (!dataset.load.source().empty()) continue;
+    const std::string replica =
+        shard < static_cast<int>(dataset.replicas.size()) ? dataset.replicas[shard] : "";
+    if (replica.empty() || !registry_->IsLive(replica)) {
+      return absl::UnavailableError(absl::StrCat(
+          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id,
+          "' is not live, and the shard has no live replica (",
+          replica.empty() ? std::string("none was made, because only one worker was live")
+                          : absl::StrCat("worker ", replica, " is not live either"),
+          "), so its streamed rows are lost; stream the rows into a new dataset and retry"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void CohortServiceImpl::ApplyMovedShards(JobRecord* record,

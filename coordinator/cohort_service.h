@@ -22,6 +22,7 @@
 #include "cohort/v1/worker.grpc.pb.h"
 #include "coordinator/job_streams.h"
 #include "coordinator/neighbour_job.h"
+#include "coordinator/replicas.h"
 #include "coordinator/worker_registry.h"
 #include "core/schema.h"
 
@@ -123,6 +124,16 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     // and the rows of each shard then, for reloading shards that move.
     v1::LoadDatasetRequest load;
     std::vector<int64_t> shard_rows;
+    // Replica worker id per shard of a streamed dataset, empty when the shard has none
+    // (see coordinator/replicas.h). Empty for a dataset loaded from files.
+    std::vector<std::string> replicas;
+    // Set when rows were streamed into a dataset loaded from files: those rows have no
+    // replica and are not in the files, so its shards cannot move.
+    bool loaded_and_streamed = false;
+    // Held while a streamed batch is written and while the dataset's shards move, so a
+    // batch never goes to a copy that is being replaced. Taken before mutex_, never
+    // while holding it.
+    std::shared_ptr<absl::Mutex> placement_mutex = std::make_shared<absl::Mutex>();
   };
 
   struct JobRecord {
@@ -169,6 +180,23 @@ class CohortServiceImpl final : public v1::Cohort::Service {
                              std::vector<int64_t>* shard_rows);
   // The move_shards hook of a job's streams (see JobStreams::MoveShards).
   JobStreams::MoveShards ShardMover(const std::string& dataset_id);
+  // Errors: Unavailable naming a shard whose owner is not live and that can neither be
+  // reloaded from files nor promoted from a live replica.
+  absl::Status CheckShardsCanMove(const DatasetRecord& dataset) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // For a streamed dataset: promotes the replicas of shards whose owner is not live and
+  // gives shards without a live replica a new one. Errors: as PromoteReplicas.
+  absl::Status RepairStreamedPlacement(const std::string& dataset_id)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+  // The owners and replicas a streamed batch goes to. A dataset without owners is placed
+  // first, both by rendezvous ranking over the live workers, and `*placed` becomes true.
+  // REQUIRES: the dataset's placement_mutex is held. Errors: Unavailable when no worker
+  // is live.
+  absl::StatusOr<StreamedPlacement> BatchPlacement(const std::string& dataset_id, bool* placed)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+  // The dataset's placement mutex. Errors: NotFound.
+  absl::StatusOr<std::shared_ptr<absl::Mutex>> PlacementMutex(const std::string& dataset_id) const
+      ABSL_LOCKS_EXCLUDED(mutex_);
   // Records shards that moved during a job in the dataset's and the job's placement.
   void ApplyMovedShards(JobRecord* record, const std::map<int, std::string>& moved)
       ABSL_LOCKS_EXCLUDED(mutex_);
@@ -208,8 +236,9 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   absl::StatusOr<std::shared_ptr<const NeighbourIndex>> FindNeighbourModel(
       const std::string& id) const;
   // The interactions of `user_ids` in an INTERACTIONS dataset, read from the workers that
-  // hold their shards; users without interactions are absent. Errors: NotFound for an
-  // unknown dataset; Unavailable when a worker is not live or fails.
+  // hold their shards; users without interactions are absent. Shards of a streamed
+  // dataset whose worker was lost are first promoted from their replicas. Errors:
+  // NotFound for an unknown dataset; Unavailable when a worker is not live or fails.
   absl::StatusOr<std::map<std::string, FetchedRow>> FetchUserRows(
       const std::string& dataset_id, const std::vector<std::string>& user_ids);
   absl::StatusOr<v1::RecommendResponse> RecommendOne(const v1::RecommendRequest& request);

@@ -13,6 +13,14 @@ namespace cohort {
 // REQUIRES: worker_ids is not empty.
 std::vector<int> PlaceShards(int num_shards, const std::vector<std::string>& worker_ids);
 
+// Returns, for each shard in [0, num_shards), the index in `worker_ids` of its replica
+// worker: the highest-weight worker of the same ranking other than
+// `owners[shard]` (a worker id). For owners placed by PlaceShards over the same ids this
+// is the second choice. -1 when no other worker exists.
+// REQUIRES: owners.size() == num_shards.
+std::vector<int> PlaceReplicas(int num_shards, const std::vector<std::string>& worker_ids,
+                               const std::vector<std::string>& owners);
+
 }  // namespace cohort
 
 #endif  // COHORT_COORDINATOR_PLACEMENT_H_

@@ -19,10 +19,9 @@ absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     absl::Duration call_timeout) {
   const v1::Dataset& info = source.info;
   if (source.load.source().empty()) {
-    return absl::UnavailableError(absl::StrCat(
-        "dataset '", info.dataset_id(), "' was filled by streamed rows, which have no replica, "
-        "so the lost shards cannot be reloaded; stream the rows into a new dataset and rerun "
-        "the job"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dataset '", info.dataset_id(), "' was filled by streamed rows, which move by "
+        "promoting their replicas, not by loading files"));
   }
   std::vector<WorkerHandle> hosts;
   for (const WorkerHandle& worker : live) {
@@ -61,6 +60,8 @@ absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     call.request.set_source(source.load.source());
     *call.request.mutable_csv() = source.load.csv();
     *call.request.mutable_transactions() = source.load.transactions();
+    *call.request.mutable_interactions() = source.load.interactions();
+    call.request.set_duplicate_rule(info.duplicate_rule());
     call.request.set_num_shards(info.num_shards());
     for (int shard : member.shards) call.request.add_shards(shard);
     call.request.set_keep_held_shards(true);

@@ -28,8 +28,8 @@ struct ShardSource {
 // Places `shards` on the workers of `live` that are not in `lost` by rendezvous hashing
 // (PlaceShards over their ids) and has each load its new shards from the source files,
 // next to the shards it holds. Returns the new hosts with their shards (ascending).
-// Errors: Unavailable when the dataset was filled by streamed rows (no copy of them
-// exists), when no live worker is left, or when a load call fails. FailedPrecondition
+// Errors: FailedPrecondition when the dataset was filled by streamed rows (they move by
+// PromoteReplicas); Unavailable when no live worker is left, or when a load call fails. FailedPrecondition
 // when a reloaded shard has another row count than at load time (the source changed).
 [[nodiscard]] absl::StatusOr<std::vector<JobStreams::Member>> MoveShards(
     const ShardSource& source, const std::vector<WorkerHandle>& live,

@@ -14,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "coordinator/cohort_service.h"
 #include "coordinator/neighbour_job.h"
+#include "coordinator/replicated_write.h"
 #include "core/csv.h"
 #include "core/log.h"
 #include "core/recommend.h"
@@ -100,7 +101,6 @@ grpc::Status CohortServiceImpl::IngestInteractions(
   }
   const std::string dataset_id = batch.dataset_id();
   v1::Dataset info;
-  std::vector<std::string> owners;
   {
     absl::MutexLock lock(&mutex_);
     auto it = datasets_.find(dataset_id);
@@ -119,61 +119,74 @@ grpc::Status CohortServiceImpl::IngestInteractions(
       return Error(absl::StatusCode::kFailedPrecondition,
                    absl::StrCat("dataset '", dataset_id, "' is loading; retry when it is READY"));
     }
-    if (record.owners.empty()) {
-      absl::StatusOr<std::vector<std::string>> placed = PlaceDataset(record.info.num_shards());
-      if (!placed.ok()) return ToGrpcStatus(placed.status());
-      record.owners = *placed;
-    }
     info = record.info;
-    owners = record.owners;
   }
+  // A worker lost since the last batch or job: its shards move before new rows arrive.
+  if (absl::Status repaired = RepairStreamedPlacement(dataset_id); !repaired.ok()) {
+    return ToGrpcStatus(repaired);
+  }
+  absl::StatusOr<std::shared_ptr<absl::Mutex>> placement_mutex = PlacementMutex(dataset_id);
+  if (!placement_mutex.ok()) return ToGrpcStatus(placement_mutex.status());
 
+  using Group = WriteGroup<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse>;
+  const AppendCall<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse> append =
+      [](const WorkerHandle& worker, grpc::ClientContext* call, const v1::AppendInteractionsRequest& request,
+         v1::AppendInteractionsResponse* stored) { return worker.stub->AppendInteractions(call, request, stored); };
+  const FindLiveWorker find_live = [this](const std::string& worker_id,
+                                          const std::vector<int>& shards) {
+    return LiveOwner(worker_id, shards);
+  };
   int64_t accepted = 0;
+  int64_t unreplicated = 0;
   int64_t users_added = 0;
   int64_t entries_added = 0;
   absl::Status status;
-  bool first_batch = true;
   do {
-    std::map<std::string, v1::AppendInteractionsRequest> by_worker;
-    // Every owner creates its part of the dataset with the first batch, even without
-    // interactions, so that a job finds the dataset on every worker.
-    if (first_batch) {
-      for (const std::string& owner : owners) by_worker[owner];
-      first_batch = false;
-    }
+    std::vector<std::pair<int, const v1::Interaction*>> valid;  // (shard, interaction)
     for (int i = 0; i < batch.interactions_size() && status.ok(); ++i) {
       const v1::Interaction& interaction = batch.interactions(i);
       status = ValidateInteraction(interaction, accepted + i);
       if (!status.ok()) break;
-      const int shard = ShardOfUser(interaction.user_id(), info.num_shards());
-      v1::AppendInteractionsRequest& request = by_worker[owners[shard]];
-      request.add_shard_ids(shard);
-      *request.add_interactions() = interaction;
+      valid.emplace_back(ShardOfUser(interaction.user_id(), info.num_shards()), &interaction);
     }
+
     // The valid interactions before an invalid one are stored, as the API promises.
-    for (auto& [worker_id, request] : by_worker) {
-      std::vector<int> shards(request.shard_ids().begin(), request.shard_ids().end());
-      absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
-      if (!worker.ok()) {
-        status = worker.status();
-        break;
-      }
-      request.set_dataset_id(dataset_id);
-      request.set_num_shards(info.num_shards());
-      request.set_duplicate_rule(info.duplicate_rule());
-      grpc::ClientContext call;
-      call.set_deadline(WorkerDeadline());
-      v1::AppendInteractionsResponse stored;
-      const grpc::Status appended = worker->stub->AppendInteractions(&call, request, &stored);
-      if (!appended.ok()) {
-        const absl::Status failed = AppendFailure(appended, worker_id, "store the interactions");
-        if (status.ok()) status = failed;
-        break;
-      }
-      accepted += stored.interactions_stored();
-      users_added += stored.users_added();
-      entries_added += stored.entries_added();
+    absl::MutexLock placement_lock(placement_mutex->get());
+    bool placed = false;
+    absl::StatusOr<StreamedPlacement> placement = BatchPlacement(dataset_id, &placed);
+    if (!placement.ok()) {
+      status = placement.status();
+      break;
     }
+    // Every owner creates its part of the dataset with the first batch, even without
+    // interactions, so that a job finds the dataset on every worker, and every replica
+    // starts empty, which promotion needs.
+    std::vector<Group> primaries;
+    std::vector<Group> replicas;
+    GroupBatch<v1::AppendInteractionsRequest, v1::AppendInteractionsResponse>(
+        *placement, placed, valid,
+        [](v1::AppendInteractionsRequest* request, int shard, const v1::Interaction& row) {
+          request->add_shard_ids(shard);
+          *request->add_interactions() = row;
+        },
+        &primaries, &replicas);
+    for (std::vector<Group>* groups : {&primaries, &replicas}) {
+      for (Group& group : *groups) {
+        group.request.set_dataset_id(dataset_id);
+        group.request.set_num_shards(info.num_shards());
+        group.request.set_duplicate_rule(info.duplicate_rule());
+      }
+    }
+    const absl::Status written =
+        WriteReplicated(&primaries, &replicas, append, find_live, WorkerDeadline());
+    for (const Group& group : primaries) {
+      if (!group.written) continue;
+      accepted += group.stored.interactions_stored();
+      users_added += group.stored.users_added();
+      entries_added += group.stored.entries_added();
+      if (!group.replicated) unreplicated += group.stored.interactions_stored();
+    }
+    if (!written.ok()) status = written;
     if (!status.ok()) break;
     if (context->IsCancelled()) {
       status = absl::CancelledError("ingest stream cancelled by the caller");
@@ -187,8 +200,15 @@ grpc::Status CohortServiceImpl::IngestInteractions(
     record.info.set_num_users(record.info.num_users() + users_added);
     record.info.set_num_interactions(record.info.num_interactions() + entries_added);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
+    if (accepted > 0 && !record.load.source().empty()) record.loaded_and_streamed = true;
   }
   response->set_interactions_accepted(accepted);
+  response->set_unreplicated_interactions(unreplicated);
+  if (unreplicated > 0) {
+    COHORT_LOG_WARN("dataset {}: {} streamed interactions stored without a replica, because "
+                    "no second worker was live or the dataset was loaded from files",
+                    dataset_id, unreplicated);
+  }
   COHORT_LOG_INFO("dataset {}: {} streamed interactions stored", dataset_id, accepted);
   return ToGrpcStatus(status);
 }
@@ -215,14 +235,18 @@ CohortServiceImpl::CreateNeighbourJob(const std::string& dataset_id,
           "dataset '", dataset_id, "' is ", v1::DatasetState_Name(dataset.info.state()),
           " with ", dataset.info.num_users(), " users; load rows before computing neighbours"));
     }
+    // TODO: a job on a file dataset with shards on a lost worker is rejected here, since
+    // reloading interaction shards when a neighbour job starts is untested. Streamed
+    // datasets promote their replicas.
     for (const std::string& owner : dataset.owners) {
-      if (!registry_->IsLive(owner)) {
+      if (!registry_->IsLive(owner) && !dataset.load.source().empty()) {
         return absl::UnavailableError(absl::StrCat(
             "worker ", owner, " holding shards of dataset '", dataset_id,
             "' is not live and its shards are not moved yet; load the data into a new "
             "dataset and retry"));
       }
     }
+    COHORT_RETURN_IF_ERROR(CheckShardsCanMove(dataset));
     if (dataset.info.kind() != v1::DATASET_KIND_INTERACTIONS) {
       const std::string& model_id = options.segment_model_id();
       auto model = models_.find(model_id);
@@ -436,6 +460,8 @@ grpc::Status CohortServiceImpl::SimilarUsers(grpc::ServerContext*,
 absl::StatusOr<std::map<std::string, CohortServiceImpl::FetchedRow>>
 CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
                                  const std::vector<std::string>& user_ids) {
+  // The shards of a worker lost since the last job move to their replicas first.
+  COHORT_RETURN_IF_ERROR(RepairStreamedPlacement(dataset_id));
   std::vector<std::string> owners;
   int num_shards = 0;
   std::string fetch_id;

@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "core/raw_cells.h"
@@ -241,6 +242,63 @@ absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>&
   if (weight_index >= 0) shard->weights.push_back(weight);
   shard->ids.push_back(cells[id_index]);
   return absl::OkStatus();
+}
+
+namespace {
+
+std::string FloatCell(float value) {
+  return std::isnan(value) ? std::string() : absl::StrFormat("%.17g", double{value});
+}
+
+}  // namespace
+
+std::vector<std::string> UserRowCells(const Schema& schema, const RawShard& shard, int64_t row) {
+  std::vector<std::string> cells(schema.columns.size());
+  int numeric = 0;
+  int categorical = 0;
+  int boolean = 0;
+  int text = 0;
+  int embedding = 0;
+  for (size_t j = 0; j < schema.columns.size(); ++j) {
+    std::string& cell = cells[j];
+    switch (schema.columns[j].type) {
+      case ColumnType::kId:
+        cell = std::string(shard.ids[row]);
+        break;
+      case ColumnType::kNumeric:
+        cell = FloatCell(shard.numeric(row, numeric++));
+        break;
+      case ColumnType::kCategorical:
+        cell = std::string(shard.categorical[categorical++][row]);
+        break;
+      case ColumnType::kWeight:
+        cell = FloatCell(shard.weights[row]);
+        break;
+      case ColumnType::kBoolean: {
+        const int8_t value = shard.profile.boolean[boolean++][row];
+        cell = value == kMissingBoolean ? "" : (value != 0 ? "1" : "0");
+        break;
+      }
+      case ColumnType::kText:
+        cell = shard.profile.text[text++][row];
+        break;
+      case ColumnType::kEmbedding: {
+        const EmbeddingColumn& column = shard.profile.embedding[embedding++];
+        if (column.missing[row] != 0) break;
+        for (int k = 0; k < column.dim; ++k) {
+          if (k > 0) cell += ' ';
+          cell += FloatCell(column.values[row * column.dim + k]);
+        }
+        break;
+      }
+      case ColumnType::kLabel:
+        cell = shard.profile.labels[row];
+        break;
+      case ColumnType::kIgnore:
+        break;
+    }
+  }
+  return cells;
 }
 
 namespace {

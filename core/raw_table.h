@@ -56,6 +56,13 @@ RawShard MakeEmptyShard(const Schema& schema, int shard_id);
 [[nodiscard]] absl::Status AppendUserRow(const Schema& schema, const std::vector<std::string>& cells,
                                          RawShard* shard);
 
+// Returns the cells of row `row` of `shard` in schema order, which AppendUserRow turns
+// back into the same stored row: numbers are printed with 17 significant digits, so
+// every float32 value parses back exactly. Missing cells are empty, and so are the
+// cells of ignored columns, which a shard does not store.
+// REQUIRES: `shard` was made by MakeEmptyShard(schema) and 0 <= row < num_rows().
+std::vector<std::string> UserRowCells(const Schema& schema, const RawShard& shard, int64_t row);
+
 // The rule for a user id that appears again in a dataset's input.
 enum class DuplicateIdRule {
   kReject,     // the load or the streamed batch fails, naming both places

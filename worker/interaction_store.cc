@@ -126,15 +126,31 @@ absl::Status InteractionStore::Append(const v1::AppendInteractionsRequest& reque
     rows.rows.push_back(std::move(row));
   }
 
+  for (int shard_id : request.reset_shards()) {
+    if (shard_id < 0 || shard_id >= dataset->num_shards) {
+      return absl::InvalidArgumentError(absl::StrCat("reset shard ", shard_id,
+                                                     " is outside [0, ", dataset->num_shards,
+                                                     ")"));
+    }
+  }
+
   absl::MutexLock lock(&dataset->mutex);
+  std::map<int, std::shared_ptr<const ShardInteractions>>& target =
+      request.replica() ? dataset->replicas : dataset->shards;
+  for (int shard_id : request.reset_shards()) {
+    InteractionRows none;
+    none.shard_id = shard_id;
+    InteractionBuildCounts counts;
+    COHORT_ASSIGN_OR_RETURN(target[shard_id], BuildShard(none, dataset->rule, &counts));
+  }
   std::map<int, std::shared_ptr<const ShardInteractions>> rebuilt;
   int64_t users_before = 0;
   int64_t entries_before = 0;
   for (auto& [shard_id, rows] : added) {
     InteractionRows all;
     all.shard_id = shard_id;
-    auto it = dataset->shards.find(shard_id);
-    if (it != dataset->shards.end()) {
+    auto it = target.find(shard_id);
+    if (it != target.end()) {
       AppendStoredRows(*it->second, &all);
       users_before += it->second->matrix.num_users();
       entries_before += it->second->matrix.num_entries();
@@ -148,12 +164,61 @@ absl::Status InteractionStore::Append(const v1::AppendInteractionsRequest& reque
   for (auto& [shard_id, shard] : rebuilt) {
     users_after += shard->matrix.num_users();
     entries_after += shard->matrix.num_entries();
-    dataset->shards[shard_id] = std::move(shard);
+    target[shard_id] = std::move(shard);
   }
   response->set_interactions_stored(request.interactions_size());
   response->set_users_added(users_after - users_before);
   response->set_entries_added(entries_after - entries_before);
   return absl::OkStatus();
+}
+
+absl::Status InteractionStore::PromoteReplicas(const v1::PromoteReplicasRequest& request,
+                                               v1::PromoteReplicasResponse* response) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<HostedInteractions> dataset,
+                          Dataset(request.dataset_id()));
+  absl::MutexLock lock(&dataset->mutex);
+  for (int shard_id : request.shards()) {
+    if (dataset->replicas.count(shard_id) == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shard ", shard_id, " of dataset '", request.dataset_id(),
+          "' has no replica copy on this worker, so it cannot be promoted; the worker may "
+          "have restarted since the copy was made"));
+    }
+  }
+  for (int shard_id : request.shards()) {
+    std::shared_ptr<const ShardInteractions> shard = std::move(dataset->replicas[shard_id]);
+    dataset->replicas.erase(shard_id);
+    v1::ShardRows* out = response->add_shards();
+    out->set_shard_id(shard_id);
+    out->set_rows(shard->matrix.num_users());
+    out->set_interactions(shard->matrix.num_entries());
+    dataset->shards[shard_id] = std::move(shard);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Interaction>> InteractionStore::ShardInteractionRows(
+    const std::string& dataset_id, int shard_id) const {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<HostedInteractions> dataset, Dataset(dataset_id));
+  std::shared_ptr<const ShardInteractions> shard;
+  {
+    absl::MutexLock lock(&dataset->mutex);
+    auto it = dataset->shards.find(shard_id);
+    if (it != dataset->shards.end()) shard = it->second;
+  }
+  std::vector<v1::Interaction> out;
+  if (shard == nullptr) return out;
+  InteractionRows rows;
+  AppendStoredRows(*shard, &rows);
+  out.reserve(rows.rows.size());
+  for (const InteractionRow& row : rows.rows) {
+    v1::Interaction& interaction = out.emplace_back();
+    interaction.set_user_id(row.user_id);
+    interaction.set_item_id(row.item_id);
+    interaction.set_value(row.value);
+    interaction.set_time(row.time == kNoTime ? 0 : row.time);
+  }
+  return out;
 }
 
 absl::StatusOr<std::shared_ptr<HostedInteractions>> InteractionStore::Dataset(

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -30,6 +31,9 @@ struct HostedInteractions {
 
   mutable absl::Mutex mutex;
   std::map<int, std::shared_ptr<const ShardInteractions>> shards ABSL_GUARDED_BY(mutex);
+  // Replica copies of streamed shards that another worker hosts. Jobs never read them;
+  // PromoteReplicas moves them into `shards` when their host is lost.
+  std::map<int, std::shared_ptr<const ShardInteractions>> replicas ABSL_GUARDED_BY(mutex);
 };
 
 // Thread safety: all methods may be called concurrently.
@@ -46,9 +50,24 @@ class InteractionStore {
   // time linear in the size of the shards it touches. Errors: InvalidArgument naming the
   // interaction (its position in the request) for an empty id or a non-finite value, or
   // for times on some entries of a shard only; nothing of the request is stored then.
+  // With request.replica the interactions go to the replica copies of their shards, and
+  // the copies named in reset_shards are emptied first.
   [[nodiscard]] absl::Status Append(const v1::AppendInteractionsRequest& request,
                                     v1::AppendInteractionsResponse* response)
       ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Moves the replica copies of request.shards into the hosted shards. Errors: NotFound
+  // for an unknown dataset; FailedPrecondition naming a shard without a replica copy,
+  // and then nothing is promoted.
+  [[nodiscard]] absl::Status PromoteReplicas(const v1::PromoteReplicasRequest& request,
+                                             v1::PromoteReplicasResponse* response)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // The hosted entries of `shard_id` as interactions, users in CSR order, which
+  // Append rebuilds into the same shard. Empty for a shard without entries.
+  // Errors: NotFound for an unknown dataset.
+  [[nodiscard]] absl::StatusOr<std::vector<v1::Interaction>> ShardInteractionRows(
+      const std::string& dataset_id, int shard_id) const ABSL_LOCKS_EXCLUDED(mutex_);
 
   // Errors: NotFound when this worker has no shard of the dataset.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<HostedInteractions>> Dataset(

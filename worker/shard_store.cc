@@ -19,6 +19,8 @@ namespace {
 
 // Assignments per export message: about 1 MB for short ids.
 constexpr int kExportChunkRows = 16384;
+// Rows per ReadShards message: about 1 MB for rows of 40 short cells.
+constexpr int64_t kReadChunkRows = 2048;
 
 absl::Status CheckShardIds(const google::protobuf::RepeatedField<int32_t>& shards,
                            int num_shards) {
@@ -169,6 +171,13 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   }
   absl::MutexLock dataset_lock(&dataset->mutex);
   const int id_index = dataset->schema.IdIndex();
+  const bool replica = request.replica();
+  COHORT_RETURN_IF_ERROR(CheckShardIds(request.reset_shards(), request.num_shards()));
+  std::map<int, RawShard>& target = replica ? dataset->replicas : dataset->shards;
+  for (int shard_id : request.reset_shards()) {
+    (replica ? dataset->replica_id_sets : dataset->id_sets).erase(shard_id);
+    target.insert_or_assign(shard_id, MakeEmptyShard(dataset->schema, shard_id));
+  }
 
   // Every row is checked before any is stored, so a request is stored whole or not at
   // all: cells parse, and under the reject rule no user id repeats one already held or
@@ -182,7 +191,7 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   int64_t duplicate_rows = 0;
   for (int i = 0; i < request.rows_size(); ++i) {
     const std::string& id = request.rows(i).cells(id_index);
-    const UserIdSet& stored_ids = IdsOfShard(*dataset, request.shard_ids(i));
+    const UserIdSet& stored_ids = IdsOfShard(*dataset, request.shard_ids(i), replica);
     if (stored_ids.Find(id) >= 0 || !request_ids.insert(id).second) {
       if (!keep_first) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -203,8 +212,8 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   for (int i = 0; i < request.rows_size(); ++i) {
     if (dropped[i]) continue;
     const int shard_id = request.shard_ids(i);
-    UserIdSet& stored_ids = IdsOfShard(*dataset, shard_id);
-    RawShard& shard = dataset->shards.at(shard_id);
+    UserIdSet& stored_ids = IdsOfShard(*dataset, shard_id, replica);
+    RawShard& shard = target.at(shard_id);
     cells.assign(request.rows(i).cells().begin(), request.rows(i).cells().end());
     // Cannot fail: the same row passed AppendUserRow above.
     (void)AppendUserRow(dataset->schema, cells, &shard);
@@ -215,12 +224,13 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   return absl::OkStatus();
 }
 
-UserIdSet& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id) {
-  auto shard = dataset.shards.find(shard_id);
-  if (shard == dataset.shards.end()) {
-    shard = dataset.shards.emplace(shard_id, MakeEmptyShard(dataset.schema, shard_id)).first;
+UserIdSet& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id, bool replica) {
+  std::map<int, RawShard>& shards = replica ? dataset.replicas : dataset.shards;
+  auto shard = shards.find(shard_id);
+  if (shard == shards.end()) {
+    shard = shards.emplace(shard_id, MakeEmptyShard(dataset.schema, shard_id)).first;
   }
-  std::unique_ptr<UserIdSet>& set = dataset.id_sets[shard_id];
+  std::unique_ptr<UserIdSet>& set = (replica ? dataset.replica_id_sets : dataset.id_sets)[shard_id];
   if (set == nullptr) {
     // Built on first use from the rows a file load stored.
     set = std::make_unique<UserIdSet>(&shard->second.ids);
@@ -228,6 +238,68 @@ UserIdSet& ShardStore::IdsOfShard(HostedDataset& dataset, int shard_id) {
     for (int64_t row = 0; row < shard->second.num_rows(); ++row) set->Insert(row);
   }
   return *set;
+}
+
+absl::Status ShardStore::PromoteReplicas(const v1::PromoteReplicasRequest& request,
+                                         v1::PromoteReplicasResponse* response) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<HostedDataset> dataset, Dataset(request.dataset_id()));
+  absl::MutexLock dataset_lock(&dataset->mutex);
+  for (int shard_id : request.shards()) {
+    if (dataset->replicas.count(shard_id) == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shard ", shard_id, " of dataset '", request.dataset_id(),
+          "' has no replica copy on this worker, so it cannot be promoted; the worker may "
+          "have restarted since the copy was made"));
+    }
+  }
+  for (int shard_id : request.shards()) {
+    // Moving the map nodes keeps each RawShard at its address, so its id set, which
+    // points at the shard's ids, stays valid.
+    auto shard = dataset->replicas.extract(shard_id);
+    auto ids = dataset->replica_id_sets.extract(shard_id);
+    dataset->shards.erase(shard_id);
+    dataset->id_sets.erase(shard_id);
+    v1::ShardRows* out = response->add_shards();
+    out->set_shard_id(shard_id);
+    out->set_rows(shard.mapped().num_rows());
+    dataset->shards.insert(std::move(shard));
+    if (!ids.empty()) dataset->id_sets.insert(std::move(ids));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardStore::ReadShards(const v1::ReadShardsRequest& request,
+                                    grpc::ServerContext* context,
+                                    grpc::ServerWriter<v1::ShardRowsChunk>* writer) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<HostedDataset> dataset, Dataset(request.dataset_id()));
+  for (int shard_id : request.shards()) {
+    int64_t begin = 0;
+    while (true) {
+      // The lock is held for one chunk only, so appends and jobs are not blocked while
+      // the chunk is sent. Rows appended meanwhile are sent as well, because a shard
+      // only grows.
+      v1::ShardRowsChunk chunk;
+      chunk.set_shard_id(shard_id);
+      bool last = true;
+      {
+        absl::ReaderMutexLock lock(&dataset->mutex);
+        auto it = dataset->shards.find(shard_id);
+        const int64_t rows = it == dataset->shards.end() ? 0 : it->second.num_rows();
+        const int64_t end = std::min(rows, begin + kReadChunkRows);
+        for (int64_t row = begin; row < end; ++row) {
+          const std::vector<std::string> cells = UserRowCells(dataset->schema, it->second, row);
+          chunk.add_rows()->mutable_cells()->Assign(cells.begin(), cells.end());
+        }
+        last = end == rows;
+        begin = end;
+      }
+      if (context->IsCancelled() || !writer->Write(chunk)) {
+        return absl::CancelledError("read stream closed by the coordinator");
+      }
+      if (last) break;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<HostedDataset>> ShardStore::Dataset(

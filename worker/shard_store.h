@@ -35,6 +35,11 @@ struct HostedDataset {
   // is built on its first append and points at the ids of its entry in `shards`, which
   // stays at the same address (std::map nodes do not move).
   std::map<int, std::unique_ptr<UserIdSet>> id_sets ABSL_GUARDED_BY(mutex);
+  // Replica copies of streamed shards that another worker hosts, with their id sets as
+  // above. Jobs never read them; PromoteReplicas moves them into `shards` when their
+  // host is lost.
+  std::map<int, RawShard> replicas ABSL_GUARDED_BY(mutex);
+  std::map<int, std::unique_ptr<UserIdSet>> replica_id_sets ABSL_GUARDED_BY(mutex);
 };
 
 // Per-shard labels of a finished job, kept for export.
@@ -55,12 +60,29 @@ class ShardStore {
   [[nodiscard]] absl::Status Load(const v1::LoadShardsRequest& request,
                                   v1::LoadShardsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
 
-  // Appends streamed rows. A row whose user id is already held, or appeared earlier in
-  // the request, fails the request under DUPLICATE_ID_RULE_REJECT, and is dropped and
-  // counted in response->duplicate_rows under DUPLICATE_ID_RULE_KEEP_FIRST. Errors:
-  // InvalidArgument naming the row and cell; the request is then stored not at all.
+  // Appends streamed rows, to the replica copies of their shards when request.replica
+  // is set. A row whose user id is already held, or appeared earlier in the request,
+  // fails the request under DUPLICATE_ID_RULE_REJECT, and is dropped and counted in
+  // response->duplicate_rows under DUPLICATE_ID_RULE_KEEP_FIRST. The copies named in
+  // reset_shards are emptied first, even when the rows are then rejected. Errors:
+  // InvalidArgument naming the row and cell; the rows are then stored not at all.
   [[nodiscard]] absl::Status Append(const v1::AppendRowsRequest& request,
                                     v1::AppendRowsResponse* response) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Moves the replica copies of request.shards into the hosted shards, replacing any
+  // hosted copy. Errors: NotFound for an unknown dataset; FailedPrecondition naming a
+  // shard without a replica copy, and then nothing is promoted.
+  [[nodiscard]] absl::Status PromoteReplicas(const v1::PromoteReplicasRequest& request,
+                                             v1::PromoteReplicasResponse* response)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // Streams the hosted rows of request.shards as cells (see UserRowCells), about 1 MB
+  // a message. Errors: NotFound for an unknown dataset; Cancelled
+  // when the caller goes away.
+  [[nodiscard]] absl::Status ReadShards(const v1::ReadShardsRequest& request,
+                                        grpc::ServerContext* context,
+                                        grpc::ServerWriter<v1::ShardRowsChunk>* writer)
+      ABSL_LOCKS_EXCLUDED(mutex_);
 
   // Errors: NotFound when this worker holds no shard of the dataset.
   [[nodiscard]] absl::StatusOr<std::shared_ptr<HostedDataset>> Dataset(
@@ -88,8 +110,9 @@ class ShardStore {
   ScoreStore& scores() { return scores_; }
 
  private:
-  // The shard's id set, creating the shard (empty) and the set when missing.
-  static UserIdSet& IdsOfShard(HostedDataset& dataset, int shard_id)
+  // The id set of the hosted shard (or, with `replica`, of the replica copy), creating
+  // the shard (empty) and the set when missing.
+  static UserIdSet& IdsOfShard(HostedDataset& dataset, int shard_id, bool replica)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(dataset.mutex);
 
   using JobAssignments = std::map<int, std::shared_ptr<const ShardAssignments>>;

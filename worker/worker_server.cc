@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,6 +36,8 @@ using v1::ShardResult;
 // Largest message the worker accepts or sends; centroid and partial-sum messages of big
 // k × d stay below it.
 constexpr int kMaxMessageBytes = 256 << 20;
+// Interactions per ReadShards message: about 1 MB for short ids.
+constexpr size_t kReadChunkInteractions = 16384;
 
 class WorkerServiceImpl final : public v1::Worker::Service {
  public:
@@ -115,6 +118,45 @@ class WorkerServiceImpl final : public v1::Worker::Service {
   grpc::Status ExportAssignments(grpc::ServerContext* context, const v1::ExportRequest* request,
                                  grpc::ServerWriter<v1::ExportChunk>* writer) override {
     return ToGrpcStatus(store_.ExportAssignments(*request, context, writer));
+  }
+
+  grpc::Status PromoteReplicas(grpc::ServerContext*, const v1::PromoteReplicasRequest* request,
+                               v1::PromoteReplicasResponse* response) override {
+    const absl::Status status = request->kind() == v1::DATASET_KIND_INTERACTIONS
+                                    ? interactions_.PromoteReplicas(*request, response)
+                                    : store_.PromoteReplicas(*request, response);
+    if (status.ok()) {
+      COHORT_LOG_INFO("worker {}: replicas of shards {} of dataset {} promoted", worker_id(),
+                      absl::StrJoin(request->shards(), ","), request->dataset_id());
+    } else {
+      COHORT_LOG_WARN("worker {}: promoting replicas of dataset {} failed: {}", worker_id(),
+                      request->dataset_id(), status.ToString());
+    }
+    return ToGrpcStatus(status);
+  }
+
+  grpc::Status ReadShards(grpc::ServerContext* context, const v1::ReadShardsRequest* request,
+                          grpc::ServerWriter<v1::ShardRowsChunk>* writer) override {
+    if (request->kind() != v1::DATASET_KIND_INTERACTIONS) {
+      return ToGrpcStatus(store_.ReadShards(*request, context, writer));
+    }
+    for (int shard_id : request->shards()) {
+      absl::StatusOr<std::vector<v1::Interaction>> rows =
+          interactions_.ShardInteractionRows(request->dataset_id(), shard_id);
+      if (!rows.ok()) return ToGrpcStatus(rows.status());
+      size_t begin = 0;
+      do {
+        const size_t end = std::min(rows->size(), begin + kReadChunkInteractions);
+        v1::ShardRowsChunk chunk;
+        chunk.set_shard_id(shard_id);
+        for (size_t i = begin; i < end; ++i) *chunk.add_interactions() = std::move((*rows)[i]);
+        if (context->IsCancelled() || !writer->Write(chunk)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "read stream closed by the coordinator");
+        }
+        begin = end;
+      } while (begin < rows->size());
+    }
+    return grpc::Status::OK;
   }
 
   grpc::Status DropJob(grpc::ServerContext*, const v1::DropJobRequest* request,

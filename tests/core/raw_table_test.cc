@@ -676,5 +676,59 @@ TEST(RawTableRealDataTest, MallCustomersLoadOverFourShards) {
   EXPECT_EQ(union_ids, all_ids);
 }
 
+TEST(UserRowCellsTest, CellsRebuildTheSameRow) {
+  Schema schema;
+  schema.columns = {{"user_id", ColumnType::kId},      {"age", ColumnType::kNumeric},
+                    {"city", ColumnType::kCategorical}, {"skip", ColumnType::kIgnore},
+                    {"w", ColumnType::kWeight},          {"member", ColumnType::kBoolean},
+                    {"note", ColumnType::kText},         {"emb", ColumnType::kEmbedding, 3},
+                    {"churn", ColumnType::kLabel}};
+  const std::vector<std::vector<std::string>> rows = {
+      {"a", "0.1", "Paris", "x", "2.5", "yes", "some text", "0.3 -1e-7 12345.678", "no"},
+      {"b", "", "", "y", "0", "", "", "", "yes"},
+      {"c", "-3.4e38", "Köln", "", "1e-30", "0", "ü", "1 2 3", "no"},
+      {"d", "16777217", "Paris", "z", "3.4e38", "TRUE", "t", "1.17549435e-38 0 0", "maybe"}};
+  RawShard original = MakeEmptyShard(schema, 0);
+  for (const std::vector<std::string>& row : rows) {
+    ASSERT_TRUE(AppendUserRow(schema, row, &original).ok());
+  }
+
+  RawShard copy = MakeEmptyShard(schema, 0);
+  for (int64_t row = 0; row < original.num_rows(); ++row) {
+    const std::vector<std::string> cells = UserRowCells(schema, original, row);
+    ASSERT_EQ(cells.size(), schema.columns.size());
+    EXPECT_EQ(cells[3], "") << "ignored columns are not stored";
+    const absl::Status appended = AppendUserRow(schema, cells, &copy);
+    ASSERT_TRUE(appended.ok()) << "row " << row << ": " << appended;
+  }
+
+  EXPECT_EQ(copy.ids, original.ids);
+  ASSERT_EQ(copy.numeric.rows(), original.numeric.rows());
+  for (int64_t row = 0; row < original.num_rows(); ++row) {
+    const float expected = original.numeric(row, 0);
+    const float actual = copy.numeric(row, 0);
+    if (std::isnan(expected)) {
+      EXPECT_TRUE(std::isnan(actual)) << "row " << row;
+    } else {
+      EXPECT_EQ(actual, expected) << "row " << row;
+    }
+  }
+  EXPECT_EQ(copy.categorical[0].ToStrings(), original.categorical[0].ToStrings());
+  EXPECT_EQ(copy.weights, original.weights);
+  EXPECT_EQ(copy.profile.boolean, original.profile.boolean);
+  EXPECT_EQ(copy.profile.text, original.profile.text);
+  EXPECT_EQ(copy.profile.labels, original.profile.labels);
+  ASSERT_EQ(copy.profile.embedding.size(), 1u);
+  EXPECT_EQ(copy.profile.embedding[0].missing, original.profile.embedding[0].missing);
+  const std::vector<float>& values = original.profile.embedding[0].values;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (std::isnan(values[i])) {
+      EXPECT_TRUE(std::isnan(copy.profile.embedding[0].values[i])) << "value " << i;
+    } else {
+      EXPECT_EQ(copy.profile.embedding[0].values[i], values[i]) << "value " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace cohort
