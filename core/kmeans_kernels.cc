@@ -284,9 +284,13 @@ double KeyedUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t 
 }
 
 absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& weights) {
-  if (static_cast<int64_t>(weights.size()) != x.rows()) {
+  return CheckSampleWeights(x.rows(), weights);
+}
+
+absl::Status CheckSampleWeights(int64_t rows, const std::vector<float>& weights) {
+  if (static_cast<int64_t>(weights.size()) != rows) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "weights has %d entries; it must have one per row (%d rows)", weights.size(), x.rows()));
+        "weights has %d entries; it must have one per row (%d rows)", weights.size(), rows));
   }
   for (size_t i = 0; i < weights.size(); ++i) {
     if (!(std::isfinite(weights[i]) && weights[i] >= 0)) {

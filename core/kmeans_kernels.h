@@ -64,6 +64,8 @@ double KeyedUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t 
 // Checks per-row sample weights for x: one weight per row, each finite and >= 0.
 // Errors: InvalidArgument naming `weights` with the row and value.
 [[nodiscard]] absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& weights);
+// As above for a matrix of `rows` rows.
+[[nodiscard]] absl::Status CheckSampleWeights(int64_t rows, const std::vector<float>& weights);
 
 // A data row chosen by a shard: where it is and its values.
 struct ShardPoint {
