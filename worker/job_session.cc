@@ -537,15 +537,25 @@ absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
     const int64_t n = shard.features->rows();
     quota = std::clamp<int64_t>(quota, 0, n);
     // Rank rows by a seeded hash of the user id: the sample does not depend on where
-    // the shard lives or on the row order.
-    std::vector<std::pair<uint64_t, int64_t>> ranked(n);
-    for (int64_t i = 0; i < n; ++i) {
+    // the shard lives or on the row order. A max-heap keeps the `quota` smallest ranks,
+    // so the memory follows the quota, not the shard's rows.
+    std::vector<std::pair<uint64_t, int64_t>> ranked;
+    ranked.reserve(static_cast<size_t>(quota));
+    for (int64_t i = 0; i < n && quota > 0; ++i) {
       const std::string_view id = raw->ids[i];
-      ranked[i] = {HashUserId(absl::StrCat(command.seed(), "/",
-                                           absl::string_view(id.data(), id.size()))),
-                   i};
+      const std::pair<uint64_t, int64_t> rank = {
+          HashUserId(absl::StrCat(command.seed(), "/", absl::string_view(id.data(), id.size()))),
+          i};
+      if (static_cast<int64_t>(ranked.size()) < quota) {
+        ranked.push_back(rank);
+        std::push_heap(ranked.begin(), ranked.end());
+      } else if (rank < ranked.front()) {
+        std::pop_heap(ranked.begin(), ranked.end());
+        ranked.back() = rank;
+        std::push_heap(ranked.begin(), ranked.end());
+      }
     }
-    std::partial_sort(ranked.begin(), ranked.begin() + quota, ranked.end());
+    std::sort_heap(ranked.begin(), ranked.end());
     v1::ShardResult result = NewResult(seq, shard);
     v1::SampleResult* sample = result.mutable_sample();
     sample->set_d(dim_);

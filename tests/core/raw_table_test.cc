@@ -601,6 +601,70 @@ TEST_F(RawTableTest, ErrorLineDoesNotDependOnThreads) {
   }
 }
 
+// Shards are filled in parallel, but the first failing row in file order is reported:
+// a duplicate id before a bad cell, or a bad cell before a duplicate id.
+TEST_F(RawTableTest, FirstFailureInFileOrderDoesNotDependOnThreads) {
+  for (const bool duplicate_first : {true, false}) {
+    std::string text = "user_id,age,city,income\n";
+    for (int i = 0; i < 40000; ++i) {
+      std::string id = "u" + std::to_string(i);
+      std::string age = "1";
+      if (i == (duplicate_first ? 21000 : 33000)) id = "u17";
+      if (i == (duplicate_first ? 33000 : 21000)) age = "x";
+      text += id + "," + age + ",a,1\n";
+    }
+    const std::string path = WriteFile("dup_and_bad.csv", text);
+    const std::string expected =
+        duplicate_first
+            ? path + ":21002: user id 'u17' already appeared at " + path +
+                  ":19; user ids must be unique, or create the dataset with the keep-first "
+                  "rule for duplicate ids"
+            : path + ":21002: column 'age': value 'x' is not a number; fix or blank the cell "
+                     "(blank cells are imputed)";
+    for (int threads : {1, 2, 5}) {
+      UserLoadOptions options = Options({path}, 8);
+      options.threads = threads;
+      absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+      ASSERT_FALSE(loaded.ok()) << "threads " << threads;
+      EXPECT_EQ(loaded.status().message(), expected) << "threads " << threads;
+    }
+  }
+}
+
+// Records the one-pass splitter does not take (a quoted cell, too few or too many
+// fields, a blank line) are split by the general parser with the same result.
+TEST_F(RawTableTest, MixedRecordsLoadAsRowByRow) {
+  const std::string path = WriteFile(
+      "mixed.csv",
+      "user_id,age,city,income\n"
+      "u1,1.5,a,2e3\n"
+      "\"u2\",-0,\"b,c\",+.5\n"
+      "\n"
+      "u3,007,,1e-12\r\n"
+      "u4,\"12\",d,  3 \n"
+      "u5,16777217,e,123456789012\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 1));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const RawShard& shard = loaded->shards[0];
+  ASSERT_EQ(shard.num_rows(), 5);
+  EXPECT_EQ(shard.ids.ToStrings(), (std::vector<std::string>{"u1", "u2", "u3", "u4", "u5"}));
+  EXPECT_EQ(shard.numeric.Column(0), (std::vector<double>{1.5, 0.0, 7.0, 12.0, 16777216.0}));
+  EXPECT_EQ(shard.numeric.Column(1),
+            (std::vector<double>{2000.0, 0.5, static_cast<double>(1e-12f), 3.0,
+                                 static_cast<double>(123456789012.0f)}));
+  EXPECT_TRUE(std::signbit(shard.numeric(1, 0)));
+  EXPECT_EQ(shard.categorical[0].ToStrings(),
+            (std::vector<std::string>{"a", "b,c", "", "d", "e"}));
+
+  const std::string too_many = WriteFile("too_many.csv", "user_id,age,city,income\nu1,1,a,1,9\n");
+  const std::string too_few = WriteFile("too_few.csv", "user_id,age,city,income\nu1,1,a\n");
+  for (const std::string& bad : {too_many, too_few}) {
+    absl::StatusOr<LoadedShards> failed = LoadUserShards(Options({bad}, 1));
+    ASSERT_FALSE(failed.ok()) << bad;
+    EXPECT_NE(failed.status().message().find(bad + ":2"), std::string::npos) << failed.status();
+  }
+}
+
 TEST_F(RawTableTest, UnterminatedQuoteIsReportedByLine) {
   const std::string path =
       WriteFile("users.csv", "user_id,age,city,income\nu1,1,a,1\nu2,2,\"b,2\nu3,3,c,3\n");
