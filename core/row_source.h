@@ -15,6 +15,9 @@ namespace cohort {
 // of it from row 0, whatever the thread count, so a row is always computed at the same
 // place of a block. A block of 2048 rows of 64 features takes 512 KiB.
 inline constexpr int64_t kRowBlockRows = 2048;
+// Below this many rows, ForEachRowBlock stays on the calling thread: starting threads
+// costs more than they save on a few blocks.
+inline constexpr int64_t kRowBlockParallelMinRows = 4096;
 
 // An n×d matrix of float32 rows that are copied out block by block.
 //
@@ -57,14 +60,14 @@ class MatrixRowSource final : public RowSource {
 
 // Calls body(begin, count, block) for every block of rows [first, last), where block
 // holds rows [begin, begin + count) of `rows`. Blocks start at first + multiples of
-// kRowBlockRows and are spread over OpenMP threads when there is more than one, each
-// thread reusing its own block matrix. `body` must not throw and must touch only state
+// kRowBlockRows and are spread over OpenMP threads when there are more than
+// kRowBlockParallelMinRows rows, each thread reusing its own block matrix. `body` must not throw and must touch only state
 // of its own rows, so results do not depend on the thread count.
 // REQUIRES: 0 <= first <= last <= rows.rows().
 template <typename Body>
 void ForEachRowBlock(const RowSource& rows, int64_t first, int64_t last, Body body) {
   const int64_t num_blocks = (last - first + kRowBlockRows - 1) / kRowBlockRows;
-#pragma omp parallel if (num_blocks > 1)
+#pragma omp parallel if (last - first > kRowBlockParallelMinRows)
   {
     MatrixXfR block;
 #pragma omp for schedule(dynamic, 1)
