@@ -31,7 +31,7 @@ class RowSource {
 
   // Writes rows [begin, begin + count) to out (count×cols(), row-major). The values of a
   // row depend only on the row, not on `begin` or `count`.
-  // REQUIRES: 0 <= begin, begin + count <= rows(), out holds count × cols() floats.
+  // REQUIRES: 0 <= begin, begin + count <= rows(), out has room for count × cols() floats.
   virtual void CopyRows(int64_t begin, int64_t count, float* out) const = 0;
 
   // Resizes `block` to count×cols() and copies rows [begin, begin + count) into it.

@@ -1,7 +1,7 @@
 // LoadUserShards reads files in blocks of whole lines and splits each block into pieces
-// that OpenMP threads parse at the same time. The pieces are then appended to the shards
-// in input order, so the result and the first error reported do not depend on the
-// thread count.
+// that OpenMP threads parse at the same time. Then each shard is filled by one thread
+// with its rows in input order, and the first failing row in input order is reported, so
+// the result and the error do not depend on the thread count.
 #include <omp.h>
 
 #include <algorithm>

@@ -603,7 +603,7 @@ TEST_F(RawTableTest, ErrorLineDoesNotDependOnThreads) {
 
 // Shards are filled in parallel, but the first failing row in file order is reported:
 // a duplicate id before a bad cell, or a bad cell before a duplicate id.
-TEST_F(RawTableTest, FirstFailureInFileOrderDoesNotDependOnThreads) {
+TEST_F(RawTableTest, FirstFailureIsInFileOrder) {
   for (const bool duplicate_first : {true, false}) {
     std::string text = "user_id,age,city,income\n";
     for (int i = 0; i < 40000; ++i) {
