@@ -4,18 +4,23 @@
 // It writes (or reuses) a file of `--rows` users, each with an id "u<i>" and `--cols`
 // numeric columns of 6 significant digits, then:
 //   1. reads the file with CsvReader alone, as a reference for the CSV parsing speed;
-//   2. loads it with LoadUserShards into all `--shards` shards on 1 and 2 threads
-//      (best of `--repeat` runs each), as a worker does for the shards it hosts;
+//   2. loads it with LoadUserShards into all `--shards` shards on each of `--threads`
+//      (best of `--repeat` runs each), as a worker does for the shards it hosts, and
+//      reports rows per wall second, per core (wall seconds × threads) and per CPU
+//      second of all threads;
 //   3. keeps one load and reports what it stores per user: the RawShard accounting
-//      (RawShard::MemoryBytes) and the growth of VmRSS from /proc/self/status;
-//   4. adds what a segmentation job holds per shard (the n×d feature matrix of
-//      TransformShard and the KMeansShard state) and reports VmRSS again.
+//      (RawShard::MemoryBytes), the growth of VmRSS from /proc/self/status and the peak
+//      (VmHWM, reset before the load);
+//   4. adds what a segmentation job holds per shard (a TransformedRowSource and the
+//      KMeansShard state), runs AddCenters, LloydStep and Assign on every shard, and
+//      reports VmRSS and its peak again.
 // Ratios are against the raw feature bytes per user: 4 bytes per numeric cell plus the
 // id's characters.
 //
 // Run: cohort_ingest_bench --rows 2000000 --cols 32 --file /tmp/ingest.csv
 #include <malloc.h>
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -48,16 +53,27 @@ struct BenchOptions {
   int num_shards = 64;
   int repeat = 3;
   std::string file = "/tmp/cohort_ingest_bench.csv";
+  std::vector<int> threads = {1, 2};
+  bool speed_only = false;
 };
 
-// Resident set size of this process in bytes (VmRSS), or -1 when unknown.
-int64_t ResidentBytes() {
+// A field of /proc/self/status in bytes ("VmRSS", the resident size, or "VmHWM", its
+// peak), or -1 when unknown.
+int64_t StatusBytes(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
   }
   return -1;
+}
+
+int64_t ResidentBytes() { return StatusBytes("VmRSS"); }
+
+// Resets VmHWM to the current resident size (Linux 4.0 and later).
+void ResetPeakResident() {
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
 }
 
 double Seconds(std::chrono::steady_clock::time_point start) {
@@ -122,16 +138,34 @@ double CsvReaderRowsPerSecond(const BenchOptions& options) {
   return best;
 }
 
-double LoadRowsPerSecond(const BenchOptions& options, int threads) {
-  double best = 0;
+// CPU seconds used by all threads of this process so far.
+double ProcessCpuSeconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+struct LoadRate {
+  double rows_per_second = 0;      // rows / wall seconds
+  double rows_per_cpu_second = 0;  // rows / CPU seconds of all threads
+};
+
+// The best of `repeat` loads on `threads` threads, by wall time and by CPU time.
+LoadRate MeasureLoad(const BenchOptions& options, int threads) {
+  LoadRate best;
   for (int r = 0; r < options.repeat; ++r) {
+    const double cpu_start = ProcessCpuSeconds();
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<LoadedShards> loaded = LoadUserShards(LoadOptions(options, threads));
+    const double wall = Seconds(start);
+    const double cpu = ProcessCpuSeconds() - cpu_start;
     if (!loaded.ok()) {
       std::fprintf(stderr, "load failed: %s\n", std::string(loaded.status().message()).c_str());
-      return 0;
+      return {};
     }
-    best = std::max(best, static_cast<double>(loaded->rows_read) / Seconds(start));
+    const auto rows = static_cast<double>(loaded->rows_read);
+    best.rows_per_second = std::max(best.rows_per_second, rows / wall);
+    best.rows_per_cpu_second = std::max(best.rows_per_cpu_second, rows / cpu);
   }
   return best;
 }
@@ -152,17 +186,24 @@ int Run(const BenchOptions& options) {
 
   const double reader_rate = CsvReaderRowsPerSecond(options);
   std::printf("CsvReader alone, 1 thread:  %6.2f M rows/s\n", reader_rate / 1e6);
-  for (int threads : {1, 2}) {
-    const double rate = LoadRowsPerSecond(options, threads);
-    std::printf("LoadUserShards, %d thread%s: %6.2f M rows/s (%.2f M rows/s per thread)\n",
-                threads, threads == 1 ? ": " : "s:", rate / 1e6, rate / 1e6 / threads);
+  for (int threads : options.threads) {
+    const LoadRate rate = MeasureLoad(options, threads);
+    std::printf(
+        "LoadUserShards, %d thread%s %6.2f M rows/s, %.2f M rows/s per core "
+        "(wall × threads), %.2f M rows per CPU second\n",
+        threads, threads == 1 ? ": " : "s:", rate.rows_per_second / 1e6,
+        rate.rows_per_second / 1e6 / threads, rate.rows_per_cpu_second / 1e6);
   }
+  if (options.speed_only) return 0;
 
+  malloc_trim(0);
+  ResetPeakResident();
   const int64_t rss_before = ResidentBytes();
   absl::StatusOr<LoadedShards> loaded = LoadUserShards(LoadOptions(options, 0));
   if (!loaded.ok()) return 1;
   malloc_trim(0);  // as ShardStore::Load does after a load
   const int64_t rss_loaded = ResidentBytes();
+  const int64_t peak_load = StatusBytes("VmHWM");
   int64_t users = 0;
   int64_t id_chars = 0;
   int64_t accounted = 0;
@@ -173,30 +214,46 @@ int Run(const BenchOptions& options) {
   }
   const double raw_per_user =
       4.0 * options.cols + static_cast<double>(id_chars) / static_cast<double>(users);
+  const auto per_user = [&](int64_t bytes) {
+    return static_cast<double>(bytes - rss_before) / static_cast<double>(users);
+  };
   const double accounted_per_user = static_cast<double>(accounted) / static_cast<double>(users);
-  const double rss_per_user =
-      static_cast<double>(rss_loaded - rss_before) / static_cast<double>(users);
   std::printf("raw feature bytes per user (float32 cells + id chars): %.1f\n", raw_per_user);
-  std::printf("after load: accounted %.1f B/user (%.2f×), VmRSS growth %.1f B/user (%.2f×)\n",
-              accounted_per_user, accounted_per_user / raw_per_user, rss_per_user,
-              rss_per_user / raw_per_user);
+  std::printf("after load: accounted %.1f B/user (%.2f×), VmRSS growth %.1f B/user (%.2f×), "
+              "peak during the load %.1f B/user (%.2f×)\n",
+              accounted_per_user, accounted_per_user / raw_per_user, per_user(rss_loaded),
+              per_user(rss_loaded) / raw_per_user, per_user(peak_load),
+              per_user(peak_load) / raw_per_user);
 
-  // What a segmentation job adds on the worker: the features and the K-means state.
+  // What a segmentation job adds on the worker, as JobSession builds it: a feature source
+  // over each raw shard and the K-means state, then the steps of one Lloyd iteration.
   FeatureStats stats;
   for (const RawShard& shard : loaded->shards) stats.Merge(ComputeFeatureStats(shard));
   const Schema schema = UserSchema(options.cols);
   absl::StatusOr<FeatureTransform> transform = FitFeatureTransform(schema, stats, {});
   if (!transform.ok()) return 1;
-  std::vector<MatrixXfR> features(loaded->shards.size());
+  ResetPeakResident();
+  std::vector<std::unique_ptr<TransformedRowSource>> features;
   std::vector<std::unique_ptr<KMeansShard>> kmeans;
-  for (size_t s = 0; s < loaded->shards.size(); ++s) {
-    TransformShard(*transform, loaded->shards[s], &features[s]);
-    kmeans.push_back(std::make_unique<KMeansShard>(loaded->shards[s].shard_id, &features[s]));
+  for (const RawShard& shard : loaded->shards) {
+    features.push_back(std::make_unique<TransformedRowSource>(*transform, &shard));
+    kmeans.push_back(std::make_unique<KMeansShard>(shard.shard_id, features.back().get(), nullptr));
   }
   const int64_t rss_job = ResidentBytes();
-  const double job_per_user = static_cast<double>(rss_job - rss_before) / static_cast<double>(users);
-  std::printf("during a job: VmRSS growth %.1f B/user (%.2f×)\n", job_per_user,
-              job_per_user / raw_per_user);
+  constexpr int kBenchK = 10;
+  const MatrixXfR centroids = MatrixXfR::Random(kBenchK, transform->dim());
+  std::vector<std::vector<int32_t>> labels(kmeans.size());
+  for (size_t s = 0; s < kmeans.size(); ++s) {
+    (void)kmeans[s]->AddCenters(centroids.topRows(1));
+    (void)kmeans[s]->LloydStep(centroids, kBenchK);
+    std::vector<float> sq_dist;
+    kmeans[s]->Assign(centroids, &labels[s], &sq_dist);
+  }
+  const int64_t peak_job = StatusBytes("VmHWM");
+  std::printf("during a job: VmRSS growth %.1f B/user (%.2f×) with the K-means state, "
+              "peak %.1f B/user (%.2f×) through AddCenters, LloydStep and Assign (k = %d)\n",
+              per_user(rss_job), per_user(rss_job) / raw_per_user, per_user(peak_job),
+              per_user(peak_job) / raw_per_user, kBenchK);
   return 0;
 }
 
@@ -214,6 +271,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--file", options.file, "CSV to read; written first when it does not exist")
       ->capture_default_str();
+  app.add_option("--threads", options.threads, "thread counts of the load measurements")
+      ->capture_default_str();
+  app.add_flag("--speed-only", options.speed_only, "measure the load speed, not the memory");
   CLI11_PARSE(app, argc, argv);
   return cohort::Run(options);
 }

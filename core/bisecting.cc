@@ -269,49 +269,85 @@ absl::Status BisectingOptions::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The rows of `base` whose indices are listed, in list order.
+class IndexedRowSource final : public RowSource {
+ public:
+  IndexedRowSource(const RowSource* base, std::vector<uint32_t> indices)
+      : base_(base), indices_(std::move(indices)) {}
+
+  int64_t rows() const override { return static_cast<int64_t>(indices_.size()); }
+  int cols() const override { return base_->cols(); }
+  void CopyRows(int64_t begin, int64_t count, float* out) const override {
+    const int64_t d = cols();
+    for (int64_t r = 0; r < count; ++r) base_->CopyRows(indices_[begin + r], 1, out + r * d);
+  }
+
+ private:
+  const RowSource* base_;
+  std::vector<uint32_t> indices_;
+};
+
+}  // namespace
+
 BisectingShard::BisectingShard(int shard_id, const MatrixXfR* x,
                                const std::vector<float>* weights)
+    : BisectingShard(shard_id, std::make_unique<MatrixRowSource>(x), weights) {}
+
+BisectingShard::BisectingShard(int shard_id, std::unique_ptr<RowSource> owned_rows,
+                               const std::vector<float>* weights)
+    : BisectingShard(shard_id, owned_rows.get(), weights) {
+  owned_rows_ = std::move(owned_rows);
+}
+
+BisectingShard::BisectingShard(int shard_id, const RowSource* rows,
+                               const std::vector<float>* weights)
     : shard_id_(shard_id),
-      x_(x),
+      rows_(rows),
       weights_(weights),
-      nodes_(x->rows(), 0),
-      focus_rows_(0, x->cols()),
+      nodes_(rows->rows(), 0),
       // No node is focused yet, so the K-means steps see no rows.
-      focused_(std::make_unique<KMeansShard>(shard_id, &focus_rows_)) {}
+      focus_rows_(std::make_unique<IndexedRowSource>(rows, std::vector<uint32_t>())),
+      focused_(std::make_unique<KMeansShard>(shard_id, focus_rows_.get(), nullptr)) {}
 
 int64_t BisectingShard::Focus(int node) {
-  const int64_t n = x_->rows();
+  const int64_t n = rows_->rows();
   const int64_t count = std::count(nodes_.begin(), nodes_.end(), node);
 
-  // The KMeansShard points at focus_rows_, so it goes before the rows change.
+  // The KMeansShard reads focus_rows_, so it goes before the rows change.
   focused_.reset();
-  focus_rows_.resize(count, x_->cols());
+  focus_rows_.reset();
+  std::vector<uint32_t> indices;
+  indices.reserve(count);
   focus_weights_.clear();
-  int64_t next = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (nodes_[i] != node) continue;
-    focus_rows_.row(next++) = x_->row(i);
+    // Shards hold at most kMaxShardRows < 2^32 rows.
+    indices.push_back(static_cast<uint32_t>(i));
     if (weights_ != nullptr) focus_weights_.push_back((*weights_)[i]);
   }
-  focused_ = weights_ == nullptr
-                 ? std::make_unique<KMeansShard>(shard_id_, &focus_rows_)
-                 : std::make_unique<KMeansShard>(shard_id_, &focus_rows_, &focus_weights_);
+  focus_rows_ = std::make_unique<IndexedRowSource>(rows_, std::move(indices));
+  focused_ = std::make_unique<KMeansShard>(shard_id_, focus_rows_.get(),
+                                           weights_ == nullptr ? nullptr : &focus_weights_);
   return count;
 }
 
 ClusterAggregates BisectingShard::Split(int node, const MatrixXfR& centroids, int left,
                                         int right) {
-  const int64_t n = x_->rows();
-  const int d = static_cast<int>(x_->cols());
+  const int64_t n = rows_->rows();
+  const int d = rows_->cols();
 
   // Sides are computed in parallel. Each row's side depends only on that row, and the
   // sums below add the rows in order on one thread, so the result does not depend on the
   // thread count.
   std::vector<uint8_t> goes_right(n, 0);
-#pragma omp parallel for schedule(static) if (n > kParallelMinRows)
-  for (int64_t i = 0; i < n; ++i) {
-    if (nodes_[i] == node) goes_right[i] = GoesRight(x_->data() + i * d, centroids) ? 1 : 0;
-  }
+  ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+    for (int64_t r = 0; r < count; ++r) {
+      if (nodes_[begin + r] != node) continue;
+      goes_right[begin + r] = GoesRight(block.data() + r * d, centroids) ? 1 : 0;
+    }
+  });
 
   ClusterAggregates aggregates;
   aggregates.k = 2;
@@ -322,16 +358,18 @@ ClusterAggregates BisectingShard::Split(int node, const MatrixXfR& centroids, in
   std::vector<double> weight_sums(2, 0.0);
   // Sides of this split's rows, for the deviation pass below; with left == right the
   // node ids alone cannot tell the sides apart.
-  std::vector<int64_t> moved;
+  std::vector<uint8_t> moved(n, 0);
+  MatrixXfR block;
   for (int64_t i = 0; i < n; ++i) {
+    if (i % kRowBlockRows == 0) rows_->CopyBlock(i, std::min(kRowBlockRows, n - i), &block);
     if (nodes_[i] != node) continue;
     const int side = goes_right[i];
     nodes_[i] = side == 1 ? right : left;
-    moved.push_back(i);
+    moved[i] = 1;
     ++aggregates.counts[side];
     const double w = Weight(i);
     weight_sums[side] += w;
-    const float* row = x_->data() + i * d;
+    const float* row = block.data() + (i % kRowBlockRows) * d;
     double* sum = aggregates.sums.data() + side * d;
     double sq_norm = 0;
     for (int j = 0; j < d; ++j) {
@@ -349,9 +387,11 @@ ClusterAggregates BisectingShard::Split(int node, const MatrixXfR& centroids, in
   for (int side = 0; side < 2; ++side) {
     if (weight_sums[side] > 0) means.row(side) = aggregates.sums.row(side) / weight_sums[side];
   }
-  for (int64_t i : moved) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % kRowBlockRows == 0) rows_->CopyBlock(i, std::min(kRowBlockRows, n - i), &block);
+    if (moved[i] == 0) continue;
     const int side = goes_right[i];
-    const float* row = x_->data() + i * d;
+    const float* row = block.data() + (i % kRowBlockRows) * d;
     double sq_deviation = 0;
     for (int j = 0; j < d; ++j) {
       const double diff = row[j] - means(side, j);

@@ -21,6 +21,7 @@
 #include "core/kmeans.h"
 #include "core/kmeans_kernels.h"
 #include "core/matrix.h"
+#include "core/row_source.h"
 
 namespace cohort {
 
@@ -58,9 +59,13 @@ class BisectingShard {
   // `weights` (one per row, not owned, must outlive the shard) may be null: every row
   // then has weight 1. REQUIRES: CheckSampleWeights(*x, *weights) is OK when not null.
   BisectingShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights = nullptr);
+  // As above with the rows of `rows` (not owned, must outlive the shard), which every
+  // step reads block by block.
+  BisectingShard(int shard_id, const RowSource* rows, const std::vector<float>* weights = nullptr);
 
   int shard_id() const { return shard_id_; }
-  // Copies the rows of `node` into the focus matrix; returns their count.
+  // Restricts the K-means state to the rows of `node` (a list of their indices, not a
+  // copy of the rows); returns their count.
   int64_t Focus(int node);
   // The focused rows' K-means state (valid after Focus).
   KMeansShard& focused() { return *focused_; }
@@ -71,13 +76,19 @@ class BisectingShard {
   const std::vector<int32_t>& nodes() const { return nodes_; }
 
  private:
+  BisectingShard(int shard_id, std::unique_ptr<RowSource> owned_rows,
+                 const std::vector<float>* weights);
+
   double Weight(int64_t i) const { return weights_ == nullptr ? 1.0 : (*weights_)[i]; }
 
   int shard_id_;
-  const MatrixXfR* x_;
+  // A source over the caller's matrix, for the constructor that takes one.
+  std::unique_ptr<RowSource> owned_rows_;
+  const RowSource* rows_;
   const std::vector<float>* weights_;  // null: every row has weight 1
   std::vector<int32_t> nodes_;
-  MatrixXfR focus_rows_;
+  // The focused rows: a view of rows_ through their indices.
+  std::unique_ptr<RowSource> focus_rows_;
   std::vector<float> focus_weights_;  // the focused rows' weights, when weighted
   std::unique_ptr<KMeansShard> focused_;
 };

@@ -337,6 +337,67 @@ void TransformShard(const FeatureTransform& transform, const RawShard& shard, Ma
   }
 }
 
+TransformedRowSource::TransformedRowSource(const FeatureTransform& transform,
+                                           const RawShard* shard)
+    : transform_(transform), shard_(shard), dim_(transform.dim()) {
+  for (const NumericTransform& column : transform.numeric) {
+    any_log1p_ = any_log1p_ || column.log1p;
+    means_.push_back(column.mean);
+    scales_.push_back(column.scale);
+  }
+  assert(static_cast<size_t>(shard->numeric.cols()) == transform.numeric.size());
+  assert(shard->categorical.size() == transform.categorical.size());
+  int offset = static_cast<int>(transform.numeric.size());
+  for (size_t c = 0; c < transform.categorical.size(); ++c) {
+    const CategoricalTransform& column = transform.categorical[c];
+    const absl::flat_hash_map<std::string, int> index = ValueIndex(column);
+    const CategoricalColumn& cells = shard->categorical[c];
+    // As TransformShard: a value never seen at fit time goes to "other", or nowhere.
+    std::vector<int> columns(cells.dictionary().size(), -1);
+    for (size_t code = 0; code < columns.size(); ++code) {
+      auto it = index.find(cells.dictionary()[code]);
+      if (it != index.end()) {
+        columns[code] = offset + it->second;
+      } else if (column.has_other) {
+        columns[code] = offset + static_cast<int>(column.values.size());
+      }
+    }
+    column_of_code_.push_back(std::move(columns));
+    offset += CategoricalWidth(column);
+  }
+}
+
+void TransformedRowSource::CopyRows(int64_t begin, int64_t count, float* out) const {
+  const size_t num_numeric = transform_.numeric.size();
+  std::fill(out, out + count * dim_, 0.0f);
+  for (int64_t r = 0; r < count; ++r) {
+    const float* raw = shard_->numeric.row(begin + r);
+    float* row = out + r * dim_;
+    if (!any_log1p_) {
+      // Standardize without the log1p branch, in a loop the compiler can vectorize.
+      for (size_t c = 0; c < num_numeric; ++c) {
+        const double value = raw[c];
+        const float standardized = static_cast<float>((value - means_[c]) / scales_[c]);
+        row[c] = std::isnan(value) ? 0.0f : standardized;
+      }
+      continue;
+    }
+    for (size_t c = 0; c < num_numeric; ++c) row[c] = Standardize(transform_.numeric[c], raw[c]);
+  }
+  for (size_t c = 0; c < column_of_code_.size(); ++c) {
+    const std::vector<int32_t>& codes = shard_->categorical[c].codes();
+    const std::vector<int>& columns = column_of_code_[c];
+    for (int64_t r = 0; r < count; ++r) {
+      const int column = columns[codes[begin + r]];
+      if (column >= 0) out[r * dim_ + column] = 1.0f;
+    }
+  }
+}
+
+void TransformedRowSource::PrefetchRow(int64_t row) const {
+  PrefetchFloats(shard_->numeric.row(row), static_cast<int64_t>(transform_.numeric.size()));
+}
+
 absl::StatusOr<std::vector<float>> TransformUser(
     const FeatureTransform& transform, const std::map<std::string, std::string>& columns) {
   // Column name → position in transform.numeric (>= 0) or in transform.categorical

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "core/matrix.h"
 #include "core/raw_table.h"
+#include "core/row_source.h"
 
 namespace cohort {
 
@@ -109,6 +110,31 @@ struct FeatureTransform {
 // is all zero.
 // REQUIRES: `shard` has the columns the transform was fitted on.
 void TransformShard(const FeatureTransform& transform, const RawShard& shard, MatrixXfR* x);
+
+// The rows TransformShard would write for `shard`, computed block by block when a kernel
+// reads them, so the n×d feature matrix is never stored. Keeps a copy of the transform;
+// the shard is not owned and must outlive the source, unchanged.
+// REQUIRES: `shard` has the columns the transform was fitted on.
+class TransformedRowSource final : public RowSource {
+ public:
+  TransformedRowSource(const FeatureTransform& transform, const RawShard* shard);
+
+  int64_t rows() const override { return shard_->num_rows(); }
+  int cols() const override { return dim_; }
+  void CopyRows(int64_t begin, int64_t count, float* out) const override;
+  void PrefetchRow(int64_t row) const override;
+
+ private:
+  FeatureTransform transform_;
+  const RawShard* shard_;
+  int dim_;
+  // The numeric columns' means and scales, and whether any of them takes log1p first.
+  std::vector<double> means_;
+  std::vector<double> scales_;
+  bool any_log1p_ = false;
+  // Per categorical column: the output column of each dictionary code, or -1 for none.
+  std::vector<std::vector<int>> column_of_code_;
+};
 
 // Transforms one new user given as column name → cell text. A column of the transform
 // that is absent, or an empty cell, is treated as missing (a categorical column then

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "core/row_source.h"
 
 namespace cohort {
 namespace {
@@ -63,33 +64,21 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
   return CombineLanes(acc);
 }
 
-// Rows per chunk of LloydStep: 16 MiB of 64-column rows, which stay in a last-level cache
-// of 32 MiB between the assignment and the sums. Each chunk ends two OpenMP regions. With
-// other processes on the cores, a thread that spins at a barrier (libgomp's default wait
-// policy) can wait a time slice for its partner. At load average 11 on 2 CPUs, chunks of
-// 16,384 rows made an iteration about 3 times slower than chunks of this size.
-constexpr int64_t kLloydChunkRows = 65536;
-
 // Rows ahead of the copy whose cache lines GatherRows requests.
 constexpr int64_t kGatherPrefetchRows = 16;
 // Rows from which GatherRows runs on the OpenMP threads.
 constexpr int64_t kGatherParallelMinRows = 2048;
 
-// Copies the rows of x at `rows` (any order, repeats allowed) into a rows.size() × d
-// matrix. The rows sit at random places in a matrix much larger than the caches, so each
-// copy waits on memory unless its lines were requested earlier.
-MatrixXfR GatherRows(const MatrixXfR& x, const std::vector<int64_t>& rows) {
+// Copies the rows of `source` at `rows` (any order, repeats allowed) into a
+// rows.size() × d matrix. The rows sit at random places in storage much larger than the
+// caches, so each copy waits on memory unless its lines were requested earlier.
+MatrixXfR GatherRows(const RowSource& source, const std::vector<int64_t>& rows) {
   const int64_t m = static_cast<int64_t>(rows.size());
-  const int64_t d = x.cols();
-  MatrixXfR out(m, d);
-  constexpr int64_t kFloatsPerLine = 64 / sizeof(float);
+  MatrixXfR out(m, source.cols());
 #pragma omp parallel for schedule(static) if (m >= kGatherParallelMinRows)
   for (int64_t j = 0; j < m; ++j) {
-    if (j + kGatherPrefetchRows < m) {
-      const float* ahead = x.data() + rows[j + kGatherPrefetchRows] * d;
-      for (int64_t t = 0; t < d; t += kFloatsPerLine) __builtin_prefetch(ahead + t);
-    }
-    std::copy_n(x.data() + rows[j] * d, d, out.data() + j * d);
+    if (j + kGatherPrefetchRows < m) source.PrefetchRow(rows[j + kGatherPrefetchRows]);
+    source.CopyRows(rows[j], 1, out.row(j).data());
   }
   return out;
 }
@@ -145,9 +134,13 @@ double KeyedUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t 
 }
 
 absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& weights) {
-  if (static_cast<int64_t>(weights.size()) != x.rows()) {
+  return CheckSampleWeights(x.rows(), weights);
+}
+
+absl::Status CheckSampleWeights(int64_t rows, const std::vector<float>& weights) {
+  if (static_cast<int64_t>(weights.size()) != rows) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "weights has %d entries; it must have one per row (%d rows)", weights.size(), x.rows()));
+        "weights has %d entries; it must have one per row (%d rows)", weights.size(), rows));
   }
   for (size_t i = 0; i < weights.size(); ++i) {
     if (!(std::isfinite(weights[i]) && weights[i] >= 0)) {
@@ -158,26 +151,98 @@ absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& we
   return absl::OkStatus();
 }
 
-KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x)
-    : shard_id_(shard_id),
-      x_(x),
-      x_sq_norms_(RowSquaredNorms(*x)),
-      min_sq_dist_(x->rows(), std::numeric_limits<float>::infinity()) {}
+namespace {
+
+// The rows of `base` scaled to unit norm as NormalizeRows scales them, row by row.
+class NormalizedRowSource final : public RowSource {
+ public:
+  explicit NormalizedRowSource(const RowSource* base) : base_(base) {}
+
+  int64_t rows() const override { return base_->rows(); }
+  int cols() const override { return base_->cols(); }
+  void CopyRows(int64_t begin, int64_t count, float* out) const override {
+    base_->CopyRows(begin, count, out);
+    const int64_t d = cols();
+    for (int64_t r = 0; r < count; ++r) {
+      float* row = out + r * d;
+      const float sq_norm = SquaredNorm(row, d);
+      if (sq_norm > 0) {
+        const float norm = std::sqrt(sq_norm);
+        for (int64_t j = 0; j < d; ++j) row[j] /= norm;
+      } else {
+        std::fill(row, row + d, 0.0f);  // also turns -0.0 into 0
+      }
+    }
+  }
+
+ private:
+  const RowSource* base_;
+};
+
+// Blocks of kRowBlockRows rows whose Lloyd partials are held at once. The partials of a
+// wave are merged in block order, so the result does not depend on the thread count,
+// and memory stays at kLloydWaveBlocks × k × d doubles whatever n is. Each wave is one
+// OpenMP region: with other processes on the cores, a thread that spins at the region's
+// end (libgomp's default wait policy) can lose a time slice, so waves are kept long.
+constexpr int64_t kLloydWaveBlocks = 32;
+
+// (squared distance, row) ordered as LloydPartial::farthest: distance descending, then
+// row ascending.
+using FarRow = std::pair<float, int64_t>;
+bool FartherFirst(const FarRow& a, const FarRow& b) {
+  if (a.first != b.first) return a.first > b.first;
+  return a.second < b.second;
+}
+
+// Keeps the first `keep` rows of `rows` in FartherFirst order.
+void KeepFarthest(int64_t keep, std::vector<FarRow>* rows) {
+  const int64_t kept = std::min<int64_t>(keep, static_cast<int64_t>(rows->size()));
+  std::partial_sort(rows->begin(), rows->begin() + kept, rows->end(), FartherFirst);
+  rows->resize(kept);
+}
+
+// One block's share of a Lloyd step.
+struct LloydBlock {
+  MatrixXdR sums;
+  std::vector<int64_t> counts;
+  std::vector<double> weighted_counts;
+  double inertia = 0;
+  std::vector<FarRow> farthest;
+};
+
+}  // namespace
+
+KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x) : KMeansShard(shard_id, x, nullptr) {}
 
 KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights)
-    : KMeansShard(shard_id, x) {
+    : shard_id_(shard_id),
+      owned_rows_(std::make_unique<MatrixRowSource>(x)),
+      rows_(owned_rows_.get()),
+      min_sq_dist_(x->rows(), std::numeric_limits<float>::infinity()) {
+  if (weights != nullptr) weights_ = *weights;
+}
+
+KMeansShard::KMeansShard(int shard_id, const RowSource* rows, const std::vector<float>* weights)
+    : shard_id_(shard_id),
+      rows_(rows),
+      min_sq_dist_(rows->rows(), std::numeric_limits<float>::infinity()) {
   if (weights != nullptr) weights_ = *weights;
 }
 
 void KMeansShard::UseCosineDistance() {
-  if (normalized_ != nullptr) return;
-  normalized_ = std::make_unique<MatrixXfR>(*x_);
-  NormalizeRows(normalized_.get());
-  const int64_t n = x_->rows();
-  x_ = normalized_.get();
-  x_sq_norms_ = RowSquaredNorms(*x_);
+  if (normalized_rows_ != nullptr) return;
+  normalized_rows_ = std::make_unique<NormalizedRowSource>(rows_);
+  rows_ = normalized_rows_.get();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
+  std::vector<uint8_t> zero_row(n, 0);
+  ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+    for (int64_t r = 0; r < count; ++r) {
+      zero_row[begin + r] = SquaredNorm(block.data() + r * d, d) > 0 ? 0 : 1;
+    }
+  });
   for (int64_t i = 0; i < n; ++i) {
-    if (x_sq_norms_[i] > 0) continue;
+    if (zero_row[i] == 0) continue;
     if (weights_.empty()) weights_.assign(n, 1.0f);
     weights_[i] = 0.0f;
   }
@@ -187,16 +252,29 @@ void KMeansShard::UseCosineDistance() {
 // NOTE: the moments count every row once, whatever its weight, so with sample weights
 // the data scale (and so the tol rule) is that of the unweighted rows.
 void KMeansShard::ColumnMoments(std::vector<double>* sum, std::vector<double>* sum_sq) const {
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
+  // Per block: d sums then d sums of squares, merged in block order below.
+  const int64_t num_blocks = (n + kRowBlockRows - 1) / kRowBlockRows;
+  std::vector<double> block_sums(static_cast<size_t>(num_blocks * 2 * d), 0.0);
+  ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+    double* block_sum = block_sums.data() + (begin / kRowBlockRows) * 2 * d;
+    double* block_sum_sq = block_sum + d;
+    for (int64_t r = 0; r < count; ++r) {
+      const float* row = block.data() + r * d;
+      for (int64_t j = 0; j < d; ++j) {
+        const double v = row[j];
+        block_sum[j] += v;
+        block_sum_sq[j] += v * v;
+      }
+    }
+  });
   sum->assign(d, 0.0);
   sum_sq->assign(d, 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = x_->data() + i * d;
+  for (int64_t b = 0; b < num_blocks; ++b) {
     for (int64_t j = 0; j < d; ++j) {
-      const double v = row[j];
-      (*sum)[j] += v;
-      (*sum_sq)[j] += v * v;
+      (*sum)[j] += block_sums[(b * 2) * d + j];
+      (*sum_sq)[j] += block_sums[(b * 2 + 1) * d + j];
     }
   }
 }
@@ -207,19 +285,20 @@ void KMeansShard::ResetMinDistances() {
 }
 
 double KMeansShard::AddCenters(const MatrixXfR& centers) {
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
   const int64_t m = centers.rows();
   if (m > 0) {
-#pragma omp parallel for schedule(static) if (n > kParallelMinRows)
-    for (int64_t i = 0; i < n; ++i) {
-      const float* row = x_->data() + i * d;
-      float best = min_sq_dist_[i];
-      for (int64_t c = 0; c < m; ++c) {
-        best = std::min(best, SquaredDistance(row, centers.data() + c * d, d));
+    ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+      for (int64_t r = 0; r < count; ++r) {
+        const float* row = block.data() + r * d;
+        float best = min_sq_dist_[begin + r];
+        for (int64_t c = 0; c < m; ++c) {
+          best = std::min(best, SquaredDistance(row, centers.data() + c * d, d));
+        }
+        min_sq_dist_[begin + r] = best;
       }
-      min_sq_dist_[i] = best;
-    }
+    });
     has_centers_ = true;
   }
 
@@ -238,24 +317,27 @@ double KMeansShard::AddCenters(const MatrixXfR& centers) {
 }
 
 std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) const {
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
   const int64_t m = candidates.rows();
   std::vector<double> potentials(m, 0.0);
   if (m == 0 || n == 0) return potentials;
 
   const int64_t chunk_rows = std::min(n, kTrialChunkRows);
   std::vector<float> dist(chunk_rows * m);
-  for (int64_t begin = 0; begin < n; begin += chunk_rows) {
-    const int64_t rows = std::min(chunk_rows, n - begin);
-#pragma omp parallel for schedule(static) if (rows > kParallelMinRows)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = x_->data() + (begin + r) * d;
-      for (int64_t c = 0; c < m; ++c) {
-        dist[r * m + c] =
-            std::min(min_sq_dist_[begin + r], SquaredDistance(row, candidates.data() + c * d, d));
-      }
-    }
+  for (int64_t first = 0; first < n; first += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, n - first);
+    ForEachRowBlock(*rows_, first, first + rows,
+                    [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+                      for (int64_t r = 0; r < count; ++r) {
+                        const float* row = block.data() + r * d;
+                        const int64_t i = begin + r;
+                        for (int64_t c = 0; c < m; ++c) {
+                          dist[(i - first) * m + c] = std::min(
+                              min_sq_dist_[i], SquaredDistance(row, candidates.data() + c * d, d));
+                        }
+                      }
+                    });
     // Summed on one thread, rows in order, as AddCenters sums them.
     for (int64_t c = 0; c < m; ++c) {
       double sum = potentials[c];
@@ -263,7 +345,7 @@ std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) co
         for (int64_t r = 0; r < rows; ++r) sum += dist[r * m + c];
       } else {
         for (int64_t r = 0; r < rows; ++r) {
-          const float w = weights_[begin + r];
+          const float w = weights_[first + r];
           if (w != 0) sum += static_cast<double>(w) * dist[r * m + c];
         }
       }
@@ -273,8 +355,14 @@ std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) co
   return potentials;
 }
 
+std::vector<float> KMeansShard::RowValues(int64_t row) const {
+  std::vector<float> values(static_cast<size_t>(rows_->cols()));
+  rows_->CopyRows(row, 1, values.data());
+  return values;
+}
+
 ShardPoint KMeansShard::PickByOffset(double offset) const {
-  const int64_t n = x_->rows();
+  const int64_t n = rows_->rows();
   ShardPoint point;
   point.shard_id = shard_id_;
   point.row = -1;
@@ -297,8 +385,7 @@ ShardPoint KMeansShard::PickByOffset(double offset) const {
 
   point.row = last_positive;
   point.sq_dist = sampling_weight(last_positive);
-  const float* row = x_->data() + last_positive * x_->cols();
-  point.values.assign(row, row + x_->cols());
+  point.values = RowValues(last_positive);
   return point;
 }
 
@@ -307,8 +394,7 @@ std::vector<ShardPoint> KMeansShard::SampleCandidates(uint64_t seed, int run, in
                                                       double potential) const {
   std::vector<ShardPoint> picks;
   if (!(potential > 0) || !has_centers_) return picks;
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
   for (int64_t i = 0; i < n; ++i) {
     const double weighted = static_cast<double>(Weight(i)) * min_sq_dist_[i];
     if (!(weighted > 0)) continue;
@@ -320,99 +406,82 @@ std::vector<ShardPoint> KMeansShard::SampleCandidates(uint64_t seed, int run, in
     point.shard_id = shard_id_;
     point.row = i;
     point.sq_dist = min_sq_dist_[i];
-    const float* row = x_->data() + i * d;
-    point.values.assign(row, row + d);
+    point.values = RowValues(i);
     picks.push_back(std::move(point));
   }
   return picks;
 }
 
 LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest) const {
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
   const int64_t k = centroids.rows();
   const bool weighted = !weights_.empty();
+  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
 
   LloydPartial partial;
   partial.shard_id = shard_id_;
   partial.sums = MatrixXdR::Zero(k, d);
   partial.counts.assign(k, 0);
   partial.weighted_counts.assign(k, 0.0);
+  std::vector<FarRow> farthest;
 
-  // Rows are assigned and summed chunk by chunk, so the sums read each chunk from the
-  // cache right after its assignment instead of reading x from memory a second time.
-  std::vector<int32_t> labels(n);
-  std::vector<float> sq_dist(n);
-  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
+  // Rows are read once, block by block: each block is assigned and summed by one thread,
+  // rows in order, and the blocks of a wave are merged in block order.
+  // The centroids are prepared for the assignment (quantized, packed) once per step.
   const CentroidAssigner assigner(centroids, c_sq_norms);
-  for (int64_t begin = 0; begin < n; begin += kLloydChunkRows) {
-    const int64_t end = std::min(n, begin + kLloydChunkRows);
-    assigner.Assign(*x_, x_sq_norms_, begin, end, labels.data(), sq_dist.data());
-
-    // Each thread owns a contiguous range of centroids and scans the chunk's rows in
-    // order, so the sum of every centroid adds its rows in row order whatever the thread
-    // count.
-#pragma omp parallel if (n > kParallelMinRows)
-    {
-      const int64_t thread = omp_get_thread_num();
-      const int64_t num_threads = omp_get_num_threads();
-      const int64_t own_begin = k * thread / num_threads;
-      const int64_t own_end = k * (thread + 1) / num_threads;
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t label = labels[i];
-        if (label < own_begin || label >= own_end) continue;
-        const float* row = x_->data() + i * d;
-        double* sum = partial.sums.data() + label * d;
-        if (!weighted) {
-          ++partial.counts[label];
-          for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
-          continue;
-        }
-        const double w = weights_[i];
+  const int64_t num_blocks = (n + kRowBlockRows - 1) / kRowBlockRows;
+  for (int64_t wave = 0; wave < num_blocks; wave += kLloydWaveBlocks) {
+    const int64_t wave_blocks = std::min(kLloydWaveBlocks, num_blocks - wave);
+    std::vector<LloydBlock> blocks(static_cast<size_t>(wave_blocks));
+    const int64_t first = wave * kRowBlockRows;
+    const int64_t last = std::min(n, (wave + wave_blocks) * kRowBlockRows);
+    ForEachRowBlock(*rows_, first, last, [&](int64_t begin, int64_t count, const MatrixXfR& x) {
+      LloydBlock& out = blocks[(begin - first) / kRowBlockRows];
+      out.sums = MatrixXdR::Zero(k, d);
+      out.counts.assign(k, 0);
+      out.weighted_counts.assign(k, 0.0);
+      std::vector<int32_t> labels(count);
+      std::vector<float> sq_dist(count);
+      assigner.Assign(x, RowSquaredNorms(x), 0, count, labels.data(), sq_dist.data());
+      for (int64_t r = 0; r < count; ++r) {
+        const double w = Weight(begin + r);
         if (w == 0) continue;
-        ++partial.counts[label];
-        partial.weighted_counts[label] += w;
-        for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
+        const int32_t label = labels[r];
+        const float* row = x.data() + r * d;
+        double* sum = out.sums.data() + label * d;
+        ++out.counts[label];
+        out.weighted_counts[label] += w;
+        out.inertia += weighted ? w * sq_dist[r] : sq_dist[r];
+        if (weighted) {
+          for (int64_t j = 0; j < d; ++j) sum[j] += w * row[j];
+        } else {
+          for (int64_t j = 0; j < d; ++j) sum[j] += row[j];
+        }
+        if (num_farthest > 0) out.farthest.emplace_back(sq_dist[r], begin + r);
       }
+      KeepFarthest(num_farthest, &out.farthest);
+    });
+    for (const LloydBlock& block : blocks) {
+      partial.sums += block.sums;
+      for (int64_t j = 0; j < k; ++j) {
+        partial.counts[j] += block.counts[j];
+        partial.weighted_counts[j] += block.weighted_counts[j];
+      }
+      partial.inertia += block.inertia;
+      farthest.insert(farthest.end(), block.farthest.begin(), block.farthest.end());
     }
-  }
-  if (!weighted) {
-    for (int64_t j = 0; j < k; ++j) partial.weighted_counts[j] = static_cast<double>(partial.counts[j]);
+    KeepFarthest(num_farthest, &farthest);
   }
 
-  if (!weighted) {
-    for (int64_t i = 0; i < n; ++i) partial.inertia += sq_dist[i];
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      if (weights_[i] != 0) partial.inertia += static_cast<double>(weights_[i]) * sq_dist[i];
-    }
-  }
-
-  if (num_farthest <= 0) return partial;
-  // Rows of weight 0 are never reseeding candidates.
-  std::vector<int64_t> order;
-  order.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    if (Weight(i) != 0) order.push_back(i);
-  }
-  const int64_t num_kept =
-      std::min<int64_t>(std::max(num_farthest, 0), static_cast<int64_t>(order.size()));
-  if (num_kept > 0) {
-    std::partial_sort(order.begin(), order.begin() + num_kept, order.end(),
-                      [&sq_dist](int64_t a, int64_t b) {
-                        if (sq_dist[a] != sq_dist[b]) return sq_dist[a] > sq_dist[b];
-                        return a < b;
-                      });
-    partial.farthest.reserve(num_kept);
-    for (int64_t r = 0; r < num_kept; ++r) {
-      ShardPoint point;
-      point.shard_id = shard_id_;
-      point.row = order[r];
-      point.sq_dist = sq_dist[order[r]];
-      const float* row = x_->data() + order[r] * d;
-      point.values.assign(row, row + d);
-      partial.farthest.push_back(std::move(point));
-    }
+  partial.farthest.reserve(farthest.size());
+  for (const FarRow& far : farthest) {
+    ShardPoint point;
+    point.shard_id = shard_id_;
+    point.row = far.second;
+    point.sq_dist = far.first;
+    point.values = RowValues(far.second);
+    partial.farthest.push_back(std::move(point));
   }
   return partial;
 }
@@ -420,8 +489,8 @@ LloydPartial KMeansShard::LloydStep(const MatrixXfR& centroids, int num_farthest
 MiniBatchPartial KMeansShard::MiniBatchStep(const MatrixXfR& centroids, uint64_t seed, int run,
                                             int64_t step, int64_t batch_rows,
                                             int num_points) const {
-  const int64_t n = x_->rows();
-  const int64_t d = x_->cols();
+  const int64_t n = rows_->rows();
+  const int64_t d = rows_->cols();
   const int64_t k = centroids.rows();
   MiniBatchPartial partial;
   partial.shard_id = shard_id_;
@@ -436,14 +505,12 @@ MiniBatchPartial KMeansShard::MiniBatchStep(const MatrixXfR& centroids, uint64_t
                                   static_cast<uint64_t>(shard_id_), static_cast<uint64_t>(j));
     rows[j] = std::min(n - 1, static_cast<int64_t>(u * static_cast<double>(n)));
   }
-  const MatrixXfR batch = GatherRows(*x_, rows);
-  Eigen::VectorXf batch_sq_norms(batch_rows);
-  for (int64_t j = 0; j < batch_rows; ++j) batch_sq_norms[j] = x_sq_norms_[rows[j]];
+  const MatrixXfR batch = GatherRows(*rows_, rows);
 
   std::vector<int32_t> labels(batch_rows);
   std::vector<float> sq_dist(batch_rows);
-  AssignNearest(batch, batch_sq_norms, centroids, RowSquaredNorms(centroids), labels.data(),
-                sq_dist.data());
+  AssignNearest(batch, RowSquaredNorms(batch), centroids, RowSquaredNorms(centroids),
+                labels.data(), sq_dist.data());
 
   for (int64_t j = 0; j < batch_rows; ++j) {
     const double w = Weight(rows[j]);
@@ -466,23 +533,23 @@ MiniBatchPartial KMeansShard::MiniBatchStep(const MatrixXfR& centroids, uint64_t
   return partial;
 }
 
-void KMeansShard::AssignSquared(const MatrixXfR& centroids, std::vector<int32_t>* labels,
-                                std::vector<float>* sq_dist) const {
-  labels->resize(x_->rows());
-  sq_dist->resize(x_->rows());
-  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
-  AssignNearest(*x_, x_sq_norms_, centroids, c_sq_norms, labels->data(), sq_dist->data());
-}
-
 void KMeansShard::Assign(const MatrixXfR& centroids, std::vector<int32_t>* labels,
                          std::vector<float>* sq_dist) const {
-  if (!cosine()) {
-    AssignSquared(centroids, labels, sq_dist);
-    return;
-  }
-  labels->resize(x_->rows());
-  sq_dist->resize(x_->rows());
-  AssignNearestCosine(*x_, centroids, labels->data(), sq_dist->data());
+  const int64_t n = rows_->rows();
+  labels->resize(n);
+  sq_dist->resize(n);
+  const bool use_cosine = cosine();
+  const Eigen::VectorXf c_sq_norms = RowSquaredNorms(centroids);
+  // AssignNearest and AssignNearestCosine give each row a result that depends only on
+  // the row, so assigning block by block equals assigning all rows at once.
+  ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& x) {
+    if (use_cosine) {
+      AssignNearestCosine(x, centroids, labels->data() + begin, sq_dist->data() + begin);
+    } else {
+      AssignNearest(x, RowSquaredNorms(x), centroids, c_sq_norms, labels->data() + begin,
+                    sq_dist->data() + begin);
+    }
+  });
 }
 
 }  // namespace cohort

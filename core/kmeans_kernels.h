@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "core/matrix.h"
+#include "core/row_source.h"
 
 namespace cohort {
 
@@ -130,6 +131,8 @@ double KeyedUniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t 
 // Checks per-row sample weights for x: one weight per row, each finite and >= 0.
 // Errors: InvalidArgument naming `weights` with the row and value.
 [[nodiscard]] absl::Status CheckSampleWeights(const MatrixXfR& x, const std::vector<float>& weights);
+// As above for a matrix of `rows` rows.
+[[nodiscard]] absl::Status CheckSampleWeights(int64_t rows, const std::vector<float>& weights);
 
 // A data row chosen by a shard: where it is and its values.
 struct ShardPoint {
@@ -166,8 +169,10 @@ struct MiniBatchPartial {
   std::vector<ShardPoint> points;
 };
 
-// One shard's rows (n×d, row-major) with the per-job state of the K-means steps.
-// The shard does not own x, which must outlive it.
+// One shard's rows (n×d, row-major) with the per-job state of the K-means steps. The
+// rows come from a RowSource, read block by block (kRowBlockRows rows) in every step, so
+// a source that computes its rows on demand is never stored whole. The shard does not
+// own x or the source, which must outlive it.
 //
 // Sample weights: a row of weight w counts as w copies of itself in the k-means++ and
 // k-means‖ sampling (w × D²), in sums, weighted counts and inertia. A row of weight 0
@@ -182,18 +187,21 @@ class KMeansShard {
   // As above with one weight per row (copied). REQUIRES: CheckSampleWeights(*x, *weights)
   // is OK. A null `weights` means every row has weight 1.
   KMeansShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights);
+  // As above, with the rows of `rows`. REQUIRES: weights, when not null, has one finite
+  // weight >= 0 per row.
+  KMeansShard(int shard_id, const RowSource* rows, const std::vector<float>* weights);
 
-  // Switches the shard to the cosine distance: later steps see the rows normalized by
-  // NormalizeRows (an owned copy, so the shard then keeps a second n×d matrix), and zero
-  // rows get weight 0 (the zero-row rule, see kZeroRowCosineDistance). Resets the
+  // Switches the shard to the cosine distance: later steps see the rows normalized as
+  // NormalizeRows normalizes them (block by block as they are read), and zero rows get
+  // weight 0 (the zero-row rule, see kZeroRowCosineDistance). Resets the
   // k-means++ state. Calling it again does nothing.
   void UseCosineDistance();
-  bool cosine() const { return normalized_ != nullptr; }
+  bool cosine() const { return normalized_rows_ != nullptr; }
 
   int shard_id() const { return shard_id_; }
-  int64_t num_rows() const { return x_->rows(); }
+  int64_t num_rows() const { return rows_->rows(); }
   bool has_weights() const { return !weights_.empty(); }
-  int dim() const { return static_cast<int>(x_->cols()); }
+  int dim() const { return rows_->cols(); }
 
   // Per-column sums and sums of squares in double (for the data scale).
   void ColumnMoments(std::vector<double>* sum, std::vector<double>* sum_sq) const;
@@ -248,15 +256,16 @@ class KMeansShard {
  private:
   // Weight of row i: 1 without weights.
   float Weight(int64_t i) const { return weights_.empty() ? 1.0f : weights_[i]; }
-  // Squared Euclidean labels and distances of the rows the steps see.
-  void AssignSquared(const MatrixXfR& centroids, std::vector<int32_t>* labels,
-                     std::vector<float>* sq_dist) const;
+  // The values of row `row` as the steps see them.
+  std::vector<float> RowValues(int64_t row) const;
 
   int shard_id_;
-  const MatrixXfR* x_;  // the caller's rows, or normalized_ after UseCosineDistance
-  std::unique_ptr<MatrixXfR> normalized_;
+  // A source over the caller's matrix, for the constructors that take one.
+  std::unique_ptr<RowSource> owned_rows_;
+  // The rows the steps read: the caller's, or normalized_rows_ after UseCosineDistance.
+  const RowSource* rows_;
+  std::unique_ptr<RowSource> normalized_rows_;
   std::vector<float> weights_;  // empty: every row has weight 1
-  Eigen::VectorXf x_sq_norms_;
   std::vector<float> min_sq_dist_;  // k-means++ state, n entries
   bool has_centers_ = false;        // a center was added since the last reset
 };

@@ -98,6 +98,77 @@ inline bool ParsePlainDecimal(std::string_view text, double* value) {
   return true;
 }
 
+// Parses the plain decimal that starts at `begin` and ends at the first character that
+// cannot continue it (or at `end`), as ParsePlainDecimalFloat below does. Returns a
+// pointer past the number, or null when the text there is not a number the float path
+// accepts. Loaders use it to parse a cell while they look for the cell's end.
+inline const char* ParsePlainDecimalFloatPrefix(const char* begin, const char* end,
+                                                float* value) {
+  static constexpr float kPowersOfTen[] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f,
+                                           1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
+  constexpr uint32_t kMaxExactMantissa = uint32_t{1} << 24;
+  // More digits than this cannot form a mantissa <= 2^24 (unless they are leading
+  // zeros, which are left to the double path), and cannot overflow 32 bits.
+  constexpr ptrdiff_t kMaxDigits = 9;
+  const char* p = begin;
+  bool negative = false;
+  if (p < end && (*p == '-' || *p == '+')) negative = *p++ == '-';
+  uint32_t mantissa = 0;
+  const char* const integer_start = p;
+  for (unsigned digit; p < end && (digit = static_cast<unsigned char>(*p) - '0') <= 9; ++p) {
+    mantissa = mantissa * 10 + digit;
+  }
+  const ptrdiff_t integer_digits = p - integer_start;
+  if (integer_digits == 0 || integer_digits > kMaxDigits) return nullptr;
+  ptrdiff_t fraction_digits = 0;
+  if (p < end && *p == '.') {
+    const char* const fraction_start = ++p;
+    for (unsigned digit; p < end && (digit = static_cast<unsigned char>(*p) - '0') <= 9; ++p) {
+      mantissa = mantissa * 10 + digit;
+    }
+    fraction_digits = p - fraction_start;
+    if (fraction_digits == 0) return nullptr;
+  }
+  if (integer_digits + fraction_digits > kMaxDigits) return nullptr;
+  int exponent = -static_cast<int>(fraction_digits);
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    bool negative_exponent = false;
+    if (p < end && (*p == '-' || *p == '+')) negative_exponent = *p++ == '-';
+    const char* const exponent_start = p;
+    int written = 0;
+    for (unsigned digit; p < end && (digit = static_cast<unsigned char>(*p) - '0') <= 9; ++p) {
+      if (written > 1000) return nullptr;
+      written = written * 10 + static_cast<int>(digit);
+    }
+    if (p == exponent_start) return nullptr;
+    exponent += negative_exponent ? -written : written;
+  }
+  if (mantissa > kMaxExactMantissa) return nullptr;
+  float result = static_cast<float>(mantissa);
+  if (mantissa != 0) {
+    if (exponent < -10 || exponent > 10) return nullptr;
+    result = exponent < 0 ? result / kPowersOfTen[-exponent] : result * kPowersOfTen[exponent];
+  }
+  *value = negative ? -result : result;
+  return p;
+}
+
+// Parses a plain decimal as ParsePlainDecimal does, in float arithmetic, when its digits
+// form an integer m <= 2^24 and its decimal exponent e is within ±10. Then m and 10^|e|
+// are exact floats, so one float multiplication or division rounds m·10^e correctly, and
+// the result equals static_cast<float> of ParsePlainDecimal's double for every such m
+// and e (an exhaustive test in raw_table_test checks the division cases, where the
+// double is rounded twice). Returns false for any other text.
+inline bool ParsePlainDecimalFloat(std::string_view text, float* value) {
+  const char* const end = text.data() + text.size();
+  float parsed = 0;
+  const char* const parsed_end = ParsePlainDecimalFloatPrefix(text.data(), end, &parsed);
+  if (parsed_end == nullptr || parsed_end != end) return false;
+  *value = parsed;
+  return true;
+}
+
 // Errors: InvalidArgument "column '<column>': user id is empty; ..." for an empty id.
 [[nodiscard]] absl::Status CheckIdCell(std::string_view column, std::string_view id);
 // Errors: InvalidArgument naming the column when `cell` is not valid UTF-8.

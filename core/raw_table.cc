@@ -108,6 +108,7 @@ absl::Status CheckTextCell(std::string_view column, std::string_view cell) {
 }
 
 absl::StatusOr<float> ParseNumericCell(std::string_view column, std::string_view cell) {
+  if (float value = 0; ParsePlainDecimalFloat(cell, &value)) return value;
   // Every value of the fast path is below 2^53 × 10^22, inside the float32 range.
   if (double value = 0; ParsePlainDecimal(cell, &value)) return static_cast<float>(value);
   if (IsBlank(cell)) return std::numeric_limits<float>::quiet_NaN();

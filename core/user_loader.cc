@@ -1,10 +1,11 @@
 // LoadUserShards reads files in blocks of whole lines and splits each block into pieces
-// that OpenMP threads parse at the same time. The pieces are then appended to the shards
-// in input order, so the result and the first error reported do not depend on the
-// thread count.
+// that OpenMP threads parse at the same time. Then each shard is filled by one thread
+// with its rows in input order, and the first failing row in input order is reported, so
+// the result and the error do not depend on the thread count.
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -23,6 +24,7 @@
 #include "core/raw_cells.h"
 #include "core/raw_table.h"
 #include "core/shard_hash.h"
+#include "core/status_macros.h"
 
 namespace cohort {
 namespace {
@@ -50,6 +52,8 @@ struct FilePlan {
   std::vector<std::string_view> numeric_names;
   // "<file index>:" for line-number ids of every file after the first.
   std::string line_id_prefix;
+  // For each field, its index in numeric_fields, or -1 for a field of another column.
+  std::vector<int> numeric_of_field;
 };
 
 FilePlan MakeFilePlan(const Schema& schema, const std::vector<size_t>& header_index,
@@ -91,6 +95,10 @@ FilePlan MakeFilePlan(const Schema& schema, const std::vector<size_t>& header_in
     }
   }
   if (file_index > 0) plan.line_id_prefix = absl::StrCat(file_index, ":");
+  plan.numeric_of_field.assign(field_count, -1);
+  for (size_t c = 0; c < plan.numeric_fields.size(); ++c) {
+    plan.numeric_of_field[plan.numeric_fields[c]] = static_cast<int>(c);
+  }
   return plan;
 }
 
@@ -115,6 +123,23 @@ struct ParsedPiece {
   int64_t records = 0;
   int64_t line_breaks = 0;
   PieceIssue issue;
+  // The row indices grouped by slot, in input order inside each slot: the rows of slot
+  // s are by_slot[slot_starts[s], slot_starts[s + 1]).
+  std::vector<int32_t> by_slot;
+  std::vector<int32_t> slot_starts;
+
+  // Fills by_slot and slot_starts with a counting sort of the rows by slot.
+  void GroupBySlot(size_t num_slots) {
+    slot_starts.assign(num_slots + 1, 0);
+    for (int32_t slot : slots) ++slot_starts[static_cast<size_t>(slot) + 1];
+    for (size_t s = 0; s < num_slots; ++s) slot_starts[s + 1] += slot_starts[s];
+    by_slot.resize(slots.size());
+    next_in_slot.assign(slot_starts.begin(), slot_starts.end() - 1);
+    for (size_t r = 0; r < slots.size(); ++r) {
+      by_slot[next_in_slot[slots[r]]++] = static_cast<int32_t>(r);
+    }
+  }
+  std::vector<int32_t> next_in_slot;  // GroupBySlot's write position per slot
 
   // Empties the piece, keeping the capacity of its vectors for the next block.
   void Clear() {
@@ -125,14 +150,79 @@ struct ParsedPiece {
     categorical.clear();
     weights.clear();
     line_ids.clear();
+    by_slot.clear();
+    slot_starts.clear();
     records = 0;
     line_breaks = 0;
     issue = PieceIssue{};
   }
 };
 
+// Splits records that have no quoted field into fields and parses their numeric cells
+// in the same pass, so the bytes of a number are read once. A record it cannot take
+// (a quoted field, a blank line before it, a wrong field count) goes to CsvRecordParser,
+// so every record is split as CsvRecordParser splits it.
+class PlainRecordSplitter {
+ public:
+  PlainRecordSplitter(const CsvOptions& csv, const FilePlan& plan)
+      : delimiter_(csv.delimiter), quote_(csv.quote), plan_(plan) {
+    stops_.fill(false);
+    stops_[static_cast<unsigned char>(csv.delimiter)] = true;
+    stops_[static_cast<unsigned char>('\n')] = true;
+    stops_[static_cast<unsigned char>('\r')] = true;
+    // A delimiter that can be part of a number would end the number parse inside a cell.
+    enabled_ = std::string_view("0123456789+-.eE").find(csv.delimiter) == std::string_view::npos &&
+               plan.field_count > 0;
+  }
+
+  // Splits the record at *pos of data[0, size) into `fields`, and for each numeric column
+  // c whose cell is a number ParsePlainDecimalFloat accepts, sets values[c] and
+  // parsed[c] = 1 (else parsed[c] = 0). Advances *pos past the line end and counts it in
+  // *lines. Returns false, changing nothing, for a record it does not take.
+  bool Split(const char* data, size_t size, size_t* pos, std::vector<std::string_view>* fields,
+             float* values, uint8_t* parsed, int64_t* lines) const {
+    if (!enabled_) return false;
+    size_t p = *pos;
+    if (p == size || data[p] == '\n' || data[p] == '\r') return false;
+    fields->resize(plan_.field_count);
+    const char* const end = data + size;
+    for (size_t f = 0; f < plan_.field_count; ++f) {
+      if (p < size && data[p] == quote_) return false;
+      const size_t start = p;
+      const int c = plan_.numeric_of_field[f];
+      if (c >= 0) {
+        const char* number_end = ParsePlainDecimalFloatPrefix(data + p, end, &values[c]);
+        const bool at_stop = number_end != nullptr &&
+                             (number_end == end || stops_[static_cast<unsigned char>(*number_end)]);
+        parsed[c] = at_stop ? 1 : 0;
+        if (at_stop) p = static_cast<size_t>(number_end - data);
+      }
+      while (p < size && !stops_[static_cast<unsigned char>(data[p])]) ++p;
+      (*fields)[f] = std::string_view(data + start, p - start);
+      if (f + 1 == plan_.field_count) break;
+      if (p == size || data[p] != delimiter_) return false;  // too few fields
+      ++p;
+    }
+    if (p < size) {
+      if (data[p] == delimiter_) return false;  // too many fields
+      p += (data[p] == '\r' && p + 1 < size && data[p + 1] == '\n') ? 2 : 1;
+      ++*lines;
+    }
+    *pos = p;
+    return true;
+  }
+
+ private:
+  char delimiter_;
+  char quote_;
+  const FilePlan& plan_;
+  std::array<bool, 256> stops_;
+  bool enabled_ = false;
+};
+
 struct PieceContext {
   const FilePlan* plan;
+  const PlainRecordSplitter* splitter;
   const CsvRecordParser* parser;
   const std::vector<int>* slot_of_shard;
   int num_shards;
@@ -147,6 +237,9 @@ void ParsePiece(const PieceContext& context, char* data, size_t size, int64_t fi
   const size_t num_numeric = plan.numeric_fields.size();
   std::vector<std::string_view> fields;
   fields.reserve(plan.field_count);
+  // Numeric cells the splitter parsed: values[c] is valid where parsed[c] is 1.
+  std::vector<float> values(num_numeric);
+  std::vector<uint8_t> parsed(num_numeric);
   size_t pos = 0;
   int64_t lines = 0;
   int64_t record_line = 0;
@@ -157,10 +250,21 @@ void ParsePiece(const PieceContext& context, char* data, size_t size, int64_t fi
   };
 
   while (true) {
-    const CsvRecordParser::Result result =
-        context.parser->Next(data, size, &pos, &fields, &lines, &record_line);
-    if (result == CsvRecordParser::Result::kEnd) break;
-    if (result == CsvRecordParser::Result::kMalformed || fields.size() != plan.field_count) {
+    const int64_t lines_before = lines;
+    if (context.splitter->Split(data, size, &pos, &fields, values.data(), parsed.data(),
+                                &lines)) {
+      record_line = lines_before;
+    } else {
+      std::fill(parsed.begin(), parsed.end(), 0);
+      const CsvRecordParser::Result result =
+          context.parser->Next(data, size, &pos, &fields, &lines, &record_line);
+      if (result == CsvRecordParser::Result::kEnd) break;
+      if (result == CsvRecordParser::Result::kMalformed) {
+        fail(PieceIssue::Kind::kMalformed, absl::OkStatus());
+        break;
+      }
+    }
+    if (fields.size() != plan.field_count) {
       fail(PieceIssue::Kind::kMalformed, absl::OkStatus());
       break;
     }
@@ -200,8 +304,12 @@ void ParsePiece(const PieceContext& context, char* data, size_t size, int64_t fi
     const size_t numeric_start = out->numeric.size();
     out->numeric.resize(numeric_start + num_numeric);
     for (size_t c = 0; c < num_numeric && cell_error.ok(); ++c) {
+      // Most cells take the plain-decimal paths, which ParseNumericCell also starts with.
+      if (parsed[c] != 0) {
+        out->numeric[numeric_start + c] = values[c];
+        continue;
+      }
       const std::string_view cell = fields[plan.numeric_fields[c]];
-      // Most cells take the plain-decimal path, which ParseNumericCell also starts with.
       if (double value = 0; ParsePlainDecimal(cell, &value)) {
         out->numeric[numeric_start + c] = static_cast<float>(value);
         continue;
@@ -273,6 +381,8 @@ class ShardAppender {
     loaded_->duplicate_rows.assign(loaded_->shards.size(), 0);
   }
 
+  size_t num_slots() const { return loaded_->shards.size(); }
+
   // Reserves room in each shard for its expected share of the rows of `path`, estimated
   // from the first block (`block_bytes` holding the rows of `pieces`), so the columns do
   // not grow by repeated doubling. A file of unknown size (compressed) reserves nothing.
@@ -309,43 +419,89 @@ class ShardAppender {
     }
   }
 
-  // Appends the rows of `piece`, whose first line is `first_line` of `path`.
-  absl::Status Append(const ParsedPiece& piece, const std::string& path, int64_t first_line) {
-    const size_t num_numeric = loaded_->shards.empty() ? 0 : loaded_->shards[0].numeric.cols();
-    const size_t num_categorical =
-        loaded_->shards.empty() ? 0 : loaded_->shards[0].categorical.size();
-    for (size_t r = 0; r < piece.slots.size(); ++r) {
-      const int slot = piece.slots[r];
-      RawShard& shard = loaded_->shards[slot];
-      if (shard.num_rows() >= kMaxShardRows) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "shard ", shard.shard_id, " has more than ", kMaxShardRows,
-            " rows; create the dataset with more shards"));
-      }
-      shard.ids.push_back(piece.ids[r]);
-      const int64_t first = id_sets_[slot]->Insert(shard.num_rows() - 1);
-      if (first >= 0) {
-        shard.ids.pop_back();
-        if (options_.duplicate_ids == DuplicateIdRule::kKeepFirst) {
-          ++loaded_->duplicate_rows[slot];
-          continue;
-        }
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":", first_line + piece.lines[r], ": user id '", AsAbsl(piece.ids[r]),
-            "' already appeared at ", FirstLocationOf(options_, piece.ids[r]),
-            "; user ids must be unique, or create the dataset with the keep-first rule for "
-            "duplicate ids"));
-      }
-      shard.numeric.AppendRows(piece.numeric.data() + r * num_numeric, 1);
-      for (size_t c = 0; c < num_categorical; ++c) {
-        shard.categorical[c].push_back(piece.categorical[r * num_categorical + c]);
-      }
-      if (!piece.weights.empty()) shard.weights.push_back(piece.weights[r]);
+  // Appends the rows of pieces[0, count) to their shards, in input order inside each
+  // shard. The shards are filled in parallel on up to `threads` threads, one thread per
+  // shard at a time. Returns the error of the first row in input order that cannot be
+  // appended (a duplicate id, a full shard); `first_lines[i]` is the line of `path` where
+  // piece i starts. REQUIRES: GroupBySlot was called on every piece.
+  absl::Status AppendBlock(const std::vector<ParsedPiece>& pieces, int count,
+                           const std::string& path, const std::vector<int64_t>& first_lines,
+                           int threads) {
+    const int num_slots = static_cast<int>(loaded_->shards.size());
+    std::vector<AppendFailure> failures(static_cast<size_t>(num_slots));
+    // AppendSlot neither throws nor returns early from the region: a failure is recorded.
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+    for (int slot = 0; slot < num_slots; ++slot) {
+      failures[slot] = AppendSlot(slot, pieces, count);
     }
-    return absl::OkStatus();
+    const AppendFailure* first = nullptr;
+    int first_slot = 0;
+    for (int slot = 0; slot < num_slots; ++slot) {
+      const AppendFailure& failure = failures[slot];
+      if (failure.kind == AppendFailure::Kind::kNone) continue;
+      if (first == nullptr || std::make_pair(failure.piece, failure.row) <
+                                  std::make_pair(first->piece, first->row)) {
+        first = &failure;
+        first_slot = slot;
+      }
+    }
+    if (first == nullptr) return absl::OkStatus();
+    if (first->kind == AppendFailure::Kind::kShardFull) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("shard ", loaded_->shards[first_slot].shard_id, " has more than ",
+                       kMaxShardRows, " rows; create the dataset with more shards"));
+    }
+    const ParsedPiece& piece = pieces[first->piece];
+    const std::string_view id = piece.ids[first->row];
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ":", first_lines[first->piece] + piece.lines[first->row], ": user id '",
+        AsAbsl(id), "' already appeared at ", FirstLocationOf(options_, id),
+        "; user ids must be unique, or create the dataset with the keep-first rule for "
+        "duplicate ids"));
   }
 
  private:
+  // The first row of a shard that could not be appended.
+  struct AppendFailure {
+    enum class Kind { kNone, kDuplicateId, kShardFull };
+    Kind kind = Kind::kNone;
+    int piece = 0;
+    int32_t row = 0;  // row index inside the piece
+  };
+
+  // Appends the rows of slot `slot` from pieces[0, count), in input order, and stops at
+  // the first row that cannot be appended. Touches only that slot's shard and id set.
+  AppendFailure AppendSlot(int slot, const std::vector<ParsedPiece>& pieces, int count) {
+    RawShard& shard = loaded_->shards[slot];
+    UserIdSet& id_set = *id_sets_[slot];
+    const size_t num_numeric = shard.numeric.cols();
+    const size_t num_categorical = shard.categorical.size();
+    for (int i = 0; i < count; ++i) {
+      const ParsedPiece& piece = pieces[i];
+      for (int32_t k = piece.slot_starts[slot]; k < piece.slot_starts[slot + 1]; ++k) {
+        const int32_t r = piece.by_slot[k];
+        if (shard.num_rows() >= kMaxShardRows) {
+          return {AppendFailure::Kind::kShardFull, i, r};
+        }
+        shard.ids.push_back(piece.ids[r]);
+        if (id_set.Insert(shard.num_rows() - 1) >= 0) {
+          shard.ids.pop_back();
+          if (options_.duplicate_ids != DuplicateIdRule::kKeepFirst) {
+            return {AppendFailure::Kind::kDuplicateId, i, r};
+          }
+          ++loaded_->duplicate_rows[slot];
+          continue;
+        }
+        shard.numeric.AppendRows(piece.numeric.data() + r * num_numeric, 1);
+        for (size_t c = 0; c < num_categorical; ++c) {
+          shard.categorical[c].push_back(piece.categorical[r * num_categorical + c]);
+        }
+        if (!piece.weights.empty()) shard.weights.push_back(piece.weights[r]);
+      }
+    }
+    return {};
+  }
+
   const UserLoadOptions& options_;
   LoadedShards* loaded_;
   // One per shard, pointing at the shard's ids; loaded_->shards is never resized.
@@ -366,7 +522,8 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
   const FilePlan plan =
       MakeFilePlan(options.schema, *header_index, (*reader)->header().size(), file_index);
   const CsvRecordParser parser(options.csv);
-  const PieceContext context{&plan, &parser, &slot_of_shard, options.num_shards};
+  const PlainRecordSplitter splitter(options.csv, plan);
+  const PieceContext context{&plan, &splitter, &parser, &slot_of_shard, options.num_shards};
   // Line-number ids need each piece's first line before it is parsed, so such files
   // are parsed one piece at a time.
   const bool serial = plan.id_field == kNotInFile || threads == 1;
@@ -384,22 +541,37 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
     const int count = static_cast<int>(starts.size()) - 1;
     if (parsed.size() < static_cast<size_t>(count)) parsed.resize(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) parsed[i].Clear();
+    const size_t num_slots = appender->num_slots();
     if (count == 1) {
       ParsePiece(context, block.data(), block.size(), line, &parsed[0]);
+      parsed[0].GroupBySlot(num_slots);
     } else {
       // ParsePiece neither throws nor returns early: a problem is recorded in its piece.
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (int i = 0; i < count; ++i) {
         ParsePiece(context, block.data() + starts[i], starts[i + 1] - starts[i], 0, &parsed[i]);
+        parsed[i].GroupBySlot(num_slots);
       }
     }
     if (!reserved) {
       appender->ReserveForFile(path, block.size(), parsed, count);
       reserved = true;
     }
-    for (int i = 0; i < count; ++i) {
+    // Rows after the first piece with a problem are not appended: the load fails there,
+    // unless an earlier row fails to append first.
+    int appended = 0;
+    std::vector<int64_t> first_lines(static_cast<size_t>(count));
+    for (int64_t piece_line = line; appended < count; ++appended) {
+      first_lines[appended] = piece_line;
+      piece_line += parsed[appended].line_breaks;
+      if (parsed[appended].issue.kind != PieceIssue::Kind::kNone) {
+        ++appended;
+        break;
+      }
+    }
+    COHORT_RETURN_IF_ERROR(appender->AppendBlock(parsed, appended, path, first_lines, threads));
+    for (int i = 0; i < appended; ++i) {
       const ParsedPiece& piece = parsed[i];
-      if (absl::Status status = appender->Append(piece, path, line); !status.ok()) return status;
       *rows_read += piece.records;
       switch (piece.issue.kind) {
         case PieceIssue::Kind::kNone:
@@ -408,7 +580,7 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
           return CsvErrorOf(path, options.csv);
         case PieceIssue::Kind::kCell:
           return absl::Status(piece.issue.cell_error.code(),
-                              absl::StrCat(path, ":", line + piece.issue.line, ": ",
+                              absl::StrCat(path, ":", first_lines[i] + piece.issue.line, ": ",
                                            piece.issue.cell_error.message()));
       }
       line += piece.line_breaks;

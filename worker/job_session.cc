@@ -18,6 +18,9 @@
 namespace cohort {
 namespace {
 
+// Rows per chunk of the metrics passes: the features of one chunk are stored at a time.
+constexpr int64_t kMetricsChunkRows = 16 * kRowBlockRows;
+
 void ToProto(const ShardPoint& point, v1::FarPoint* out) {
   out->set_row(point.row);
   out->set_sq_dist(point.sq_dist);
@@ -42,8 +45,11 @@ absl::Status JobSession::HandleNeighbours(const v1::JobCommand& command,
     COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
     std::vector<DenseShardView> views;
     absl::ReaderMutexLock lock(&dataset_->mutex);
-    for (const ShardState& shard : shards_) {
-      DenseShardView view{shard.shard_id, &shard.x, {}};
+    for (ShardState& shard : shards_) {
+      // The neighbour search reads the features as one matrix.
+      shard.dense.resize(shard.features->rows(), shard.features->cols());
+      shard.features->CopyRows(0, shard.features->rows(), shard.dense.data());
+      DenseShardView view{shard.shard_id, &shard.dense, {}};
       auto it = dataset_->shards.find(shard.shard_id);
       if (it != dataset_->shards.end()) {
         // Rows appended after the job read the shard are not part of its features.
@@ -108,6 +114,31 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       return Stats(command.stats(), seq, results);
     case v1::JobCommand::kBuildFeatures:
       return BuildFeatures(command.build_features(), seq, results);
+    case v1::JobCommand::kStoreAssignments:
+    case v1::JobCommand::kSample:
+      return HandleStep(command, results);
+    default:
+      break;
+  }
+  // The features are read from the raw shards, so rows appended during a step would be
+  // a data race: appends wait until the step ends.
+  absl::ReaderMutexLock lock(&dataset_->mutex);
+  COHORT_RETURN_IF_ERROR(CheckRawUnchanged());
+  return HandleStep(command, results);
+}
+
+absl::Status JobSession::CheckRawUnchanged() const {
+  for (const ShardState& shard : shards_) {
+    if (shard.features == nullptr) continue;
+    COHORT_RETURN_IF_ERROR(CurrentRaw(shard).status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobSession::HandleStep(const v1::JobCommand& command,
+                                    std::vector<v1::ShardResult>* results) {
+  const int64_t seq = command.seq();
+  switch (command.command_case()) {
     case v1::JobCommand::kMoments: {
       COHORT_RETURN_IF_ERROR(CheckFeaturesBuilt());
       for (ShardState& shard : shards_) {
@@ -238,7 +269,8 @@ absl::Status JobSession::Handle(const v1::JobCommand& command,
       for (ShardState& shard : shards_) {
         if (shard.bisect == nullptr) {
           shard.bisect = std::make_unique<BisectingShard>(
-              shard.shard_id, &shard.x, shard.weights.empty() ? nullptr : &shard.weights);
+              shard.shard_id, shard.features.get(),
+              shard.weights.empty() ? nullptr : &shard.weights);
         }
         v1::ShardResult result = NewResult(seq, shard);
         result.set_rows(shard.bisect->Focus(command.focus().node()));
@@ -418,11 +450,15 @@ absl::Status JobSession::TreeAssign(const ShardState& shard, const MatrixXfR& ce
     return absl::FailedPreconditionError("tree assignments need a bisecting job");
   }
   const std::vector<int32_t>& nodes = shard.bisect->nodes();
-  const int64_t n = shard.x.rows();
-  const int64_t d = shard.x.cols();
+  const int64_t n = shard.features->rows();
+  const int64_t d = shard.features->cols();
   assignments->segments.resize(n);
   assignments->squared_distances.resize(n);
+  MatrixXfR block;
   for (int64_t i = 0; i < n; ++i) {
+    if (i % kRowBlockRows == 0) {
+      shard.features->CopyBlock(i, std::min(kRowBlockRows, n - i), &block);
+    }
     const int node = nodes[i];
     if (node < 0 || node >= node_segments.size() || node_segments[node] < 0) {
       return absl::InvalidArgumentError(absl::StrCat("row ", i, " of shard ", shard.shard_id,
@@ -432,7 +468,7 @@ absl::Status JobSession::TreeAssign(const ShardState& shard, const MatrixXfR& ce
     const int segment = node_segments[node];
     double sum = 0;
     for (int64_t j = 0; j < d; ++j) {
-      const double diff = double{shard.x(i, j)} - centroids(segment, j);
+      const double diff = double{block(i % kRowBlockRows, j)} - centroids(segment, j);
       sum += diff * diff;
     }
     assignments->segments[i] = segment;
@@ -450,7 +486,8 @@ absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
     COHORT_ASSIGN_OR_RETURN(merged, FromProto(command.merged()));
   }
   for (ShardState& shard : shards_) {
-    if (static_cast<int64_t>(shard.labels.size()) != shard.x.rows()) {
+    const int64_t n = shard.features->rows();
+    if (static_cast<int64_t>(shard.labels.size()) != n) {
       return absl::FailedPreconditionError(
           "metrics need labels; send AssignLabels or StoreAssignments first");
     }
@@ -459,10 +496,28 @@ absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
       if (merged.d != dim_ || merged.k != shard.num_labels) {
         return absl::InvalidArgumentError("merged aggregates do not match the labels");
       }
-      ToProto(ComputeSpreadPartial(shard.x, shard.labels.data(), merged), result.mutable_spread());
+    }
+    // The metrics are computed on chunks of rows stored one at a time, and merged in
+    // chunk order as the coordinator merges shards.
+    SpreadPartial spread;
+    ClusterAggregates aggregates;
+    MatrixXfR chunk;
+    const int64_t num_chunks = std::max<int64_t>(1, (n + kMetricsChunkRows - 1) / kMetricsChunkRows);
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      const int64_t begin = c * kMetricsChunkRows;
+      const int64_t count = std::min(kMetricsChunkRows, n - begin);
+      shard.features->CopyBlock(begin, count, &chunk);
+      const int32_t* labels = shard.labels.data() + begin;
+      if (second_pass) {
+        spread.Merge(ComputeSpreadPartial(chunk, labels, merged));
+      } else {
+        aggregates.Merge(ComputeClusterAggregates(chunk, labels, shard.num_labels));
+      }
+    }
+    if (second_pass) {
+      ToProto(spread, result.mutable_spread());
     } else {
-      ToProto(ComputeClusterAggregates(shard.x, shard.labels.data(), shard.num_labels),
-              result.mutable_aggregates());
+      ToProto(aggregates, result.mutable_aggregates());
     }
     results->push_back(std::move(result));
   }
@@ -479,25 +534,37 @@ absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
     for (const v1::SampleRows::Quota& entry : command.quotas()) {
       if (entry.shard_id() == shard.shard_id) quota = entry.count();
     }
-    const int64_t n = shard.x.rows();
+    const int64_t n = shard.features->rows();
     quota = std::clamp<int64_t>(quota, 0, n);
     // Rank rows by a seeded hash of the user id: the sample does not depend on where
-    // the shard lives or on the row order.
-    std::vector<std::pair<uint64_t, int64_t>> ranked(n);
-    for (int64_t i = 0; i < n; ++i) {
+    // the shard lives or on the row order. A max-heap keeps the `quota` smallest ranks,
+    // so the memory follows the quota, not the shard's rows.
+    std::vector<std::pair<uint64_t, int64_t>> ranked;
+    ranked.reserve(static_cast<size_t>(quota));
+    for (int64_t i = 0; i < n && quota > 0; ++i) {
       const std::string_view id = raw->ids[i];
-      ranked[i] = {HashUserId(absl::StrCat(command.seed(), "/",
-                                           absl::string_view(id.data(), id.size()))),
-                   i};
+      const std::pair<uint64_t, int64_t> rank = {
+          HashUserId(absl::StrCat(command.seed(), "/", absl::string_view(id.data(), id.size()))),
+          i};
+      if (static_cast<int64_t>(ranked.size()) < quota) {
+        ranked.push_back(rank);
+        std::push_heap(ranked.begin(), ranked.end());
+      } else if (rank < ranked.front()) {
+        std::pop_heap(ranked.begin(), ranked.end());
+        ranked.back() = rank;
+        std::push_heap(ranked.begin(), ranked.end());
+      }
     }
-    std::partial_sort(ranked.begin(), ranked.begin() + quota, ranked.end());
+    std::sort_heap(ranked.begin(), ranked.end());
     v1::ShardResult result = NewResult(seq, shard);
     v1::SampleResult* sample = result.mutable_sample();
     sample->set_d(dim_);
     const bool labelled = static_cast<int64_t>(shard.labels.size()) == n;
+    std::vector<float> values(static_cast<size_t>(dim_));
     for (int64_t r = 0; r < quota; ++r) {
       const int64_t row = ranked[r].second;
-      for (int j = 0; j < dim_; ++j) sample->add_values(shard.x(row, j));
+      shard.features->CopyRows(row, 1, values.data());
+      for (int j = 0; j < dim_; ++j) sample->add_values(values[j]);
       sample->add_labels(labelled ? shard.labels[row] : -1);
     }
     results->push_back(std::move(result));
@@ -534,19 +601,23 @@ absl::Status JobSession::BuildFeatures(const v1::BuildFeatures& command, int64_t
   absl::ReaderMutexLock lock(&dataset_->mutex);
   for (ShardState& shard : shards_) {
     COHORT_ASSIGN_OR_RETURN(const RawShard* current, CurrentRaw(shard));
-    RawShard empty = MakeEmptyShard(dataset_->schema, shard.shard_id);
-    const RawShard& raw = current == nullptr ? empty : *current;
-    // TODO: the kernels read a materialized n×d matrix, which doubles the worker's memory
-    // while a job runs. Transforming row blocks inside the kernels would avoid it.
-    TransformShard(transform, raw, &shard.x);
+    if (current == nullptr) {
+      shard.empty_raw =
+          std::make_unique<RawShard>(MakeEmptyShard(dataset_->schema, shard.shard_id));
+    }
+    const RawShard& raw = current == nullptr ? *shard.empty_raw : *current;
+    // The kernels transform the raw rows block by block as they read them, so the n×d
+    // feature matrix is never stored (std::map nodes, and so `raw`, do not move).
+    shard.bisect.reset();
+    shard.kmeans.reset();
+    shard.features = std::make_unique<TransformedRowSource>(transform, &raw);
     // The features leave out the weight column, which acts only through the KMeansShard.
     shard.weights = raw.weights;
-    if (shard.weights.empty()) {
-      shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x);
-    } else {
-      COHORT_RETURN_IF_ERROR(CheckSampleWeights(shard.x, shard.weights));
-      shard.kmeans = std::make_unique<KMeansShard>(shard.shard_id, &shard.x, &shard.weights);
+    if (!shard.weights.empty()) {
+      COHORT_RETURN_IF_ERROR(CheckSampleWeights(shard.features->rows(), shard.weights));
     }
+    shard.kmeans = std::make_unique<KMeansShard>(
+        shard.shard_id, shard.features.get(), shard.weights.empty() ? nullptr : &shard.weights);
     results->push_back(NewResult(seq, shard));
   }
   dim_ = transform.dim();

@@ -1,5 +1,6 @@
-// The worker side of one job stream: materialized features and K-means state per
-// hosted shard. Internal to worker/.
+// The worker side of one job stream: features and K-means state per hosted shard. The
+// features are computed from the raw shards block by block as the steps read them.
+// Internal to worker/.
 #ifndef COHORT_WORKER_JOB_SESSION_H_
 #define COHORT_WORKER_JOB_SESSION_H_
 
@@ -10,6 +11,7 @@
 #include "absl/status/status.h"
 #include "cohort/v1/worker.pb.h"
 #include "core/bisecting.h"
+#include "core/features.h"
 #include "core/kmeans_kernels.h"
 #include "core/matrix.h"
 #include "worker/interaction_store.h"
@@ -38,7 +40,12 @@ class JobSession {
     int shard_id = 0;
     // Rows of the raw shard when the job read it; the ids stay in the raw shard.
     int64_t rows = 0;
-    MatrixXfR x;  // n×d features
+    // The n×d features, read from the raw shard (or from `empty_raw` for a shard no row
+    // hashed to) while the job holds the dataset's lock.
+    std::unique_ptr<RawShard> empty_raw;
+    std::unique_ptr<TransformedRowSource> features;
+    // The features stored whole, only for a dense neighbour job.
+    MatrixXfR dense;
     // Sample weight of every row, empty when the dataset has no weight column.
     std::vector<float> weights;
     std::unique_ptr<KMeansShard> kmeans;
@@ -54,6 +61,11 @@ class JobSession {
   static KMeansShard& Active(ShardState& shard);
 
   absl::Status Open(const v1::OpenJob& open, std::vector<v1::ShardResult>* results);
+  // Runs the commands that read the features; the caller holds the dataset's lock for
+  // commands other than StoreAssignments and Sample, which take it themselves.
+  absl::Status HandleStep(const v1::JobCommand& command, std::vector<v1::ShardResult>* results);
+  // Errors: Aborted when rows were appended to a shard since the job read it.
+  absl::Status CheckRawUnchanged() const ABSL_SHARED_LOCKS_REQUIRED(dataset_->mutex);
   // Serves a neighbour job: every command of a job on an interaction dataset, and the
   // neighbour commands on the features this session built.
   absl::Status HandleNeighbours(const v1::JobCommand& command,

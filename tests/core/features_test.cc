@@ -253,6 +253,48 @@ TEST(FitFeatureTransformTest, BadOptionsAreInvalidArgument) {
   EXPECT_EQ(transform.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The row source computes, for any block of rows, exactly the rows TransformShard
+// stores: standardized, imputed, log1p and one-hot columns, including "other" and a
+// value never seen at fit time.
+TEST(TransformedRowSourceTest, BlocksEqualTransformShard) {
+  std::vector<TestRow> rows;
+  const char* jobs[] = {"a", "b", "c", "a", "d", ""};
+  for (int i = 0; i < 300; ++i) {
+    rows.push_back({"u" + std::to_string(i), i % 7 == 0 ? kNaN : 0.5 * i,
+                    i % 11 == 0 ? kNaN : 1.0 + i * i, jobs[i % 6]});
+  }
+  const RawShard train = MakeShard(0, rows);
+  rows.push_back({"new", 3, 4, "never-seen"});
+  const RawShard shard = MakeShard(0, rows);
+  for (const bool log1p : {false, true}) {
+    SCOPED_TRACE(log1p ? "log1p income" : "no log1p");
+    FeatureOptions options;
+    options.max_categories = 3;
+    if (log1p) options.log1p_columns = {"income"};
+    const FeatureTransform transform =
+        FitOrDie(TestSchema(), ComputeFeatureStats(train, Log1pFlags(TestSchema(), options).value()),
+                 options);
+    MatrixXfR expected;
+    TransformShard(transform, shard, &expected);
+    const TransformedRowSource source(transform, &shard);
+    ASSERT_EQ(source.rows(), expected.rows());
+    ASSERT_EQ(source.cols(), expected.cols());
+    for (int64_t count : {int64_t{1}, int64_t{7}, source.rows()}) {
+      for (int64_t begin = 0; begin < source.rows(); begin += count) {
+        const int64_t rows_in_block = std::min(count, source.rows() - begin);
+        MatrixXfR block;
+        source.CopyBlock(begin, rows_in_block, &block);
+        for (int64_t r = 0; r < rows_in_block; ++r) {
+          for (int64_t c = 0; c < block.cols(); ++c) {
+            ASSERT_EQ(block(r, c), expected(begin + r, c))
+                << "row " << begin + r << " col " << c << " block of " << count;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(TransformUserTest, MatchesTransformShardForSameRow) {
   const std::vector<TestRow> rows = {{"u1", 1, 10, "a"}, {"u2", 2, kNaN, "b"},
                                      {"u3", 3, 30, "a"}, {"u4", 4, 50, "c"},

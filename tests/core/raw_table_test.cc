@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "core/csv.h"
+#include "core/raw_cells.h"
 #include "core/schema.h"
 #include "core/shard_hash.h"
 #include "tests/test_data.h"
@@ -136,6 +138,103 @@ TEST_F(RawTableTest, NumericCellEqualsGeneralParserRoundedToFloat) {
     ASSERT_TRUE(expected.has_value()) << text;
     EXPECT_EQ(shard.numeric(0, 0), static_cast<float>(*expected)) << text;
   }
+}
+
+// The float fast path divides m by 10^k in float, where the double path divides in
+// double and then rounds to float. Both agree for every mantissa and power it accepts.
+TEST(PlainDecimalFloatTest, FloatArithmeticEqualsDoubleRoundedToFloat) {
+  constexpr uint32_t kMaxMantissa = uint32_t{1} << 24;
+  float float_power = 1.0f;
+  double double_power = 1.0;
+  for (int k = 1; k <= 10; ++k) {
+    float_power *= 10.0f;
+    double_power *= 10.0;
+    int64_t mismatches = 0;
+    for (uint32_t m = 0; m <= kMaxMantissa; ++m) {
+      const float mantissa = static_cast<float>(m);
+      if (mantissa / float_power != static_cast<float>(m / double_power)) ++mismatches;
+      if (mantissa * float_power != static_cast<float>(m * double_power)) ++mismatches;
+    }
+    EXPECT_EQ(mismatches, 0) << "10^" << k;
+  }
+}
+
+// The float fast path, where it accepts a text, returns ParseNumericCell's value as it
+// was before the fast path: the double fast path or the general parser, rounded to float.
+TEST(PlainDecimalFloatTest, EqualsDoubleParsersOnRandomAndEdgeTexts) {
+  std::vector<std::string> texts = {
+      "0",          "-0",          "+0",          "0.0",         "-0.0",        ".5",
+      "5.",         "+.5",         "-5.",         "+5",          "1e10",        "1e-10",
+      "1e11",       "1e-11",       "16777216",    "16777217",    "-16777217",   "167772.17",
+      "0.16777215", "1.6777216e3", "999999999",   "0999999999",  "000000001.5", "123456789",
+      "1e+5",       "1E-5",        "1e",          "1e+",         "e5",          "-",
+      "",           "1.5e1000",    "0e1000",      "3.4028236e38", "1e-45",      "1.4e-45",
+      "12345678901234567", "1.00000005", "0.000000001", "4294967296", "4294967295.5"};
+  std::mt19937_64 rng(5);
+  std::uniform_int_distribution<uint64_t> digits(0, 99999999999ull);
+  std::uniform_int_distribution<int> length(1, 11);
+  std::uniform_int_distribution<int> power(-14, 14);
+  std::uniform_int_distribution<int> shape(0, 5);
+  for (int i = 0; i < 2000000; ++i) {
+    std::string mantissa = std::to_string(digits(rng));
+    mantissa.resize(std::min<size_t>(mantissa.size(), static_cast<size_t>(length(rng))));
+    std::string text = shape(rng) == 0 ? "-" : "";
+    switch (shape(rng)) {
+      case 0:
+        text += mantissa;
+        break;
+      case 1:
+        text += "0." + mantissa;
+        break;
+      case 2:
+        text += mantissa + "e" + std::to_string(power(rng));
+        break;
+      default: {
+        const size_t point = static_cast<size_t>(length(rng)) % (mantissa.size() + 1);
+        text += mantissa.substr(0, point) + "." + mantissa.substr(point);
+        if (shape(rng) < 2) text += "E" + std::to_string(power(rng));
+        break;
+      }
+    }
+    texts.push_back(text);
+  }
+  int64_t accepted = 0;
+  for (const std::string& text : texts) {
+    float fast = 0;
+    if (!ParsePlainDecimalFloat(text, &fast)) continue;
+    ++accepted;
+    const std::optional<double> general = ParseNumber(text);
+    ASSERT_TRUE(general.has_value()) << text;
+    double plain = 0;
+    if (ParsePlainDecimal(text, &plain)) {
+      ASSERT_EQ(std::signbit(fast), std::signbit(plain)) << text;
+      ASSERT_EQ(fast, static_cast<float>(plain)) << text;
+    }
+    ASSERT_EQ(std::signbit(fast), std::signbit(*general)) << text;
+    ASSERT_EQ(fast, static_cast<float>(*general)) << text;
+  }
+  // Most random texts are in the fast path's range, so the comparison is not vacuous.
+  EXPECT_GT(accepted, 500000);
+  float value = 0;
+  EXPECT_FALSE(ParsePlainDecimalFloat("1e11", &value));
+  EXPECT_FALSE(ParsePlainDecimalFloat("16777217", &value));
+  EXPECT_FALSE(ParsePlainDecimalFloat(".5", &value));
+  EXPECT_FALSE(ParsePlainDecimalFloat("5.", &value));
+  EXPECT_FALSE(ParsePlainDecimalFloat(" 5", &value));
+}
+
+// Cells the fast paths reject reach the general parser, and its errors stay.
+TEST_F(RawTableTest, OverflowAndJunkKeepTheirErrors) {
+  const Schema schema = UserSchema();
+  RawShard shard = MakeEmptyShard(schema, 0);
+  const absl::Status overflow = AppendUserRow(schema, {"u1", "1e39", "c", "1"}, &shard);
+  EXPECT_EQ(overflow.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(overflow.message().find("float32 range"), std::string::npos) << overflow;
+  const absl::Status junk = AppendUserRow(schema, {"u1", "1.5.5", "c", "1"}, &shard);
+  EXPECT_NE(junk.message().find("'1.5.5' is not a number"), std::string::npos) << junk;
+  ASSERT_TRUE(AppendUserRow(schema, {"u2", "1.4e-45", "c", ".5"}, &shard).ok());
+  EXPECT_EQ(shard.numeric(0, 0), std::numeric_limits<float>::denorm_min());
+  EXPECT_EQ(shard.numeric(0, 1), 0.5f);
 }
 
 TEST_F(RawTableTest, AppendRowRejectsNonFiniteCell) {
@@ -499,6 +598,70 @@ TEST_F(RawTableTest, ErrorLineDoesNotDependOnThreads) {
               path + ":15002: column 'age': value 'x' is not a number; fix or blank the cell "
                      "(blank cells are imputed)")
         << "threads " << threads;
+  }
+}
+
+// Shards are filled in parallel, but the first failing row in file order is reported:
+// a duplicate id before a bad cell, or a bad cell before a duplicate id.
+TEST_F(RawTableTest, FirstFailureIsInFileOrder) {
+  for (const bool duplicate_first : {true, false}) {
+    std::string text = "user_id,age,city,income\n";
+    for (int i = 0; i < 40000; ++i) {
+      std::string id = "u" + std::to_string(i);
+      std::string age = "1";
+      if (i == (duplicate_first ? 21000 : 33000)) id = "u17";
+      if (i == (duplicate_first ? 33000 : 21000)) age = "x";
+      text += id + "," + age + ",a,1\n";
+    }
+    const std::string path = WriteFile("dup_and_bad.csv", text);
+    const std::string expected =
+        duplicate_first
+            ? path + ":21002: user id 'u17' already appeared at " + path +
+                  ":19; user ids must be unique, or create the dataset with the keep-first "
+                  "rule for duplicate ids"
+            : path + ":21002: column 'age': value 'x' is not a number; fix or blank the cell "
+                     "(blank cells are imputed)";
+    for (int threads : {1, 2, 5}) {
+      UserLoadOptions options = Options({path}, 8);
+      options.threads = threads;
+      absl::StatusOr<LoadedShards> loaded = LoadUserShards(options);
+      ASSERT_FALSE(loaded.ok()) << "threads " << threads;
+      EXPECT_EQ(loaded.status().message(), expected) << "threads " << threads;
+    }
+  }
+}
+
+// Records the one-pass splitter does not take (a quoted cell, too few or too many
+// fields, a blank line) are split by the general parser with the same result.
+TEST_F(RawTableTest, MixedRecordsLoadAsRowByRow) {
+  const std::string path = WriteFile(
+      "mixed.csv",
+      "user_id,age,city,income\n"
+      "u1,1.5,a,2e3\n"
+      "\"u2\",-0,\"b,c\",+.5\n"
+      "\n"
+      "u3,007,,1e-12\r\n"
+      "u4,\"12\",d,  3 \n"
+      "u5,16777217,e,123456789012\n");
+  absl::StatusOr<LoadedShards> loaded = LoadUserShards(Options({path}, 1));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const RawShard& shard = loaded->shards[0];
+  ASSERT_EQ(shard.num_rows(), 5);
+  EXPECT_EQ(shard.ids.ToStrings(), (std::vector<std::string>{"u1", "u2", "u3", "u4", "u5"}));
+  EXPECT_EQ(shard.numeric.Column(0), (std::vector<double>{1.5, 0.0, 7.0, 12.0, 16777216.0}));
+  EXPECT_EQ(shard.numeric.Column(1),
+            (std::vector<double>{2000.0, 0.5, static_cast<double>(1e-12f), 3.0,
+                                 static_cast<double>(123456789012.0f)}));
+  EXPECT_TRUE(std::signbit(shard.numeric(1, 0)));
+  EXPECT_EQ(shard.categorical[0].ToStrings(),
+            (std::vector<std::string>{"a", "b,c", "", "d", "e"}));
+
+  const std::string too_many = WriteFile("too_many.csv", "user_id,age,city,income\nu1,1,a,1,9\n");
+  const std::string too_few = WriteFile("too_few.csv", "user_id,age,city,income\nu1,1,a\n");
+  for (const std::string& bad : {too_many, too_few}) {
+    absl::StatusOr<LoadedShards> failed = LoadUserShards(Options({bad}, 1));
+    ASSERT_FALSE(failed.ok()) << bad;
+    EXPECT_NE(failed.status().message().find(bad + ":2"), std::string::npos) << failed.status();
   }
 }
 
