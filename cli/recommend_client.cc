@@ -68,6 +68,13 @@ void AddNeighbourFlags(CLI::App* command, NeighbourFlags* flags) {
                       "λ >= 0: a similarity over n co-rated entries is scaled by n / (n + λ)");
   command->add_option("--min-support", flags->min_support,
                       "pairs with fewer co-rated entries are no neighbours (default 1)");
+  command->add_option("--baseline-epochs", flags->baseline_epochs,
+                      "ALS epochs of the baselines μ + b_u + b_i stored with the model, "
+                      "1..1000 (default 10)");
+  command->add_option("--baseline-reg-item", flags->baseline_reg_item,
+                      "regularisation of the item biases, >= 0 (default 10)");
+  command->add_option("--baseline-reg-user", flags->baseline_reg_user,
+                      "regularisation of the user biases, >= 0 (default 15)");
 }
 
 absl::StatusOr<v1::SimilarityMeasure> ParseMeasure(const std::string& name) {
@@ -153,6 +160,13 @@ class Client {
     options->set_k(flags.k);
     options->set_shrinkage(flags.shrinkage);
     options->set_min_support(flags.min_support);
+    if (flags.baseline_epochs.has_value()) options->set_baseline_epochs(*flags.baseline_epochs);
+    if (flags.baseline_reg_item.has_value()) {
+      options->set_baseline_reg_item(*flags.baseline_reg_item);
+    }
+    if (flags.baseline_reg_user.has_value()) {
+      options->set_baseline_reg_user(*flags.baseline_reg_user);
+    }
     v1::Job job;
     grpc::Status status = stub_->StartNeighbourJob(Context(kCallTimeout).get(), request, &job);
     if (!status.ok()) return FromGrpcStatus(status);

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -36,6 +37,10 @@ struct NeighbourFlags {
   int k = 20;
   double shrinkage = 0;
   int min_support = 0;
+  // ALS baselines stored with the model; unset means the API's defaults (10, 10, 15).
+  std::optional<int> baseline_epochs;
+  std::optional<double> baseline_reg_item;
+  std::optional<double> baseline_reg_user;
 };
 
 struct RecommendCommandOptions {

@@ -711,15 +711,16 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
                               model.model.dataset_id(), "'"));
   }
 
-  const double mean = model.model.global_mean();
+  // KNNBaseline around μ + b_u + b_i. A model without fitted baselines predicts around
+  // the global mean: item-based with all biases 0, user-based as KNNBasic.
+  Baselines zero_biases;
+  zero_biases.global_mean = model.model.global_mean();
+  zero_biases.item_bias.assign(model.items.size(), 0.0);
+  const Baselines& baselines = model.has_baselines() ? model.baselines : zero_biases;
+  const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, model.items);
+  const double user_bias = model.UserBias(seen);
   int support = 0;
   if (item_based) {
-    const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, model.items);
-    // The baseline of every pair is the global mean: the model stores no user or item
-    // biases, so this is KNNBaseline with all biases 0.
-    Baselines baselines;
-    baselines.global_mean = mean;
-    baselines.item_bias.assign(model.items.size(), 0.0);
     for (const Neighbor& neighbour : model.lists[item]) {
       if (support >= options.k) break;
       if (neighbour.score > 0 &&
@@ -728,8 +729,9 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
         ++support;
       }
     }
-    response->set_rating(PredictItemBased(seen, 0.0, item, baselines, model.lists, options));
+    response->set_rating(PredictItemBased(seen, user_bias, item, baselines, model.lists, options));
   } else {
+    const double item_bias = baselines.item_bias[item];
     std::vector<RatedNeighbor> rated;
     for (const Neighbor& neighbour : user_neighbours) {
       auto row = rows->find(model.UserId(neighbour.id));
@@ -737,10 +739,16 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
       const auto& ids = row->second.item_ids;
       auto it = std::find(ids.begin(), ids.end(), request->item_id());
       if (it == ids.end()) continue;
-      rated.push_back(RatedNeighbor{neighbour.score, row->second.values[it - ids.begin()], mean});
+      const double neighbour_bias =
+          model.UserBias(ToRatings(row->second.item_ids, row->second.values, model.items));
+      rated.push_back(RatedNeighbor{neighbour.score, row->second.values[it - ids.begin()],
+                                    baselines.global_mean + neighbour_bias + item_bias});
       if (neighbour.score > 0 && support < options.k) ++support;
     }
-    response->set_rating(PredictUserBasic(rated, mean, options));
+    response->set_rating(
+        model.has_baselines()
+            ? PredictUserBaseline(rated, baselines.global_mean + user_bias + item_bias, options)
+            : PredictUserBasic(rated, baselines.global_mean, options));
   }
   response->set_support(support);
   response->set_fallback(support < options.min_k);

@@ -72,7 +72,9 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
 
   // Item–item neighbours of two movies, against the core result on the same 64 shards.
   std::vector<std::string> args = {"neighbours", "--coordinator", *address, "--kind", "item",
-                                   "--measure", "cosine", "-k", "20", "--show", "1,50"};
+                                   "--measure", "cosine", "-k", "20", "--show", "1,50",
+                                   "--baseline-epochs", "3", "--baseline-reg-item", "5",
+                                   "--baseline-reg-user", "0"};
   args.insert(args.end(), file_flags.begin(), file_flags.end());
   const CommandResult neighbours = Run("neighbours", args);
   ASSERT_EQ(neighbours.exit_code, 0) << neighbours.err;
@@ -145,6 +147,13 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
   const CommandResult rejected = Run("bad-measure", bad);
   EXPECT_NE(rejected.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(rejected.err, "dice")) << rejected.err;
+  std::vector<std::string> bad_epochs = {"neighbours", "--coordinator", *address,
+                                         "--baseline-epochs", "0"};
+  bad_epochs.insert(bad_epochs.end(), file_flags.begin(), file_flags.end());
+  const CommandResult rejected_epochs = Run("bad-epochs", bad_epochs);
+  EXPECT_NE(rejected_epochs.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(rejected_epochs.err, "baseline_epochs = 0"))
+      << rejected_epochs.err;
 }
 
 }  // namespace

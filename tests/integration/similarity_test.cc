@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/features.h"
 #include "core/interactions.h"
@@ -221,9 +224,13 @@ Lists CoreLists(const InteractionDataset& data, const SimilarityOptions& options
       std::vector<std::vector<Neighbor>> candidates;
       for (const auto& shard_lists : per_shard) candidates.push_back(shard_lists[row]);
       auto& out = lists[query_shard.user_ids[row]];
-      for (const Neighbor& n : MergeTopK(candidates, options.k, ScoreOrder::kLargerIsBetter)) {
-        out.emplace_back(data.shards[ShardOfGlobalUserId(n.id)].user_ids[RowOfGlobalUserId(n.id)],
-                         n.score);
+      // Equal scores rank by user id.
+      const auto user_id = [&data](int64_t id) -> std::string_view {
+        return data.shards[ShardOfGlobalUserId(id)].user_ids[RowOfGlobalUserId(id)];
+      };
+      for (const Neighbor& n :
+           MergeTopKByKey(candidates, options.k, ScoreOrder::kLargerIsBetter, user_id)) {
+        out.emplace_back(user_id(n.id), n.score);
       }
     }
   }
@@ -387,6 +394,84 @@ TEST_F(SimilarityTest, RecommendationsEqualAcrossWorkerCountsAndCore) {
   }
 }
 
+TEST_F(SimilarityTest, UserTiesBreakByUserIdAcrossShards) {
+  // q rates a and b; each of t00..t29 rates a and b the same way plus an item z<j> of its
+  // own, so every t has the same cosine with q and with each other, and the t users
+  // spread over the shards.
+  constexpr int kTied = 30;
+  std::vector<InteractionRow> rows;
+  auto add = [&rows](const std::string& user, const std::string& item, double value) {
+    InteractionRow row;
+    row.user_id = user;
+    row.item_id = item;
+    row.value = value;
+    rows.push_back(row);
+  };
+  add("q", "a", 5);
+  add("q", "b", 3);
+  std::set<int> shards;
+  for (int j = 0; j < kTied; ++j) {
+    const std::string user = absl::StrFormat("t%02d", j);
+    add(user, "a", 5);
+    add(user, "b", 3);
+    add(user, absl::StrFormat("z%02d", j), 4);
+    shards.insert(ShardOfUser(user, kShards));
+  }
+  ASSERT_GE(shards.size(), 4u);
+  TempDir dir;
+  const std::string path = dir.WriteFile("ties.csv", ToCsv(rows));
+
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = LoadInteractions(*cluster, path);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_measure(v1::SIMILARITY_MEASURE_COSINE);
+    options.set_k(5);
+    const std::string model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+    const Lists lists = ReadLists(*cluster, model, false, {"q", "t07", "t29"});
+
+    // The lowest user ids among the tied users, whatever shard holds them.
+    const std::vector<std::string> of_q = {"t00", "t01", "t02", "t03", "t04"};
+    ASSERT_EQ(lists.at("q").size(), of_q.size());
+    for (size_t i = 0; i < of_q.size(); ++i) {
+      EXPECT_EQ(lists.at("q")[i].first, of_q[i]) << "rank " << i;
+      EXPECT_EQ(lists.at("q")[i].second, lists.at("q")[0].second) << "rank " << i;
+    }
+    // For a t user, q is nearest (cosine 0.82) and the other t users tie (0.68).
+    const std::vector<std::string> of_t07 = {"q", "t00", "t01", "t02", "t03"};
+    const std::vector<std::string> of_t29 = {"q", "t00", "t01", "t02", "t03"};
+    for (const auto& [user, expected] :
+         {std::pair{std::string("t07"), of_t07}, std::pair{std::string("t29"), of_t29}}) {
+      ASSERT_EQ(lists.at(user).size(), expected.size()) << user;
+      for (size_t i = 0; i < expected.size(); ++i) {
+        EXPECT_EQ(lists.at(user)[i].first, expected[i]) << user << " rank " << i;
+      }
+    }
+
+    // User-based recommendations follow the same neighbours: each neighbour adds the
+    // same score to its own z item, and equal scores rank by item id.
+    v1::RecommendRequest request;
+    request.set_user_id("q");
+    request.set_method(v1::RECOMMEND_METHOD_USER_BASED);
+    request.set_user_model_id(model);
+    request.set_n(7);
+    absl::StatusOr<v1::RecommendResponse> recommended = Recommend(*cluster, request);
+    ASSERT_TRUE(recommended.ok()) << recommended.status();
+    ASSERT_EQ(recommended->items_size(), 7);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(recommended->items(i).item_id(), absl::StrFormat("z%02d", i)) << "rank " << i;
+      EXPECT_TRUE(recommended->items(i).from_neighbours()) << "rank " << i;
+    }
+    // The rest come from popularity (every z has one interaction), by item id.
+    EXPECT_EQ(recommended->items(5).item_id(), "z05");
+    EXPECT_FALSE(recommended->items(5).from_neighbours());
+  }
+}
+
 TEST_F(SimilarityTest, StreamedInteractionsEqualLoadedFile) {
   TempDir dir;
   const std::vector<InteractionRow> rows = MakeRatings(5);
@@ -463,6 +548,26 @@ TEST_F(SimilarityTest, BadInputsGetTheirStatusCodes) {
     const absl::Status status = StartNeighbours(*cluster, dataset->dataset_id(), bad_k).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << k;
     EXPECT_NE(status.message().find("options.k"), std::string::npos) << status;
+  }
+  for (int epochs : {0, -1, 1001}) {
+    v1::NeighbourOptions bad_epochs = options;
+    bad_epochs.set_baseline_epochs(epochs);
+    const absl::Status status =
+        StartNeighbours(*cluster, dataset->dataset_id(), bad_epochs).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << epochs;
+    EXPECT_NE(status.message().find("options.baseline_epochs"), std::string::npos) << status;
+  }
+  for (double reg : {-0.5, std::nan(""), HUGE_VAL}) {
+    v1::NeighbourOptions bad_reg = options;
+    bad_reg.set_baseline_reg_item(reg);
+    absl::Status status = StartNeighbours(*cluster, dataset->dataset_id(), bad_reg).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << reg;
+    EXPECT_NE(status.message().find("options.baseline_reg_item"), std::string::npos) << status;
+    bad_reg = options;
+    bad_reg.set_baseline_reg_user(reg);
+    status = StartNeighbours(*cluster, dataset->dataset_id(), bad_reg).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << reg;
+    EXPECT_NE(status.message().find("options.baseline_reg_user"), std::string::npos) << status;
   }
   v1::NeighbourOptions no_kind = options;
   no_kind.clear_kind();
@@ -686,6 +791,54 @@ TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
   EXPECT_EQ(exact[1], exact[3]);
 }
 
+TEST_F(SimilarityTest, DenseUserTiesBreakByUserId) {
+  // d00..d29 have the same features, written in descending id order so that row order
+  // differs from id order in every shard; e00..e29 spread around them.
+  TempDir dir;
+  std::mt19937_64 random(5);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::string csv = "id,spend,visits\n";
+  for (int u = 29; u >= 0; --u) absl::StrAppend(&csv, absl::StrFormat("d%02d", u), ",3,1\n");
+  for (int u = 0; u < 30; ++u) {
+    absl::StrAppend(&csv, absl::StrFormat("e%02d", u), ",", normal(random), ",",
+                    2 + normal(random), "\n");
+  }
+  const std::string path = dir.WriteFile("users.csv", csv);
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id", {}, kShards);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    v1::SegmentationOptions segmentation;
+    segmentation.set_k(2);
+    absl::StatusOr<v1::Job> segmented =
+        cluster->RunSegmentation(dataset->dataset_id(), segmentation);
+    ASSERT_TRUE(segmented.ok()) << segmented.status();
+    ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << JobError(*segmented);
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_k(4);
+    options.set_segment_model_id(segmented->model_id());
+    for (int nprobe : {0, 2}) {
+      SCOPED_TRACE(absl::StrCat("nprobe ", nprobe));
+      options.set_nprobe(nprobe);
+      const std::string model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+      const Lists lists = ReadLists(*cluster, model, false, {"d00", "d17", "d29"});
+      const std::map<std::string, std::vector<std::string>> expected = {
+          {"d00", {"d01", "d02", "d03", "d04"}},
+          {"d17", {"d00", "d01", "d02", "d03"}},
+          {"d29", {"d00", "d01", "d02", "d03"}}};
+      for (const auto& [user, neighbours] : expected) {
+        ASSERT_EQ(lists.at(user).size(), neighbours.size()) << user;
+        for (size_t i = 0; i < neighbours.size(); ++i) {
+          EXPECT_EQ(lists.at(user)[i].first, neighbours[i]) << user << " rank " << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(SimilarityTest, LostWorkerMakesRecommendUnavailable) {
   TempDir dir;
   const std::string path = dir.WriteFile("ratings.csv", ToCsv(MakeRatings(4)));
@@ -786,6 +939,16 @@ TEST_F(SimilarityTest, RestartedCoordinatorServesNeighbourModels) {
     (*coordinator)->Shutdown(absl::Seconds(1));
   }
   (*worker)->Shutdown(absl::Seconds(1));
+
+  // The state file keeps the fitted item biases, one per item.
+  std::ifstream in(std::filesystem::path(options.state_dir) / "models" /
+                       (model_id + ".neighbour_model.pb"),
+                   std::ios::binary);
+  v1::NeighbourModel stored;
+  ASSERT_TRUE(in && stored.ParseFromIstream(&in));
+  EXPECT_EQ(stored.item_bias_size(), static_cast<int>(ItemIds(rows).size()));
+  EXPECT_TRUE(std::any_of(stored.item_bias().begin(), stored.item_bias().end(),
+                          [](double bias) { return bias != 0; }));
 }
 
 }  // namespace
