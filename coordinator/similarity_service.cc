@@ -29,6 +29,8 @@ constexpr int kMaxRecommendations = 10000;
 constexpr int kMaxBatchUsers = 100000;
 // Users per FetchUsers command, so one result stays small.
 constexpr int kUsersPerFetch = 1000;
+// Users of a RecommendBatch whose rows are fetched together before they are scored.
+constexpr int kUsersPerBatchBlock = 256;
 // Neighbours used by PredictRating when the request gives no k.
 constexpr int kDefaultPredictionK = 40;
 constexpr char kNeighbourModelSuffix[] = ".neighbour_model.pb";
@@ -433,9 +435,20 @@ grpc::Status CohortServiceImpl::SimilarUsers(grpc::ServerContext*,
 // ---------------------------------------------------------------------------------------
 // Recommendations
 
-absl::StatusOr<std::map<std::string, CohortServiceImpl::FetchedRow>>
-CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
-                                 const std::vector<std::string>& user_ids) {
+// The plan of one Recommend request: its validated options and models, shared by every
+// user of a batch.
+struct RecommendPlan {
+  v1::RecommendMethod method = v1::RECOMMEND_METHOD_ITEM_BASED;
+  double weight = 0.5;
+  std::shared_ptr<const NeighbourIndex> item_model;  // null for USER_BASED
+  std::shared_ptr<const NeighbourIndex> user_model;  // null for ITEM_BASED
+  const NeighbourIndex* base = nullptr;              // the item or else the user model
+  RecommendOptions options;
+  std::vector<int64_t> popularity;
+};
+
+absl::StatusOr<std::unique_ptr<JobStreams>> CohortServiceImpl::OpenRowFetch(
+    const std::string& dataset_id, const std::vector<std::string>& user_ids) {
   std::vector<std::string> owners;
   int num_shards = 0;
   std::string fetch_id;
@@ -453,10 +466,13 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
     num_shards = it->second.info.num_shards();
     fetch_id = absl::StrFormat("fetch-%06d", next_fetch_++);
   }
-  std::map<std::string, FetchedRow> rows;
-  if (owners.empty() || user_ids.empty()) return rows;
+  if (owners.empty()) return std::unique_ptr<JobStreams>();
   std::set<int> shards;
-  for (const std::string& user_id : user_ids) shards.insert(ShardOfUser(user_id, num_shards));
+  if (user_ids.empty()) {
+    for (int shard = 0; shard < num_shards; ++shard) shards.insert(shard);
+  } else {
+    for (const std::string& user_id : user_ids) shards.insert(ShardOfUser(user_id, num_shards));
+  }
   std::map<std::string, std::vector<int>> shards_by_worker;
   for (int shard : shards) shards_by_worker[owners[shard]].push_back(shard);
   std::vector<JobStreams::Member> members;
@@ -467,9 +483,13 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
   // A fetch has no shard moves: a lost worker fails it with Unavailable.
   JobStreams::Options stream_options;
   stream_options.step_timeout = options_.step_timeout;
-  COHORT_ASSIGN_OR_RETURN(
-      std::unique_ptr<JobStreams> streams,
-      JobStreams::Open(fetch_id, dataset_id, std::move(members), std::move(stream_options)));
+  return JobStreams::Open(fetch_id, dataset_id, std::move(members), std::move(stream_options));
+}
+
+absl::Status CohortServiceImpl::FetchRowsOnStreams(JobStreams* streams,
+                                                   const std::vector<std::string>& user_ids,
+                                                   std::map<std::string, FetchedRow>* rows) {
+  if (streams == nullptr) return absl::OkStatus();
   for (size_t first = 0; first < user_ids.size(); first += kUsersPerFetch) {
     v1::JobCommand command;
     const size_t end = std::min(user_ids.size(), first + kUsersPerFetch);
@@ -478,133 +498,158 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
                             streams->Execute(std::move(command)));
     for (const v1::ShardResult& result : results) {
       for (const v1::UserRowsResult::Row& row : result.user_rows().rows()) {
-        FetchedRow& out = rows[row.user_id()];
+        FetchedRow& out = (*rows)[row.user_id()];
         out.item_ids.assign(row.item_ids().begin(), row.item_ids().end());
         out.values.assign(row.values().begin(), row.values().end());
       }
     }
   }
-  streams->Close();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, CohortServiceImpl::FetchedRow>>
+CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
+                                 const std::vector<std::string>& user_ids) {
+  std::map<std::string, FetchedRow> rows;
+  if (user_ids.empty()) return rows;
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<JobStreams> streams,
+                          OpenRowFetch(dataset_id, user_ids));
+  COHORT_RETURN_IF_ERROR(FetchRowsOnStreams(streams.get(), user_ids, &rows));
+  if (streams != nullptr) streams->Close();
   return rows;
 }
 
-absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
+absl::StatusOr<std::shared_ptr<const RecommendPlan>> CohortServiceImpl::PlanRecommendation(
     const v1::RecommendRequest& request) {
   if (request.n() < 1 || request.n() > kMaxRecommendations) {
     return absl::InvalidArgumentError(absl::StrCat("n = ", request.n(), " is invalid; use 1..",
                                                    kMaxRecommendations));
   }
-  const v1::RecommendMethod method = request.method() == v1::RECOMMEND_METHOD_UNSPECIFIED
-                                         ? v1::RECOMMEND_METHOD_ITEM_BASED
-                                         : request.method();
+  auto plan = std::make_shared<RecommendPlan>();
+  plan->method = request.method() == v1::RECOMMEND_METHOD_UNSPECIFIED
+                     ? v1::RECOMMEND_METHOD_ITEM_BASED
+                     : request.method();
+  const v1::RecommendMethod method = plan->method;
   if (!v1::RecommendMethod_IsValid(method)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "method ", static_cast<int>(method), " is unknown; use ITEM_BASED, USER_BASED or HYBRID"));
   }
-  const double weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
-  if (!(weight >= 0 && weight <= 1)) {
+  plan->weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
+  if (!(plan->weight >= 0 && plan->weight <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("hybrid_weight = ", request.hybrid_weight(),
                                                    " is invalid; use a number in [0, 1]"));
   }
-  const bool use_items = method != v1::RECOMMEND_METHOD_USER_BASED;
-  const bool use_users = method != v1::RECOMMEND_METHOD_ITEM_BASED;
-  std::shared_ptr<const NeighbourIndex> item_model;
-  std::shared_ptr<const NeighbourIndex> user_model;
-  if (use_items) {
+  if (method != v1::RECOMMEND_METHOD_USER_BASED) {
     if (request.item_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "item_model_id is empty; ", v1::RecommendMethod_Name(method),
           " needs an item–item neighbour model"));
     }
-    COHORT_ASSIGN_OR_RETURN(item_model, FindNeighbourModel(request.item_model_id()));
-    if (!item_model->item_item()) {
+    COHORT_ASSIGN_OR_RETURN(plan->item_model, FindNeighbourModel(request.item_model_id()));
+    if (!plan->item_model->item_item()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "item_model_id '", request.item_model_id(), "' contains user–user neighbours"));
     }
   }
-  if (use_users) {
+  if (method != v1::RECOMMEND_METHOD_ITEM_BASED) {
     if (request.user_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "user_model_id is empty; ", v1::RecommendMethod_Name(method),
           " needs a user–user neighbour model on interactions"));
     }
-    COHORT_ASSIGN_OR_RETURN(user_model, FindNeighbourModel(request.user_model_id()));
-    if (user_model->item_item() || user_model->model.item_ids_size() == 0) {
+    COHORT_ASSIGN_OR_RETURN(plan->user_model, FindNeighbourModel(request.user_model_id()));
+    if (plan->user_model->item_item() || plan->user_model->model.item_ids_size() == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "user_model_id '", request.user_model_id(),
           "' is not a user–user neighbour model on interactions"));
     }
   }
-  if (item_model != nullptr && user_model != nullptr &&
-      item_model->model.dataset_id() != user_model->model.dataset_id()) {
+  if (plan->item_model != nullptr && plan->user_model != nullptr &&
+      plan->item_model->model.dataset_id() != plan->user_model->model.dataset_id()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "item_model_id '", request.item_model_id(), "' and user_model_id '",
         request.user_model_id(), "' belong to different datasets"));
   }
-  const NeighbourIndex& base = item_model != nullptr ? *item_model : *user_model;
-  const ItemDictionary& items = base.items;
-  const std::string& dataset_id = base.model.dataset_id();
-
-  // The user's row, and for user-based scores the rows of its neighbours.
-  std::vector<std::string> wanted = {request.user_id()};
-  std::vector<Neighbor> user_neighbours;
-  if (user_model != nullptr) {
-    auto position = user_model->user_position.find(request.user_id());
-    if (position != user_model->user_position.end()) {
-      user_neighbours = user_model->lists[position->second];
-      // Sums run over the neighbours in global id (shard, then row) order.
-      std::sort(user_neighbours.begin(), user_neighbours.end(),
-                [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
-      for (const Neighbor& neighbour : user_neighbours) {
-        wanted.push_back(user_model->UserId(neighbour.id));
-      }
-    }
+  plan->base = plan->item_model != nullptr ? plan->item_model.get() : plan->user_model.get();
+  const ItemDictionary& items = plan->base->items;
+  plan->options.n = request.n();
+  plan->options.cf_weight = plan->weight;
+  for (const std::string& id : request.exclude_item_ids()) {
+    const int32_t index = items.Find(id);
+    if (index >= 0) plan->options.excluded_items.push_back(index);
   }
-  COHORT_ASSIGN_OR_RETURN(auto rows, FetchUserRows(dataset_id, wanted));
-  auto own = rows.find(request.user_id());
+  COHORT_RETURN_IF_ERROR(plan->options.Validate(items.size()));
+  plan->popularity.assign(plan->base->model.item_popularity().begin(),
+                          plan->base->model.item_popularity().end());
+  return std::shared_ptr<const RecommendPlan>(std::move(plan));
+}
+
+namespace {
+
+// The user's neighbours in a user–user model, in global id (shard, then row) order, the
+// order in which user-based sums run; empty for a user outside the model.
+std::vector<Neighbor> SortedUserNeighbours(const RecommendPlan& plan, const std::string& user_id) {
+  std::vector<Neighbor> neighbours;
+  if (plan.user_model == nullptr) return neighbours;
+  auto position = plan.user_model->user_position.find(user_id);
+  if (position == plan.user_model->user_position.end()) return neighbours;
+  neighbours = plan.user_model->lists[position->second];
+  std::sort(neighbours.begin(), neighbours.end(),
+            [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
+  return neighbours;
+}
+
+// The users whose rows a recommendation for `user_id` reads: the user, then its
+// neighbours for user-based scores.
+std::vector<std::string> RowsToFetch(const RecommendPlan& plan, const std::string& user_id) {
+  std::vector<std::string> wanted = {user_id};
+  for (const Neighbor& neighbour : SortedUserNeighbours(plan, user_id)) {
+    wanted.push_back(plan.user_model->UserId(neighbour.id));
+  }
+  return wanted;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::ScoreRecommendation(
+    const RecommendPlan& plan, const std::string& user_id,
+    const std::map<std::string, FetchedRow>& rows) {
+  const ItemDictionary& items = plan.base->items;
+  auto own = rows.find(user_id);
   if (own == rows.end()) {
-    return absl::NotFoundError(absl::StrCat("user '", request.user_id(),
-                                            "' has no interactions in dataset '", dataset_id,
-                                            "'"));
+    return absl::NotFoundError(absl::StrCat("user '", user_id, "' has no interactions in dataset '",
+                                            plan.base->model.dataset_id(), "'"));
   }
   const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, items);
 
   std::vector<double> scores;
-  if (item_model != nullptr) scores = ItemBasedScores(seen, item_model->lists, items.size());
-  if (user_model != nullptr) {
+  if (plan.item_model != nullptr) {
+    scores = ItemBasedScores(seen, plan.item_model->lists, items.size());
+  }
+  if (plan.user_model != nullptr) {
     std::vector<double> user_scores(items.size(), 0.0);
-    for (const Neighbor& neighbour : user_neighbours) {
-      auto row = rows.find(user_model->UserId(neighbour.id));
+    for (const Neighbor& neighbour : SortedUserNeighbours(plan, user_id)) {
+      auto row = rows.find(plan.user_model->UserId(neighbour.id));
       if (row == rows.end()) continue;
       for (size_t e = 0; e < row->second.item_ids.size(); ++e) {
         const int32_t index = items.Find(row->second.item_ids[e]);
         if (index >= 0) user_scores[index] += double{neighbour.score} * row->second.values[e];
       }
     }
-    if (item_model == nullptr) {
+    if (plan.item_model == nullptr) {
       scores = std::move(user_scores);
     } else {
       double max_score = 0;
       for (double score : user_scores) max_score = std::max(max_score, score);
       for (double& score : user_scores) score = max_score > 0 ? std::max(0.0, score) / max_score : 0.0;
-      COHORT_ASSIGN_OR_RETURN(scores, HybridScores(scores, user_scores, weight));
+      COHORT_ASSIGN_OR_RETURN(scores, HybridScores(scores, user_scores, plan.weight));
     }
   }
 
-  RecommendOptions options;
-  options.n = request.n();
-  options.cf_weight = weight;
-  for (const std::string& id : request.exclude_item_ids()) {
-    const int32_t index = items.Find(id);
-    if (index >= 0) options.excluded_items.push_back(index);
-  }
-  COHORT_RETURN_IF_ERROR(options.Validate(items.size()));
-  const std::vector<int64_t> popularity(base.model.item_popularity().begin(),
-                                        base.model.item_popularity().end());
   COHORT_ASSIGN_OR_RETURN(RecommendationList list,
-                          RankRecommendations(scores, seen, popularity, options));
+                          RankRecommendations(scores, seen, plan.popularity, plan.options));
   v1::RecommendResponse response;
-  response.set_user_id(request.user_id());
+  response.set_user_id(user_id);
   for (const Recommendation& item : list.items) {
     v1::RecommendedItem* out = response.add_items();
     out->set_item_id(items.id(item.item));
@@ -613,6 +658,14 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
   }
   response.set_fewer_than_n(list.fewer_than_requested);
   return response;
+}
+
+absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
+    const v1::RecommendRequest& request) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<const RecommendPlan> plan, PlanRecommendation(request));
+  COHORT_ASSIGN_OR_RETURN(auto rows, FetchUserRows(plan->base->model.dataset_id(),
+                                                   RowsToFetch(*plan, request.user_id())));
+  return ScoreRecommendation(*plan, request.user_id(), rows);
 }
 
 grpc::Status CohortServiceImpl::Recommend(grpc::ServerContext*, const v1::RecommendRequest* request,
@@ -631,20 +684,41 @@ grpc::Status CohortServiceImpl::RecommendBatch(grpc::ServerContext* context,
                  absl::StrCat("user_ids has ", request->user_ids_size(),
                               " entries; give 1..", kMaxBatchUsers));
   }
-  // TODO: fetch the rows of a block of users through one set of streams; each user
-  // opens its own streams now, which costs a few milliseconds per user.
-  for (const std::string& user_id : request->user_ids()) {
-    v1::RecommendRequest one = request->options();
-    one.set_user_id(user_id);
-    absl::StatusOr<v1::RecommendResponse> result = RecommendOne(one);
-    if (!result.ok()) {
-      return Error(result.status().code(),
-                   absl::StrCat("user '", user_id, "': ", result.status().message()));
+  // Errors name the user whose recommendation failed; an error of the options is the
+  // first user's, as a loop over Recommend would report it.
+  const auto user_error = [](const std::string& user_id, const absl::Status& status) {
+    return Error(status.code(), absl::StrCat("user '", user_id, "': ", status.message()));
+  };
+  absl::StatusOr<std::shared_ptr<const RecommendPlan>> plan =
+      PlanRecommendation(request->options());
+  if (!plan.ok()) return user_error(request->user_ids(0), plan.status());
+  const std::string& dataset_id = (*plan)->base->model.dataset_id();
+  // One set of streams serves the whole batch: each block of users sends its rows and
+  // its neighbours' rows in one FetchUsers command per kUsersPerFetch ids.
+  absl::StatusOr<std::unique_ptr<JobStreams>> streams = OpenRowFetch(dataset_id, {});
+  if (!streams.ok()) return user_error(request->user_ids(0), streams.status());
+  for (int first = 0; first < request->user_ids_size(); first += kUsersPerBatchBlock) {
+    const int end = std::min(request->user_ids_size(), first + kUsersPerBatchBlock);
+    std::vector<std::string> wanted;
+    std::set<std::string> distinct;
+    for (int i = first; i < end; ++i) {
+      for (std::string& id : RowsToFetch(**plan, request->user_ids(i))) {
+        if (distinct.insert(id).second) wanted.push_back(std::move(id));
+      }
     }
-    if (context->IsCancelled() || !writer->Write(*result)) {
-      return Error(absl::StatusCode::kCancelled, "the caller closed the recommendation stream");
+    std::map<std::string, FetchedRow> rows;
+    const absl::Status fetched = FetchRowsOnStreams(streams->get(), wanted, &rows);
+    if (!fetched.ok()) return user_error(request->user_ids(first), fetched);
+    for (int i = first; i < end; ++i) {
+      const std::string& user_id = request->user_ids(i);
+      absl::StatusOr<v1::RecommendResponse> result = ScoreRecommendation(**plan, user_id, rows);
+      if (!result.ok()) return user_error(user_id, result.status());
+      if (context->IsCancelled() || !writer->Write(*result)) {
+        return Error(absl::StatusCode::kCancelled, "the caller closed the recommendation stream");
+      }
     }
   }
+  if (*streams != nullptr) (*streams)->Close();
   return grpc::Status::OK;
 }
 

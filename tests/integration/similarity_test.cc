@@ -699,6 +699,107 @@ TEST_F(SimilarityTest, RecommendBatchStreamsOneAnswerPerUser) {
   EXPECT_EQ(answered, (std::vector<std::string>{"u3", "u1", "u60"}));
 }
 
+TEST_F(SimilarityTest, RecommendBatchOfHundredsEqualsSingleCalls) {
+  // 600 users, so a batch spans several fetch blocks.
+  std::mt19937_64 random(31);
+  std::vector<InteractionRow> rows;
+  for (int u = 0; u < 600; ++u) {
+    std::set<int> items;
+    const int count = 4 + static_cast<int>(random() % 12);
+    while (static_cast<int>(items.size()) < count) {
+      items.insert(static_cast<int>((random() % kItems) * (random() % kItems) / kItems));
+    }
+    for (int item : items) {
+      InteractionRow row;
+      row.user_id = absl::StrCat("u", u);
+      row.item_id = absl::StrCat("i", item);
+      row.value = static_cast<double>(1 + random() % 5);
+      rows.push_back(row);
+    }
+  }
+  TempDir dir;
+  const std::string path = dir.WriteFile("ratings.csv", ToCsv(rows));
+  std::unique_ptr<TestCluster> cluster = StartCluster(3);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = LoadInteractions(*cluster, path);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  v1::NeighbourOptions options;
+  options.set_k(10);
+  options.set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+  const std::string item_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+  options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+  const std::string user_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+
+  // 500 users in random order, then 60 of them again.
+  std::vector<std::string> users;
+  for (int u = 0; u < 500; ++u) users.push_back(absl::StrCat("u", u));
+  std::shuffle(users.begin(), users.end(), random);
+  for (int u = 0; u < 60; ++u) users.push_back(users[(u * 7) % 500]);
+
+  // Streams a batch and returns its responses and final status.
+  auto run_batch = [&cluster](const v1::RecommendBatchRequest& request,
+                              std::vector<v1::RecommendResponse>* responses) {
+    auto context = TestCluster::Context();
+    auto reader = cluster->stub().RecommendBatch(context.get(), request);
+    v1::RecommendResponse response;
+    while (reader->Read(&response)) responses->push_back(response);
+    return reader->Finish();
+  };
+
+  for (v1::RecommendMethod method : {v1::RECOMMEND_METHOD_ITEM_BASED,
+                                     v1::RECOMMEND_METHOD_USER_BASED,
+                                     v1::RECOMMEND_METHOD_HYBRID}) {
+    SCOPED_TRACE(v1::RecommendMethod_Name(method));
+    v1::RecommendBatchRequest request;
+    request.mutable_options()->set_method(method);
+    request.mutable_options()->set_item_model_id(item_model);
+    request.mutable_options()->set_user_model_id(user_model);
+    request.mutable_options()->set_n(6);
+    request.mutable_options()->add_exclude_item_ids("i1");
+    for (const std::string& user : users) request.add_user_ids(user);
+    std::vector<v1::RecommendResponse> responses;
+    const grpc::Status status = run_batch(request, &responses);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(responses.size(), users.size());
+    for (size_t i = 0; i < users.size(); ++i) {
+      v1::RecommendRequest one = request.options();
+      one.set_user_id(users[i]);
+      absl::StatusOr<v1::RecommendResponse> single = Recommend(*cluster, one);
+      ASSERT_TRUE(single.ok()) << single.status();
+      EXPECT_EQ(responses[i].SerializeAsString(), single->SerializeAsString())
+          << "position " << i << ", user " << users[i];
+    }
+  }
+
+  // An unknown user ends the stream with NOT_FOUND naming it, after the responses of the
+  // users before it, as Recommend would fail for it.
+  v1::RecommendBatchRequest request;
+  request.mutable_options()->set_item_model_id(item_model);
+  request.mutable_options()->set_n(3);
+  for (int i = 0; i < 300; ++i) request.add_user_ids(users[i]);
+  request.add_user_ids("nobody");
+  for (int i = 300; i < 400; ++i) request.add_user_ids(users[i]);
+  std::vector<v1::RecommendResponse> responses;
+  grpc::Status status = run_batch(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("user 'nobody'"), std::string::npos)
+      << status.error_message();
+  ASSERT_EQ(responses.size(), 300u);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    EXPECT_EQ(responses[i].user_id(), users[i]) << "position " << i;
+  }
+
+  // Invalid options fail before any response, naming the first user.
+  request.mutable_options()->set_n(0);
+  responses.clear();
+  status = run_batch(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find(absl::StrCat("user '", users[0], "'")),
+            std::string::npos)
+      << status.error_message();
+  EXPECT_TRUE(responses.empty());
+}
+
 TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
   TempDir dir;
   std::mt19937_64 random(17);
