@@ -440,9 +440,14 @@ grpc::Status CohortServiceImpl::SimilarUsers(grpc::ServerContext*,
 struct RecommendPlan {
   v1::RecommendMethod method = v1::RECOMMEND_METHOD_ITEM_BASED;
   double weight = 0.5;
-  std::shared_ptr<const NeighbourIndex> item_model;  // null for USER_BASED
-  std::shared_ptr<const NeighbourIndex> user_model;  // null for ITEM_BASED
-  const NeighbourIndex* base = nullptr;              // the item or else the user model
+  // The models whose scores count: item-based, user-based and content (by features).
+  std::shared_ptr<const NeighbourIndex> item_model;
+  std::shared_ptr<const NeighbourIndex> user_model;
+  std::shared_ptr<const NeighbourIndex> content_model;
+  double content_weight = 0;  // HYBRID only
+  // The interaction model that gives the item dictionary and popularity.
+  std::shared_ptr<const NeighbourIndex> catalogue;
+  const NeighbourIndex* base = nullptr;  // catalogue.get()
   RecommendOptions options;
   std::vector<int64_t> popularity;
 };
@@ -532,45 +537,90 @@ absl::StatusOr<std::shared_ptr<const RecommendPlan>> CohortServiceImpl::PlanReco
   const v1::RecommendMethod method = plan->method;
   if (!v1::RecommendMethod_IsValid(method)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "method ", static_cast<int>(method), " is unknown; use ITEM_BASED, USER_BASED or HYBRID"));
+        "method ", static_cast<int>(method),
+        " is unknown; use ITEM_BASED, USER_BASED, HYBRID or CONTENT"));
   }
   plan->weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
   if (!(plan->weight >= 0 && plan->weight <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("hybrid_weight = ", request.hybrid_weight(),
                                                    " is invalid; use a number in [0, 1]"));
   }
-  if (method != v1::RECOMMEND_METHOD_USER_BASED) {
+  const bool content = method == v1::RECOMMEND_METHOD_CONTENT;
+  if (!(request.content_weight() >= 0 && request.content_weight() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("content_weight = ", request.content_weight(),
+                                                   " is invalid; use a number in [0, 1]"));
+  }
+  if (request.content_weight() != 0 && method != v1::RECOMMEND_METHOD_HYBRID) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "content_weight = ", request.content_weight(), " applies to HYBRID, not to ",
+        v1::RecommendMethod_Name(method), "; leave it 0"));
+  }
+  plan->content_weight = request.content_weight();
+  if (content || plan->content_weight > 0) {
+    if (request.content_model_id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "content_model_id is empty; ", v1::RecommendMethod_Name(method),
+          content ? "" : " with content_weight > 0",
+          " needs a user–user neighbour model on feature vectors"));
+    }
+    COHORT_ASSIGN_OR_RETURN(plan->content_model, FindNeighbourModel(request.content_model_id()));
+    if (plan->content_model->item_item() ||
+        plan->content_model->model.options().segment_model_id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "content_model_id '", request.content_model_id(),
+          "' is not a user–user neighbour model on feature vectors (USERS or TRANSACTIONS)"));
+    }
+  }
+  const bool item_scores =
+      method == v1::RECOMMEND_METHOD_ITEM_BASED || method == v1::RECOMMEND_METHOD_HYBRID;
+  const bool user_scores =
+      method == v1::RECOMMEND_METHOD_USER_BASED || method == v1::RECOMMEND_METHOD_HYBRID;
+  // CONTENT reads the catalogue of whichever interaction model is given.
+  const bool need_item_model = item_scores || (content && !request.item_model_id().empty());
+  const bool need_user_model =
+      user_scores || (content && request.item_model_id().empty() && !request.user_model_id().empty());
+  if (content && request.item_model_id().empty() && request.user_model_id().empty()) {
+    return absl::InvalidArgumentError(
+        "item_model_id and user_model_id are empty; CONTENT takes the item catalogue from a "
+        "neighbour model on the interactions, so give one of them");
+  }
+  std::shared_ptr<const NeighbourIndex> item_model;
+  std::shared_ptr<const NeighbourIndex> user_model;
+  if (need_item_model) {
     if (request.item_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "item_model_id is empty; ", v1::RecommendMethod_Name(method),
           " needs an item–item neighbour model"));
     }
-    COHORT_ASSIGN_OR_RETURN(plan->item_model, FindNeighbourModel(request.item_model_id()));
-    if (!plan->item_model->item_item()) {
+    COHORT_ASSIGN_OR_RETURN(item_model, FindNeighbourModel(request.item_model_id()));
+    if (!item_model->item_item()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "item_model_id '", request.item_model_id(), "' contains user–user neighbours"));
     }
   }
-  if (method != v1::RECOMMEND_METHOD_ITEM_BASED) {
+  if (need_user_model) {
     if (request.user_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "user_model_id is empty; ", v1::RecommendMethod_Name(method),
           " needs a user–user neighbour model on interactions"));
     }
-    COHORT_ASSIGN_OR_RETURN(plan->user_model, FindNeighbourModel(request.user_model_id()));
-    if (plan->user_model->item_item() || plan->user_model->model.item_ids_size() == 0) {
+    COHORT_ASSIGN_OR_RETURN(user_model, FindNeighbourModel(request.user_model_id()));
+    if (user_model->item_item() || user_model->model.item_ids_size() == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "user_model_id '", request.user_model_id(),
           "' is not a user–user neighbour model on interactions"));
     }
   }
-  if (plan->item_model != nullptr && plan->user_model != nullptr &&
-      plan->item_model->model.dataset_id() != plan->user_model->model.dataset_id()) {
+  if (item_model != nullptr && user_model != nullptr &&
+      item_model->model.dataset_id() != user_model->model.dataset_id()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "item_model_id '", request.item_model_id(), "' and user_model_id '",
         request.user_model_id(), "' belong to different datasets"));
   }
-  plan->base = plan->item_model != nullptr ? plan->item_model.get() : plan->user_model.get();
+  plan->catalogue = item_model != nullptr ? item_model : user_model;
+  plan->base = plan->catalogue.get();
+  if (item_scores) plan->item_model = std::move(item_model);
+  if (user_scores) plan->user_model = std::move(user_model);
   const ItemDictionary& items = plan->base->items;
   plan->options.n = request.n();
   plan->options.cf_weight = plan->weight;
@@ -586,27 +636,55 @@ absl::StatusOr<std::shared_ptr<const RecommendPlan>> CohortServiceImpl::PlanReco
 
 namespace {
 
-// The user's neighbours in a user–user model, in global id (shard, then row) order, the
-// order in which user-based sums run; empty for a user outside the model.
-std::vector<Neighbor> SortedUserNeighbours(const RecommendPlan& plan, const std::string& user_id) {
+// The user's neighbours in a user–user model (null: none), in global id (shard, then
+// row) order, which is the order of the user-based sums. Empty for a user outside it.
+std::vector<Neighbor> SortedUserNeighbours(const NeighbourIndex* model,
+                                           const std::string& user_id) {
   std::vector<Neighbor> neighbours;
-  if (plan.user_model == nullptr) return neighbours;
-  auto position = plan.user_model->user_position.find(user_id);
-  if (position == plan.user_model->user_position.end()) return neighbours;
-  neighbours = plan.user_model->lists[position->second];
+  if (model == nullptr) return neighbours;
+  auto position = model->user_position.find(user_id);
+  if (position == model->user_position.end()) return neighbours;
+  neighbours = model->lists[position->second];
   std::sort(neighbours.begin(), neighbours.end(),
             [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
   return neighbours;
 }
 
 // The users whose rows a recommendation for `user_id` reads: the user, then its
-// neighbours for user-based scores.
+// neighbours for user-based and content scores.
 std::vector<std::string> RowsToFetch(const RecommendPlan& plan, const std::string& user_id) {
   std::vector<std::string> wanted = {user_id};
-  for (const Neighbor& neighbour : SortedUserNeighbours(plan, user_id)) {
-    wanted.push_back(plan.user_model->UserId(neighbour.id));
+  for (const NeighbourIndex* model : {plan.user_model.get(), plan.content_model.get()}) {
+    for (const Neighbor& neighbour : SortedUserNeighbours(model, user_id)) {
+      wanted.push_back(model->UserId(neighbour.id));
+    }
   }
   return wanted;
+}
+
+// Σ s_uv · r_vi over the user's neighbours v in `model` whose rows were fetched.
+// `Rows` maps user ids to rows with item_ids and values.
+template <typename Rows>
+std::vector<double> NeighbourScores(const NeighbourIndex& model, const std::string& user_id,
+                                    const ItemDictionary& items, const Rows& rows) {
+  std::vector<double> scores(items.size(), 0.0);
+  for (const Neighbor& neighbour : SortedUserNeighbours(&model, user_id)) {
+    auto row = rows.find(model.UserId(neighbour.id));
+    if (row == rows.end()) continue;
+    for (size_t e = 0; e < row->second.item_ids.size(); ++e) {
+      const int32_t index = items.Find(row->second.item_ids[e]);
+      if (index >= 0) scores[index] += double{neighbour.score} * row->second.values[e];
+    }
+  }
+  return scores;
+}
+
+// Scales scores to [0, 1] by their maximum; scores <= 0 (or all, when none is > 0)
+// become 0.
+void ScaleByMax(std::vector<double>* scores) {
+  double max_score = 0;
+  for (double score : *scores) max_score = std::max(max_score, score);
+  for (double& score : *scores) score = max_score > 0 ? std::max(0.0, score) / max_score : 0.0;
 }
 
 }  // namespace
@@ -615,34 +693,41 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::ScoreRecommendation(
     const RecommendPlan& plan, const std::string& user_id,
     const std::map<std::string, FetchedRow>& rows) {
   const ItemDictionary& items = plan.base->items;
+  UserRatings seen;
   auto own = rows.find(user_id);
-  if (own == rows.end()) {
+  if (own != rows.end()) {
+    seen = ToRatings(own->second.item_ids, own->second.values, items);
+  } else if (plan.method != v1::RECOMMEND_METHOD_CONTENT ||
+             plan.content_model->user_position.count(user_id) == 0) {
+    // Only CONTENT serves a user without interactions, from the user's features.
     return absl::NotFoundError(absl::StrCat("user '", user_id, "' has no interactions in dataset '",
                                             plan.base->model.dataset_id(), "'"));
   }
-  const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, items);
 
   std::vector<double> scores;
   if (plan.item_model != nullptr) {
     scores = ItemBasedScores(seen, plan.item_model->lists, items.size());
   }
   if (plan.user_model != nullptr) {
-    std::vector<double> user_scores(items.size(), 0.0);
-    for (const Neighbor& neighbour : SortedUserNeighbours(plan, user_id)) {
-      auto row = rows.find(plan.user_model->UserId(neighbour.id));
-      if (row == rows.end()) continue;
-      for (size_t e = 0; e < row->second.item_ids.size(); ++e) {
-        const int32_t index = items.Find(row->second.item_ids[e]);
-        if (index >= 0) user_scores[index] += double{neighbour.score} * row->second.values[e];
-      }
-    }
+    std::vector<double> user_scores = NeighbourScores(*plan.user_model, user_id, items, rows);
     if (plan.item_model == nullptr) {
       scores = std::move(user_scores);
     } else {
-      double max_score = 0;
-      for (double score : user_scores) max_score = std::max(max_score, score);
-      for (double& score : user_scores) score = max_score > 0 ? std::max(0.0, score) / max_score : 0.0;
+      ScaleByMax(&user_scores);
       COHORT_ASSIGN_OR_RETURN(scores, HybridScores(scores, user_scores, plan.weight));
+    }
+  }
+  if (plan.content_model != nullptr) {
+    std::vector<double> content_scores =
+        NeighbourScores(*plan.content_model, user_id, items, rows);
+    if (plan.method == v1::RECOMMEND_METHOD_CONTENT) {
+      scores = std::move(content_scores);
+    } else {
+      // HYBRID: HybridScores scales the item and user mix by its maximum, and the
+      // content scores are scaled here.
+      ScaleByMax(&content_scores);
+      COHORT_ASSIGN_OR_RETURN(
+          scores, HybridScores(scores, content_scores, 1.0 - plan.content_weight));
     }
   }
 

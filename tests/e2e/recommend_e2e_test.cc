@@ -154,6 +154,18 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
   EXPECT_NE(rejected_epochs.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(rejected_epochs.err, "baseline_epochs = 0"))
       << rejected_epochs.err;
+  std::vector<std::string> content = {"recommend", "--coordinator", *address, "--user", "1",
+                                      "--method", "content"};
+  content.insert(content.end(), file_flags.begin(), file_flags.end());
+  const CommandResult no_content_model = Run("content-without-model", content);
+  EXPECT_NE(no_content_model.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(no_content_model.err, "--content-model is missing"))
+      << no_content_model.err;
+  content.insert(content.end(), {"--content-model", "job-999999"});
+  const CommandResult unknown_content_model = Run("content-unknown-model", content);
+  EXPECT_NE(unknown_content_model.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown_content_model.err, "job-999999"))
+      << unknown_content_model.err;
 }
 
 }  // namespace

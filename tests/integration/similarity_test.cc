@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -890,6 +891,169 @@ TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
     }
   }
   EXPECT_EQ(exact[1], exact[3]);
+}
+
+TEST_F(SimilarityTest, ContentRecommendationsUseFeatureNeighbours) {
+  TempDir dir;
+  const std::vector<InteractionRow> rows = MakeRatings(41);
+  const std::string ratings_path = dir.WriteFile("ratings.csv", ToCsv(rows));
+  absl::StatusOr<InteractionDataset> core = BuildInteractionDataset(rows, kShards,
+                                                                    DuplicateRule::kKeepLatest);
+  ASSERT_TRUE(core.ok()) << core.status();
+  // Features of the same users in three groups, and of "newbie", who has no interactions.
+  std::mt19937_64 random(3);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::string csv = "id,spend,visits\n";
+  for (int u = 0; u < kUsers; ++u) {
+    const double center = (u % 3) * 4.0;
+    absl::StrAppend(&csv, "u", u, ",", center + normal(random), ",", center - normal(random),
+                    "\n");
+  }
+  absl::StrAppend(&csv, "newbie,0.5,-0.5\n");
+  const std::string users_path = dir.WriteFile("users.csv", csv);
+  std::vector<int64_t> popularity(core->dictionary.size(), 0);
+  for (const InteractionMatrix& shard : core->shards) {
+    const std::vector<int64_t> counts = ItemPopularity(shard);
+    for (size_t i = 0; i < counts.size(); ++i) popularity[i] += counts[i];
+  }
+
+  std::map<int, std::vector<std::string>> results;
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> ratings = LoadInteractions(*cluster, ratings_path);
+    ASSERT_TRUE(ratings.ok()) << ratings.status();
+    absl::StatusOr<v1::Dataset> users = cluster->LoadUsers(users_path, "id", {}, kShards);
+    ASSERT_TRUE(users.ok()) << users.status();
+    v1::SegmentationOptions segmentation;
+    segmentation.set_k(3);
+    absl::StatusOr<v1::Job> segmented = cluster->RunSegmentation(users->dataset_id(), segmentation);
+    ASSERT_TRUE(segmented.ok()) << segmented.status();
+    ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << JobError(*segmented);
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_k(5);
+    options.set_segment_model_id(segmented->model_id());
+    const std::string content_model = RunNeighbours(*cluster, users->dataset_id(), options);
+    options.clear_segment_model_id();
+    options.set_k(10);
+    const std::string user_model = RunNeighbours(*cluster, ratings->dataset_id(), options);
+    options.set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+    const std::string item_model = RunNeighbours(*cluster, ratings->dataset_id(), options);
+
+    v1::RecommendRequest request;
+    request.set_method(v1::RECOMMEND_METHOD_CONTENT);
+    request.set_content_model_id(content_model);
+    request.set_item_model_id(item_model);
+    request.set_n(6);
+    for (const std::string user : {"u0", "u7", "u42", "newbie"}) {
+      SCOPED_TRACE(user);
+      request.set_user_id(user);
+      absl::StatusOr<v1::RecommendResponse> response = Recommend(*cluster, request);
+      ASSERT_TRUE(response.ok()) << response.status();
+      ASSERT_EQ(response->items_size(), 6);
+      results[workers].push_back(response->SerializeAsString());
+
+      // The same scores from the content model's neighbour lists and the core rows.
+      const Lists neighbours = ReadLists(*cluster, content_model, false, {user});
+      ASSERT_EQ(neighbours.at(user).size(), 5u);
+      std::vector<double> scores(core->dictionary.size(), 0.0);
+      for (const auto& [neighbour, similarity] : neighbours.at(user)) {
+        const InteractionMatrix& shard = core->shards[ShardOfUser(neighbour, kShards)];
+        const int64_t row = std::lower_bound(shard.user_ids.begin(), shard.user_ids.end(),
+                                             neighbour) - shard.user_ids.begin();
+        for (int64_t e = shard.row_ptr[row]; e < shard.row_ptr[row + 1]; ++e) {
+          scores[shard.item_index[e]] += double{similarity} * shard.values[e];
+        }
+      }
+      UserRatings seen;
+      if (user != "newbie") {
+        const InteractionMatrix& shard = core->shards[ShardOfUser(user, kShards)];
+        const int64_t row = std::lower_bound(shard.user_ids.begin(), shard.user_ids.end(),
+                                             user) - shard.user_ids.begin();
+        seen = RowRatings(shard, row);
+      }
+      RecommendOptions rank;
+      rank.n = 6;
+      absl::StatusOr<RecommendationList> expected =
+          RankRecommendations(scores, seen, popularity, rank);
+      ASSERT_TRUE(expected.ok()) << expected.status();
+      ASSERT_EQ(static_cast<int>(expected->items.size()), response->items_size());
+      for (size_t i = 0; i < expected->items.size(); ++i) {
+        EXPECT_EQ(response->items(i).item_id(), core->dictionary.id(expected->items[i].item))
+            << "rank " << i;
+        EXPECT_NEAR(response->items(i).score(), expected->items[i].score, 1e-5) << "rank " << i;
+      }
+
+      // HYBRID with content weight 1 ranks the scored items as CONTENT does.
+      v1::RecommendRequest hybrid = request;
+      hybrid.set_method(v1::RECOMMEND_METHOD_HYBRID);
+      hybrid.set_user_model_id(user_model);
+      hybrid.set_content_weight(1);
+      absl::StatusOr<v1::RecommendResponse> mixed = Recommend(*cluster, hybrid);
+      if (user == "newbie") {
+        EXPECT_EQ(mixed.status().code(), absl::StatusCode::kNotFound) << mixed.status();
+        continue;
+      }
+      ASSERT_TRUE(mixed.ok()) << mixed.status();
+      ASSERT_EQ(mixed->items_size(), 6);
+      for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(mixed->items(i).item_id(), response->items(i).item_id()) << "rank " << i;
+        EXPECT_EQ(mixed->items(i).from_neighbours(), response->items(i).from_neighbours());
+      }
+      hybrid.set_content_weight(0.3);
+      mixed = Recommend(*cluster, hybrid);
+      ASSERT_TRUE(mixed.ok()) << mixed.status();
+      EXPECT_EQ(mixed->items_size(), 6);
+      results[workers].push_back(mixed->SerializeAsString());
+    }
+
+    // Only CONTENT serves a user without interactions.
+    request.set_user_id("newbie");
+    request.set_method(v1::RECOMMEND_METHOD_ITEM_BASED);
+    request.clear_content_model_id();
+    EXPECT_EQ(Recommend(*cluster, request).status().code(), absl::StatusCode::kNotFound);
+
+    if (workers != 1) continue;
+    // Bad combinations of options.
+    request.set_user_id("u7");
+    struct BadCase {
+      const char* name;
+      std::function<void(v1::RecommendRequest*)> change;
+    };
+    const std::vector<BadCase> bad = {
+        {"no content model", [](v1::RecommendRequest* r) { r->clear_content_model_id(); }},
+        {"item model as content",
+         [&](v1::RecommendRequest* r) { r->set_content_model_id(item_model); }},
+        {"interaction user model as content",
+         [&](v1::RecommendRequest* r) { r->set_content_model_id(user_model); }},
+        {"no catalogue", [](v1::RecommendRequest* r) { r->clear_item_model_id(); }},
+        {"content weight above 1",
+         [&](v1::RecommendRequest* r) {
+           r->set_method(v1::RECOMMEND_METHOD_HYBRID);
+           r->set_user_model_id(user_model);
+           r->set_content_weight(1.5);
+         }},
+        {"content weight without HYBRID", [](v1::RecommendRequest* r) { r->set_content_weight(0.5); }},
+        {"HYBRID content without model",
+         [&](v1::RecommendRequest* r) {
+           r->set_method(v1::RECOMMEND_METHOD_HYBRID);
+           r->set_user_model_id(user_model);
+           r->clear_content_model_id();
+           r->set_content_weight(0.5);
+         }},
+    };
+    for (const BadCase& bad_case : bad) {
+      v1::RecommendRequest changed = request;
+      changed.set_method(v1::RECOMMEND_METHOD_CONTENT);
+      changed.set_content_model_id(content_model);
+      bad_case.change(&changed);
+      EXPECT_EQ(Recommend(*cluster, changed).status().code(), absl::StatusCode::kInvalidArgument)
+          << bad_case.name;
+    }
+  }
+  EXPECT_EQ(results[1], results[3]);
 }
 
 TEST_F(SimilarityTest, DenseUserTiesBreakByUserId) {
