@@ -68,6 +68,13 @@ void AddNeighbourFlags(CLI::App* command, NeighbourFlags* flags) {
                       "λ >= 0: a similarity over n co-rated entries is scaled by n / (n + λ)");
   command->add_option("--min-support", flags->min_support,
                       "pairs with fewer co-rated entries are no neighbours (default 1)");
+  command->add_option("--baseline-epochs", flags->baseline_epochs,
+                      "ALS epochs of the baselines μ + b_u + b_i stored with the model, "
+                      "1..1000 (default 10)");
+  command->add_option("--baseline-reg-item", flags->baseline_reg_item,
+                      "regularisation of the item biases, >= 0 (default 10)");
+  command->add_option("--baseline-reg-user", flags->baseline_reg_user,
+                      "regularisation of the user biases, >= 0 (default 15)");
 }
 
 absl::StatusOr<v1::SimilarityMeasure> ParseMeasure(const std::string& name) {
@@ -153,6 +160,13 @@ class Client {
     options->set_k(flags.k);
     options->set_shrinkage(flags.shrinkage);
     options->set_min_support(flags.min_support);
+    if (flags.baseline_epochs.has_value()) options->set_baseline_epochs(*flags.baseline_epochs);
+    if (flags.baseline_reg_item.has_value()) {
+      options->set_baseline_reg_item(*flags.baseline_reg_item);
+    }
+    if (flags.baseline_reg_user.has_value()) {
+      options->set_baseline_reg_user(*flags.baseline_reg_user);
+    }
     v1::Job job;
     grpc::Status status = stub_->StartNeighbourJob(Context(kCallTimeout).get(), request, &job);
     if (!status.ok()) return FromGrpcStatus(status);
@@ -269,9 +283,17 @@ absl::Status RunRecommend(const std::string& coordinator, const RecommendCommand
     method = v1::RECOMMEND_METHOD_USER_BASED;
   } else if (options.method == "hybrid") {
     method = v1::RECOMMEND_METHOD_HYBRID;
+  } else if (options.method == "content") {
+    method = v1::RECOMMEND_METHOD_CONTENT;
   } else if (options.method != "item") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--method '", options.method, "' is invalid; use item, user or hybrid"));
+        "--method '", options.method, "' is invalid; use item, user, hybrid or content"));
+  }
+  if ((method == v1::RECOMMEND_METHOD_CONTENT || options.content_weight > 0) &&
+      options.content_model.empty()) {
+    return absl::InvalidArgumentError(
+        "--content-model is missing; content recommendations need the id of a user–user "
+        "neighbour model on feature vectors (a USERS or TRANSACTIONS dataset)");
   }
   if (options.users.empty()) {
     return absl::InvalidArgumentError("--user is missing; give the users to recommend for");
@@ -288,6 +310,8 @@ absl::Status RunRecommend(const std::string& coordinator, const RecommendCommand
   one->set_method(method);
   one->set_n(options.n);
   one->set_hybrid_weight(options.hybrid_weight);
+  one->set_content_model_id(options.content_model);
+  one->set_content_weight(options.content_weight);
   for (const std::string& id : options.exclude) one->add_exclude_item_ids(id);
   if (method != v1::RECOMMEND_METHOD_USER_BASED) {
     COHORT_ASSIGN_OR_RETURN(std::string model_id,
@@ -295,7 +319,8 @@ absl::Status RunRecommend(const std::string& coordinator, const RecommendCommand
                                               options.neighbours, options.progress));
     one->set_item_model_id(model_id);
   }
-  if (method != v1::RECOMMEND_METHOD_ITEM_BASED) {
+  // CONTENT takes its item catalogue from the item–item model above.
+  if (method == v1::RECOMMEND_METHOD_USER_BASED || method == v1::RECOMMEND_METHOD_HYBRID) {
     COHORT_ASSIGN_OR_RETURN(std::string model_id,
                             client.Neighbours(dataset.dataset_id(), v1::NEIGHBOUR_KIND_USER_USER,
                                               options.neighbours, options.progress));
@@ -409,12 +434,17 @@ void AddRecommendFlags(CLI::App* command, RecommendCommandOptions* options) {
   AddFileFlags(command, &options->file);
   AddNeighbourFlags(command, &options->neighbours);
   command->add_option("--user", options->users, "users to recommend for")->delimiter(',');
-  command->add_option("--method", options->method, "item, user or hybrid")
+  command->add_option("--method", options->method, "item, user, hybrid or content")
       ->capture_default_str();
   command->add_option("-n,--n", options->n, "items per user")->capture_default_str();
   command->add_option("--exclude", options->exclude, "items never recommended")->delimiter(',');
   command->add_option("--hybrid-weight", options->hybrid_weight,
                       "hybrid: weight of the item-based scores in [0, 1] (default 0.5)");
+  command->add_option("--content-model", options->content_model,
+                      "content and hybrid: id of a user–user neighbour model on feature "
+                      "vectors on the coordinator, whose user ids match the interactions");
+  command->add_option("--content-weight", options->content_weight,
+                      "hybrid: weight of the content scores in [0, 1] (default 0: none)");
   command->add_flag("!--no-progress", options->progress, "do not print job progress");
 }
 

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -36,6 +37,10 @@ struct NeighbourFlags {
   int k = 20;
   double shrinkage = 0;
   int min_support = 0;
+  // ALS baselines stored with the model; unset means the API's defaults (10, 10, 15).
+  std::optional<int> baseline_epochs;
+  std::optional<double> baseline_reg_item;
+  std::optional<double> baseline_reg_user;
 };
 
 struct RecommendCommandOptions {
@@ -44,12 +49,17 @@ struct RecommendCommandOptions {
   // neighbours: "item" or "user"; the ids whose lists are printed.
   std::string kind = "item";
   std::vector<std::string> show;
-  // recommend: the users, the method ("item", "user" or "hybrid") and the list length.
+  // recommend: the users, the method ("item", "user", "hybrid" or "content") and the
+  // list length.
   std::vector<std::string> users;
   std::string method = "item";
   int n = 10;
   std::vector<std::string> exclude;
   double hybrid_weight = 0;
+  // content, and hybrid with content_weight > 0: a user–user neighbour model on feature
+  // vectors that already exists on the coordinator.
+  std::string content_model;
+  double content_weight = 0;
   bool progress = true;
 };
 

@@ -28,6 +28,8 @@
 
 namespace cohort {
 
+struct RecommendPlan;  // similarity_service.cc
+
 struct CohortServiceOptions {
   std::string state_dir;
   absl::Duration worker_call_timeout = absl::Minutes(30);
@@ -241,6 +243,23 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   // NotFound for an unknown dataset; Unavailable when a worker is not live or fails.
   absl::StatusOr<std::map<std::string, FetchedRow>> FetchUserRows(
       const std::string& dataset_id, const std::vector<std::string>& user_ids);
+  // Opens fetch streams to the owners of the shards of `user_ids` (of every shard when
+  // `user_ids` is empty). Returns null for a dataset without placed shards. Errors as
+  // FetchUserRows.
+  absl::StatusOr<std::unique_ptr<JobStreams>> OpenRowFetch(
+      const std::string& dataset_id, const std::vector<std::string>& user_ids);
+  // Adds the rows of `user_ids` that exist to `rows`; null `streams` adds nothing.
+  static absl::Status FetchRowsOnStreams(JobStreams* streams,
+                                         const std::vector<std::string>& user_ids,
+                                         std::map<std::string, FetchedRow>* rows);
+  // Validates a Recommend request's options and finds its models. Errors as Recommend.
+  absl::StatusOr<std::shared_ptr<const RecommendPlan>> PlanRecommendation(
+      const v1::RecommendRequest& request);
+  // Scores one user from fetched rows (the user's and, user-based, its neighbours').
+  // Errors: NotFound when the user has no row.
+  static absl::StatusOr<v1::RecommendResponse> ScoreRecommendation(
+      const RecommendPlan& plan, const std::string& user_id,
+      const std::map<std::string, FetchedRow>& rows);
   absl::StatusOr<v1::RecommendResponse> RecommendOne(const v1::RecommendRequest& request);
   // Profile jobs and models (profile_service.cc). RunProfile trains on the job's streams,
   // then persists and registers the model.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -169,6 +170,64 @@ absl::StatusOr<ItemStatistics> CollectItemStatistics(int32_t num_items, JobStrea
   return stats;
 }
 
+// Fits μ + b_u + b_i by ALS over the shards (FitBaselines of core/recommend.h,
+// distributed): the item step from per-item residual sums added in shard order, the
+// user step on every shard after it receives the item biases. The final user step is
+// left to prediction, which recomputes b_u from the user's row. Returns the item biases.
+absl::StatusOr<std::vector<double>> FitItemBiases(const ItemStatistics& stats,
+                                                  double global_mean,
+                                                  const BaselineOptions& options,
+                                                  Progress* progress, JobStreams* streams) {
+  const int32_t num_items = static_cast<int32_t>(stats.totals.size());
+  std::vector<double> item_bias(static_cast<size_t>(num_items), 0.0);
+  for (int epoch = 0; epoch < options.epochs; ++epoch) {
+    if (epoch > 0) {
+      // The user step of the previous epoch.
+      int32_t first = 0;
+      do {
+        const int32_t end = std::min<int32_t>(num_items, first + kTotalsPerRange);
+        v1::JobCommand command;
+        v1::ItemBiasChunk* chunk = command.mutable_item_bias();
+        chunk->set_first_index(first);
+        chunk->mutable_item_bias()->Assign(item_bias.begin() + first, item_bias.begin() + end);
+        chunk->set_last(end == num_items);
+        chunk->set_global_mean(global_mean);
+        chunk->set_reg_user(options.reg_user);
+        COHORT_RETURN_IF_ERROR(streams->Execute(std::move(command)).status());
+        first = end;
+      } while (first < num_items);
+    }
+    int32_t first = 0;
+    do {
+      const int32_t end = std::min<int32_t>(num_items, first + kTotalsPerRange);
+      v1::JobCommand command;
+      command.mutable_item_bias_sums()->set_first_item(first);
+      command.mutable_item_bias_sums()->set_end_item(end);
+      command.mutable_item_bias_sums()->set_global_mean(global_mean);
+      COHORT_ASSIGN_OR_RETURN(std::vector<v1::ShardResult> results,
+                              streams->Execute(std::move(command)));
+      std::vector<double> residual_sum(static_cast<size_t>(end - first), 0.0);
+      for (const v1::ShardResult& result : results) {
+        const v1::ItemBiasSumsPartial& partial = result.item_bias_sums();
+        if (partial.residual_sums_size() != end - first) {
+          return absl::InternalError(absl::StrCat("shard ", result.shard_id(), " returned ",
+                                                  partial.residual_sums_size(),
+                                                  " item bias sums for ", end - first, " items"));
+        }
+        for (int32_t i = 0; i < end - first; ++i) residual_sum[i] += partial.residual_sums(i);
+      }
+      for (int32_t i = first; i < end; ++i) {
+        item_bias[i] = residual_sum[i - first] /
+                       (options.reg_item + static_cast<double>(stats.totals[i].count));
+      }
+      first = end;
+    } while (first < num_items);
+    progress->Report("baselines", epoch + 1, options.epochs,
+                     absl::StrCat("baseline epoch ", epoch + 1, " of ", options.epochs));
+  }
+  return item_bias;
+}
+
 // Appends one list per owner to the model's packed arrays.
 void AppendList(const std::vector<Neighbor>& list, v1::NeighbourModel* model) {
   for (const Neighbor& neighbor : list) {
@@ -262,7 +321,10 @@ absl::Status MergeQueryAnswers(const std::vector<v1::ShardResult>& results,
   for (size_t q = 0; q < query_ids.size(); ++q) {
     std::vector<std::vector<Neighbor>> candidates;
     for (auto& shard_lists : per_shard) candidates.push_back(std::move(shard_lists[q]));
-    (*lists)[query_ids[q]] = MergeTopK(candidates, k, ScoreOrder::kLargerIsBetter);
+    // Equal scores rank by user id, which (shard, row) ids follow only within a shard.
+    (*lists)[query_ids[q]] =
+        MergeTopKByKey(candidates, k, ScoreOrder::kLargerIsBetter,
+                       [user_ids](int64_t id) -> std::string_view { return user_ids->at(id); });
   }
   return absl::OkStatus();
 }
@@ -353,6 +415,12 @@ absl::StatusOr<v1::NeighbourModel> RunInteractionJob(const NeighbourJobInput& in
   model.set_global_mean(interactions > 0 ? sum / static_cast<double>(interactions) : 0.0);
   model.set_min_value(interactions > 0 ? stats.min_value : 0.0);
   model.set_max_value(interactions > 0 ? stats.max_value : 0.0);
+  if (interactions > 0) {
+    COHORT_ASSIGN_OR_RETURN(std::vector<double> item_bias,
+                            FitItemBiases(stats, model.global_mean(),
+                                          ToBaselineOptions(input.options), progress, streams));
+    model.mutable_item_bias()->Assign(item_bias.begin(), item_bias.end());
+  }
   model.add_list_ptr(0);
   if (input.options.kind() == v1::NEIGHBOUR_KIND_ITEM_ITEM) {
     COHORT_RETURN_IF_ERROR(ItemNeighbours(input, measure, stats, dictionary.size(), progress,
@@ -431,6 +499,20 @@ absl::StatusOr<v1::NeighbourModel> RunDenseJob(const NeighbourJobInput& input,
 
 }  // namespace
 
+BaselineOptions ToBaselineOptions(const v1::NeighbourOptions& options) {
+  BaselineOptions out;
+  if (options.has_baseline_epochs()) out.epochs = options.baseline_epochs();
+  if (options.has_baseline_reg_item()) out.reg_item = options.baseline_reg_item();
+  if (options.has_baseline_reg_user()) out.reg_user = options.baseline_reg_user();
+  return out;
+}
+
+double NeighbourIndex::UserBias(const UserRatings& user) const {
+  if (!has_baselines() || user.items.empty()) return 0.0;
+  return ComputeUserBias(user, baselines.global_mean, baselines.item_bias,
+                         ToBaselineOptions(model.options()).reg_user);
+}
+
 absl::Status ValidateNeighbourOptions(const v1::NeighbourOptions& options, v1::DatasetKind kind) {
   if (options.kind() != v1::NEIGHBOUR_KIND_ITEM_ITEM &&
       options.kind() != v1::NEIGHBOUR_KIND_USER_USER) {
@@ -460,6 +542,23 @@ absl::Status ValidateNeighbourOptions(const v1::NeighbourOptions& options, v1::D
     return absl::InvalidArgumentError(absl::StrCat("options.nprobe = ", options.nprobe(),
                                                    " is invalid; use 0 (exact) or more"));
   }
+  if (options.has_baseline_epochs() &&
+      (options.baseline_epochs() < 1 || options.baseline_epochs() > kMaxBaselineEpochs)) {
+    return absl::InvalidArgumentError(absl::StrCat("options.baseline_epochs = ",
+                                                   options.baseline_epochs(),
+                                                   " is invalid; use 1..", kMaxBaselineEpochs));
+  }
+  for (const auto& [name, has, value] :
+       {std::tuple<const char*, bool, double>{"baseline_reg_item", options.has_baseline_reg_item(),
+                                              options.baseline_reg_item()},
+        {"baseline_reg_user", options.has_baseline_reg_user(), options.baseline_reg_user()}}) {
+    if (has && !(std::isfinite(value) && value >= 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "options.", name, " = ", value, " is invalid; use a finite number >= 0"));
+    }
+  }
+  const bool baseline_set = options.has_baseline_epochs() || options.has_baseline_reg_item() ||
+                            options.has_baseline_reg_user();
   if (kind == v1::DATASET_KIND_INTERACTIONS) {
     if (!options.segment_model_id().empty() || options.nprobe() != 0) {
       return absl::InvalidArgumentError(
@@ -467,6 +566,11 @@ absl::Status ValidateNeighbourOptions(const v1::NeighbourOptions& options, v1::D
           "feature vectors (USERS or TRANSACTIONS datasets), not to interactions");
     }
     return absl::OkStatus();
+  }
+  if (baseline_set) {
+    return absl::InvalidArgumentError(
+        "options.baseline_epochs, baseline_reg_item and baseline_reg_user apply to "
+        "interactions, not to feature vectors");
   }
   if (options.kind() != v1::NEIGHBOUR_KIND_USER_USER) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -527,6 +631,15 @@ absl::StatusOr<std::shared_ptr<const NeighbourIndex>> IndexNeighbourModel(
   for (int64_t i = 0; i < model.user_ids_size(); ++i) {
     index->user_position[model.user_ids(i)] = i;
     index->global_position[model.user_global_ids(i)] = i;
+  }
+  if (model.item_bias_size() > 0) {
+    if (model.item_bias_size() != model.item_ids_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "neighbour model ", model.model_id(), " has ", model.item_bias_size(),
+          " item biases for ", model.item_ids_size(), " items; the model is damaged"));
+    }
+    index->baselines.global_mean = model.global_mean();
+    index->baselines.item_bias.assign(model.item_bias().begin(), model.item_bias().end());
   }
   index->model = std::move(model);
   return std::shared_ptr<const NeighbourIndex>(std::move(index));

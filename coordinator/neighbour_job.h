@@ -16,6 +16,7 @@
 #include "cohort/v1/similarity.pb.h"
 #include "coordinator/job_streams.h"
 #include "core/interactions.h"
+#include "core/recommend.h"
 #include "core/topk.h"
 
 namespace cohort {
@@ -28,6 +29,13 @@ inline constexpr int kMaxNeighbourK = 10000;
 // Errors: InvalidArgument naming the field and value.
 [[nodiscard]] absl::Status ValidateNeighbourOptions(const v1::NeighbourOptions& options,
                                                     v1::DatasetKind kind);
+
+// Largest number of baseline epochs of a neighbour job.
+inline constexpr int kMaxBaselineEpochs = 1000;
+
+// The baseline options of a job: the options' fields, or the defaults of
+// BaselineOptions where they are unset.
+BaselineOptions ToBaselineOptions(const v1::NeighbourOptions& options);
 
 struct NeighbourJobInput {
   std::string job_id;
@@ -61,6 +69,11 @@ struct NeighbourIndex {
   const std::string& UserId(int64_t global_id) const {
     return model.user_ids(global_position.at(global_id));
   }
+  // Interactions: μ and the item biases (empty in a model without fitted baselines).
+  Baselines baselines;
+  bool has_baselines() const { return !baselines.item_bias.empty(); }
+  // b_u of a user with these ratings: the last ALS user step, 0 without baselines.
+  double UserBias(const UserRatings& user) const;
 };
 
 // Builds the lookup tables. Errors: InvalidArgument when the model's arrays disagree.

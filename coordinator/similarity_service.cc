@@ -30,6 +30,8 @@ constexpr int kMaxRecommendations = 10000;
 constexpr int kMaxBatchUsers = 100000;
 // Users per FetchUsers command, so one result stays small.
 constexpr int kUsersPerFetch = 1000;
+// Users of a RecommendBatch whose rows are fetched together before they are scored.
+constexpr int kUsersPerBatchBlock = 256;
 // Neighbours used by PredictRating when the request gives no k.
 constexpr int kDefaultPredictionK = 40;
 constexpr char kNeighbourModelSuffix[] = ".neighbour_model.pb";
@@ -457,9 +459,25 @@ grpc::Status CohortServiceImpl::SimilarUsers(grpc::ServerContext*,
 // ---------------------------------------------------------------------------------------
 // Recommendations
 
-absl::StatusOr<std::map<std::string, CohortServiceImpl::FetchedRow>>
-CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
-                                 const std::vector<std::string>& user_ids) {
+// The plan of one Recommend request: its validated options and models, shared by every
+// user of a batch.
+struct RecommendPlan {
+  v1::RecommendMethod method = v1::RECOMMEND_METHOD_ITEM_BASED;
+  double weight = 0.5;
+  // The models whose scores count: item-based, user-based and content (by features).
+  std::shared_ptr<const NeighbourIndex> item_model;
+  std::shared_ptr<const NeighbourIndex> user_model;
+  std::shared_ptr<const NeighbourIndex> content_model;
+  double content_weight = 0;  // HYBRID only
+  // The interaction model that gives the item dictionary and popularity.
+  std::shared_ptr<const NeighbourIndex> catalogue;
+  const NeighbourIndex* base = nullptr;  // catalogue.get()
+  RecommendOptions options;
+  std::vector<int64_t> popularity;
+};
+
+absl::StatusOr<std::unique_ptr<JobStreams>> CohortServiceImpl::OpenRowFetch(
+    const std::string& dataset_id, const std::vector<std::string>& user_ids) {
   // The shards of a worker lost since the last job move to their replicas first.
   COHORT_RETURN_IF_ERROR(RepairStreamedPlacement(dataset_id));
   std::vector<std::string> owners;
@@ -479,10 +497,13 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
     num_shards = it->second.info.num_shards();
     fetch_id = absl::StrFormat("fetch-%06d", next_fetch_++);
   }
-  std::map<std::string, FetchedRow> rows;
-  if (owners.empty() || user_ids.empty()) return rows;
+  if (owners.empty()) return std::unique_ptr<JobStreams>();
   std::set<int> shards;
-  for (const std::string& user_id : user_ids) shards.insert(ShardOfUser(user_id, num_shards));
+  if (user_ids.empty()) {
+    for (int shard = 0; shard < num_shards; ++shard) shards.insert(shard);
+  } else {
+    for (const std::string& user_id : user_ids) shards.insert(ShardOfUser(user_id, num_shards));
+  }
   std::map<std::string, std::vector<int>> shards_by_worker;
   for (int shard : shards) shards_by_worker[owners[shard]].push_back(shard);
   std::vector<JobStreams::Member> members;
@@ -493,9 +514,13 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
   // A fetch has no shard moves: a lost worker fails it with Unavailable.
   JobStreams::Options stream_options;
   stream_options.step_timeout = options_.step_timeout;
-  COHORT_ASSIGN_OR_RETURN(
-      std::unique_ptr<JobStreams> streams,
-      JobStreams::Open(fetch_id, dataset_id, std::move(members), std::move(stream_options)));
+  return JobStreams::Open(fetch_id, dataset_id, std::move(members), std::move(stream_options));
+}
+
+absl::Status CohortServiceImpl::FetchRowsOnStreams(JobStreams* streams,
+                                                   const std::vector<std::string>& user_ids,
+                                                   std::map<std::string, FetchedRow>* rows) {
+  if (streams == nullptr) return absl::OkStatus();
   for (size_t first = 0; first < user_ids.size(); first += kUsersPerFetch) {
     v1::JobCommand command;
     const size_t end = std::min(user_ids.size(), first + kUsersPerFetch);
@@ -504,39 +529,90 @@ CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
                             streams->Execute(std::move(command)));
     for (const v1::ShardResult& result : results) {
       for (const v1::UserRowsResult::Row& row : result.user_rows().rows()) {
-        FetchedRow& out = rows[row.user_id()];
+        FetchedRow& out = (*rows)[row.user_id()];
         out.item_ids.assign(row.item_ids().begin(), row.item_ids().end());
         out.values.assign(row.values().begin(), row.values().end());
       }
     }
   }
-  streams->Close();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, CohortServiceImpl::FetchedRow>>
+CohortServiceImpl::FetchUserRows(const std::string& dataset_id,
+                                 const std::vector<std::string>& user_ids) {
+  std::map<std::string, FetchedRow> rows;
+  if (user_ids.empty()) return rows;
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<JobStreams> streams,
+                          OpenRowFetch(dataset_id, user_ids));
+  COHORT_RETURN_IF_ERROR(FetchRowsOnStreams(streams.get(), user_ids, &rows));
+  if (streams != nullptr) streams->Close();
   return rows;
 }
 
-absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
+absl::StatusOr<std::shared_ptr<const RecommendPlan>> CohortServiceImpl::PlanRecommendation(
     const v1::RecommendRequest& request) {
   if (request.n() < 1 || request.n() > kMaxRecommendations) {
     return absl::InvalidArgumentError(absl::StrCat("n = ", request.n(), " is invalid; use 1..",
                                                    kMaxRecommendations));
   }
-  const v1::RecommendMethod method = request.method() == v1::RECOMMEND_METHOD_UNSPECIFIED
-                                         ? v1::RECOMMEND_METHOD_ITEM_BASED
-                                         : request.method();
+  auto plan = std::make_shared<RecommendPlan>();
+  plan->method = request.method() == v1::RECOMMEND_METHOD_UNSPECIFIED
+                     ? v1::RECOMMEND_METHOD_ITEM_BASED
+                     : request.method();
+  const v1::RecommendMethod method = plan->method;
   if (!v1::RecommendMethod_IsValid(method)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "method ", static_cast<int>(method), " is unknown; use ITEM_BASED, USER_BASED or HYBRID"));
+        "method ", static_cast<int>(method),
+        " is unknown; use ITEM_BASED, USER_BASED, HYBRID or CONTENT"));
   }
-  const double weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
-  if (!(weight >= 0 && weight <= 1)) {
+  plan->weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
+  if (!(plan->weight >= 0 && plan->weight <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("hybrid_weight = ", request.hybrid_weight(),
                                                    " is invalid; use a number in [0, 1]"));
   }
-  const bool use_items = method != v1::RECOMMEND_METHOD_USER_BASED;
-  const bool use_users = method != v1::RECOMMEND_METHOD_ITEM_BASED;
+  const bool content = method == v1::RECOMMEND_METHOD_CONTENT;
+  if (!(request.content_weight() >= 0 && request.content_weight() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("content_weight = ", request.content_weight(),
+                                                   " is invalid; use a number in [0, 1]"));
+  }
+  if (request.content_weight() != 0 && method != v1::RECOMMEND_METHOD_HYBRID) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "content_weight = ", request.content_weight(), " applies to HYBRID, not to ",
+        v1::RecommendMethod_Name(method), "; leave it 0"));
+  }
+  plan->content_weight = request.content_weight();
+  if (content || plan->content_weight > 0) {
+    if (request.content_model_id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "content_model_id is empty; ", v1::RecommendMethod_Name(method),
+          content ? "" : " with content_weight > 0",
+          " needs a user–user neighbour model on feature vectors"));
+    }
+    COHORT_ASSIGN_OR_RETURN(plan->content_model, FindNeighbourModel(request.content_model_id()));
+    if (plan->content_model->item_item() ||
+        plan->content_model->model.options().segment_model_id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "content_model_id '", request.content_model_id(),
+          "' is not a user–user neighbour model on feature vectors (USERS or TRANSACTIONS)"));
+    }
+  }
+  const bool item_scores =
+      method == v1::RECOMMEND_METHOD_ITEM_BASED || method == v1::RECOMMEND_METHOD_HYBRID;
+  const bool user_scores =
+      method == v1::RECOMMEND_METHOD_USER_BASED || method == v1::RECOMMEND_METHOD_HYBRID;
+  // CONTENT reads the catalogue of whichever interaction model is given.
+  const bool need_item_model = item_scores || (content && !request.item_model_id().empty());
+  const bool need_user_model =
+      user_scores || (content && request.item_model_id().empty() && !request.user_model_id().empty());
+  if (content && request.item_model_id().empty() && request.user_model_id().empty()) {
+    return absl::InvalidArgumentError(
+        "item_model_id and user_model_id are empty; CONTENT takes the item catalogue from a "
+        "neighbour model on the interactions, so give one of them");
+  }
   std::shared_ptr<const NeighbourIndex> item_model;
   std::shared_ptr<const NeighbourIndex> user_model;
-  if (use_items) {
+  if (need_item_model) {
     if (request.item_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "item_model_id is empty; ", v1::RecommendMethod_Name(method),
@@ -548,7 +624,7 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
           "item_model_id '", request.item_model_id(), "' contains user–user neighbours"));
     }
   }
-  if (use_users) {
+  if (need_user_model) {
     if (request.user_model_id().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "user_model_id is empty; ", v1::RecommendMethod_Name(method),
@@ -567,70 +643,124 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
         "item_model_id '", request.item_model_id(), "' and user_model_id '",
         request.user_model_id(), "' belong to different datasets"));
   }
-  const NeighbourIndex& base = item_model != nullptr ? *item_model : *user_model;
-  const ItemDictionary& items = base.items;
-  const std::string& dataset_id = base.model.dataset_id();
-
-  // The user's row, and for user-based scores the rows of its neighbours.
-  std::vector<std::string> wanted = {request.user_id()};
-  std::vector<Neighbor> user_neighbours;
-  if (user_model != nullptr) {
-    auto position = user_model->user_position.find(request.user_id());
-    if (position != user_model->user_position.end()) {
-      user_neighbours = user_model->lists[position->second];
-      // Sums run over the neighbours in global id (shard, then row) order.
-      std::sort(user_neighbours.begin(), user_neighbours.end(),
-                [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
-      for (const Neighbor& neighbour : user_neighbours) {
-        wanted.push_back(user_model->UserId(neighbour.id));
-      }
-    }
-  }
-  COHORT_ASSIGN_OR_RETURN(auto rows, FetchUserRows(dataset_id, wanted));
-  auto own = rows.find(request.user_id());
-  if (own == rows.end()) {
-    return absl::NotFoundError(absl::StrCat("user '", request.user_id(),
-                                            "' has no interactions in dataset '", dataset_id,
-                                            "'"));
-  }
-  const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, items);
-
-  std::vector<double> scores;
-  if (item_model != nullptr) scores = ItemBasedScores(seen, item_model->lists, items.size());
-  if (user_model != nullptr) {
-    std::vector<double> user_scores(items.size(), 0.0);
-    for (const Neighbor& neighbour : user_neighbours) {
-      auto row = rows.find(user_model->UserId(neighbour.id));
-      if (row == rows.end()) continue;
-      for (size_t e = 0; e < row->second.item_ids.size(); ++e) {
-        const int32_t index = items.Find(row->second.item_ids[e]);
-        if (index >= 0) user_scores[index] += double{neighbour.score} * row->second.values[e];
-      }
-    }
-    if (item_model == nullptr) {
-      scores = std::move(user_scores);
-    } else {
-      double max_score = 0;
-      for (double score : user_scores) max_score = std::max(max_score, score);
-      for (double& score : user_scores) score = max_score > 0 ? std::max(0.0, score) / max_score : 0.0;
-      COHORT_ASSIGN_OR_RETURN(scores, HybridScores(scores, user_scores, weight));
-    }
-  }
-
-  RecommendOptions options;
-  options.n = request.n();
-  options.cf_weight = weight;
+  plan->catalogue = item_model != nullptr ? item_model : user_model;
+  plan->base = plan->catalogue.get();
+  if (item_scores) plan->item_model = std::move(item_model);
+  if (user_scores) plan->user_model = std::move(user_model);
+  const ItemDictionary& items = plan->base->items;
+  plan->options.n = request.n();
+  plan->options.cf_weight = plan->weight;
   for (const std::string& id : request.exclude_item_ids()) {
     const int32_t index = items.Find(id);
-    if (index >= 0) options.excluded_items.push_back(index);
+    if (index >= 0) plan->options.excluded_items.push_back(index);
   }
-  COHORT_RETURN_IF_ERROR(options.Validate(items.size()));
-  const std::vector<int64_t> popularity(base.model.item_popularity().begin(),
-                                        base.model.item_popularity().end());
+  COHORT_RETURN_IF_ERROR(plan->options.Validate(items.size()));
+  plan->popularity.assign(plan->base->model.item_popularity().begin(),
+                          plan->base->model.item_popularity().end());
+  return std::shared_ptr<const RecommendPlan>(std::move(plan));
+}
+
+namespace {
+
+// The user's neighbours in a user–user model (null: none), in global id (shard, then
+// row) order, which is the order of the user-based sums. Empty for a user outside it.
+std::vector<Neighbor> SortedUserNeighbours(const NeighbourIndex* model,
+                                           const std::string& user_id) {
+  std::vector<Neighbor> neighbours;
+  if (model == nullptr) return neighbours;
+  auto position = model->user_position.find(user_id);
+  if (position == model->user_position.end()) return neighbours;
+  neighbours = model->lists[position->second];
+  std::sort(neighbours.begin(), neighbours.end(),
+            [](const Neighbor& a, const Neighbor& b) { return a.id < b.id; });
+  return neighbours;
+}
+
+// The users whose rows a recommendation for `user_id` reads: the user, then its
+// neighbours for user-based and content scores.
+std::vector<std::string> RowsToFetch(const RecommendPlan& plan, const std::string& user_id) {
+  std::vector<std::string> wanted = {user_id};
+  for (const NeighbourIndex* model : {plan.user_model.get(), plan.content_model.get()}) {
+    for (const Neighbor& neighbour : SortedUserNeighbours(model, user_id)) {
+      wanted.push_back(model->UserId(neighbour.id));
+    }
+  }
+  return wanted;
+}
+
+// Σ s_uv · r_vi over the user's neighbours v in `model` whose rows were fetched.
+// `Rows` maps user ids to rows with item_ids and values.
+template <typename Rows>
+std::vector<double> NeighbourScores(const NeighbourIndex& model, const std::string& user_id,
+                                    const ItemDictionary& items, const Rows& rows) {
+  std::vector<double> scores(items.size(), 0.0);
+  for (const Neighbor& neighbour : SortedUserNeighbours(&model, user_id)) {
+    auto row = rows.find(model.UserId(neighbour.id));
+    if (row == rows.end()) continue;
+    for (size_t e = 0; e < row->second.item_ids.size(); ++e) {
+      const int32_t index = items.Find(row->second.item_ids[e]);
+      if (index >= 0) scores[index] += double{neighbour.score} * row->second.values[e];
+    }
+  }
+  return scores;
+}
+
+// Scales scores to [0, 1] by their maximum; scores <= 0 (or all, when none is > 0)
+// become 0.
+void ScaleByMax(std::vector<double>* scores) {
+  double max_score = 0;
+  for (double score : *scores) max_score = std::max(max_score, score);
+  for (double& score : *scores) score = max_score > 0 ? std::max(0.0, score) / max_score : 0.0;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::ScoreRecommendation(
+    const RecommendPlan& plan, const std::string& user_id,
+    const std::map<std::string, FetchedRow>& rows) {
+  const ItemDictionary& items = plan.base->items;
+  UserRatings seen;
+  auto own = rows.find(user_id);
+  if (own != rows.end()) {
+    seen = ToRatings(own->second.item_ids, own->second.values, items);
+  } else if (plan.method != v1::RECOMMEND_METHOD_CONTENT ||
+             plan.content_model->user_position.count(user_id) == 0) {
+    // Only CONTENT serves a user without interactions, from the user's features.
+    return absl::NotFoundError(absl::StrCat("user '", user_id, "' has no interactions in dataset '",
+                                            plan.base->model.dataset_id(), "'"));
+  }
+
+  std::vector<double> scores;
+  if (plan.item_model != nullptr) {
+    scores = ItemBasedScores(seen, plan.item_model->lists, items.size());
+  }
+  if (plan.user_model != nullptr) {
+    std::vector<double> user_scores = NeighbourScores(*plan.user_model, user_id, items, rows);
+    if (plan.item_model == nullptr) {
+      scores = std::move(user_scores);
+    } else {
+      ScaleByMax(&user_scores);
+      COHORT_ASSIGN_OR_RETURN(scores, HybridScores(scores, user_scores, plan.weight));
+    }
+  }
+  if (plan.content_model != nullptr) {
+    std::vector<double> content_scores =
+        NeighbourScores(*plan.content_model, user_id, items, rows);
+    if (plan.method == v1::RECOMMEND_METHOD_CONTENT) {
+      scores = std::move(content_scores);
+    } else {
+      // HYBRID: HybridScores scales the item and user mix by its maximum, and the
+      // content scores are scaled here.
+      ScaleByMax(&content_scores);
+      COHORT_ASSIGN_OR_RETURN(
+          scores, HybridScores(scores, content_scores, 1.0 - plan.content_weight));
+    }
+  }
+
   COHORT_ASSIGN_OR_RETURN(RecommendationList list,
-                          RankRecommendations(scores, seen, popularity, options));
+                          RankRecommendations(scores, seen, plan.popularity, plan.options));
   v1::RecommendResponse response;
-  response.set_user_id(request.user_id());
+  response.set_user_id(user_id);
   for (const Recommendation& item : list.items) {
     v1::RecommendedItem* out = response.add_items();
     out->set_item_id(items.id(item.item));
@@ -639,6 +769,14 @@ absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
   }
   response.set_fewer_than_n(list.fewer_than_requested);
   return response;
+}
+
+absl::StatusOr<v1::RecommendResponse> CohortServiceImpl::RecommendOne(
+    const v1::RecommendRequest& request) {
+  COHORT_ASSIGN_OR_RETURN(std::shared_ptr<const RecommendPlan> plan, PlanRecommendation(request));
+  COHORT_ASSIGN_OR_RETURN(auto rows, FetchUserRows(plan->base->model.dataset_id(),
+                                                   RowsToFetch(*plan, request.user_id())));
+  return ScoreRecommendation(*plan, request.user_id(), rows);
 }
 
 grpc::Status CohortServiceImpl::Recommend(grpc::ServerContext*, const v1::RecommendRequest* request,
@@ -657,20 +795,41 @@ grpc::Status CohortServiceImpl::RecommendBatch(grpc::ServerContext* context,
                  absl::StrCat("user_ids has ", request->user_ids_size(),
                               " entries; give 1..", kMaxBatchUsers));
   }
-  // TODO: fetch the rows of a block of users through one set of streams; each user
-  // opens its own streams now, which costs a few milliseconds per user.
-  for (const std::string& user_id : request->user_ids()) {
-    v1::RecommendRequest one = request->options();
-    one.set_user_id(user_id);
-    absl::StatusOr<v1::RecommendResponse> result = RecommendOne(one);
-    if (!result.ok()) {
-      return Error(result.status().code(),
-                   absl::StrCat("user '", user_id, "': ", result.status().message()));
+  // Errors name the user whose recommendation failed; an error of the options is the
+  // first user's, as a loop over Recommend would report it.
+  const auto user_error = [](const std::string& user_id, const absl::Status& status) {
+    return Error(status.code(), absl::StrCat("user '", user_id, "': ", status.message()));
+  };
+  absl::StatusOr<std::shared_ptr<const RecommendPlan>> plan =
+      PlanRecommendation(request->options());
+  if (!plan.ok()) return user_error(request->user_ids(0), plan.status());
+  const std::string& dataset_id = (*plan)->base->model.dataset_id();
+  // One set of streams serves the whole batch: each block of users sends its rows and
+  // its neighbours' rows in one FetchUsers command per kUsersPerFetch ids.
+  absl::StatusOr<std::unique_ptr<JobStreams>> streams = OpenRowFetch(dataset_id, {});
+  if (!streams.ok()) return user_error(request->user_ids(0), streams.status());
+  for (int first = 0; first < request->user_ids_size(); first += kUsersPerBatchBlock) {
+    const int end = std::min(request->user_ids_size(), first + kUsersPerBatchBlock);
+    std::vector<std::string> wanted;
+    std::set<std::string> distinct;
+    for (int i = first; i < end; ++i) {
+      for (std::string& id : RowsToFetch(**plan, request->user_ids(i))) {
+        if (distinct.insert(id).second) wanted.push_back(std::move(id));
+      }
     }
-    if (context->IsCancelled() || !writer->Write(*result)) {
-      return Error(absl::StatusCode::kCancelled, "the caller closed the recommendation stream");
+    std::map<std::string, FetchedRow> rows;
+    const absl::Status fetched = FetchRowsOnStreams(streams->get(), wanted, &rows);
+    if (!fetched.ok()) return user_error(request->user_ids(first), fetched);
+    for (int i = first; i < end; ++i) {
+      const std::string& user_id = request->user_ids(i);
+      absl::StatusOr<v1::RecommendResponse> result = ScoreRecommendation(**plan, user_id, rows);
+      if (!result.ok()) return user_error(user_id, result.status());
+      if (context->IsCancelled() || !writer->Write(*result)) {
+        return Error(absl::StatusCode::kCancelled, "the caller closed the recommendation stream");
+      }
     }
   }
+  if (*streams != nullptr) (*streams)->Close();
   return grpc::Status::OK;
 }
 
@@ -737,15 +896,16 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
                               model.model.dataset_id(), "'"));
   }
 
-  const double mean = model.model.global_mean();
+  // KNNBaseline around μ + b_u + b_i. A model without fitted baselines predicts around
+  // the global mean: item-based with all biases 0, user-based as KNNBasic.
+  Baselines zero_biases;
+  zero_biases.global_mean = model.model.global_mean();
+  zero_biases.item_bias.assign(model.items.size(), 0.0);
+  const Baselines& baselines = model.has_baselines() ? model.baselines : zero_biases;
+  const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, model.items);
+  const double user_bias = model.UserBias(seen);
   int support = 0;
   if (item_based) {
-    const UserRatings seen = ToRatings(own->second.item_ids, own->second.values, model.items);
-    // The baseline of every pair is the global mean: the model stores no user or item
-    // biases, so this is KNNBaseline with all biases 0.
-    Baselines baselines;
-    baselines.global_mean = mean;
-    baselines.item_bias.assign(model.items.size(), 0.0);
     for (const Neighbor& neighbour : model.lists[item]) {
       if (support >= options.k) break;
       if (neighbour.score > 0 &&
@@ -754,8 +914,9 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
         ++support;
       }
     }
-    response->set_rating(PredictItemBased(seen, 0.0, item, baselines, model.lists, options));
+    response->set_rating(PredictItemBased(seen, user_bias, item, baselines, model.lists, options));
   } else {
+    const double item_bias = baselines.item_bias[item];
     std::vector<RatedNeighbor> rated;
     for (const Neighbor& neighbour : user_neighbours) {
       auto row = rows->find(model.UserId(neighbour.id));
@@ -763,10 +924,16 @@ grpc::Status CohortServiceImpl::PredictRating(grpc::ServerContext*,
       const auto& ids = row->second.item_ids;
       auto it = std::find(ids.begin(), ids.end(), request->item_id());
       if (it == ids.end()) continue;
-      rated.push_back(RatedNeighbor{neighbour.score, row->second.values[it - ids.begin()], mean});
+      const double neighbour_bias =
+          model.UserBias(ToRatings(row->second.item_ids, row->second.values, model.items));
+      rated.push_back(RatedNeighbor{neighbour.score, row->second.values[it - ids.begin()],
+                                    baselines.global_mean + neighbour_bias + item_bias});
       if (neighbour.score > 0 && support < options.k) ++support;
     }
-    response->set_rating(PredictUserBasic(rated, mean, options));
+    response->set_rating(
+        model.has_baselines()
+            ? PredictUserBaseline(rated, baselines.global_mean + user_bias + item_bias, options)
+            : PredictUserBasic(rated, baselines.global_mean, options));
   }
   response->set_support(support);
   response->set_fallback(support < options.min_k);

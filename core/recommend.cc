@@ -57,18 +57,36 @@ ItemBiasSums ComputeItemBiasSums(const InteractionMatrix& shard, double global_m
   return sums;
 }
 
+namespace {
+
+// b_u = Σ (r_ui − μ − b_i) / (reg_user + |I_u|) over one row's `count` entries.
+double UserBiasOfRow(const int32_t* items, const float* values, int64_t count,
+                     double global_mean, const std::vector<double>& item_bias,
+                     double reg_user) {
+  double residual = 0.0;
+  for (int64_t e = 0; e < count; ++e) {
+    residual += values[e] - global_mean - item_bias[items[e]];
+  }
+  return residual / (reg_user + static_cast<double>(count));
+}
+
+}  // namespace
+
 std::vector<double> ComputeUserBiases(const InteractionMatrix& shard, double global_mean,
                                       const std::vector<double>& item_bias, double reg_user) {
   std::vector<double> user_bias(static_cast<size_t>(shard.num_users()), 0.0);
   for (int64_t r = 0; r < shard.num_users(); ++r) {
-    double residual = 0.0;
-    for (int64_t e = shard.row_ptr[r]; e < shard.row_ptr[r + 1]; ++e) {
-      residual += shard.values[e] - global_mean - item_bias[shard.item_index[e]];
-    }
-    const double count = static_cast<double>(shard.row_ptr[r + 1] - shard.row_ptr[r]);
-    user_bias[r] = residual / (reg_user + count);
+    const int64_t begin = shard.row_ptr[r];
+    user_bias[r] = UserBiasOfRow(shard.item_index.data() + begin, shard.values.data() + begin,
+                                 shard.row_ptr[r + 1] - begin, global_mean, item_bias, reg_user);
   }
   return user_bias;
+}
+
+double ComputeUserBias(const UserRatings& user, double global_mean,
+                       const std::vector<double>& item_bias, double reg_user) {
+  return UserBiasOfRow(user.items.data(), user.values.data(),
+                       static_cast<int64_t>(user.items.size()), global_mean, item_bias, reg_user);
 }
 
 absl::StatusOr<Baselines> FitBaselines(const std::vector<InteractionMatrix>& shards,

@@ -25,6 +25,12 @@ namespace cohort {
 // shard order). The user step is local to a shard, because all rows of a user are in
 // one shard.
 
+// A user's ratings as (dictionary index, value), ascending by index.
+struct UserRatings {
+  std::vector<int32_t> items;
+  std::vector<float> values;
+};
+
 struct BaselineOptions {
   int epochs = 10;          // >= 1
   double reg_item = 10.0;   // >= 0
@@ -50,6 +56,10 @@ ItemBiasSums ComputeItemBiasSums(const InteractionMatrix& shard, double global_m
 // The user step for one shard: one bias per row.
 std::vector<double> ComputeUserBiases(const InteractionMatrix& shard, double global_mean,
                                       const std::vector<double>& item_bias, double reg_user);
+// The user step for one user: the bias ComputeUserBiases sets for a row with these
+// ratings. REQUIRES: every item of `user` indexes `item_bias`.
+double ComputeUserBias(const UserRatings& user, double global_mean,
+                       const std::vector<double>& item_bias, double reg_user);
 
 // One process: fits the baselines over all shards with the steps above.
 // Errors: InvalidArgument for bad options, no entries at all, or shards whose num_items
@@ -73,11 +83,6 @@ struct PredictionOptions {
   [[nodiscard]] absl::Status Validate() const;
 };
 
-// A user's ratings as (dictionary index, value), ascending by index.
-struct UserRatings {
-  std::vector<int32_t> items;
-  std::vector<float> values;
-};
 UserRatings RowRatings(const InteractionMatrix& shard, int64_t row);
 
 // Item-based KNNBaseline: r̂_ui = b_ui + Σ_j s_ij (r_uj − b_uj) / Σ_j s_ij over the k

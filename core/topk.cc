@@ -55,8 +55,11 @@ std::vector<Neighbor> TopKAccumulator::TakeSorted() {
   return result;
 }
 
-std::vector<Neighbor> MergeTopK(const std::vector<std::vector<Neighbor>>& lists, int k,
-                                ScoreOrder order) {
+namespace {
+
+// The distinct ids of `lists` with their best scores, NaN scores left out.
+std::vector<Neighbor> DistinctBest(const std::vector<std::vector<Neighbor>>& lists,
+                                   ScoreOrder order) {
   std::vector<Neighbor> all;
   size_t total = 0;
   for (const std::vector<Neighbor>& list : lists) total += list.size();
@@ -76,16 +79,38 @@ std::vector<Neighbor> MergeTopK(const std::vector<std::vector<Neighbor>>& lists,
   all.erase(std::unique(all.begin(), all.end(),
                         [](const Neighbor& a, const Neighbor& b) { return a.id == b.id; }),
             all.end());
+  return all;
+}
 
-  // The k best of the distinct ids.
-  const auto ranks_before = [order](const Neighbor& a, const Neighbor& b) {
-    return RanksBefore(a, b, order);
-  };
+template <typename RanksBeforeFn>
+std::vector<Neighbor> KeepBest(std::vector<Neighbor> all, int k, RanksBeforeFn ranks_before) {
   const size_t keep = std::min(all.size(), static_cast<size_t>(std::max(k, 0)));
   std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(keep), all.end(),
                     ranks_before);
   all.resize(keep);
   return all;
+}
+
+}  // namespace
+
+std::vector<Neighbor> MergeTopK(const std::vector<std::vector<Neighbor>>& lists, int k,
+                                ScoreOrder order) {
+  return KeepBest(DistinctBest(lists, order), k, [order](const Neighbor& a, const Neighbor& b) {
+    return RanksBefore(a, b, order);
+  });
+}
+
+std::vector<Neighbor> MergeTopKByKey(const std::vector<std::vector<Neighbor>>& lists, int k,
+                                     ScoreOrder order,
+                                     const std::function<std::string_view(int64_t)>& key) {
+  return KeepBest(DistinctBest(lists, order), k,
+                  [order, &key](const Neighbor& a, const Neighbor& b) {
+                    if (a.score != b.score) return RanksBefore(a, b, order);
+                    const std::string_view key_a = key(a.id);
+                    const std::string_view key_b = key(b.id);
+                    if (key_a != key_b) return key_a < key_b;
+                    return a.id < b.id;
+                  });
 }
 
 }  // namespace cohort

@@ -3,6 +3,8 @@
 #define COHORT_CORE_TOPK_H_
 
 #include <cstdint>
+#include <functional>
+#include <string_view>
 #include <vector>
 
 namespace cohort {
@@ -65,6 +67,14 @@ class TopKAccumulator {
 // REQUIRES: k >= 0.
 std::vector<Neighbor> MergeTopK(const std::vector<std::vector<Neighbor>>& lists, int k,
                                 ScoreOrder order);
+
+// MergeTopK with equal scores ordered by key(id) ascending, then by id: for user lists,
+// whose global ids follow (shard, row) while ties are broken by user id. Each input list
+// must have been cut by the same order (within one shard, row order is user id order
+// when the rows are sorted by user id). REQUIRES: k >= 0; `key` is defined on every id.
+std::vector<Neighbor> MergeTopKByKey(const std::vector<std::vector<Neighbor>>& lists, int k,
+                                     ScoreOrder order,
+                                     const std::function<std::string_view(int64_t)>& key);
 
 }  // namespace cohort
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/recommend.h"
 #include "core/status_macros.h"
 #include "proto/convert.h"
 #include "proto/similarity_convert.h"
@@ -85,7 +86,9 @@ std::vector<int32_t> NearestCentroids(const MatrixXfR& x, const MatrixXfR& centr
 }  // namespace
 
 bool NeighbourSession::IsNeighbourCommand(const v1::JobCommand& command) {
-  return command.command_case() >= 40 && command.command_case() < 60;
+  return (command.command_case() >= 40 && command.command_case() < 60) ||
+         command.command_case() == v1::JobCommand::kItemBias ||
+         command.command_case() == v1::JobCommand::kItemBiasSums;
 }
 
 absl::StatusOr<std::unique_ptr<NeighbourSession>> NeighbourSession::OpenInteractions(
@@ -116,8 +119,17 @@ std::unique_ptr<NeighbourSession> NeighbourSession::OpenDense(std::string job_id
   for (DenseShardView& view : shards) {
     DenseShard shard;
     shard.view = view;
-    for (size_t row = 0; row < view.user_ids.size(); ++row) {
-      shard.global_ids.push_back(GlobalUserId(view.shard_id, static_cast<int64_t>(row)));
+    // A user's global id is (shard, rank of its user id in the shard), so that top-k
+    // ties, which go to the lower id, go to the lower user id as on interaction shards.
+    std::vector<int64_t> order(view.user_ids.size());
+    for (size_t row = 0; row < order.size(); ++row) order[row] = static_cast<int64_t>(row);
+    std::stable_sort(order.begin(), order.end(), [&view](int64_t a, int64_t b) {
+      return view.user_ids[a] < view.user_ids[b];
+    });
+    shard.global_ids.resize(order.size());
+    for (size_t rank = 0; rank < order.size(); ++rank) {
+      shard.global_ids[order[rank]] = GlobalUserId(view.shard_id, static_cast<int64_t>(rank));
+      shard.user_id_by_rank.push_back(view.user_ids[order[rank]]);
     }
     session->dense_shards_.push_back(std::move(shard));
   }
@@ -175,6 +187,10 @@ absl::Status NeighbourSession::Handle(const v1::JobCommand& command,
       return SparseQueries(command.sparse_queries(), seq, results);
     case v1::JobCommand::kFetchUsers:
       return FetchUsers(command.fetch_users(), seq, results);
+    case v1::JobCommand::kItemBias:
+      return AddItemBiasChunk(command.item_bias(), seq, results);
+    case v1::JobCommand::kItemBiasSums:
+      return ItemResidualSums(command.item_bias_sums(), seq, results);
     case v1::JobCommand::kDenseIndex:
       return BuildDenseIndex(command.dense_index(), seq, results);
     case v1::JobCommand::kDenseQueries:
@@ -271,6 +287,55 @@ absl::Status NeighbourSession::ItemTotals(const v1::ItemTotalsRange& command, in
       out->add_sum_squares(shard.totals[item].sum_sq);
       out->add_sums(shard.item_sums[item]);
     }
+    results->push_back(std::move(result));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NeighbourSession::AddItemBiasChunk(const v1::ItemBiasChunk& command, int64_t seq,
+                                                std::vector<v1::ShardResult>* results) {
+  COHORT_RETURN_IF_ERROR(CheckDictionary("ItemBiasChunk"));
+  const int64_t end = command.first_index() + static_cast<int64_t>(command.item_bias_size());
+  if (command.first_index() != static_cast<int64_t>(item_bias_.size()) ||
+      end > dictionary_->size() || (command.last() && end != dictionary_->size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job ", job_id_, ": item bias chunk [", command.first_index(), ", ", end,
+        ") does not continue the ", item_bias_.size(), " biases received for ",
+        dictionary_->size(), " items"));
+  }
+  item_bias_.insert(item_bias_.end(), command.item_bias().begin(), command.item_bias().end());
+  if (command.last()) {
+    for (SparseShard& shard : sparse_) {
+      shard.user_bias = ComputeUserBiases(shard.global, command.global_mean(), item_bias_,
+                                          command.reg_user());
+    }
+    item_bias_.clear();
+  }
+  for (const SparseShard& shard : sparse_) {
+    results->push_back(NewResult(seq, shard.shard_id, shard.global.num_users()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NeighbourSession::ItemResidualSums(const v1::ItemBiasSumsRange& command, int64_t seq,
+                                                std::vector<v1::ShardResult>* results) {
+  COHORT_RETURN_IF_ERROR(CheckDictionary("ItemBiasSumsRange"));
+  const int32_t first = command.first_item();
+  const int32_t end = command.end_item();
+  if (first < 0 || end < first || end > dictionary_->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("item range [", first, ", ", end,
+                                                   ") is outside the dictionary of ",
+                                                   dictionary_->size(), " items"));
+  }
+  for (const SparseShard& shard : sparse_) {
+    const std::vector<double> zeros(static_cast<size_t>(shard.global.num_users()), 0.0);
+    const ItemBiasSums sums = ComputeItemBiasSums(
+        shard.global, command.global_mean(), shard.user_bias.empty() ? zeros : shard.user_bias);
+    v1::ShardResult result = NewResult(seq, shard.shard_id, shard.global.num_users());
+    v1::ItemBiasSumsPartial* out = result.mutable_item_bias_sums();
+    out->set_first_item(first);
+    out->mutable_residual_sums()->Assign(sums.residual_sum.begin() + first,
+                                         sums.residual_sum.begin() + end);
     results->push_back(std::move(result));
   }
   return absl::OkStatus();
@@ -441,7 +506,7 @@ absl::Status NeighbourSession::DenseQueries(const v1::DenseUserQueries& command,
     }
     v1::ShardResult result =
         NewResult(seq, shard.view.shard_id, static_cast<int64_t>(shard.global_ids.size()));
-    const std::vector<std::string>& user_ids = shard.view.user_ids;
+    const std::vector<std::string>& user_ids = shard.user_id_by_rank;
     ToProto(
         lists, [&user_ids](int64_t id) -> const std::string& { return user_ids[RowOfGlobalUserId(id)]; },
         result.mutable_top_k());

@@ -32,7 +32,7 @@ struct DenseShardView {
 // Thread safety: used by the one thread that serves its stream.
 class NeighbourSession {
  public:
-  // True for the commands this class serves (JobCommand fields 40–59).
+  // True for the commands this class serves (JobCommand fields 40–59, 100 and 101).
   static bool IsNeighbourCommand(const v1::JobCommand& command);
 
   // A session over the job's shards of an interaction dataset, on a snapshot of their
@@ -58,10 +58,12 @@ class NeighbourSession {
     InteractionMatrix global;  // columns are global dictionary indices once mapped
     std::vector<VectorTotals> totals;
     std::vector<double> item_sums;
+    std::vector<double> user_bias;  // one per row after the first user step, else empty
   };
   struct DenseShard {
     DenseShardView view;
-    std::vector<int64_t> global_ids;
+    std::vector<int64_t> global_ids;            // by row: GlobalUserId(shard, rank)
+    std::vector<std::string> user_id_by_rank;   // the user ids, ascending
     MatrixXfR prepared;
     std::optional<IvfIndex> index;
   };
@@ -87,6 +89,10 @@ class NeighbourSession {
                              std::vector<v1::ShardResult>* results);
   absl::Status FetchUsers(const v1::FetchUsers& command, int64_t seq,
                           std::vector<v1::ShardResult>* results);
+  absl::Status AddItemBiasChunk(const v1::ItemBiasChunk& command, int64_t seq,
+                                std::vector<v1::ShardResult>* results);
+  absl::Status ItemResidualSums(const v1::ItemBiasSumsRange& command, int64_t seq,
+                                std::vector<v1::ShardResult>* results);
   absl::Status BuildDenseIndex(const v1::BuildDenseIndex& command, int64_t seq,
                                std::vector<v1::ShardResult>* results);
   absl::Status DenseQueries(const v1::DenseUserQueries& command, int64_t seq,
@@ -97,6 +103,7 @@ class NeighbourSession {
   std::vector<SparseShard> sparse_;
   std::vector<std::string> dictionary_ids_;  // chunks received so far
   std::optional<ItemDictionary> dictionary_;
+  std::vector<double> item_bias_;  // chunks of the current item biases received so far
   std::vector<DenseShard> dense_shards_;
   std::optional<DenseMetric> dense_metric_;
 };

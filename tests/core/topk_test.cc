@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace cohort {
@@ -74,6 +76,23 @@ TEST(MergeTopKTest, DistanceKeepsSmallestAndDropsNan) {
   const std::vector<std::vector<Neighbor>> lists = {{{1, 2.0f}, {2, std::nanf("")}}, {{3, 0.5f}, {1, 1.0f}}};
   const std::vector<Neighbor> expected = {{3, 0.5f}, {1, 1.0f}};
   EXPECT_EQ(MergeTopK(lists, 5, ScoreOrder::kSmallerIsBetter), expected);
+}
+
+TEST(MergeTopKByKeyTest, BreaksTiesByKeyNotById) {
+  // Ids 1 and 2 come from one shard, ids 9 and 5 from another; the keys reverse the ids.
+  const std::vector<std::string> keys = {"", "z", "y", "", "", "b", "", "", "", "a"};
+  const auto key = [&keys](int64_t id) -> std::string_view { return keys[id]; };
+  const std::vector<std::vector<Neighbor>> lists = {{{2, 0.5f}, {1, 0.5f}}, {{9, 0.5f}, {5, 0.5f}}};
+  const std::vector<Neighbor> expected = {{9, 0.5f}, {5, 0.5f}, {2, 0.5f}};
+  EXPECT_EQ(MergeTopKByKey(lists, 3, ScoreOrder::kLargerIsBetter, key), expected);
+}
+
+TEST(MergeTopKByKeyTest, BetterScoreWinsOverSmallerKey) {
+  const std::vector<std::string> keys = {"b", "a", "c"};
+  const auto key = [&keys](int64_t id) -> std::string_view { return keys[id]; };
+  const std::vector<std::vector<Neighbor>> lists = {{{0, 0.9f}, {0, 0.2f}}, {{1, 0.4f}, {2, 0.4f}}};
+  const std::vector<Neighbor> expected = {{0, 0.9f}, {1, 0.4f}};
+  EXPECT_EQ(MergeTopKByKey(lists, 2, ScoreOrder::kLargerIsBetter, key), expected);
 }
 
 }  // namespace

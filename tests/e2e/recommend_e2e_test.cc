@@ -72,7 +72,9 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
 
   // Item–item neighbours of two movies, against the core result on the same 64 shards.
   std::vector<std::string> args = {"neighbours", "--coordinator", *address, "--kind", "item",
-                                   "--measure", "cosine", "-k", "20", "--show", "1,50"};
+                                   "--measure", "cosine", "-k", "20", "--show", "1,50",
+                                   "--baseline-epochs", "3", "--baseline-reg-item", "5",
+                                   "--baseline-reg-user", "0"};
   args.insert(args.end(), file_flags.begin(), file_flags.end());
   const CommandResult neighbours = Run("neighbours", args);
   ASSERT_EQ(neighbours.exit_code, 0) << neighbours.err;
@@ -145,6 +147,25 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
   const CommandResult rejected = Run("bad-measure", bad);
   EXPECT_NE(rejected.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(rejected.err, "dice")) << rejected.err;
+  std::vector<std::string> bad_epochs = {"neighbours", "--coordinator", *address,
+                                         "--baseline-epochs", "0"};
+  bad_epochs.insert(bad_epochs.end(), file_flags.begin(), file_flags.end());
+  const CommandResult rejected_epochs = Run("bad-epochs", bad_epochs);
+  EXPECT_NE(rejected_epochs.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(rejected_epochs.err, "baseline_epochs = 0"))
+      << rejected_epochs.err;
+  std::vector<std::string> content = {"recommend", "--coordinator", *address, "--user", "1",
+                                      "--method", "content"};
+  content.insert(content.end(), file_flags.begin(), file_flags.end());
+  const CommandResult no_content_model = Run("content-without-model", content);
+  EXPECT_NE(no_content_model.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(no_content_model.err, "--content-model is missing"))
+      << no_content_model.err;
+  content.insert(content.end(), {"--content-model", "job-999999"});
+  const CommandResult unknown_content_model = Run("content-unknown-model", content);
+  EXPECT_NE(unknown_content_model.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown_content_model.err, "job-999999"))
+      << unknown_content_model.err;
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/features.h"
 #include "core/interactions.h"
@@ -221,9 +225,13 @@ Lists CoreLists(const InteractionDataset& data, const SimilarityOptions& options
       std::vector<std::vector<Neighbor>> candidates;
       for (const auto& shard_lists : per_shard) candidates.push_back(shard_lists[row]);
       auto& out = lists[query_shard.user_ids[row]];
-      for (const Neighbor& n : MergeTopK(candidates, options.k, ScoreOrder::kLargerIsBetter)) {
-        out.emplace_back(data.shards[ShardOfGlobalUserId(n.id)].user_ids[RowOfGlobalUserId(n.id)],
-                         n.score);
+      // Equal scores rank by user id.
+      const auto user_id = [&data](int64_t id) -> std::string_view {
+        return data.shards[ShardOfGlobalUserId(id)].user_ids[RowOfGlobalUserId(id)];
+      };
+      for (const Neighbor& n :
+           MergeTopKByKey(candidates, options.k, ScoreOrder::kLargerIsBetter, user_id)) {
+        out.emplace_back(user_id(n.id), n.score);
       }
     }
   }
@@ -387,6 +395,84 @@ TEST_F(SimilarityTest, RecommendationsEqualAcrossWorkerCountsAndCore) {
   }
 }
 
+TEST_F(SimilarityTest, UserTiesBreakByUserIdAcrossShards) {
+  // q rates a and b; each of t00..t29 rates a and b the same way plus an item z<j> of its
+  // own, so every t has the same cosine with q and with each other, and the t users
+  // spread over the shards.
+  constexpr int kTied = 30;
+  std::vector<InteractionRow> rows;
+  auto add = [&rows](const std::string& user, const std::string& item, double value) {
+    InteractionRow row;
+    row.user_id = user;
+    row.item_id = item;
+    row.value = value;
+    rows.push_back(row);
+  };
+  add("q", "a", 5);
+  add("q", "b", 3);
+  std::set<int> shards;
+  for (int j = 0; j < kTied; ++j) {
+    const std::string user = absl::StrFormat("t%02d", j);
+    add(user, "a", 5);
+    add(user, "b", 3);
+    add(user, absl::StrFormat("z%02d", j), 4);
+    shards.insert(ShardOfUser(user, kShards));
+  }
+  ASSERT_GE(shards.size(), 4u);
+  TempDir dir;
+  const std::string path = dir.WriteFile("ties.csv", ToCsv(rows));
+
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = LoadInteractions(*cluster, path);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_measure(v1::SIMILARITY_MEASURE_COSINE);
+    options.set_k(5);
+    const std::string model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+    const Lists lists = ReadLists(*cluster, model, false, {"q", "t07", "t29"});
+
+    // The lowest user ids among the tied users, whatever shard holds them.
+    const std::vector<std::string> of_q = {"t00", "t01", "t02", "t03", "t04"};
+    ASSERT_EQ(lists.at("q").size(), of_q.size());
+    for (size_t i = 0; i < of_q.size(); ++i) {
+      EXPECT_EQ(lists.at("q")[i].first, of_q[i]) << "rank " << i;
+      EXPECT_EQ(lists.at("q")[i].second, lists.at("q")[0].second) << "rank " << i;
+    }
+    // For a t user, q is nearest (cosine 0.82) and the other t users tie (0.68).
+    const std::vector<std::string> of_t07 = {"q", "t00", "t01", "t02", "t03"};
+    const std::vector<std::string> of_t29 = {"q", "t00", "t01", "t02", "t03"};
+    for (const auto& [user, expected] :
+         {std::pair{std::string("t07"), of_t07}, std::pair{std::string("t29"), of_t29}}) {
+      ASSERT_EQ(lists.at(user).size(), expected.size()) << user;
+      for (size_t i = 0; i < expected.size(); ++i) {
+        EXPECT_EQ(lists.at(user)[i].first, expected[i]) << user << " rank " << i;
+      }
+    }
+
+    // User-based recommendations follow the same neighbours: each neighbour adds the
+    // same score to its own z item, and equal scores rank by item id.
+    v1::RecommendRequest request;
+    request.set_user_id("q");
+    request.set_method(v1::RECOMMEND_METHOD_USER_BASED);
+    request.set_user_model_id(model);
+    request.set_n(7);
+    absl::StatusOr<v1::RecommendResponse> recommended = Recommend(*cluster, request);
+    ASSERT_TRUE(recommended.ok()) << recommended.status();
+    ASSERT_EQ(recommended->items_size(), 7);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(recommended->items(i).item_id(), absl::StrFormat("z%02d", i)) << "rank " << i;
+      EXPECT_TRUE(recommended->items(i).from_neighbours()) << "rank " << i;
+    }
+    // The rest come from popularity (every z has one interaction), by item id.
+    EXPECT_EQ(recommended->items(5).item_id(), "z05");
+    EXPECT_FALSE(recommended->items(5).from_neighbours());
+  }
+}
+
 TEST_F(SimilarityTest, StreamedInteractionsEqualLoadedFile) {
   TempDir dir;
   const std::vector<InteractionRow> rows = MakeRatings(5);
@@ -463,6 +549,26 @@ TEST_F(SimilarityTest, BadInputsGetTheirStatusCodes) {
     const absl::Status status = StartNeighbours(*cluster, dataset->dataset_id(), bad_k).status();
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << k;
     EXPECT_NE(status.message().find("options.k"), std::string::npos) << status;
+  }
+  for (int epochs : {0, -1, 1001}) {
+    v1::NeighbourOptions bad_epochs = options;
+    bad_epochs.set_baseline_epochs(epochs);
+    const absl::Status status =
+        StartNeighbours(*cluster, dataset->dataset_id(), bad_epochs).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << epochs;
+    EXPECT_NE(status.message().find("options.baseline_epochs"), std::string::npos) << status;
+  }
+  for (double reg : {-0.5, std::nan(""), HUGE_VAL}) {
+    v1::NeighbourOptions bad_reg = options;
+    bad_reg.set_baseline_reg_item(reg);
+    absl::Status status = StartNeighbours(*cluster, dataset->dataset_id(), bad_reg).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << reg;
+    EXPECT_NE(status.message().find("options.baseline_reg_item"), std::string::npos) << status;
+    bad_reg = options;
+    bad_reg.set_baseline_reg_user(reg);
+    status = StartNeighbours(*cluster, dataset->dataset_id(), bad_reg).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << reg;
+    EXPECT_NE(status.message().find("options.baseline_reg_user"), std::string::npos) << status;
   }
   v1::NeighbourOptions no_kind = options;
   no_kind.clear_kind();
@@ -594,6 +700,107 @@ TEST_F(SimilarityTest, RecommendBatchStreamsOneAnswerPerUser) {
   EXPECT_EQ(answered, (std::vector<std::string>{"u3", "u1", "u60"}));
 }
 
+TEST_F(SimilarityTest, RecommendBatchOfHundredsEqualsSingleCalls) {
+  // 600 users, so a batch spans several fetch blocks.
+  std::mt19937_64 random(31);
+  std::vector<InteractionRow> rows;
+  for (int u = 0; u < 600; ++u) {
+    std::set<int> items;
+    const int count = 4 + static_cast<int>(random() % 12);
+    while (static_cast<int>(items.size()) < count) {
+      items.insert(static_cast<int>((random() % kItems) * (random() % kItems) / kItems));
+    }
+    for (int item : items) {
+      InteractionRow row;
+      row.user_id = absl::StrCat("u", u);
+      row.item_id = absl::StrCat("i", item);
+      row.value = static_cast<double>(1 + random() % 5);
+      rows.push_back(row);
+    }
+  }
+  TempDir dir;
+  const std::string path = dir.WriteFile("ratings.csv", ToCsv(rows));
+  std::unique_ptr<TestCluster> cluster = StartCluster(3);
+  ASSERT_NE(cluster, nullptr);
+  absl::StatusOr<v1::Dataset> dataset = LoadInteractions(*cluster, path);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  v1::NeighbourOptions options;
+  options.set_k(10);
+  options.set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+  const std::string item_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+  options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+  const std::string user_model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+
+  // 500 users in random order, then 60 of them again.
+  std::vector<std::string> users;
+  for (int u = 0; u < 500; ++u) users.push_back(absl::StrCat("u", u));
+  std::shuffle(users.begin(), users.end(), random);
+  for (int u = 0; u < 60; ++u) users.push_back(users[(u * 7) % 500]);
+
+  // Streams a batch and returns its responses and final status.
+  auto run_batch = [&cluster](const v1::RecommendBatchRequest& request,
+                              std::vector<v1::RecommendResponse>* responses) {
+    auto context = TestCluster::Context();
+    auto reader = cluster->stub().RecommendBatch(context.get(), request);
+    v1::RecommendResponse response;
+    while (reader->Read(&response)) responses->push_back(response);
+    return reader->Finish();
+  };
+
+  for (v1::RecommendMethod method : {v1::RECOMMEND_METHOD_ITEM_BASED,
+                                     v1::RECOMMEND_METHOD_USER_BASED,
+                                     v1::RECOMMEND_METHOD_HYBRID}) {
+    SCOPED_TRACE(v1::RecommendMethod_Name(method));
+    v1::RecommendBatchRequest request;
+    request.mutable_options()->set_method(method);
+    request.mutable_options()->set_item_model_id(item_model);
+    request.mutable_options()->set_user_model_id(user_model);
+    request.mutable_options()->set_n(6);
+    request.mutable_options()->add_exclude_item_ids("i1");
+    for (const std::string& user : users) request.add_user_ids(user);
+    std::vector<v1::RecommendResponse> responses;
+    const grpc::Status status = run_batch(request, &responses);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(responses.size(), users.size());
+    for (size_t i = 0; i < users.size(); ++i) {
+      v1::RecommendRequest one = request.options();
+      one.set_user_id(users[i]);
+      absl::StatusOr<v1::RecommendResponse> single = Recommend(*cluster, one);
+      ASSERT_TRUE(single.ok()) << single.status();
+      EXPECT_EQ(responses[i].SerializeAsString(), single->SerializeAsString())
+          << "position " << i << ", user " << users[i];
+    }
+  }
+
+  // An unknown user ends the stream with NOT_FOUND naming it, after the responses of the
+  // users before it, as Recommend would fail for it.
+  v1::RecommendBatchRequest request;
+  request.mutable_options()->set_item_model_id(item_model);
+  request.mutable_options()->set_n(3);
+  for (int i = 0; i < 300; ++i) request.add_user_ids(users[i]);
+  request.add_user_ids("nobody");
+  for (int i = 300; i < 400; ++i) request.add_user_ids(users[i]);
+  std::vector<v1::RecommendResponse> responses;
+  grpc::Status status = run_batch(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("user 'nobody'"), std::string::npos)
+      << status.error_message();
+  ASSERT_EQ(responses.size(), 300u);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    EXPECT_EQ(responses[i].user_id(), users[i]) << "position " << i;
+  }
+
+  // Invalid options fail before any response, naming the first user.
+  request.mutable_options()->set_n(0);
+  responses.clear();
+  status = run_batch(request, &responses);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find(absl::StrCat("user '", users[0], "'")),
+            std::string::npos)
+      << status.error_message();
+  EXPECT_TRUE(responses.empty());
+}
+
 TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
   TempDir dir;
   std::mt19937_64 random(17);
@@ -684,6 +891,217 @@ TEST_F(SimilarityTest, DenseUserNeighboursEqualAcrossWorkersAndCore) {
     }
   }
   EXPECT_EQ(exact[1], exact[3]);
+}
+
+TEST_F(SimilarityTest, ContentRecommendationsUseFeatureNeighbours) {
+  TempDir dir;
+  const std::vector<InteractionRow> rows = MakeRatings(41);
+  const std::string ratings_path = dir.WriteFile("ratings.csv", ToCsv(rows));
+  absl::StatusOr<InteractionDataset> core = BuildInteractionDataset(rows, kShards,
+                                                                    DuplicateRule::kKeepLatest);
+  ASSERT_TRUE(core.ok()) << core.status();
+  // Features of the same users in three groups, and of "newbie", who has no interactions.
+  std::mt19937_64 random(3);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::string csv = "id,spend,visits\n";
+  for (int u = 0; u < kUsers; ++u) {
+    const double center = (u % 3) * 4.0;
+    absl::StrAppend(&csv, "u", u, ",", center + normal(random), ",", center - normal(random),
+                    "\n");
+  }
+  absl::StrAppend(&csv, "newbie,0.5,-0.5\n");
+  const std::string users_path = dir.WriteFile("users.csv", csv);
+  std::vector<int64_t> popularity(core->dictionary.size(), 0);
+  for (const InteractionMatrix& shard : core->shards) {
+    const std::vector<int64_t> counts = ItemPopularity(shard);
+    for (size_t i = 0; i < counts.size(); ++i) popularity[i] += counts[i];
+  }
+
+  std::map<int, std::vector<std::string>> results;
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> ratings = LoadInteractions(*cluster, ratings_path);
+    ASSERT_TRUE(ratings.ok()) << ratings.status();
+    absl::StatusOr<v1::Dataset> users = cluster->LoadUsers(users_path, "id", {}, kShards);
+    ASSERT_TRUE(users.ok()) << users.status();
+    v1::SegmentationOptions segmentation;
+    segmentation.set_k(3);
+    absl::StatusOr<v1::Job> segmented = cluster->RunSegmentation(users->dataset_id(), segmentation);
+    ASSERT_TRUE(segmented.ok()) << segmented.status();
+    ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << JobError(*segmented);
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_k(5);
+    options.set_segment_model_id(segmented->model_id());
+    const std::string content_model = RunNeighbours(*cluster, users->dataset_id(), options);
+    options.clear_segment_model_id();
+    options.set_k(10);
+    const std::string user_model = RunNeighbours(*cluster, ratings->dataset_id(), options);
+    options.set_kind(v1::NEIGHBOUR_KIND_ITEM_ITEM);
+    const std::string item_model = RunNeighbours(*cluster, ratings->dataset_id(), options);
+
+    v1::RecommendRequest request;
+    request.set_method(v1::RECOMMEND_METHOD_CONTENT);
+    request.set_content_model_id(content_model);
+    request.set_item_model_id(item_model);
+    request.set_n(6);
+    for (const std::string user : {"u0", "u7", "u42", "newbie"}) {
+      SCOPED_TRACE(user);
+      request.set_user_id(user);
+      absl::StatusOr<v1::RecommendResponse> response = Recommend(*cluster, request);
+      ASSERT_TRUE(response.ok()) << response.status();
+      ASSERT_EQ(response->items_size(), 6);
+      results[workers].push_back(response->SerializeAsString());
+
+      // The same scores from the content model's neighbour lists and the core rows.
+      const Lists neighbours = ReadLists(*cluster, content_model, false, {user});
+      ASSERT_EQ(neighbours.at(user).size(), 5u);
+      std::vector<double> scores(core->dictionary.size(), 0.0);
+      for (const auto& [neighbour, similarity] : neighbours.at(user)) {
+        const InteractionMatrix& shard = core->shards[ShardOfUser(neighbour, kShards)];
+        const int64_t row = std::lower_bound(shard.user_ids.begin(), shard.user_ids.end(),
+                                             neighbour) - shard.user_ids.begin();
+        for (int64_t e = shard.row_ptr[row]; e < shard.row_ptr[row + 1]; ++e) {
+          scores[shard.item_index[e]] += double{similarity} * shard.values[e];
+        }
+      }
+      UserRatings seen;
+      if (user != "newbie") {
+        const InteractionMatrix& shard = core->shards[ShardOfUser(user, kShards)];
+        const int64_t row = std::lower_bound(shard.user_ids.begin(), shard.user_ids.end(),
+                                             user) - shard.user_ids.begin();
+        seen = RowRatings(shard, row);
+      }
+      RecommendOptions rank;
+      rank.n = 6;
+      absl::StatusOr<RecommendationList> expected =
+          RankRecommendations(scores, seen, popularity, rank);
+      ASSERT_TRUE(expected.ok()) << expected.status();
+      ASSERT_EQ(static_cast<int>(expected->items.size()), response->items_size());
+      for (size_t i = 0; i < expected->items.size(); ++i) {
+        EXPECT_EQ(response->items(i).item_id(), core->dictionary.id(expected->items[i].item))
+            << "rank " << i;
+        EXPECT_NEAR(response->items(i).score(), expected->items[i].score, 1e-5) << "rank " << i;
+      }
+
+      // HYBRID with content weight 1 ranks the scored items as CONTENT does.
+      v1::RecommendRequest hybrid = request;
+      hybrid.set_method(v1::RECOMMEND_METHOD_HYBRID);
+      hybrid.set_user_model_id(user_model);
+      hybrid.set_content_weight(1);
+      absl::StatusOr<v1::RecommendResponse> mixed = Recommend(*cluster, hybrid);
+      if (user == "newbie") {
+        EXPECT_EQ(mixed.status().code(), absl::StatusCode::kNotFound) << mixed.status();
+        continue;
+      }
+      ASSERT_TRUE(mixed.ok()) << mixed.status();
+      ASSERT_EQ(mixed->items_size(), 6);
+      for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(mixed->items(i).item_id(), response->items(i).item_id()) << "rank " << i;
+        EXPECT_EQ(mixed->items(i).from_neighbours(), response->items(i).from_neighbours());
+      }
+      hybrid.set_content_weight(0.3);
+      mixed = Recommend(*cluster, hybrid);
+      ASSERT_TRUE(mixed.ok()) << mixed.status();
+      EXPECT_EQ(mixed->items_size(), 6);
+      results[workers].push_back(mixed->SerializeAsString());
+    }
+
+    // Only CONTENT serves a user without interactions.
+    request.set_user_id("newbie");
+    request.set_method(v1::RECOMMEND_METHOD_ITEM_BASED);
+    request.clear_content_model_id();
+    EXPECT_EQ(Recommend(*cluster, request).status().code(), absl::StatusCode::kNotFound);
+
+    if (workers != 1) continue;
+    // Bad combinations of options.
+    request.set_user_id("u7");
+    struct BadCase {
+      const char* name;
+      std::function<void(v1::RecommendRequest*)> change;
+    };
+    const std::vector<BadCase> bad = {
+        {"no content model", [](v1::RecommendRequest* r) { r->clear_content_model_id(); }},
+        {"item model as content",
+         [&](v1::RecommendRequest* r) { r->set_content_model_id(item_model); }},
+        {"interaction user model as content",
+         [&](v1::RecommendRequest* r) { r->set_content_model_id(user_model); }},
+        {"no catalogue", [](v1::RecommendRequest* r) { r->clear_item_model_id(); }},
+        {"content weight above 1",
+         [&](v1::RecommendRequest* r) {
+           r->set_method(v1::RECOMMEND_METHOD_HYBRID);
+           r->set_user_model_id(user_model);
+           r->set_content_weight(1.5);
+         }},
+        {"content weight without HYBRID", [](v1::RecommendRequest* r) { r->set_content_weight(0.5); }},
+        {"HYBRID content without model",
+         [&](v1::RecommendRequest* r) {
+           r->set_method(v1::RECOMMEND_METHOD_HYBRID);
+           r->set_user_model_id(user_model);
+           r->clear_content_model_id();
+           r->set_content_weight(0.5);
+         }},
+    };
+    for (const BadCase& bad_case : bad) {
+      v1::RecommendRequest changed = request;
+      changed.set_method(v1::RECOMMEND_METHOD_CONTENT);
+      changed.set_content_model_id(content_model);
+      bad_case.change(&changed);
+      EXPECT_EQ(Recommend(*cluster, changed).status().code(), absl::StatusCode::kInvalidArgument)
+          << bad_case.name;
+    }
+  }
+  EXPECT_EQ(results[1], results[3]);
+}
+
+TEST_F(SimilarityTest, DenseUserTiesBreakByUserId) {
+  // d00..d29 have the same features, written in descending id order so that row order
+  // differs from id order in every shard; e00..e29 spread around them.
+  TempDir dir;
+  std::mt19937_64 random(5);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::string csv = "id,spend,visits\n";
+  for (int u = 29; u >= 0; --u) absl::StrAppend(&csv, absl::StrFormat("d%02d", u), ",3,1\n");
+  for (int u = 0; u < 30; ++u) {
+    absl::StrAppend(&csv, absl::StrFormat("e%02d", u), ",", normal(random), ",",
+                    2 + normal(random), "\n");
+  }
+  const std::string path = dir.WriteFile("users.csv", csv);
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    std::unique_ptr<TestCluster> cluster = StartCluster(workers);
+    ASSERT_NE(cluster, nullptr);
+    absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id", {}, kShards);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    v1::SegmentationOptions segmentation;
+    segmentation.set_k(2);
+    absl::StatusOr<v1::Job> segmented =
+        cluster->RunSegmentation(dataset->dataset_id(), segmentation);
+    ASSERT_TRUE(segmented.ok()) << segmented.status();
+    ASSERT_EQ(segmented->state(), v1::JOB_STATE_SUCCEEDED) << JobError(*segmented);
+    v1::NeighbourOptions options;
+    options.set_kind(v1::NEIGHBOUR_KIND_USER_USER);
+    options.set_k(4);
+    options.set_segment_model_id(segmented->model_id());
+    for (int nprobe : {0, 2}) {
+      SCOPED_TRACE(absl::StrCat("nprobe ", nprobe));
+      options.set_nprobe(nprobe);
+      const std::string model = RunNeighbours(*cluster, dataset->dataset_id(), options);
+      const Lists lists = ReadLists(*cluster, model, false, {"d00", "d17", "d29"});
+      const std::map<std::string, std::vector<std::string>> expected = {
+          {"d00", {"d01", "d02", "d03", "d04"}},
+          {"d17", {"d00", "d01", "d02", "d03"}},
+          {"d29", {"d00", "d01", "d02", "d03"}}};
+      for (const auto& [user, neighbours] : expected) {
+        ASSERT_EQ(lists.at(user).size(), neighbours.size()) << user;
+        for (size_t i = 0; i < neighbours.size(); ++i) {
+          EXPECT_EQ(lists.at(user)[i].first, neighbours[i]) << user << " rank " << i;
+        }
+      }
+    }
+  }
 }
 
 TEST_F(SimilarityTest, LostWorkerMakesRecommendUnavailable) {
@@ -786,6 +1204,16 @@ TEST_F(SimilarityTest, RestartedCoordinatorServesNeighbourModels) {
     (*coordinator)->Shutdown(absl::Seconds(1));
   }
   (*worker)->Shutdown(absl::Seconds(1));
+
+  // The state file keeps the fitted item biases, one per item.
+  std::ifstream in(std::filesystem::path(options.state_dir) / "models" /
+                       (model_id + ".neighbour_model.pb"),
+                   std::ios::binary);
+  v1::NeighbourModel stored;
+  ASSERT_TRUE(in && stored.ParseFromIstream(&in));
+  EXPECT_EQ(stored.item_bias_size(), static_cast<int>(ItemIds(rows).size()));
+  EXPECT_TRUE(std::any_of(stored.item_bias().begin(), stored.item_bias().end(),
+                          [](double bias) { return bias != 0; }));
 }
 
 }  // namespace
