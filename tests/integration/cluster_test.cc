@@ -1534,6 +1534,30 @@ TEST_F(ClusterTest, NonUtf8CellIsRejected) {
   ExpectStillServes(*cluster);
 }
 
+TEST_F(ClusterTest, CoordinatorWithoutWorkersSaysHowToAddThem) {
+  // A restarted coordinator is in this state while its old workers still run.
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
+      CoordinatorServer::Start(options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  auto stub = v1::Cohort::NewStub(
+      grpc::CreateChannel((*coordinator)->address(), grpc::InsecureChannelCredentials()));
+
+  v1::CreateDatasetRequest create;
+  v1::Dataset dataset;
+  ASSERT_TRUE(stub->CreateDataset(TestCluster::Context().get(), create, &dataset).ok());
+  v1::LoadDatasetRequest load;
+  load.set_dataset_id(dataset.dataset_id());
+  load.set_source(small_users_csv_);
+  load.set_id_column("id");
+  const grpc::Status status = stub->LoadDataset(TestCluster::Context().get(), load, &dataset);
+  EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kUnavailable,
+                       {"no worker is live", "cohort worker --coordinator",
+                        "coordinator restarts", "--workers"}));
+  (*coordinator)->Shutdown(absl::Seconds(1));
+}
+
 TEST_F(ClusterTest, RestartedCoordinatorKeepsModelsAndIds) {
   std::vector<std::unique_ptr<WorkerServer>> workers;
   CoordinatorServerOptions options;
