@@ -51,7 +51,7 @@ grpc::Status Error(absl::StatusCode code, const std::string& message) {
   return ToGrpcStatus(absl::Status(code, message));
 }
 
-// Workers register once, when they start, so a restarted coordinator knows only the
+// Workers register once, when they start, so a restarted coordinator has only the
 // workers given in --workers until the others restart.
 absl::Status NoLiveWorkerError() {
   return absl::UnavailableError(
