@@ -14,6 +14,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -366,6 +370,32 @@ ReportData BuildReportData(const std::string& title, const v1::Dataset& dataset,
   return data;
 }
 
+// Rejects a column named in two of --id-column, --ignore, --weight, --categorical and
+// --numeric. Without this check the last flag would win silently, and an id column named
+// in --numeric would become a feature.
+absl::Status CheckEachColumnHasOneRole(const SegmentCommandOptions& options) {
+  std::map<std::string, std::string> flag_of_column;
+  if (!options.id_column.empty() && options.id_column != "@line") {
+    flag_of_column[options.id_column] = "--id-column";
+  }
+  std::vector<std::pair<std::string, std::string>> named;
+  for (const std::string& name : options.ignore_columns) named.emplace_back(name, "--ignore");
+  if (!options.weight_column.empty()) named.emplace_back(options.weight_column, "--weight");
+  for (const std::string& name : options.categorical_columns) {
+    named.emplace_back(name, "--categorical");
+  }
+  for (const std::string& name : options.numeric_columns) named.emplace_back(name, "--numeric");
+  for (const auto& [name, flag] : named) {
+    const auto [it, inserted] = flag_of_column.emplace(name, flag);
+    if (!inserted && it->second != flag) {
+      return absl::InvalidArgumentError(absl::StrCat("column '", name, "' is named in both ",
+                                                     it->second, " and ", flag,
+                                                     "; give each column one role"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status SegmentCommandOptions::Validate() const {
@@ -394,6 +424,7 @@ absl::Status SegmentCommandOptions::Validate() const {
         absl::StrCat("--delimiter '", delimiter, "' is invalid; use one character"));
   }
   if (out_dir.empty()) return absl::InvalidArgumentError("--out must not be empty");
+  COHORT_RETURN_IF_ERROR(CheckEachColumnHasOneRole(*this));
   static constexpr const char* kRoles[] = {"user", "invoice", "item", "quantity", "price", "time"};
   for (const std::string& entry : transaction_columns) {
     const size_t equals = entry.find('=');
