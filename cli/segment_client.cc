@@ -288,15 +288,23 @@ absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
   return absl::OkStatus();
 }
 
+// Creates the --out folder. The commands call it before they load anything, so a bad path
+// fails at once instead of after the job.
+absl::Status CreateOutputFolder(const SegmentCommandOptions& options) {
+  std::error_code error;
+  std::filesystem::create_directories(options.out_dir, error);
+  if (error) {
+    return absl::InvalidArgumentError(absl::StrCat("--out '", options.out_dir,
+                                                   "' cannot be created as a folder: ",
+                                                   error.message(), "; give a writable folder"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteOutputs(Client& client, const v1::SegmentModel& model,
                           const SegmentCommandOptions& options, std::ostream& out) {
   const std::filesystem::path dir(options.out_dir);
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) {
-    return absl::InternalError(
-        absl::StrCat("cannot create output folder ", dir.string(), ": ", error.message()));
-  }
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   COHORT_RETURN_IF_ERROR(WriteModelFiles(model, dir));
   if (options.write_assignments) {
     COHORT_RETURN_IF_ERROR(WriteAssignments(client, model, dir / "assignments.csv"));
@@ -443,6 +451,7 @@ absl::Status SegmentCommandOptions::Validate() const {
 absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandOptions& options,
                                std::ostream& out) {
   COHORT_RETURN_IF_ERROR(options.Validate());
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
   COHORT_ASSIGN_OR_RETURN(
@@ -457,6 +466,7 @@ absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandO
 absl::Status RunReportCommand(const std::string& address, const SegmentCommandOptions& options,
                               std::ostream& out) {
   COHORT_RETURN_IF_ERROR(options.Validate());
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
 

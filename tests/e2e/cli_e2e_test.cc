@@ -190,6 +190,18 @@ TEST_F(CliEndToEndTest, ColumnInTwoTypeFlagsRejected) {
   }
 }
 
+TEST_F(CliEndToEndTest, UnwritableOutFolderFailsFirst) {
+  // A file where the folder should be: the command fails before it connects.
+  const std::string file = PathIn("not-a-folder");
+  std::ofstream(file) << "x";
+  const CommandResult result =
+      Run("bad-out", {"segment", "--coordinator", "127.0.0.1:1", "--data", "/nonexistent.csv",
+                      "--no-progress", "--out", file});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(result.err, absl::StrCat("--out '", file, "'"))) << result.err;
+  EXPECT_TRUE(absl::StrContains(result.err, "INVALID_ARGUMENT")) << result.err;
+}
+
 TEST_F(CliEndToEndTest, InterruptCancelsRunningJob) {
   const CommandResult generated =
       Run("generate", {"generate", "--out", PathIn("big"), "--customers", "200000",
