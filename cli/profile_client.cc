@@ -263,7 +263,12 @@ absl::Status RunScoreCommand(const std::string& address, const ScoreCommandOptio
       return absl::InvalidArgumentError(
           absl::StrCat("--column '", column, "' is invalid; write name=value"));
     }
-    (*request.mutable_columns())[column.substr(0, equals)] = column.substr(equals + 1);
+    const std::string name = column.substr(0, equals);
+    if (request.columns().contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--column '", column, "' repeats column '", name, "'; give each column once"));
+    }
+    (*request.mutable_columns())[name] = column.substr(equals + 1);
   }
   Client client(address, options.deadline);
   v1::ScoreUserResponse response;

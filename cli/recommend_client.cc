@@ -298,6 +298,16 @@ absl::Status RunRecommend(const std::string& coordinator, const RecommendCommand
   if (options.users.empty()) {
     return absl::InvalidArgumentError("--user is missing; give the users to recommend for");
   }
+  // The coordinator checks these too, but only after the file is loaded and the neighbour
+  // lists are computed, which takes minutes on a large file.
+  if (options.n < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("-n ", options.n, " is invalid; give the number of items per user (>= 1)"));
+  }
+  if (!(options.hybrid_weight >= 0 && options.hybrid_weight <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--hybrid-weight ", options.hybrid_weight, " is invalid; use a number in [0, 1]"));
+  }
   Client client(coordinator);
   // A bad measure fails before the file is loaded.
   if (absl::StatusOr<v1::SimilarityMeasure> measure = ParseMeasure(options.neighbours.measure);

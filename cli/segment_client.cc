@@ -14,6 +14,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -284,15 +288,23 @@ absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
   return absl::OkStatus();
 }
 
+// Creates the --out folder. The commands call it before they load anything, so a bad path
+// fails at once instead of after the job.
+absl::Status CreateOutputFolder(const SegmentCommandOptions& options) {
+  std::error_code error;
+  std::filesystem::create_directories(options.out_dir, error);
+  if (error) {
+    return absl::InvalidArgumentError(absl::StrCat("--out '", options.out_dir,
+                                                   "' cannot be created as a folder: ",
+                                                   error.message(), "; give a writable folder"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteOutputs(Client& client, const v1::SegmentModel& model,
                           const SegmentCommandOptions& options, std::ostream& out) {
   const std::filesystem::path dir(options.out_dir);
-  std::error_code error;
-  std::filesystem::create_directories(dir, error);
-  if (error) {
-    return absl::InternalError(
-        absl::StrCat("cannot create output folder ", dir.string(), ": ", error.message()));
-  }
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   COHORT_RETURN_IF_ERROR(WriteModelFiles(model, dir));
   if (options.write_assignments) {
     COHORT_RETURN_IF_ERROR(WriteAssignments(client, model, dir / "assignments.csv"));
@@ -366,6 +378,32 @@ ReportData BuildReportData(const std::string& title, const v1::Dataset& dataset,
   return data;
 }
 
+// Rejects a column named in two of --id-column, --ignore, --weight, --categorical and
+// --numeric. Without this check the last flag would win silently, and an id column named
+// in --numeric would become a feature.
+absl::Status CheckEachColumnHasOneRole(const SegmentCommandOptions& options) {
+  std::map<std::string, std::string> flag_of_column;
+  if (!options.id_column.empty() && options.id_column != "@line") {
+    flag_of_column[options.id_column] = "--id-column";
+  }
+  std::vector<std::pair<std::string, std::string>> named;
+  for (const std::string& name : options.ignore_columns) named.emplace_back(name, "--ignore");
+  if (!options.weight_column.empty()) named.emplace_back(options.weight_column, "--weight");
+  for (const std::string& name : options.categorical_columns) {
+    named.emplace_back(name, "--categorical");
+  }
+  for (const std::string& name : options.numeric_columns) named.emplace_back(name, "--numeric");
+  for (const auto& [name, flag] : named) {
+    const auto [it, inserted] = flag_of_column.emplace(name, flag);
+    if (!inserted && it->second != flag) {
+      return absl::InvalidArgumentError(absl::StrCat("column '", name, "' is named in both ",
+                                                     it->second, " and ", flag,
+                                                     "; give each column one role"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status SegmentCommandOptions::Validate() const {
@@ -394,6 +432,7 @@ absl::Status SegmentCommandOptions::Validate() const {
         absl::StrCat("--delimiter '", delimiter, "' is invalid; use one character"));
   }
   if (out_dir.empty()) return absl::InvalidArgumentError("--out must not be empty");
+  COHORT_RETURN_IF_ERROR(CheckEachColumnHasOneRole(*this));
   static constexpr const char* kRoles[] = {"user", "invoice", "item", "quantity", "price", "time"};
   for (const std::string& entry : transaction_columns) {
     const size_t equals = entry.find('=');
@@ -412,6 +451,7 @@ absl::Status SegmentCommandOptions::Validate() const {
 absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandOptions& options,
                                std::ostream& out) {
   COHORT_RETURN_IF_ERROR(options.Validate());
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
   COHORT_ASSIGN_OR_RETURN(
@@ -426,6 +466,7 @@ absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandO
 absl::Status RunReportCommand(const std::string& address, const SegmentCommandOptions& options,
                               std::ostream& out) {
   COHORT_RETURN_IF_ERROR(options.Validate());
+  COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
 

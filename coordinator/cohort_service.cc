@@ -52,6 +52,15 @@ grpc::Status Error(absl::StatusCode code, const std::string& message) {
   return ToGrpcStatus(absl::Status(code, message));
 }
 
+// Workers register once, when they start, so a restarted coordinator has only the
+// workers given in --workers until the others restart.
+absl::Status NoLiveWorkerError() {
+  return absl::UnavailableError(
+      "no worker is live; start workers with 'cohort worker --coordinator ADDRESS' and retry. "
+      "Workers do not register again after the coordinator restarts: restart them, or list "
+      "them in the coordinator's --workers");
+}
+
 std::string ModelPath(const std::string& state_dir, const std::string& model_id) {
   return absl::StrCat(state_dir, "/models/", model_id, ".segment_model.pb");
 }
@@ -146,8 +155,7 @@ void CohortServiceImpl::CancelAllJobs() {
 absl::StatusOr<std::vector<std::string>> CohortServiceImpl::PlaceDataset(int num_shards) const {
   std::vector<WorkerHandle> live = registry_->LiveWorkers();
   if (live.empty()) {
-    return absl::UnavailableError(
-        "no worker is live; start workers (cohort worker --coordinator ...) and retry");
+    return NoLiveWorkerError();
   }
   std::vector<std::string> ids;
   for (const WorkerHandle& worker : live) ids.push_back(worker.worker_id);
@@ -359,7 +367,7 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
     if (info.kind() == v1::DATASET_KIND_USERS && info.schema().columns_size() == 0) {
       std::vector<WorkerHandle> live = registry_->LiveWorkers();
       if (live.empty()) {
-        return absl::UnavailableError("no worker is live; start workers and retry");
+        return NoLiveWorkerError();
       }
       v1::InferSchemaRequest infer;
       infer.set_source(request->source());

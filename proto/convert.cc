@@ -1,16 +1,37 @@
 #include "proto/convert.h"
 
+#include <cstddef>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace cohort {
+namespace {
+
+// Maximum length in bytes of the status message ToGrpcStatus sends. gRPC carries the
+// message in the grpc-message trailer and percent-encodes every non-ASCII byte into 3
+// bytes. A receiver rejects metadata above its 8 KiB default limit with RESOURCE_EXHAUSTED,
+// which hides the real error and its code.
+constexpr size_t kMaxGrpcStatusMessageBytes = 2000;
+
+}  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
+  absl::string_view message = status.message();
+  if (message.size() <= kMaxGrpcStatusMessageBytes) {
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(message));
+  }
+  // Cut at a UTF-8 character boundary: continuation bytes have the bit pattern 10xxxxxx.
+  size_t kept_bytes = kMaxGrpcStatusMessageBytes;
+  while (kept_bytes > 0 && (static_cast<unsigned char>(message[kept_bytes]) & 0xC0) == 0x80) {
+    --kept_bytes;
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+                      absl::StrCat(message.substr(0, kept_bytes), "... (message cut, ",
+                                   message.size() - kept_bytes, " more bytes)"));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

@@ -18,7 +18,9 @@
 
 namespace cohort {
 
-// absl and gRPC status codes share their numbers.
+// Converts an absl status to a gRPC status with the same code (absl and gRPC status codes
+// share their numbers). A message longer than 2000 bytes is cut there and ends with
+// "... (message cut, N more bytes)", so it stays within gRPC's 8 KiB metadata limit.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 

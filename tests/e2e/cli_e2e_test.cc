@@ -171,6 +171,37 @@ TEST_F(CliEndToEndTest, SegmentWithoutCoordinatorFails) {
   EXPECT_TRUE(absl::StrContains(result.err, "UNAVAILABLE")) << result.err;
 }
 
+TEST_F(CliEndToEndTest, ColumnInTwoTypeFlagsRejected) {
+  // The check runs before the command connects, so no coordinator is needed.
+  const std::vector<std::vector<std::string>> conflicts = {
+      {"--categorical", "a", "--numeric", "a"},
+      {"--ignore", "w", "--weight", "w"},
+      {"--id-column", "a", "--numeric", "a"},
+  };
+  for (const std::vector<std::string>& flags : conflicts) {
+    std::vector<std::string> args = {"segment", "--coordinator", "127.0.0.1:1", "--data",
+                                     "/nonexistent.csv", "--no-progress"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const CommandResult result = Run("conflict", args);
+    EXPECT_NE(result.exit_code, 0);
+    EXPECT_TRUE(absl::StrContains(result.err, absl::StrCat("column '", flags[1], "'")))
+        << result.err;
+    EXPECT_TRUE(absl::StrContains(result.err, "INVALID_ARGUMENT")) << result.err;
+  }
+}
+
+TEST_F(CliEndToEndTest, UnwritableOutFolderFailsFirst) {
+  // A file where the folder should be: the command fails before it connects.
+  const std::string file = PathIn("not-a-folder");
+  std::ofstream(file) << "x";
+  const CommandResult result =
+      Run("bad-out", {"segment", "--coordinator", "127.0.0.1:1", "--data", "/nonexistent.csv",
+                      "--no-progress", "--out", file});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(result.err, absl::StrCat("--out '", file, "'"))) << result.err;
+  EXPECT_TRUE(absl::StrContains(result.err, "INVALID_ARGUMENT")) << result.err;
+}
+
 TEST_F(CliEndToEndTest, InterruptCancelsRunningJob) {
   const CommandResult generated =
       Run("generate", {"generate", "--out", PathIn("big"), "--customers", "200000",

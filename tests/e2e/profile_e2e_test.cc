@@ -738,6 +738,14 @@ TEST_F(ProfileEndToEndTest, ClientCommands) {
                         "--column", "age=old"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(bad.err, "INVALID_ARGUMENT")) << bad.err;
+
+  // A repeated column would otherwise score the last value only, without a word.
+  const CommandResult repeated =
+      Run("repeated-score", {"score", "--coordinator", cluster_->address(), "--model", model_id,
+                             "--column", "age=45", "--column", "age=30"});
+  EXPECT_NE(repeated.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(repeated.err, "--column 'age=30'")) << repeated.err;
+  EXPECT_TRUE(absl::StrContains(repeated.err, "INVALID_ARGUMENT")) << repeated.err;
 }
 
 TEST_F(ProfileEndToEndTest, LocalProfileWithoutDataUsesLabelledShop) {

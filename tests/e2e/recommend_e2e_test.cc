@@ -9,6 +9,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -166,6 +167,18 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
   EXPECT_NE(unknown_content_model.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(unknown_content_model.err, "job-999999"))
       << unknown_content_model.err;
+
+  // Bad recommendation options fail in the command, before the file is loaded, and the
+  // message names the flag (the coordinator names the request field instead).
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"-n", "0"}, {"--hybrid-weight", "2"}}) {
+    std::vector<std::string> bad_recommend = {"recommend", "--coordinator", *address, "--user",
+                                              "1", "--method", "hybrid", flag, value};
+    bad_recommend.insert(bad_recommend.end(), file_flags.begin(), file_flags.end());
+    const CommandResult early = Run("bad-recommend" + flag, bad_recommend);
+    EXPECT_NE(early.exit_code, 0);
+    EXPECT_TRUE(absl::StrContains(early.err, absl::StrCat(flag, " ", value))) << early.err;
+  }
 }
 
 }  // namespace

@@ -450,6 +450,32 @@ TEST_F(ClusterTest, NanCellNamesColumnAndValue) {
   ExpectStillServes(*cluster);
 }
 
+
+TEST_F(ClusterTest, HugeBadCellKeepsCodeAndLine) {
+  std::unique_ptr<TestCluster> cluster = StartCluster();
+  ASSERT_NE(cluster, nullptr);
+  // The error names the 1 MB cell, which is far beyond gRPC's 8 KiB metadata limit for the
+  // status message on both hops (worker to coordinator, coordinator to client).
+  const std::string path = temp_.WriteFile(
+      "huge_cell.csv", absl::StrCat("id,x,y\nu1,1,2\nu2,", std::string(1 << 20, '9'), "e9x,3\n"));
+  v1::CreateDatasetRequest create;
+  create.set_dataset_id("huge-cell");
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.set_id_column("id");
+  (*load.mutable_overrides())["x"] = v1::COLUMN_TYPE_NUMERIC;
+
+  absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+  EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                       {"huge_cell.csv:3", "column 'x'", "message cut"}));
+  EXPECT_LT(dataset.status().message().size(), 4096u);
+  absl::StatusOr<v1::Dataset> failed = cluster->GetDataset("huge-cell");
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state(), v1::DATASET_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(failed->error(), "huge_cell.csv:3")) << failed->error();
+
+  ExpectStillServes(*cluster);
+}
 TEST_F(ClusterTest, OverrideOfUnknownColumnRejected) {
   std::unique_ptr<TestCluster> cluster = StartCluster();
   ASSERT_NE(cluster, nullptr);
@@ -1505,6 +1531,30 @@ TEST_F(ClusterTest, NonUtf8CellIsRejected) {
   EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
                        {"latin1.csv:52", "'city'", "UTF-8"}));
   ExpectStillServes(*cluster);
+}
+
+TEST_F(ClusterTest, CoordinatorWithoutWorkersSaysHowToAddThem) {
+  // A restarted coordinator is in this state while its old workers still run.
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
+      CoordinatorServer::Start(options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  auto stub = v1::Cohort::NewStub(
+      grpc::CreateChannel((*coordinator)->address(), grpc::InsecureChannelCredentials()));
+
+  v1::CreateDatasetRequest create;
+  v1::Dataset dataset;
+  ASSERT_TRUE(stub->CreateDataset(TestCluster::Context().get(), create, &dataset).ok());
+  v1::LoadDatasetRequest load;
+  load.set_dataset_id(dataset.dataset_id());
+  load.set_source(small_users_csv_);
+  load.set_id_column("id");
+  const grpc::Status status = stub->LoadDataset(TestCluster::Context().get(), load, &dataset);
+  EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kUnavailable,
+                       {"no worker is live", "cohort worker --coordinator",
+                        "coordinator restarts", "--workers"}));
+  (*coordinator)->Shutdown(absl::Seconds(1));
 }
 
 TEST_F(ClusterTest, RestartedCoordinatorKeepsModelsAndIds) {
