@@ -4,6 +4,7 @@
 #ifndef COHORT_WORKER_JOB_SESSION_H_
 #define COHORT_WORKER_JOB_SESSION_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,11 +28,19 @@ class JobSession {
   // `interactions` may be null on a worker without interaction datasets.
   JobSession(ShardStore* store, std::string worker_id, InteractionStore* interactions = nullptr);
 
-  // Runs one command and appends one result per shard of the job, in shard-id order.
+  // Runs one command and appends one result per shard of the job, in shard-id order (or
+  // hands them to the result writer, see set_result_writer).
   // Errors end the stream: InvalidArgument for a malformed command (wrong order, sizes
   // that do not match the data), NotFound for an unknown dataset.
   [[nodiscard]] absl::Status Handle(const v1::JobCommand& command,
                                     std::vector<v1::ShardResult>* results);
+
+  // Sends one shard result to the coordinator. When set, commands whose results are large
+  // (the segment statistics and sketches of StoreAssignments) hand each shard's result to
+  // it as soon as it is built, instead of appending it to `results`, so the worker holds
+  // one shard's result at a time. An error from it ends the command with that error.
+  using ResultWriter = std::function<absl::Status(const v1::ShardResult&)>;
+  void set_result_writer(ResultWriter writer) { result_writer_ = std::move(writer); }
 
   const std::string& job_id() const { return job_id_; }
 
@@ -103,6 +112,7 @@ class JobSession {
   ShardStore* store_;
   const std::string worker_id_;
   std::string job_id_;
+  ResultWriter result_writer_;  // may be empty
   std::shared_ptr<HostedDataset> dataset_;
   std::vector<ShardState> shards_;
   int dim_ = -1;

@@ -93,6 +93,12 @@ class WorkerServiceImpl final : public v1::Worker::Service {
   grpc::Status RunJob(grpc::ServerContext* context,
                       grpc::ServerReaderWriter<ShardResult, JobCommand>* stream) override {
     JobSession session(&store_, worker_id(), &interactions_);
+    session.set_result_writer([stream](const ShardResult& result) {
+      if (!stream->Write(result)) {
+        return absl::CancelledError("coordinator closed the job stream");
+      }
+      return absl::OkStatus();
+    });
     JobCommand command;
     std::vector<ShardResult> results;
     while (stream->Read(&command)) {
