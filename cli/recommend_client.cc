@@ -449,7 +449,8 @@ void AddRecommendFlags(CLI::App* command, RecommendCommandOptions* options) {
   command->add_option("-n,--n", options->n, "items per user")->capture_default_str();
   command->add_option("--exclude", options->exclude, "items never recommended")->delimiter(',');
   command->add_option("--hybrid-weight", options->hybrid_weight,
-                      "hybrid: weight of the item-based scores in [0, 1] (default 0.5)");
+                      "hybrid: weight of the item-based scores in [0, 1]")
+      ->capture_default_str();
   command->add_option("--content-model", options->content_model,
                       "content and hybrid: id of a user–user neighbour model on feature "
                       "vectors on the coordinator, whose user ids match the interactions");

@@ -55,7 +55,7 @@ struct RecommendCommandOptions {
   std::string method = "item";
   int n = 10;
   std::vector<std::string> exclude;
-  double hybrid_weight = 0;
+  double hybrid_weight = 0.5;
   // content, and hybrid with content_weight > 0: a user–user neighbour model on feature
   // vectors that already exists on the coordinator.
   std::string content_model;

@@ -566,7 +566,7 @@ absl::StatusOr<std::shared_ptr<const RecommendPlan>> CohortServiceImpl::PlanReco
         "method ", static_cast<int>(method),
         " is unknown; use ITEM_BASED, USER_BASED, HYBRID or CONTENT"));
   }
-  plan->weight = request.hybrid_weight() == 0 ? 0.5 : request.hybrid_weight();
+  plan->weight = request.has_hybrid_weight() ? request.hybrid_weight() : 0.5;
   if (!(plan->weight >= 0 && plan->weight <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("hybrid_weight = ", request.hybrid_weight(),
                                                    " is invalid; use a number in [0, 1]"));

@@ -393,6 +393,27 @@ TEST_F(SimilarityTest, RecommendationsEqualAcrossWorkerCountsAndCore) {
       }
     }
   }
+
+  // A hybrid weight of 0 is a weight, not "unset": HYBRID then ranks as USER_BASED.
+  for (const std::string user : {"u0", "u7", "u42"}) {
+    SCOPED_TRACE(user);
+    v1::RecommendRequest request;
+    request.set_user_id(user);
+    request.set_n(8);
+    request.set_item_model_id(models_three.items);
+    request.set_user_model_id(models_three.users);
+    request.set_method(v1::RECOMMEND_METHOD_USER_BASED);
+    absl::StatusOr<v1::RecommendResponse> user_based = Recommend(*three, request);
+    request.set_method(v1::RECOMMEND_METHOD_HYBRID);
+    request.set_hybrid_weight(0);
+    absl::StatusOr<v1::RecommendResponse> hybrid = Recommend(*three, request);
+    ASSERT_TRUE(user_based.ok()) << user_based.status();
+    ASSERT_TRUE(hybrid.ok()) << hybrid.status();
+    ASSERT_EQ(user_based->items_size(), hybrid->items_size());
+    for (int i = 0; i < hybrid->items_size(); ++i) {
+      EXPECT_EQ(hybrid->items(i).item_id(), user_based->items(i).item_id()) << "rank " << i;
+    }
+  }
 }
 
 TEST_F(SimilarityTest, UserTiesBreakByUserIdAcrossShards) {
