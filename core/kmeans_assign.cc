@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/block_gemm.h"
+#include "core/int8_dot.h"
 #include "core/kmeans_int8.h"
 #include "core/kmeans_kernels.h"
 #include "core/log.h"
@@ -444,7 +445,7 @@ float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centr
 }
 
 bool Int8AssignKernelSupported() {
-  static const bool supported = CpuHasInt8Dot();
+  static const bool supported = Int8DotVnniSupported();
   return supported;
 }
 

@@ -56,11 +56,6 @@ COHORT_INT8_TARGET inline __attribute__((always_inline)) void TileGroups(
 
 }  // namespace
 
-bool CpuHasInt8Dot() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni");
-}
-
 COHORT_INT8_TARGET void Int8TileDistances(const uint8_t* rows, int64_t row_stride,
                                           const float* row_factors, const float* row_slack,
                                           const int8_t* packed, const int32_t* offsets,

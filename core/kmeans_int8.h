@@ -19,21 +19,18 @@ inline constexpr int64_t kInt8GroupCentroids = 16;
 // Rows per call of Int8TileDistances.
 inline constexpr int64_t kInt8TileRows = 4;
 
-// Whether this CPU runs Int8TileDistances (AVX-512F and AVX-512 VNNI).
-bool CpuHasInt8Dot();
-
 // For kInt8TileRows rows and every centroid of num_groups packed groups, computes
 //   h[r][c] = c_norms[c] + row_factors[r] · Σ_j q_x[r][j] · q_c[c][j]
 // where q_x[r][j] = rows[r · row_stride + j] − 128 and q_c are the packed int8 centroids,
 // with the exact integer dot product converted to float. Then sets bit l of
 // masks[r · num_groups + g] when h[r][16g + l] <= min_c h[r][c] + row_slack[r].
 //
-// Layouts: rows holds kInt8TileRows rows of 4 · num_steps bytes (row stride row_stride).
-// packed holds num_groups × num_steps blocks of 64 bytes, block (g, p) holding bytes
-// 4p..4p+3 of centroid 16g + l at bytes 4l..4l+3. offsets[c] = −128 · Σ_j q_c[c][j]. h has
-// row stride h_stride >= 16 · num_groups.
-// REQUIRES: CpuHasInt8Dot(); num_groups, num_steps >= 1; 4 · num_steps · 255 · 127 <
-// 2^31 (no int32 overflow).
+// Layouts: rows contains kInt8TileRows rows of 4 · num_steps bytes (row stride
+// row_stride). packed contains num_groups × num_steps blocks of 64 bytes; block (g, p) has
+// bytes 4p..4p+3 of centroid 16g + l at bytes 4l..4l+3. offsets[c] = −128 · Σ_j q_c[c][j].
+// h has row stride h_stride >= 16 · num_groups.
+// REQUIRES: Int8DotVnniSupported() (core/int8_dot.h); num_groups, num_steps >= 1;
+// 4 · num_steps · 255 · 127 < 2^31 (no int32 overflow).
 void Int8TileDistances(const uint8_t* rows, int64_t row_stride, const float* row_factors,
                        const float* row_slack, const int8_t* packed, const int32_t* offsets,
                        const float* c_norms, int64_t num_groups, int64_t num_steps, float* h,
