@@ -4,7 +4,7 @@
 // promoted and a new replica is copied from it. Internal to coordinator/.
 //
 // NOTE: a worker that restarts under the same id registers as live with empty memory,
-// and the coordinator still counts the replica copies it held; promoting one of them
+// but the coordinator still counts the replica copies it had. Promoting one of them
 // then fails with Unavailable. A worker that comes back after a job declared it lost
 // keeps its old copies in memory, unused, until it restarts.
 #ifndef COHORT_COORDINATOR_REPLICAS_H_

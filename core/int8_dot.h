@@ -3,7 +3,7 @@
 // queries and keeps the pairs whose score reaches a per-query threshold.
 //
 // The kernel lives in its own translation unit built with AVX-512 flags, so the rest of
-// the program runs on AVX2-only CPUs; call it only when Int8DotVnniSupported() is true.
+// the program runs on AVX2-only CPUs. Call it only when Int8DotVnniSupported() is true.
 // This header declares plain functions on raw pointers only, so nothing inline is
 // compiled with two sets of flags.
 #ifndef COHORT_CORE_INT8_DOT_H_

@@ -40,8 +40,8 @@ Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x);
 float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centroid,
                          float c_sq_norm, int64_t d);
 
-// How AssignNearest finds the centroids worth an exact distance. Both kernels give the
-// same labels and distances.
+// First pass of AssignNearest, which finds the centroids worth an exact distance. Both
+// kernels give the same labels and distances.
 enum class AssignKernel {
   // Float matrix products (GEMM, COHORT_GEMM in CMake). Any CPU with AVX2 and FMA.
   kFloat,

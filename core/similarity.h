@@ -212,7 +212,7 @@ struct DenseSearchOptions {
 // matrices must already be prepared with PrepareDenseRows. The score of a pair is its
 // dot product summed in double and rounded once to float (clamped to [−1, 1] for the
 // bounded metrics), so it depends only on the two rows, never on their positions,
-// blocks, shards, kernel or thread count; ties are broken by id.
+// blocks, shards, kernel or thread count. Ties are broken by id.
 //
 // A first pass (options.kernel) scores every pair approximately in blocks, with a
 // rigorous bound on its error, and keeps per query only the rows whose upper bound
@@ -229,11 +229,11 @@ struct DenseSearchOptions {
 // Exact top-k of every row of x (n×d, prepared with PrepareDenseRows) among the other
 // rows of x: user–user neighbours within one set, equal to ExactDenseTopK(x, ids, x,
 // ids) with exclude_self. A row is never its own neighbour (options.exclude_self is
-// ignored). ids[r] is the global id of row r. The int8 kernel runs that search; the
-// float kernel uses the symmetry of the score matrix instead: each pair of row blocks is
-// multiplied once and scanned in both directions (half the flops), in parallel over
-// block pairs with per-thread lists merged per row, so the result does not depend on the
-// thread count. Memory of the float kernel: one candidate list per row and thread.
+// ignored). ids[r] is the global id of row r. The int8 kernel runs that search. The
+// float kernel uses the symmetry of the score matrix instead: it multiplies each pair of
+// row blocks once and scans the product in both directions (half the flops). It runs in
+// parallel over block pairs and merges per-thread lists per row, so the result does not
+// depend on the thread count. Memory of the float kernel: one candidate list per row and thread.
 // Errors: as ExactDenseTopK.
 [[nodiscard]] absl::StatusOr<std::vector<std::vector<Neighbor>>> ExactDenseAllPairsTopK(
     const MatrixXfR& x, const std::vector<int64_t>& ids, const DenseSearchOptions& options);

@@ -603,8 +603,8 @@ std::vector<std::vector<Neighbor>> FloatAllPairsTopK(const MatrixXfR& x,
     for (int64_t r = 0; r < n; ++r) lists[r] = filters[r].Finish(search.Scorer(r));
   }
 
-  // Each pair was scanned by exactly one thread, each thread's list of a row is the exact
-  // top-k of the pairs it scanned, and the top-k of a set under the total order of
+  // Exactly one thread scanned each pair, and each thread's list of a row is the exact
+  // top-k of the pairs it scanned. The top-k of a set under the total order of
   // RanksBefore is unique, so merging gives the same lists for any thread count.
   std::vector<std::vector<Neighbor>> result(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) if (n >= kParallelMinQueries)

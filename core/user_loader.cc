@@ -422,7 +422,7 @@ class ShardAppender {
   // Appends the rows of pieces[0, count) to their shards, in input order inside each
   // shard. The shards are filled in parallel on up to `threads` threads, one thread per
   // shard at a time. Returns the error of the first row in input order that cannot be
-  // appended (a duplicate id, a full shard); `first_lines[i]` is the line of `path` where
+  // appended (a duplicate id, a full shard). `first_lines[i]` is the line of `path` where
   // piece i starts. REQUIRES: GroupBySlot was called on every piece.
   absl::Status AppendBlock(const std::vector<ParsedPiece>& pieces, int count,
                            const std::string& path, const std::vector<int64_t>& first_lines,

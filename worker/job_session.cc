@@ -417,7 +417,7 @@ absl::Status JobSession::StoreAssignments(
   for (ShardState& shard : shards_) {
     COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
     ShardAssignments assignments;
-    // TODO: the export keeps its own copy of every id (about 10 bytes per user); reading
+    // TODO: the export keeps its own copy of every id, about 10 bytes per user. Reading
     // the ids from the raw shard would bring the peak of a job closer to the raw bytes.
     if (raw != nullptr) assignments.user_ids = raw->ids;
     if (node_segments.empty()) {

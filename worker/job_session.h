@@ -37,8 +37,8 @@ class JobSession {
 
   // Sends one shard result to the coordinator. When set, commands whose results are large
   // (the segment statistics and sketches of StoreAssignments) hand each shard's result to
-  // it as soon as it is built, instead of appending it to `results`, so the worker holds
-  // one shard's result at a time. An error from it ends the command with that error.
+  // it as soon as it is built, instead of appending it to `results`. So the worker keeps
+  // one shard's result in memory at a time. An error from it ends the command with that error.
   using ResultWriter = std::function<absl::Status(const v1::ShardResult&)>;
   void set_result_writer(ResultWriter writer) { result_writer_ = std::move(writer); }
 

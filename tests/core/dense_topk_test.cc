@@ -203,7 +203,7 @@ TEST(DenseTopKTest, ResultIndependentOfOrderAndThreads) {
   }
 }
 
-TEST(DenseTopKTest, TiesAreBrokenByIdAndKAboveRowsReturnsAll) {
+TEST(DenseTopKTest, HeavyTiesAndLargeK) {
   // 6,000 base rows with only four distinct vectors (one of them zero), so every score
   // is tied thousands of times and the candidate lists are scored in several rounds.
   MatrixXfR distinct = GaussianRows(4, 20, 41);

@@ -456,7 +456,7 @@ TEST_F(SimilarityTest, UserTiesBreakByUserIdAcrossShards) {
     const std::string model = RunNeighbours(*cluster, dataset->dataset_id(), options);
     const Lists lists = ReadLists(*cluster, model, false, {"q", "t07", "t29"});
 
-    // The lowest user ids among the tied users, whatever shard holds them.
+    // The lowest user ids among the tied users, whatever shard stores them.
     const std::vector<std::string> of_q = {"t00", "t01", "t02", "t03", "t04"};
     ASSERT_EQ(lists.at("q").size(), of_q.size());
     for (size_t i = 0; i < of_q.size(); ++i) {
