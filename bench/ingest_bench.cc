@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/allocator.h"
 #include "core/csv.h"
 #include "core/features.h"
 #include "core/kmeans_kernels.h"
@@ -261,6 +262,7 @@ int Run(const BenchOptions& options) {
 }  // namespace cohort
 
 int main(int argc, char** argv) {
+  cohort::ReturnLargeBlocksWhenFreed();  // as the worker process does
   cohort::BenchOptions options;
   CLI::App app{"cohort ingest speed and worker memory per user"};
   app.add_option("--rows", options.rows, "users in a generated file")->capture_default_str();

@@ -19,6 +19,7 @@
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
+#include "core/allocator.h"
 #include "core/log.h"
 #include "core/synthetic.h"
 #include "worker/worker_server.h"
@@ -183,6 +184,7 @@ absl::Status UseDefaultShop(SegmentCommandOptions* options) {
 
 int main(int argc, char** argv) {
   using namespace cohort;  // NOLINT: a command's main function
+  ReturnLargeBlocksWhenFreed();
   CLI::App app{"cohort: user segmentation on a coordinator and workers over gRPC"};
   app.require_subcommand(1);
   std::string log_level = "info";

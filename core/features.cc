@@ -185,7 +185,11 @@ std::vector<FeatureStats> ComputeGroupStats(const RawShard& shard, const int32_t
   }
   const int64_t n = shard.num_rows();
   for (int64_t row = 0; row < n; ++row) ++groups[labels[row]].rows;
-  for (int c = 0; c < shard.numeric.cols(); ++c) {
+  const int cols = shard.numeric.cols();
+  // Each column goes to one thread, which adds its rows in order, so the sums do not
+  // depend on the thread count. AccumulateNumeric does not throw.
+#pragma omp parallel for schedule(dynamic, 1) if (n * cols > 65536)
+  for (int c = 0; c < cols; ++c) {
     for (int64_t row = 0; row < n; ++row) {
       AccumulateNumeric(shard.numeric(row, c), false, &groups[labels[row]].numeric[c]);
     }

@@ -217,15 +217,13 @@ KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x) : KMeansShard(shard_i
 KMeansShard::KMeansShard(int shard_id, const MatrixXfR* x, const std::vector<float>* weights)
     : shard_id_(shard_id),
       owned_rows_(std::make_unique<MatrixRowSource>(x)),
-      rows_(owned_rows_.get()),
-      min_sq_dist_(x->rows(), std::numeric_limits<float>::infinity()) {
+      rows_(owned_rows_.get()) {
   if (weights != nullptr) weights_ = *weights;
 }
 
 KMeansShard::KMeansShard(int shard_id, const RowSource* rows, const std::vector<float>* weights)
     : shard_id_(shard_id),
-      rows_(rows),
-      min_sq_dist_(rows->rows(), std::numeric_limits<float>::infinity()) {
+      rows_(rows) {
   if (weights != nullptr) weights_ = *weights;
 }
 
@@ -280,8 +278,14 @@ void KMeansShard::ColumnMoments(std::vector<double>* sum, std::vector<double>* s
 }
 
 void KMeansShard::ResetMinDistances() {
-  std::fill(min_sq_dist_.begin(), min_sq_dist_.end(), std::numeric_limits<float>::infinity());
+  // No center: every D² is +infinity, which the empty vector stands for.
+  min_sq_dist_.clear();
+  min_sq_dist_.shrink_to_fit();
   has_centers_ = false;
+}
+
+float KMeansShard::MinSqDist(int64_t i) const {
+  return min_sq_dist_.empty() ? std::numeric_limits<float>::infinity() : min_sq_dist_[i];
 }
 
 double KMeansShard::AddCenters(const MatrixXfR& centers) {
@@ -289,6 +293,9 @@ double KMeansShard::AddCenters(const MatrixXfR& centers) {
   const int64_t d = rows_->cols();
   const int64_t m = centers.rows();
   if (m > 0) {
+    if (min_sq_dist_.empty()) {
+      min_sq_dist_.assign(static_cast<size_t>(n), std::numeric_limits<float>::infinity());
+    }
     ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
       for (int64_t r = 0; r < count; ++r) {
         const float* row = block.data() + r * d;
@@ -334,7 +341,7 @@ std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) co
                         const int64_t i = begin + r;
                         for (int64_t c = 0; c < m; ++c) {
                           dist[(i - first) * m + c] = std::min(
-                              min_sq_dist_[i], SquaredDistance(row, candidates.data() + c * d, d));
+                              MinSqDist(i), SquaredDistance(row, candidates.data() + c * d, d));
                         }
                       }
                     });
@@ -370,7 +377,7 @@ ShardPoint KMeansShard::PickByOffset(double offset) const {
   const auto sampling_weight = [this](int64_t i) {
     const double w = Weight(i);
     if (w == 0) return 0.0;
-    return has_centers_ ? w * static_cast<double>(min_sq_dist_[i]) : w;
+    return has_centers_ ? w * static_cast<double>(MinSqDist(i)) : w;
   };
   double running = 0;
   int64_t last_positive = -1;
@@ -396,7 +403,7 @@ std::vector<ShardPoint> KMeansShard::SampleCandidates(uint64_t seed, int run, in
   if (!(potential > 0) || !has_centers_) return picks;
   const int64_t n = rows_->rows();
   for (int64_t i = 0; i < n; ++i) {
-    const double weighted = static_cast<double>(Weight(i)) * min_sq_dist_[i];
+    const double weighted = static_cast<double>(Weight(i)) * MinSqDist(i);
     if (!(weighted > 0)) continue;
     const double probability = std::min(1.0, oversampling * weighted / potential);
     const double u = KeyedUniform(seed, static_cast<uint64_t>(run), static_cast<uint64_t>(round),
@@ -405,7 +412,7 @@ std::vector<ShardPoint> KMeansShard::SampleCandidates(uint64_t seed, int run, in
     ShardPoint point;
     point.shard_id = shard_id_;
     point.row = i;
-    point.sq_dist = min_sq_dist_[i];
+    point.sq_dist = MinSqDist(i);
     point.values = RowValues(i);
     picks.push_back(std::move(point));
   }

@@ -211,7 +211,8 @@ class KMeansShard {
   // distance to the nearest chosen center. D² is computed from exact differences
   // (Σ (x − c)²), so a row equal to a center has D² = 0 and is never picked again.
   //
-  // ResetMinDistances() clears all centers (every D² becomes +infinity). AddCenters
+  // ResetMinDistances() clears all centers (every D² becomes +infinity) and frees the
+  // per-row D² (4 bytes per row) until the next AddCenters. AddCenters
   // (centers m×d, m may be 0) lowers each row's D² to the nearest new center. It returns
   // the sum of the sampling weights in double, rows summed in order. That sum is Σ w (the
   // row count without weights) while no center has been added, and Σ w·D² after.
@@ -258,6 +259,8 @@ class KMeansShard {
   float Weight(int64_t i) const { return weights_.empty() ? 1.0f : weights_[i]; }
   // The values of row `row` as the steps see them.
   std::vector<float> RowValues(int64_t row) const;
+  // D² of row i: +infinity while min_sq_dist_ is empty.
+  float MinSqDist(int64_t i) const;
 
   int shard_id_;
   // A source over the caller's matrix, for the constructors that take one.
@@ -266,7 +269,7 @@ class KMeansShard {
   const RowSource* rows_;
   std::unique_ptr<RowSource> normalized_rows_;
   std::vector<float> weights_;  // empty: every row has weight 1
-  std::vector<float> min_sq_dist_;  // k-means++ state, n entries
+  std::vector<float> min_sq_dist_;  // k-means++ state: n entries, or none (all +infinity)
   bool has_centers_ = false;        // a center was added since the last reset
 };
 

@@ -93,7 +93,18 @@ absl::Status Invalid(const std::string& detail) {
 }  // namespace
 
 QuantileSketch::QuantileSketch(int capacity)
-    : capacity_(std::clamp(capacity, kMinCapacity, kMaxCapacity)), levels_(1) {}
+    : capacity_(std::clamp(capacity, kMinCapacity, kMaxCapacity)), levels_(1) {
+  UpdateCapacities();
+}
+
+void QuantileSketch::UpdateCapacities() {
+  level_capacities_.resize(levels_.size());
+  total_capacity_ = 0;
+  for (size_t h = 0; h < levels_.size(); ++h) {
+    level_capacities_[h] = LevelCapacity(capacity_, levels_.size(), h);
+    total_capacity_ += level_capacities_[h];
+  }
+}
 
 void QuantileSketch::Add(double value) {
   if (std::isnan(value)) return;
@@ -106,7 +117,7 @@ void QuantileSketch::Add(double value) {
   }
   ++count_;
   levels_[0].push_back(value);
-  Compact();
+  if (++num_items_ > total_capacity_) Compact();
 }
 
 void QuantileSketch::Merge(const QuantileSketch& other) {
@@ -124,10 +135,14 @@ void QuantileSketch::Merge(const QuantileSketch& other) {
     max_ = std::max(max_, other.max_);
   }
   count_ += other.count_;
-  if (levels_.size() < other.levels_.size()) levels_.resize(other.levels_.size());
+  if (levels_.size() < other.levels_.size()) {
+    levels_.resize(other.levels_.size());
+    UpdateCapacities();
+  }
   for (size_t h = 0; h < other.levels_.size(); ++h) {
     levels_[h].insert(levels_[h].end(), other.levels_[h].begin(), other.levels_[h].end());
   }
+  num_items_ += other.num_items_;
   Compact();
 }
 
@@ -138,20 +153,14 @@ void QuantileSketch::Merge(const QuantileSketch& other) {
 // on even and the upper one on odd compactions of that level, so the rank errors of
 // successive compactions tend to cancel. With an odd number of items, the largest stays.
 void QuantileSketch::Compact() {
-  for (;;) {
-    int64_t num_items = 0;
-    int64_t total_capacity = 0;
-    for (size_t h = 0; h < levels_.size(); ++h) {
-      num_items += static_cast<int64_t>(levels_[h].size());
-      total_capacity += LevelCapacity(capacity_, levels_.size(), h);
-    }
-    if (num_items <= total_capacity) return;
-
+  while (num_items_ > total_capacity_) {
+    // More items than the levels hold together: some level is at or above its capacity.
     size_t h = 0;
-    while (static_cast<int64_t>(levels_[h].size()) < LevelCapacity(capacity_, levels_.size(), h)) {
-      ++h;
+    while (static_cast<int64_t>(levels_[h].size()) < level_capacities_[h]) ++h;
+    if (h + 1 == levels_.size()) {
+      levels_.emplace_back();
+      UpdateCapacities();
     }
-    if (h + 1 == levels_.size()) levels_.emplace_back();
 
     std::vector<double>& level = levels_[h];
     std::vector<double>& up = levels_[h + 1];
@@ -165,6 +174,7 @@ void QuantileSketch::Compact() {
     } else {
       level.clear();
     }
+    num_items_ -= static_cast<int64_t>(num_pairs);
     compaction_parities_ ^= uint64_t{1} << h;
   }
 }
@@ -243,6 +253,7 @@ absl::StatusOr<QuantileSketch> QuantileSketch::Deserialize(const std::string& by
   }
 
   sketch.levels_.assign(num_levels, {});
+  sketch.UpdateCapacities();
   int64_t total_weight = 0;
   int64_t num_items = 0;
   int64_t total_capacity = 0;
@@ -284,6 +295,7 @@ absl::StatusOr<QuantileSketch> QuantileSketch::Deserialize(const std::string& by
     return Invalid(absl::StrFormat("the item weights sum to %d, not to the count %d",
                                    total_weight, sketch.count_));
   }
+  sketch.num_items_ = num_items;
   if (sketch.count_ == 0) {
     sketch.min_ = std::numeric_limits<double>::quiet_NaN();
     sketch.max_ = std::numeric_limits<double>::quiet_NaN();

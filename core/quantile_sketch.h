@@ -56,6 +56,8 @@ class QuantileSketch {
 
  private:
   void Compact();
+  // Sets level_capacities_ and total_capacity_ for the current number of levels.
+  void UpdateCapacities();
 
   int capacity_;
   int64_t count_ = 0;
@@ -64,6 +66,10 @@ class QuantileSketch {
   // Bit h is the parity of the number of compactions of level h so far.
   uint64_t compaction_parities_ = 0;
   std::vector<std::vector<double>> levels_;  // level h holds items of weight 2^h
+  // Kept in step with levels_, so Add compacts only when the items exceed the capacity.
+  int64_t num_items_ = 0;
+  int64_t total_capacity_ = 0;
+  std::vector<int64_t> level_capacities_;
 };
 
 }  // namespace cohort

@@ -62,10 +62,19 @@ std::vector<SegmentSummary> SummarizeSegments(
     const FeatureStats* overall = nullptr);
 
 // Per group, per numeric column: a sketch of the raw non-missing values (labels[i] in
-// [0, num_groups) is the group of row i).
+// [0, num_groups) is the group of row i). The columns are sketched in parallel on the
+// OpenMP threads; each sketch gets its values in row order, so the result does not
+// depend on the thread count.
 std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& shard,
                                                               const int32_t* labels,
                                                               int num_groups);
+
+// As ComputeGroupSketches, serialized: result[g][c] is the Serialize() form of the sketch
+// of group g and numeric column c. Only the columns in progress are held as sketches,
+// about 6 KB per group and thread, so a shard's sketches cost their serialized size.
+std::vector<std::vector<std::string>> SerializeGroupSketches(const RawShard& shard,
+                                                             const int32_t* labels,
+                                                             int num_groups);
 
 // Formats a number for people: thousands separators, at most 3 significant decimals.
 std::string FormatReadable(double value);

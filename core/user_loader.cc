@@ -379,40 +379,51 @@ class ShardAppender {
       id_sets_.push_back(std::make_unique<UserIdSet>(&shard.ids));
     }
     loaded_->duplicate_rows.assign(loaded_->shards.size(), 0);
+    reserved_rows_.assign(loaded_->shards.size(), 0);
   }
 
   size_t num_slots() const { return loaded_->shards.size(); }
 
-  // Reserves room in each shard for its expected share of the rows of `path`, estimated
-  // from the first block (`block_bytes` holding the rows of `pieces`), so the columns do
-  // not grow by repeated doubling. A file of unknown size (compressed) reserves nothing.
-  void ReserveForFile(const std::string& path, size_t block_bytes,
+  // Reserves room in each shard for its expected share of the rows of file `file_index`
+  // and of the files after it, estimated from the first block of that file
+  // (`block_bytes` holding the rows of `pieces`). So the columns are allocated once for
+  // the whole load rather than grown file by file: every growth copies the shard and
+  // frees the old block, which stays resident until the allocator returns it. A shard
+  // that has room for the rows expected keeps it. Compressed files, whose size is
+  // unknown, count as empty.
+  void ReserveForFile(size_t file_index, size_t block_bytes,
                       const std::vector<ParsedPiece>& pieces, int count) {
-    std::error_code error;
-    const uintmax_t file_bytes = std::filesystem::file_size(path, error);
-    if (error || absl::EndsWith(path, ".gz") || block_bytes == 0) return;
+    uintmax_t rest_bytes = 0;
+    for (size_t f = file_index; f < options_.paths.size(); ++f) {
+      const std::string& path = options_.paths[f];
+      std::error_code error;
+      const uintmax_t bytes = std::filesystem::file_size(path, error);
+      if (!error && !absl::EndsWith(path, ".gz")) rest_bytes += bytes;
+    }
+    if (rest_bytes == 0 || block_bytes == 0) return;
     int64_t hosted = 0;
     int64_t id_chars = 0;
-    std::vector<int64_t> per_slot(loaded_->shards.size(), 0);
     for (int i = 0; i < count; ++i) {
       for (size_t r = 0; r < pieces[i].slots.size(); ++r) {
-        ++per_slot[pieces[i].slots[r]];
         id_chars += static_cast<int64_t>(pieces[i].ids[r].size());
       }
       hosted += static_cast<int64_t>(pieces[i].slots.size());
     }
     if (hosted == 0) return;
-    // Rows of each shard expected in the whole file, with 5 % to spare, spread evenly
-    // over the hosted shards (the hash spreads ids evenly).
-    const double scale = static_cast<double>(file_bytes) / static_cast<double>(block_bytes);
-    const int64_t per_shard = static_cast<int64_t>(
-        1.05 * scale * static_cast<double>(hosted) / static_cast<double>(per_slot.size()));
+    // The hash spreads ids evenly over the hosted shards.
+    const double scale = static_cast<double>(rest_bytes) / static_cast<double>(block_bytes);
+    const auto expected = static_cast<int64_t>(scale * static_cast<double>(hosted) /
+                                               static_cast<double>(loaded_->shards.size()));
     const int64_t chars_per_id = id_chars / hosted + 1;
     for (size_t slot = 0; slot < loaded_->shards.size(); ++slot) {
       RawShard& shard = loaded_->shards[slot];
-      const int64_t rows = shard.num_rows() + per_shard;
+      if (shard.num_rows() + expected <= reserved_rows_[slot]) continue;
+      // 5 % to spare: rows beyond the room grow the columns by doubling.
+      const int64_t more = expected + expected / 20;
+      const int64_t rows = shard.num_rows() + more;
+      reserved_rows_[slot] = rows;
       id_sets_[slot]->Reserve(rows);
-      shard.ids.Reserve(per_shard, per_shard * chars_per_id);
+      shard.ids.Reserve(more, more * chars_per_id);
       shard.numeric.Reserve(rows);
       for (CategoricalColumn& column : shard.categorical) column.Reserve(rows);
       if (!pieces[0].weights.empty()) shard.weights.reserve(static_cast<size_t>(rows));
@@ -506,6 +517,8 @@ class ShardAppender {
   LoadedShards* loaded_;
   // One per shard, pointing at the shard's ids; loaded_->shards is never resized.
   std::vector<std::unique_ptr<UserIdSet>> id_sets_;
+  // Rows each shard has room for, by the last ReserveForFile.
+  std::vector<int64_t> reserved_rows_;
 };
 
 // Loads one file into `appender`.
@@ -554,7 +567,7 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
       }
     }
     if (!reserved) {
-      appender->ReserveForFile(path, block.size(), parsed, count);
+      appender->ReserveForFile(file_index, block.size(), parsed, count);
       reserved = true;
     }
     // Rows after the first piece with a problem are not appended: the load fails there,

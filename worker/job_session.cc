@@ -198,6 +198,9 @@ absl::Status JobSession::HandleStep(const v1::JobCommand& command,
       COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "centroids"));
       if (centroids.rows() < 1) return absl::InvalidArgumentError("LloydStep needs centroids");
       for (ShardState& shard : shards_) {
+        // Seeding is over once Lloyd steps start: its per-row state is freed. Seeding
+        // for the next run starts with a reset.
+        Active(shard).ResetMinDistances();
         v1::ShardResult result = NewResult(seq, shard);
         LloydPartial partial = Active(shard).LloydStep(centroids, command.lloyd().num_farthest());
         v1::LloydPartialProto* out = result.mutable_lloyd();
@@ -254,7 +257,8 @@ absl::Status JobSession::HandleStep(const v1::JobCommand& command,
       if (centroids.rows() < 1) return absl::InvalidArgumentError("AssignLabels needs centroids");
       for (ShardState& shard : shards_) {
         std::vector<float> unused;
-        shard.kmeans->Assign(centroids, &shard.labels, &unused);
+        shard.stored = nullptr;
+        shard.kmeans->Assign(centroids, &shard.assigned_labels, &unused);
         shard.num_labels = static_cast<int>(centroids.rows());
         results->push_back(NewResult(seq, shard));
       }
@@ -356,6 +360,7 @@ absl::Status JobSession::MiniBatchStep(const v1::MiniBatchStep& command, int64_t
   COHORT_RETURN_IF_ERROR(CheckDim(centroids.cols(), "centroids"));
   if (centroids.rows() < 1) return absl::InvalidArgumentError("MiniBatchStep needs centroids");
   for (ShardState& shard : shards_) {
+    Active(shard).ResetMinDistances();  // seeding is over, as for Lloyd steps
     const auto share = std::find_if(
         command.shares().begin(), command.shares().end(),
         [&shard](const v1::MiniBatchStep::Share& entry) {
@@ -416,30 +421,35 @@ absl::Status JobSession::StoreAssignments(
   absl::ReaderMutexLock lock(&dataset_->mutex);
   for (ShardState& shard : shards_) {
     COHORT_ASSIGN_OR_RETURN(const RawShard* raw, CurrentRaw(shard));
-    ShardAssignments assignments;
-    // TODO: the export keeps its own copy of every id, about 10 bytes per user. Reading
-    // the ids from the raw shard would bring the peak of a job closer to the raw bytes.
-    if (raw != nullptr) assignments.user_ids = raw->ids;
+    std::vector<int32_t> segments;
+    std::vector<float> squared_distances;
     if (node_segments.empty()) {
-      shard.kmeans->Assign(centroids, &assignments.segments, &assignments.squared_distances);
+      shard.kmeans->Assign(centroids, &segments, &squared_distances);
     } else {
-      COHORT_RETURN_IF_ERROR(TreeAssign(shard, centroids, node_segments, &assignments));
+      COHORT_RETURN_IF_ERROR(
+          TreeAssign(shard, centroids, node_segments, &segments, &squared_distances));
     }
-    shard.labels = assignments.segments;
+    // The stored labels read their ids from the raw shard, and the metrics passes read
+    // the stored segments, so neither is copied.
+    shard.assigned_labels.clear();
+    shard.assigned_labels.shrink_to_fit();
+    shard.stored = store_->StoreAssignments(
+        job_id_, shard.shard_id,
+        std::make_unique<ShardAssignments>(raw != nullptr ? dataset_ : nullptr, shard.shard_id,
+                                           std::move(segments), std::move(squared_distances)));
     shard.num_labels = k;
+    const std::vector<int32_t>& labels = shard.stored->segments();
     v1::ShardResult result = NewResult(seq, shard);
     if (raw != nullptr) {
-      const std::vector<FeatureStats> stats =
-          ComputeGroupStats(*raw, assignments.segments.data(), k);
-      const std::vector<std::vector<QuantileSketch>> sketches =
-          ComputeGroupSketches(*raw, assignments.segments.data(), k);
+      const std::vector<FeatureStats> stats = ComputeGroupStats(*raw, labels.data(), k);
+      std::vector<std::vector<std::string>> sketches =
+          SerializeGroupSketches(*raw, labels.data(), k);
       for (int s = 0; s < k; ++s) {
         v1::FeatureStatsProto* out = result.add_segment_stats();
         ToProto(stats[s], out);
-        for (const QuantileSketch& sketch : sketches[s]) out->add_numeric_sketches(sketch.Serialize());
+        for (std::string& sketch : sketches[s]) out->add_numeric_sketches(std::move(sketch));
       }
     }
-    store_->StoreAssignments(job_id_, shard.shard_id, std::move(assignments));
     if (result_writer_) {
       COHORT_RETURN_IF_ERROR(result_writer_(result));
     } else {
@@ -451,15 +461,16 @@ absl::Status JobSession::StoreAssignments(
 
 absl::Status JobSession::TreeAssign(const ShardState& shard, const MatrixXfR& centroids,
                                     const google::protobuf::RepeatedField<int32_t>& node_segments,
-                                    ShardAssignments* assignments) const {
+                                    std::vector<int32_t>* segments,
+                                    std::vector<float>* squared_distances) const {
   if (shard.bisect == nullptr) {
     return absl::FailedPreconditionError("tree assignments need a bisecting job");
   }
   const std::vector<int32_t>& nodes = shard.bisect->nodes();
   const int64_t n = shard.features->rows();
   const int64_t d = shard.features->cols();
-  assignments->segments.resize(n);
-  assignments->squared_distances.resize(n);
+  segments->resize(n);
+  squared_distances->resize(n);
   MatrixXfR block;
   for (int64_t i = 0; i < n; ++i) {
     if (i % kRowBlockRows == 0) {
@@ -477,8 +488,8 @@ absl::Status JobSession::TreeAssign(const ShardState& shard, const MatrixXfR& ce
       const double diff = double{block(i % kRowBlockRows, j)} - centroids(segment, j);
       sum += diff * diff;
     }
-    assignments->segments[i] = segment;
-    assignments->squared_distances[i] = static_cast<float>(sum);
+    (*segments)[i] = segment;
+    (*squared_distances)[i] = static_cast<float>(sum);
   }
   return absl::OkStatus();
 }
@@ -493,7 +504,7 @@ absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
   }
   for (ShardState& shard : shards_) {
     const int64_t n = shard.features->rows();
-    if (static_cast<int64_t>(shard.labels.size()) != n) {
+    if (static_cast<int64_t>(shard.Labels().size()) != n) {
       return absl::FailedPreconditionError(
           "metrics need labels; send AssignLabels or StoreAssignments first");
     }
@@ -513,7 +524,7 @@ absl::Status JobSession::Metrics(const v1::MetricsPass& command, int64_t seq,
       const int64_t begin = c * kMetricsChunkRows;
       const int64_t count = std::min(kMetricsChunkRows, n - begin);
       shard.features->CopyBlock(begin, count, &chunk);
-      const int32_t* labels = shard.labels.data() + begin;
+      const int32_t* labels = shard.Labels().data() + begin;
       if (second_pass) {
         spread.Merge(ComputeSpreadPartial(chunk, labels, merged));
       } else {
@@ -565,13 +576,13 @@ absl::Status JobSession::Sample(const v1::SampleRows& command, int64_t seq,
     v1::ShardResult result = NewResult(seq, shard);
     v1::SampleResult* sample = result.mutable_sample();
     sample->set_d(dim_);
-    const bool labelled = static_cast<int64_t>(shard.labels.size()) == n;
+    const bool labelled = static_cast<int64_t>(shard.Labels().size()) == n;
     std::vector<float> values(static_cast<size_t>(dim_));
     for (int64_t r = 0; r < quota; ++r) {
       const int64_t row = ranked[r].second;
       shard.features->CopyRows(row, 1, values.data());
       for (int j = 0; j < dim_; ++j) sample->add_values(values[j]);
-      sample->add_labels(labelled ? shard.labels[row] : -1);
+      sample->add_labels(labelled ? shard.Labels()[row] : -1);
     }
     results->push_back(std::move(result));
   }

@@ -60,9 +60,15 @@ class JobSession {
     std::unique_ptr<KMeansShard> kmeans;
     // Bisecting jobs: tree node of every row and the focused node's K-means state.
     std::unique_ptr<BisectingShard> bisect;
-    // Segment of every row for the metrics passes, and the number of segments.
-    std::vector<int32_t> labels;
+    // Segment of every row for the metrics passes (see Labels), and the number of segments.
+    std::vector<int32_t> assigned_labels;
+    std::shared_ptr<const ShardAssignments> stored;
     int num_labels = 0;
+
+    // The labels of the last AssignLabels, or of StoreAssignments when it came later.
+    const std::vector<int32_t>& Labels() const {
+      return stored != nullptr ? stored->segments() : assigned_labels;
+    }
   };
 
   // The K-means state the steps act on: the focused node's rows in a bisecting job,
@@ -92,7 +98,8 @@ class JobSession {
       ABSL_LOCKS_EXCLUDED(dataset_->mutex);
   absl::Status TreeAssign(const ShardState& shard, const MatrixXfR& centroids,
                           const google::protobuf::RepeatedField<int32_t>& node_segments,
-                          ShardAssignments* assignments) const;
+                          std::vector<int32_t>* segments,
+                          std::vector<float>* squared_distances) const;
   absl::Status Metrics(const v1::MetricsPass& command, int64_t seq,
                        std::vector<v1::ShardResult>* results);
   absl::Status Sample(const v1::SampleRows& command, int64_t seq,

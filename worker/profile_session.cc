@@ -380,11 +380,16 @@ absl::Status ProfileSession::SelectAudience(const v1::SelectAudienceShard& comma
       // Both jobs read the same shard, so the rows usually line up. Rows streamed in
       // between the jobs are matched by id, and a user the segment job never saw gets
       // segment -1.
-      aligned = SameIds(assignments->user_ids, scores->user_ids);
+      aligned = assignments->size() == static_cast<int64_t>(scores->user_ids.size());
+      COHORT_RETURN_IF_ERROR(assignments->ReadIds(
+          0, assignments->size(), [&](int64_t row, std::string_view id) {
+            if (aligned && id != scores->user_ids[static_cast<size_t>(row)]) aligned = false;
+          }));
       if (!aligned) {
-        for (int64_t i = 0; i < assignments->user_ids.size(); ++i) {
-          segment_of[std::string(assignments->user_ids[i])] = assignments->segments[i];
-        }
+        const std::vector<int32_t>& stored = assignments->segments();
+        COHORT_RETURN_IF_ERROR(assignments->ReadIds(
+            0, assignments->size(),
+            [&](int64_t row, std::string_view id) { segment_of[std::string(id)] = stored[row]; }));
       }
     }
     std::vector<Candidate> candidates;
@@ -395,7 +400,7 @@ absl::Status ProfileSession::SelectAudience(const v1::SelectAudienceShard& comma
       int32_t segment = -1;
       if (with_segments) {
         if (aligned) {
-          segment = assignments->segments[i];
+          segment = assignments->segments()[i];
         } else if (auto it = segment_of.find(user_id); it != segment_of.end()) {
           segment = it->second;
         }
@@ -463,12 +468,15 @@ absl::Status ProfileSession::LookupUser(const v1::LookupUser& command, int64_t s
       if (!command.segment_job_id().empty()) {
         COHORT_ASSIGN_OR_RETURN(std::shared_ptr<const ShardAssignments> assignments,
                                 store_->FindAssignments(command.segment_job_id(), shard.shard_id));
-        for (int64_t index = 0; index < assignments->user_ids.size(); ++index) {
-          if (assignments->user_ids[index] != command.user_id()) continue;
+        int64_t index = -1;
+        COHORT_RETURN_IF_ERROR(assignments->ReadIds(
+            0, assignments->size(), [&](int64_t row, std::string_view id) {
+              if (index < 0 && id == command.user_id()) index = row;
+            }));
+        if (index >= 0) {
           out->set_has_segment(true);
-          out->set_segment(assignments->segments[index]);
-          out->set_segment_distance(assignments->squared_distances[index]);
-          break;
+          out->set_segment(assignments->segments()[index]);
+          out->set_segment_distance(assignments->squared_distances()[index]);
         }
       }
     }

@@ -38,6 +38,80 @@ absl::Status CheckShardIds(const google::protobuf::RepeatedField<int32_t>& shard
 
 }  // namespace
 
+ShardAssignments::ShardAssignments(std::shared_ptr<HostedDataset> source, int shard_id,
+                                   std::vector<int32_t> segments,
+                                   std::vector<float> squared_distances)
+    : shard_id_(shard_id),
+      segments_(std::move(segments)),
+      squared_distances_(std::move(squared_distances)),
+      source_(std::move(source)) {}
+
+absl::Status ShardAssignments::ReadIds(
+    int64_t begin, int64_t end, absl::FunctionRef<void(int64_t, std::string_view)> fn) const {
+  std::shared_ptr<HostedDataset> source;
+  {
+    absl::MutexLock lock(&ids_mutex_);
+    source = source_;
+    if (source == nullptr) return ReadOwnIdsLocked(begin, end, fn);
+  }
+  absl::ReaderMutexLock dataset_lock(&source->mutex);
+  absl::MutexLock lock(&ids_mutex_);
+  if (source_ == nullptr) return ReadOwnIdsLocked(begin, end, fn);  // copied meanwhile
+  auto it = source->shards.find(shard_id_);
+  if (it == source->shards.end() || it->second.num_rows() < size()) {
+    return absl::InternalError(absl::StrCat("the rows of shard ", shard_id_,
+                                            " changed under its stored assignments"));
+  }
+  const IdColumn& ids = it->second.ids;
+  for (int64_t row = begin; row < end; ++row) fn(row, ids[row]);
+  return absl::OkStatus();
+}
+
+absl::Status ShardAssignments::ReadOwnIdsLocked(
+    int64_t begin, int64_t end, absl::FunctionRef<void(int64_t, std::string_view)> fn) const {
+  if (own_ids_.size() < end) {
+    return absl::InternalError(absl::StrCat("shard ", shard_id_, " has ", size(),
+                                            " stored assignments but ", own_ids_.size(),
+                                            " copied ids"));
+  }
+  for (int64_t row = begin; row < end; ++row) fn(row, own_ids_[row]);
+  return absl::OkStatus();
+}
+
+bool ShardAssignments::ReadsFrom(const HostedDataset* dataset) const {
+  absl::MutexLock lock(&ids_mutex_);
+  return source_.get() == dataset;
+}
+
+void ShardAssignments::DetachFrom(const HostedDataset& dataset, int shard_id) const {
+  absl::MutexLock lock(&ids_mutex_);
+  if (source_.get() == &dataset && shard_id == shard_id_) CopyIdsLocked();
+}
+
+void ShardAssignments::DetachFromAll() const {
+  absl::MutexLock lock(&ids_mutex_);
+  CopyIdsLocked();
+}
+
+bool ShardAssignments::reads_hosted_ids() const {
+  absl::MutexLock lock(&ids_mutex_);
+  return source_ != nullptr;
+}
+
+void ShardAssignments::CopyIdsLocked() const {
+  if (source_ == nullptr) return;
+  auto it = source_->shards.find(shard_id_);
+  if (it != source_->shards.end()) {
+    const IdColumn& ids = it->second.ids;
+    const int64_t n = std::min(size(), ids.size());
+    int64_t chars = 0;
+    for (int64_t row = 0; row < n; ++row) chars += static_cast<int64_t>(ids[row].size());
+    own_ids_.Reserve(n, chars);
+    for (int64_t row = 0; row < n; ++row) own_ids_.push_back(ids[row]);
+  }
+  source_.reset();
+}
+
 int ShardStore::HostedShardCount() const {
   // The store's lock is released before any dataset lock is taken: jobs hold a dataset
   // lock while they call StoreAssignments, which takes the store's lock.
@@ -137,12 +211,29 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
     absl::MutexLock dataset_lock(&dataset->mutex);
     for (RawShard& shard : loaded.shards) {
       const int id = shard.shard_id;
+      DetachAssignments(*dataset, id);
       dataset->shards.insert_or_assign(id, std::move(shard));
     }
   }
   // The load's block buffers and column growth leave free heap pages that glibc keeps.
   // Returning them brings the resident size close to what the shards store.
   malloc_trim(0);
+  std::shared_ptr<HostedDataset> replaced;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = datasets_.find(request.dataset_id());
+    if (it != datasets_.end() && it->second != dataset) replaced = it->second;
+  }
+  if (replaced == nullptr) {
+    absl::MutexLock lock(&mutex_);
+    datasets_[request.dataset_id()] = std::move(dataset);
+    return absl::OkStatus();
+  }
+  // Jobs that finished on the replaced dataset copy their ids now, so they do not keep
+  // its rows alive. A job still running on it stores its labels after the swap below,
+  // and StoreAssignments then sees that the dataset is no longer hosted.
+  absl::MutexLock replaced_lock(&replaced->mutex);
+  DetachAssignments(*replaced, -1);
   absl::MutexLock lock(&mutex_);
   datasets_[request.dataset_id()] = std::move(dataset);
   return absl::OkStatus();
@@ -175,6 +266,7 @@ absl::Status ShardStore::Append(const v1::AppendRowsRequest& request,
   COHORT_RETURN_IF_ERROR(CheckShardIds(request.reset_shards(), request.num_shards()));
   std::map<int, RawShard>& target = replica ? dataset->replicas : dataset->shards;
   for (int shard_id : request.reset_shards()) {
+    if (!replica) DetachAssignments(*dataset, shard_id);
     (replica ? dataset->replica_id_sets : dataset->id_sets).erase(shard_id);
     target.insert_or_assign(shard_id, MakeEmptyShard(dataset->schema, shard_id));
   }
@@ -257,6 +349,7 @@ absl::Status ShardStore::PromoteReplicas(const v1::PromoteReplicasRequest& reque
     // points at the shard's ids, stays valid.
     auto shard = dataset->replicas.extract(shard_id);
     auto ids = dataset->replica_id_sets.extract(shard_id);
+    DetachAssignments(*dataset, shard_id);
     dataset->shards.erase(shard_id);
     dataset->id_sets.erase(shard_id);
     v1::ShardRows* out = response->add_shards();
@@ -313,11 +406,32 @@ absl::StatusOr<std::shared_ptr<HostedDataset>> ShardStore::Dataset(
   return it->second;
 }
 
-void ShardStore::StoreAssignments(const std::string& job_id, int shard_id,
-                                  ShardAssignments assignments) {
-  auto stored = std::make_shared<const ShardAssignments>(std::move(assignments));
+std::shared_ptr<const ShardAssignments> ShardStore::StoreAssignments(
+    const std::string& job_id, int shard_id, std::unique_ptr<ShardAssignments> assignments) {
+  std::shared_ptr<const ShardAssignments> stored = std::move(assignments);
   absl::MutexLock lock(&mutex_);
-  assignments_[job_id][shard_id] = std::move(stored);
+  bool hosted = false;
+  for (const auto& [id, dataset] : datasets_) {
+    if (stored->ReadsFrom(dataset.get())) hosted = true;
+  }
+  // A reload replaced the job's dataset while the job ran: the caller's lock keeps the
+  // old rows steady while their ids are copied.
+  if (!hosted) stored->DetachFromAll();
+  assignments_[job_id][shard_id] = stored;
+  return stored;
+}
+
+void ShardStore::DetachAssignments(const HostedDataset& dataset, int shard_id) {
+  absl::MutexLock lock(&mutex_);
+  for (const auto& [job_id, shards] : assignments_) {
+    for (const auto& [id, assignments] : shards) {
+      if (shard_id >= 0) {
+        assignments->DetachFrom(dataset, shard_id);
+      } else {
+        assignments->DetachFrom(dataset, id);
+      }
+    }
+  }
 }
 
 absl::Status ShardStore::ExportAssignments(const v1::ExportRequest& request,
@@ -343,17 +457,17 @@ absl::Status ShardStore::ExportAssignments(const v1::ExportRequest& request,
   }
   for (int i = 0; i < request.shards_size(); ++i) {
     const ShardAssignments& shard = *shards[i];
-    const int64_t n = shard.user_ids.size();
+    const int64_t n = shard.size();
     int64_t begin = 0;
     do {
       const int64_t end = std::min(n, begin + kExportChunkRows);
       v1::ExportChunk chunk;
       chunk.set_shard_id(request.shards(i));
-      for (int64_t row = begin; row < end; ++row) {
-        chunk.add_user_ids(std::string(shard.user_ids[row]));
-        chunk.add_segments(shard.segments[row]);
-        chunk.add_squared_distances(shard.squared_distances[row]);
-      }
+      COHORT_RETURN_IF_ERROR(shard.ReadIds(
+          begin, end, [&chunk](int64_t, std::string_view id) { chunk.add_user_ids(std::string(id)); }));
+      chunk.mutable_segments()->Add(shard.segments().begin() + begin, shard.segments().begin() + end);
+      chunk.mutable_squared_distances()->Add(shard.squared_distances().begin() + begin,
+                                             shard.squared_distances().begin() + end);
       chunk.set_last_of_shard(end == n);
       if (context->IsCancelled() || !writer->Write(chunk)) {
         return absl::CancelledError("export stream closed by the coordinator");
