@@ -103,6 +103,14 @@ int Run(const ClusterBenchOptions& options) {
   if (!status.ok()) return Fail("LoadDataset", status);
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  // Shards per worker, so the caller can divide each worker's memory by the rows it hosts.
+  v1::ListWorkersResponse workers;
+  status = stub->ListWorkers(NewContext().get(), v1::ListWorkersRequest(), &workers);
+  if (!status.ok()) return Fail("ListWorkers", status);
+  nlohmann::json hosted_shards = nlohmann::json::object();
+  for (const v1::WorkerInfo& worker : workers.workers()) {
+    hosted_shards[worker.worker_id()] = worker.hosted_shards();
+  }
 
   v1::StartSegmentationRequest start;
   start.set_dataset_id(dataset.dataset_id());
@@ -154,6 +162,8 @@ int Run(const ClusterBenchOptions& options) {
   nlohmann::json out;
   out["load_seconds"] = load_seconds;
   out["rows_read"] = dataset.rows_read();
+  out["num_shards"] = options.num_shards;
+  out["hosted_shards"] = hosted_shards;
   out["num_users"] = dataset.num_users();
   out["job_seconds"] = job_seconds;
   out["lloyd_events"] = iterations;

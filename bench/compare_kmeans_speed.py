@@ -515,6 +515,16 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
+def mean_id_chars(n):
+    """Mean length of the ids u0 .. u(n-1) that cohort_blobs_csv writes."""
+    total, digits, start = 0, 1, 0
+    while start < n:
+        end = min(n, 10 ** digits)
+        total += (end - start) * (digits + 1)
+        start, digits = end, digits + 1
+    return total / n if n else 0.0
+
+
 def run_cluster_job(args, source, workers, threads_per_worker):
     cohort = binary(args, "cli/cohort")
     logs = pathlib.Path(args.work_dir) / "logs"
@@ -542,6 +552,13 @@ def run_cluster_job(args, source, workers, threads_per_worker):
                    "--worker-pids", ",".join(str(p.pid) for p in processes[:workers])]
         result = run_json(command, tool_env(args, 1))
         result["worker_peak_rss_mib"] = [peak_rss_mib(p.pid) for p in processes[:workers]]
+        # Raw bytes of the rows each worker hosts: float32 cells and id characters. The
+        # hash spreads users evenly over the shards, so a worker hosts about its share.
+        users = result["num_users"]
+        raw_per_user = 4 * args.sizes["cluster_dim"] + mean_id_chars(users)
+        result["worker_raw_mib"] = [
+            result["hosted_shards"].get(f"bench-{w}", 0) / result["num_shards"] * users
+            * raw_per_user / 2**20 for w in range(workers)]
         result["coordinator_peak_rss_mib"] = peak_rss_mib(coordinator.pid)
     finally:
         for process in processes:
@@ -660,15 +677,18 @@ def print_cluster(result):
     print(f"\nCluster, {result['rows']:,} users × {result['d']}, k = {result['k']}, "
           f"{result['iterations']} Lloyd iterations, CSV load through LoadDataset")
     print("| Workers × threads | s / iteration | Worker CPU s / iteration | Ingest rows/s | "
-          "Load s | Peak RSS per worker MiB | Coordinator MiB |")
-    print("|---|--:|--:|--:|--:|--:|--:|")
+          "Load s | Peak RSS per worker MiB | Peak ÷ raw bytes hosted | Coordinator MiB |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for run in result["runs"]:
         rss = ", ".join(f"{value:.0f}" for value in run["worker_peak_rss_mib"])
+        ratios = ", ".join(f"{peak / raw:.2f}×" if raw > 0 else "—" for peak, raw in
+                           zip(run["worker_peak_rss_mib"], run["worker_raw_mib"]))
         print(f"| {run['workers']} × {run['threads_per_worker']} | "
               f"{run['seconds_per_iteration']:.3f} | "
               f"{run['worker_cpu_seconds_per_iteration']:.3f} | "
               f"{run['ingest_rows_per_second']:,.0f} | "
-              f"{run['load_seconds']:.1f} | {rss} | {run['coordinator_peak_rss_mib']:.0f} |")
+              f"{run['load_seconds']:.1f} | {rss} | {ratios} | "
+              f"{run['coordinator_peak_rss_mib']:.0f} |")
     overhead = result["overhead"]
     print(f"distributed overhead {100 * overhead:+.1f} % in elapsed time, "
           f"{100 * result['cpu_overhead']:+.1f} % in worker CPU time; target ≤ "

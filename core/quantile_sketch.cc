@@ -26,9 +26,12 @@ constexpr size_t kMaxLevels = 62;
 //   i64      count
 //   u64      compaction parities (bit h: parity of the compactions of level h)
 //   f64      min, f64 max (NaN when the sketch is empty)
-//   L times: u32 number of items m, then m × f64 items
+//   L times: u32 number of items m, then m items: f64 in version 1, f32 in version 2
+// Serialize writes version 2 when every item is a float32 value (as the raw feature
+// cells are), which halves the size, and version 1 otherwise.
 constexpr char kMagic[4] = {'C', 'Q', 'S', 'K'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kDoubleItemsVersion = 1;
+constexpr uint32_t kFloatItemsVersion = 2;
 constexpr size_t kHeaderBytes = 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8;
 
 // The capacity of `level` in a sketch of `num_levels` levels: `capacity` for the top
@@ -48,6 +51,12 @@ void AppendU32(std::string& out, uint32_t v) {
 
 void AppendU64(std::string& out, uint64_t v) {
   for (int byte = 0; byte < 8; ++byte) out.push_back(static_cast<char>((v >> (8 * byte)) & 0xff));
+}
+
+void AppendF32(std::string& out, float v) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(v));
+  AppendU32(out, bits);
 }
 
 void AppendF64(std::string& out, double v) {
@@ -77,6 +86,13 @@ class ByteReader {
   double ReadF64() {
     const uint64_t bits = ReadUnsigned(8);
     double v = 0;
+    std::memcpy(&v, &bits, sizeof(v));
+    return v;
+  }
+
+  double ReadF32() {
+    const auto bits = static_cast<uint32_t>(ReadUnsigned(4));
+    float v = 0;
     std::memcpy(&v, &bits, sizeof(v));
     return v;
   }
@@ -202,8 +218,17 @@ double QuantileSketch::Quantile(double q) const {
 }
 
 std::string QuantileSketch::Serialize() const {
+  bool float_items = true;
+  size_t num_items = 0;
+  for (const std::vector<double>& level : levels_) {
+    num_items += level.size();
+    for (double v : level) {
+      if (static_cast<double>(static_cast<float>(v)) != v) float_items = false;
+    }
+  }
   std::string out(kMagic, sizeof(kMagic));
-  AppendU32(out, kFormatVersion);
+  out.reserve(kHeaderBytes + 4 * levels_.size() + (float_items ? 4 : 8) * num_items);
+  AppendU32(out, float_items ? kFloatItemsVersion : kDoubleItemsVersion);
   AppendU32(out, static_cast<uint32_t>(capacity_));
   AppendU32(out, static_cast<uint32_t>(levels_.size()));
   AppendU64(out, static_cast<uint64_t>(count_));
@@ -212,7 +237,13 @@ std::string QuantileSketch::Serialize() const {
   AppendF64(out, max_);
   for (const std::vector<double>& level : levels_) {
     AppendU32(out, static_cast<uint32_t>(level.size()));
-    for (double v : level) AppendF64(out, v);
+    for (double v : level) {
+      if (float_items) {
+        AppendF32(out, static_cast<float>(v));
+      } else {
+        AppendF64(out, v);
+      }
+    }
   }
   return out;
 }
@@ -228,10 +259,12 @@ absl::StatusOr<QuantileSketch> QuantileSketch::Deserialize(const std::string& by
   ByteReader reader(bytes);
   reader.ReadUnsigned(4);
   const uint32_t version = static_cast<uint32_t>(reader.ReadUnsigned(4));
-  if (version != kFormatVersion) {
-    return Invalid(absl::StrFormat("format version %d is not supported; this build reads %d",
-                                   version, kFormatVersion));
+  if (version != kDoubleItemsVersion && version != kFloatItemsVersion) {
+    return Invalid(absl::StrFormat(
+        "format version %d is not supported; this build reads versions %d and %d", version,
+        kDoubleItemsVersion, kFloatItemsVersion));
   }
+  const size_t item_bytes = version == kFloatItemsVersion ? 4 : 8;
   const uint32_t capacity = static_cast<uint32_t>(reader.ReadUnsigned(4));
   if (capacity < kMinCapacity || capacity > kMaxCapacity) {
     return Invalid(absl::StrFormat("capacity %d is outside [%d, %d]", capacity, kMinCapacity,
@@ -260,7 +293,7 @@ absl::StatusOr<QuantileSketch> QuantileSketch::Deserialize(const std::string& by
   for (uint32_t h = 0; h < num_levels; ++h) {
     if (reader.Remaining() < 4) return Invalid(absl::StrFormat("level %d is truncated", h));
     const uint64_t size = reader.ReadUnsigned(4);
-    if (reader.Remaining() / 8 < size) {
+    if (reader.Remaining() / item_bytes < size) {
       return Invalid(absl::StrFormat("level %d declares %d items but %d bytes remain", h, size,
                                      reader.Remaining()));
     }
@@ -269,7 +302,7 @@ absl::StatusOr<QuantileSketch> QuantileSketch::Deserialize(const std::string& by
     std::vector<double>& level = sketch.levels_[h];
     level.reserve(size);
     for (uint64_t i = 0; i < size; ++i) {
-      const double v = reader.ReadF64();
+      const double v = item_bytes == 4 ? reader.ReadF32() : reader.ReadF64();
       if (!(v >= sketch.min_ && v <= sketch.max_)) {
         return Invalid(absl::StrFormat("item %g of level %d is outside [min %g, max %g]", v, h,
                                        sketch.min_, sketch.max_));

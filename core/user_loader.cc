@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "absl/algorithm/container.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -349,10 +351,16 @@ absl::Status CsvErrorOf(const std::string& path, const CsvOptions& csv) {
       "failed to parse '", path, "': the block parser and CsvReader disagree on its records"));
 }
 
-// "<path>:<line>" of the first row with user id `id`, searched with CsvReader (only on
-// the error path, so the load keeps no per-row locations).
-std::string FirstLocationOf(const UserLoadOptions& options, std::string_view id) {
+// The error for the user id that repeats first in input order among `candidates`,
+// found by reading the files again with CsvReader (only on the error path, so the load
+// keeps no per-row locations). Each candidate is an id stored twice in one shard.
+absl::Status RepeatedIdError(const UserLoadOptions& options,
+                             const absl::flat_hash_set<std::string>& candidates) {
+  const std::string rule_hint =
+      "; user ids must be unique, or create the dataset with the keep-first rule for "
+      "duplicate ids";
   const size_t id_column = static_cast<size_t>(options.schema.IdIndex());
+  absl::flat_hash_map<std::string, std::string> first_seen;
   std::vector<std::string> fields;
   for (const std::string& path : options.paths) {
     absl::StatusOr<std::unique_ptr<CsvReader>> reader = CsvReader::Open(path, options.csv);
@@ -364,10 +372,81 @@ std::string FirstLocationOf(const UserLoadOptions& options, std::string_view id)
     while (true) {
       absl::StatusOr<bool> has_record = (*reader)->Next(&fields);
       if (!has_record.ok() || !*has_record) break;
-      if (fields[id_field] == id) return absl::StrCat(path, ":", (*reader)->line());
+      if (id_field >= fields.size() || !candidates.contains(fields[id_field])) continue;
+      const std::string location = absl::StrCat(path, ":", (*reader)->line());
+      auto [it, first] = first_seen.try_emplace(fields[id_field], location);
+      if (!first) {
+        return absl::InvalidArgumentError(absl::StrCat(location, ": user id '", it->first,
+                                                       "' already appeared at ", it->second,
+                                                       rule_hint));
+      }
     }
   }
-  return "an earlier line";
+  return absl::InvalidArgumentError(absl::StrCat(
+      "user id '", *candidates.begin(), "' appears more than once", rule_hint));
+}
+
+// Copies the rows of `shard` whose `drop` entry is 0 into a new shard, in order.
+void DropRows(const Schema& schema, const std::vector<uint8_t>& drop, RawShard* shard) {
+  RawShard kept = MakeEmptyShard(schema, shard->shard_id);
+  const int64_t n = shard->num_rows();
+  const int64_t rows = n - std::count(drop.begin(), drop.end(), uint8_t{1});
+  kept.ids.Reserve(rows, rows * 8);
+  kept.numeric.Reserve(rows);
+  for (CategoricalColumn& column : kept.categorical) column.Reserve(rows);
+  if (!shard->weights.empty()) kept.weights.reserve(static_cast<size_t>(rows));
+  for (int64_t row = 0; row < n; ++row) {
+    if (drop[row] != 0) continue;
+    kept.ids.push_back(shard->ids[row]);
+    kept.numeric.AppendRows(shard->numeric.row(row), 1);
+    for (size_t c = 0; c < kept.categorical.size(); ++c) {
+      kept.categorical[c].push_back(shard->categorical[c][row]);
+    }
+    if (!shard->weights.empty()) kept.weights.push_back(shard->weights[row]);
+  }
+  *shard = std::move(kept);
+}
+
+// Finds the user ids stored twice in a shard, after the rows are appended: one shard's
+// id set at a time per thread, so a load does not hold a set for every shard. Under
+// kKeepFirst it drops every later copy and counts it in duplicate_rows. Otherwise it
+// returns the error for the repeat that comes first in input order (see
+// RepeatedIdError), and OK when no id repeats.
+absl::Status CheckRepeatedIds(const UserLoadOptions& options, int threads,
+                              LoadedShards* loaded) {
+  const int num_slots = static_cast<int>(loaded->shards.size());
+  const bool keep_first = options.duplicate_ids == DuplicateIdRule::kKeepFirst;
+  std::vector<int64_t> first_repeat(static_cast<size_t>(num_slots), -1);
+  // Neither the sets nor DropRows throw, apart from allocation failure.
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+  for (int slot = 0; slot < num_slots; ++slot) {
+    RawShard& shard = loaded->shards[slot];
+    const int64_t n = shard.num_rows();
+    std::vector<uint8_t> drop;
+    {
+      UserIdSet seen(&shard.ids);
+      seen.Reserve(n);
+      for (int64_t row = 0; row < n; ++row) {
+        if (seen.Insert(row) < 0) continue;
+        if (!keep_first) {
+          first_repeat[slot] = row;
+          break;
+        }
+        if (drop.empty()) drop.assign(static_cast<size_t>(n), 0);
+        drop[row] = 1;
+        ++loaded->duplicate_rows[slot];
+      }
+    }
+    if (!drop.empty()) DropRows(options.schema, drop, &shard);
+  }
+  absl::flat_hash_set<std::string> candidates;
+  for (int slot = 0; slot < num_slots; ++slot) {
+    if (first_repeat[slot] >= 0) {
+      candidates.emplace(loaded->shards[slot].ids[first_repeat[slot]]);
+    }
+  }
+  if (candidates.empty()) return absl::OkStatus();
+  return RepeatedIdError(options, candidates);
 }
 
 // Appends parsed rows to the shards in input order.
@@ -375,9 +454,6 @@ class ShardAppender {
  public:
   ShardAppender(const UserLoadOptions& options, LoadedShards* loaded)
       : options_(options), loaded_(loaded) {
-    for (RawShard& shard : loaded_->shards) {
-      id_sets_.push_back(std::make_unique<UserIdSet>(&shard.ids));
-    }
     loaded_->duplicate_rows.assign(loaded_->shards.size(), 0);
     reserved_rows_.assign(loaded_->shards.size(), 0);
   }
@@ -422,7 +498,6 @@ class ShardAppender {
       const int64_t more = expected + expected / 20;
       const int64_t rows = shard.num_rows() + more;
       reserved_rows_[slot] = rows;
-      id_sets_[slot]->Reserve(rows);
       shard.ids.Reserve(more, more * chars_per_id);
       shard.numeric.Reserve(rows);
       for (CategoricalColumn& column : shard.categorical) column.Reserve(rows);
@@ -432,77 +507,40 @@ class ShardAppender {
 
   // Appends the rows of pieces[0, count) to their shards, in input order inside each
   // shard. The shards are filled in parallel on up to `threads` threads, one thread per
-  // shard at a time. Returns the error of the first row in input order that cannot be
-  // appended (a duplicate id, a full shard). `first_lines[i]` is the line of `path` where
-  // piece i starts. REQUIRES: GroupBySlot was called on every piece.
-  absl::Status AppendBlock(const std::vector<ParsedPiece>& pieces, int count,
-                           const std::string& path, const std::vector<int64_t>& first_lines,
-                           int threads) {
+  // shard at a time. Repeated ids are stored here and found afterwards by
+  // CheckDuplicateIds. Errors: ResourceExhausted when a shard would pass kMaxShardRows.
+  // REQUIRES: GroupBySlot was called on every piece.
+  absl::Status AppendBlock(const std::vector<ParsedPiece>& pieces, int count, int threads) {
     const int num_slots = static_cast<int>(loaded_->shards.size());
-    std::vector<AppendFailure> failures(static_cast<size_t>(num_slots));
-    // AppendSlot neither throws nor returns early from the region: a failure is recorded.
+    std::vector<uint8_t> full(static_cast<size_t>(num_slots), 0);
+    // AppendSlot neither throws nor returns early from the region.
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
     for (int slot = 0; slot < num_slots; ++slot) {
-      failures[slot] = AppendSlot(slot, pieces, count);
+      full[slot] = AppendSlot(slot, pieces, count) ? 0 : 1;
     }
-    const AppendFailure* first = nullptr;
-    int first_slot = 0;
     for (int slot = 0; slot < num_slots; ++slot) {
-      const AppendFailure& failure = failures[slot];
-      if (failure.kind == AppendFailure::Kind::kNone) continue;
-      if (first == nullptr || std::make_pair(failure.piece, failure.row) <
-                                  std::make_pair(first->piece, first->row)) {
-        first = &failure;
-        first_slot = slot;
-      }
-    }
-    if (first == nullptr) return absl::OkStatus();
-    if (first->kind == AppendFailure::Kind::kShardFull) {
+      if (full[slot] == 0) continue;
       return absl::ResourceExhaustedError(
-          absl::StrCat("shard ", loaded_->shards[first_slot].shard_id, " has more than ",
+          absl::StrCat("shard ", loaded_->shards[slot].shard_id, " has more than ",
                        kMaxShardRows, " rows; create the dataset with more shards"));
     }
-    const ParsedPiece& piece = pieces[first->piece];
-    const std::string_view id = piece.ids[first->row];
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ":", first_lines[first->piece] + piece.lines[first->row], ": user id '",
-        AsAbsl(id), "' already appeared at ", FirstLocationOf(options_, id),
-        "; user ids must be unique, or create the dataset with the keep-first rule for "
-        "duplicate ids"));
+    return absl::OkStatus();
   }
 
  private:
-  // The first row of a shard that could not be appended.
-  struct AppendFailure {
-    enum class Kind { kNone, kDuplicateId, kShardFull };
-    Kind kind = Kind::kNone;
-    int piece = 0;
-    int32_t row = 0;  // row index inside the piece
-  };
-
-  // Appends the rows of slot `slot` from pieces[0, count), in input order, and stops at
-  // the first row that cannot be appended. Touches only that slot's shard and id set.
-  AppendFailure AppendSlot(int slot, const std::vector<ParsedPiece>& pieces, int count) {
+  // Appends the rows of slot `slot` from pieces[0, count), in input order. Returns false,
+  // with the shard full, when a row would pass kMaxShardRows. Touches only that slot's
+  // shard.
+  bool AppendSlot(int slot, const std::vector<ParsedPiece>& pieces, int count) {
     RawShard& shard = loaded_->shards[slot];
-    UserIdSet& id_set = *id_sets_[slot];
     const size_t num_numeric = shard.numeric.cols();
     const size_t num_categorical = shard.categorical.size();
     for (int i = 0; i < count; ++i) {
       const ParsedPiece& piece = pieces[i];
       for (int32_t k = piece.slot_starts[slot]; k < piece.slot_starts[slot + 1]; ++k) {
         const int32_t r = piece.by_slot[k];
-        if (shard.num_rows() >= kMaxShardRows) {
-          return {AppendFailure::Kind::kShardFull, i, r};
-        }
+        if (shard.num_rows() >= kMaxShardRows) return false;
         shard.ids.push_back(piece.ids[r]);
-        if (id_set.Insert(shard.num_rows() - 1) >= 0) {
-          shard.ids.pop_back();
-          if (options_.duplicate_ids != DuplicateIdRule::kKeepFirst) {
-            return {AppendFailure::Kind::kDuplicateId, i, r};
-          }
-          ++loaded_->duplicate_rows[slot];
-          continue;
-        }
         shard.numeric.AppendRows(piece.numeric.data() + r * num_numeric, 1);
         for (size_t c = 0; c < num_categorical; ++c) {
           shard.categorical[c].push_back(piece.categorical[r * num_categorical + c]);
@@ -510,13 +548,11 @@ class ShardAppender {
         if (!piece.weights.empty()) shard.weights.push_back(piece.weights[r]);
       }
     }
-    return {};
+    return true;
   }
 
   const UserLoadOptions& options_;
   LoadedShards* loaded_;
-  // One per shard, pointing at the shard's ids; loaded_->shards is never resized.
-  std::vector<std::unique_ptr<UserIdSet>> id_sets_;
   // Rows each shard has room for, by the last ReserveForFile.
   std::vector<int64_t> reserved_rows_;
 };
@@ -582,7 +618,7 @@ absl::Status LoadFile(const UserLoadOptions& options, size_t file_index,
         break;
       }
     }
-    COHORT_RETURN_IF_ERROR(appender->AppendBlock(parsed, appended, path, first_lines, threads));
+    COHORT_RETURN_IF_ERROR(appender->AppendBlock(parsed, appended, threads));
     for (int i = 0; i < appended; ++i) {
       const ParsedPiece& piece = parsed[i];
       *rows_read += piece.records;
@@ -629,17 +665,23 @@ absl::StatusOr<LoadedShards> LoadUserShards(const UserLoadOptions& options) {
   }
 
   {
-    // An id maps to exactly one shard, so every duplicate of a hosted id is caught here.
-    // Duplicates in other shards are caught by the loader that hosts them.
     ShardAppender appender(options, &loaded);
     for (size_t file_index = 0; file_index < options.paths.size(); ++file_index) {
       if (absl::Status status = LoadFile(options, file_index, slot_of_shard, threads, &appender,
                                          &loaded.rows_read);
           !status.ok()) {
+        // The rows stored so far all come before the failure, so a repeated id among
+        // them is the first failing row in input order.
+        if (options.duplicate_ids != DuplicateIdRule::kKeepFirst) {
+          COHORT_RETURN_IF_ERROR(CheckRepeatedIds(options, threads, &loaded));
+        }
         return status;
       }
     }
   }
+  // An id maps to exactly one shard, so every repeat of a hosted id is found here.
+  // Repeats in other shards are found by the loader that hosts them.
+  COHORT_RETURN_IF_ERROR(CheckRepeatedIds(options, threads, &loaded));
   for (RawShard& shard : loaded.shards) shard.ShrinkToFit();
   return loaded;
 }

@@ -213,11 +213,30 @@ TEST(QuantileSketchTest, EmptySketchRoundTrips) {
 }
 
 TEST(QuantileSketchTest, SerializationIsLittleEndian) {
-  const std::string bytes = SketchOf({1.0}, 300).Serialize();
+  const std::string bytes = SketchOf({0.1}, 300).Serialize();
   ASSERT_GE(bytes.size(), 12u);
   EXPECT_EQ(bytes.substr(0, 4), "CQSK");
   EXPECT_EQ(bytes.substr(4, 4), std::string("\x01\x00\x00\x00", 4));  // version 1
   EXPECT_EQ(bytes.substr(8, 4), std::string("\x2c\x01\x00\x00", 4));  // capacity 300
+}
+
+TEST(QuantileSketchTest, FloatValuesSerializeAtHalfSizeAndRoundTrip) {
+  std::vector<double> values = UniformValues(5000, 21);
+  for (double& v : values) v = static_cast<float>(v);
+  const QuantileSketch as_floats = SketchOf(values);
+  const std::string bytes = as_floats.Serialize();
+  EXPECT_EQ(bytes.substr(4, 4), std::string("\x02\x00\x00\x00", 4));  // version 2
+
+  const absl::StatusOr<QuantileSketch> restored = QuantileSketch::Deserialize(bytes);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ(restored->Serialize(), bytes);
+  for (double q : {0.01, 0.5, 0.99}) EXPECT_EQ(restored->Quantile(q), as_floats.Quantile(q));
+
+  // One value that float32 cannot hold keeps the 8-byte form.
+  values.push_back(0.1);
+  const std::string as_doubles = SketchOf(values).Serialize();
+  EXPECT_EQ(as_doubles.substr(4, 4), std::string("\x01\x00\x00\x00", 4));
+  EXPECT_GT(as_doubles.size(), bytes.size() * 3 / 2);
 }
 
 TEST(QuantileSketchTest, DeserializeRejectsCorruptInput) {
@@ -237,7 +256,7 @@ TEST(QuantileSketchTest, DeserializeRejectsCorruptInput) {
   bad_magic[0] = 'X';
   cases.push_back({"magic", bad_magic});
   std::string bad_version = good;
-  bad_version[4] = 2;
+  bad_version[4] = 3;
   cases.push_back({"version", bad_version});
   std::string bad_capacity = good;
   bad_capacity[8] = 3;
