@@ -5,7 +5,7 @@
 namespace cohort {
 
 void IdColumn::Reserve(int64_t ids, int64_t chars) {
-  offsets_.reserve(offsets_.size() + static_cast<size_t>(ids));
+  offsets_.reserve(static_cast<size_t>(offsets_.size() + ids));
   chars_.reserve(chars_.size() + static_cast<size_t>(chars));
 }
 
@@ -21,12 +21,12 @@ void ShrinkIfSlack(Container& container) {
 }  // namespace
 
 void IdColumn::ShrinkToFit() {
-  ShrinkIfSlack(offsets_);
+  offsets_.ShrinkToFit();
   ShrinkIfSlack(chars_);
 }
 
 int64_t IdColumn::MemoryBytes() const {
-  return static_cast<int64_t>(chars_.capacity() + offsets_.capacity() * sizeof(uint64_t));
+  return static_cast<int64_t>(chars_.capacity()) + offsets_.MemoryBytes();
 }
 
 std::vector<std::string> IdColumn::ToStrings() const {

@@ -4,6 +4,7 @@
 #ifndef COHORT_CORE_COLUMNS_H_
 #define COHORT_CORE_COLUMNS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -14,15 +15,65 @@
 
 namespace cohort {
 
-// The user ids of one shard: id i is chars[offsets[i], offsets[i + 1]). About the id
-// length plus 8 bytes per user, against 32 bytes plus the heap text of a std::string.
+// Ascending offsets into a buffer of up to 2^64 bytes, each stored in one Word: the
+// low bits of the offset. The few entries where the full value passes a multiple of
+// 2^(bits of Word) since the entry before are listed apart, and at(i) adds them back.
+// REQUIRES of push_back: an offset exceeds the one before by less than 2^(bits of Word).
+template <typename Word>
+class PackedOffsets {
+ public:
+  static constexpr int kWordBits = 8 * sizeof(Word);
+
+  int64_t size() const { return static_cast<int64_t>(low_.size()); }
+  uint64_t at(int64_t i) const {
+    uint64_t high = 0;
+    if (!wraps_.empty()) {
+      high = static_cast<uint64_t>(std::upper_bound(wraps_.begin(), wraps_.end(), i) -
+                                   wraps_.begin());
+    }
+    return (high << kWordBits) | low_[i];
+  }
+  uint64_t back() const { return at(size() - 1); }
+  void push_back(uint64_t offset) {
+    if (!low_.empty() && (offset >> kWordBits) != (back() >> kWordBits)) wraps_.push_back(size());
+    low_.push_back(static_cast<Word>(offset));
+  }
+  void pop_back() {
+    if (!wraps_.empty() && wraps_.back() == size() - 1) wraps_.pop_back();
+    low_.pop_back();
+  }
+  void reserve(size_t n) { low_.reserve(n); }
+  void ShrinkToFit() {
+    if (low_.capacity() > low_.size() + low_.size() / 32) low_.shrink_to_fit();
+  }
+  int64_t MemoryBytes() const {
+    return static_cast<int64_t>(low_.capacity() * sizeof(Word) +
+                                wraps_.capacity() * sizeof(int64_t));
+  }
+  bool operator==(const PackedOffsets& other) const {
+    return low_ == other.low_ && wraps_ == other.wraps_;
+  }
+
+ private:
+  std::vector<Word> low_;
+  // Ascending indices of the entries that passed a multiple of 2^kWordBits.
+  std::vector<int64_t> wraps_;
+};
+
+// The user ids of one shard: id i is chars[offsets[i], offsets[i + 1]), with 32-bit
+// packed offsets. So a user costs the id length plus 4 bytes, against 32 bytes plus the
+// heap text of a std::string.
 class IdColumn {
  public:
-  int64_t size() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  IdColumn() { offsets_.push_back(0); }
+
+  int64_t size() const { return offsets_.size() - 1; }
   bool empty() const { return size() == 0; }
   std::string_view operator[](int64_t i) const {
-    return std::string_view(chars_.data() + offsets_[i], offsets_[i + 1] - offsets_[i]);
+    const uint64_t begin = offsets_.at(i);
+    return std::string_view(chars_.data() + begin, offsets_.at(i + 1) - begin);
   }
+  // REQUIRES: id.size() < 2^32.
   void push_back(std::string_view id) {
     chars_.append(id.data(), id.size());
     offsets_.push_back(chars_.size());
@@ -46,7 +97,7 @@ class IdColumn {
 
  private:
   std::string chars_;
-  std::vector<uint64_t> offsets_{0};
+  PackedOffsets<uint32_t> offsets_;  // size() + 1 entries, the first 0
 };
 
 // Numeric cells of one shard: n rows × `cols` columns, row-major float32. NaN marks a
