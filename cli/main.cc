@@ -229,6 +229,12 @@ int main(int argc, char** argv) {
                      "coordinator host:port to register with");
   worker->add_option("--advertise", worker_options.advertise_address,
                      "address the coordinator should dial (default: the listen address)");
+  double register_interval_seconds = absl::ToDoubleSeconds(worker_options.register_interval);
+  worker->add_option("--register-interval", register_interval_seconds,
+                     "seconds between the registrations that follow the first, so a restarted "
+                     "coordinator learns this worker again")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
   // cohort segment
   CLI::App* segment = app.add_subcommand("segment", "segment a dataset on a running coordinator");
@@ -295,6 +301,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (worker->parsed()) {
+    worker_options.register_interval = absl::Seconds(register_interval_seconds);
     BlockStopSignals();
     auto server = WorkerServer::Start(worker_options);
     if (!server.ok()) return Fail(server.status());

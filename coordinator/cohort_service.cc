@@ -52,13 +52,11 @@ grpc::Status Error(absl::StatusCode code, const std::string& message) {
   return ToGrpcStatus(absl::Status(code, message));
 }
 
-// Workers register once, when they start, so a restarted coordinator has only the
-// workers given in --workers until the others restart.
 absl::Status NoLiveWorkerError() {
   return absl::UnavailableError(
       "no worker is live; start workers with 'cohort worker --coordinator ADDRESS' and retry. "
-      "Workers do not register again after the coordinator restarts: restart them, or list "
-      "them in the coordinator's --workers");
+      "After a coordinator restart, such workers register again within their "
+      "--register-interval; workers given in --workers are probed at once");
 }
 
 std::string ModelPath(const std::string& state_dir, const std::string& model_id) {
@@ -119,7 +117,8 @@ absl::Status CohortServiceImpl::LoadState() {
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
   COHORT_RETURN_IF_ERROR(LoadNeighbourModels());
-  return LoadProfileModels(models_dir.string());
+  COHORT_RETURN_IF_ERROR(LoadProfileModels(models_dir.string()));
+  return LoadDatasets();
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
@@ -246,6 +245,7 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
   }
   info.set_dataset_id(id);
   datasets_[id].info = info;
+  SaveDataset(datasets_[id]);
   *response = info;
   COHORT_LOG_INFO("dataset {} created ({} shards)", id, num_shards);
   return grpc::Status::OK;
@@ -397,12 +397,14 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
   if (!status.ok()) {
     record.info.set_state(v1::DATASET_STATE_FAILED);
     record.info.set_error(std::string(status.message()));
+    SaveDataset(record);
     COHORT_LOG_WARN("dataset {} failed to load from {}: {}", info.dataset_id(), request->source(),
                     status.ToString());
     return ToGrpcStatus(status);
   }
   info.set_state(v1::DATASET_STATE_READY);
   record.info = info;
+  SaveDataset(record);
   *response = info;
   COHORT_LOG_INFO("dataset {} ready: {} users from {} rows", info.dataset_id(), info.num_users(),
                   info.rows_read());
@@ -536,6 +538,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
                                                       duplicates);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
     if (accepted > 0 && !record.load.source().empty()) record.loaded_and_streamed = true;
+    SaveDataset(record);
   }
   response->set_rows_accepted(accepted);
   response->set_duplicate_rows(duplicates);
@@ -621,6 +624,7 @@ absl::Status CohortServiceImpl::RepairStreamedPlacement(const std::string& datas
   DatasetRecord& record = datasets_.at(dataset_id);
   record.owners = std::move(placement.owners);
   record.replicas = std::move(placement.replicas);
+  SaveDataset(record);
   return status;
 }
 
@@ -1003,6 +1007,7 @@ JobStreams::MoveShards CohortServiceImpl::ShardMover(const std::string& dataset_
         DatasetRecord& record = datasets_.at(dataset_id);
         record.owners = placement.owners;
         record.replicas = placement.replicas;
+        SaveDataset(record);
       }
       if (!promoted.ok()) return promoted.status();
       members = *std::move(promoted);
@@ -1053,6 +1058,7 @@ void CohortServiceImpl::ApplyMovedShards(JobRecord* record,
       it->second.owners[shard] = worker_id;
     }
   }
+  if (it != datasets_.end()) SaveDataset(it->second);
 }
 
 void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,
@@ -1364,7 +1370,8 @@ grpc::Status CohortServiceImpl::ListWorkers(grpc::ServerContext*, const v1::List
 grpc::Status RegistryServiceImpl::RegisterWorker(grpc::ServerContext*,
                                                  const v1::RegisterWorkerRequest* request,
                                                  v1::RegisterWorkerResponse* response) {
-  absl::Status status = registry_->Register(request->worker_id(), request->address());
+  absl::Status status =
+      registry_->Register(request->worker_id(), request->address(), request->instance());
   response->set_coordinator_id("cohort-coordinator");
   return ToGrpcStatus(status);
 }

@@ -45,7 +45,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options);
   ~CohortServiceImpl() override;
 
-  // Reads finished models from the state folder. Errors: Internal naming the file.
+  // Reads finished models and datasets from the state folder. Errors: Internal naming
+  // the file.
   [[nodiscard]] absl::Status LoadState();
   // Cancels every running job and waits for their threads.
   void CancelAllJobs();
@@ -173,6 +174,13 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     std::vector<float> values;
   };
 
+  // Writes the dataset's record to the state folder, when there is one, so a restarted
+  // coordinator reads back the dataset and its shard placement. A failed write is
+  // logged. Called after every change of a record (dataset_state.cc).
+  void SaveDataset(const DatasetRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Reads the datasets of the state folder. A dataset that was LOADING becomes FAILED.
+  // Errors: Internal naming a file that cannot be read.
+  absl::Status LoadDatasets() ABSL_LOCKS_EXCLUDED(mutex_);
   absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
   absl::StatusOr<WorkerHandle> LiveOwner(const std::string& worker_id,
                                          const std::vector<int>& shards) const;
