@@ -95,9 +95,10 @@ class InterruptScope {
 }  // namespace
 
 // Adds the step to a failed call's status: "loading the dataset: <message>".
-absl::Status CallError(const grpc::Status& status, const std::string& step) {
+absl::Status CallError(const grpc::Status& status, const std::string& step,
+                       const std::vector<FlagName>& flags) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(step, ": ", status.error_message()));
+                      absl::StrCat(step, ": ", NameFlags(status.error_message(), flags)));
 }
 
 std::string CsvField(const std::string& value) {

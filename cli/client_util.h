@@ -8,16 +8,20 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cli/flag_names.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 
 namespace cohort {
 
-// Adds the step to a failed call's status: "loading the dataset: <message>".
-absl::Status CallError(const grpc::Status& status, const std::string& step);
+// Adds the step to a failed call's status: "loading the dataset: <message>", with the
+// fields of `flags` named by their CLI flags (see NameFlags).
+absl::Status CallError(const grpc::Status& status, const std::string& step,
+                       const std::vector<FlagName>& flags = {});
 
 // Quotes a CSV field when it contains a comma, a quote or a line break.
 std::string CsvField(const std::string& value);

@@ -14,8 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "cli/recommend_client.h"
+#include "cli/flag_checks.h"
 #include "cli/profile_commands.h"
+#include "cli/recommend_client.h"
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -74,21 +75,25 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "transaction column names as role=name, roles: user invoice item "
                       "quantity price time")
       ->delimiter(',');
-  command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("--shards", options->num_shards, "virtual shards (default 64)")
+      ->check(AtLeast(1));
   command->add_option("--duplicate-ids", options->duplicate_ids,
                       "what to do with a user id that appears again: reject (fail the load, "
                       "naming both lines) or keep-first (keep the first row, count the rest)")
       ->capture_default_str();
   command->add_option("-k,--k", options->k, "number of segments")->capture_default_str();
-  command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)");
+  command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)")
+      ->check(AtLeast(1));
   command->add_option("--tol", options->tol,
                       "convergence tolerance relative to the data scale (default 1e-4; 0 iterates "
                       "until no centroid moves)");
   command->add_option("--seed", options->seed, "random seed (default 42)");
   command->add_option("--n-init", options->n_init,
-                      "independent seedings; the lowest inertia wins (default 1)");
+                      "independent seedings; the lowest inertia wins (default 1)")
+      ->check(AtLeast(1));
   command->add_option("--max-categories", options->max_categories,
-                      "values one-hot encoded per categorical column (default 16)");
+                      "values one-hot encoded per categorical column (default 16)")
+      ->check(AtLeast(1));
   command->add_option("--log1p", options->log1p_columns,
                       "numeric columns to transform with log1p before standardizing (default: "
                       "none for --data, every RFM column for --transactions)")
@@ -102,24 +107,30 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "seeding: kmeans++ (default) or kmeans|| (k-means parallel, a few "
                       "sampling rounds on the workers)");
   command->add_option("--oversampling", options->oversampling,
-                      "kmeans||: expected candidates per round (default 2 x k)");
+                      "kmeans||: expected candidates per round (default 2 x k)")
+      ->check(Above(0));
   command->add_option("--init-rounds", options->init_rounds,
-                      "kmeans||: sampling rounds (default 5)");
+                      "kmeans||: sampling rounds (default 5)")
+      ->check(AtLeast(1));
   command->add_option("--batch-size", options->batch_size,
-                      "minibatch: users per step (default 4096)");
+                      "minibatch: users per step (default 4096)")
+      ->check(AtLeast(1));
   command->add_option("--max-no-improvement", options->max_no_improvement,
                       "minibatch: stop after this many steps without a lower smoothed batch "
-                      "inertia (default 10)");
+                      "inertia (default 10)")
+      ->check(AtLeast(1));
   command->add_option("--reassignment-ratio", options->reassignment_ratio,
                       "minibatch: centroids whose weight is below this ratio of the largest "
-                      "move to a batch user (default 0.01)");
+                      "move to a batch user (default 0.01)")
+      ->check(Above(0));
   command->add_option("--distance", options->distance,
                       "sqeuclidean (default) or cosine (features scaled to unit norm; not "
                       "with bisecting)");
   command->add_option("--split-rule", options->split_rule,
                       "bisecting: largest (default) or highest_inertia");
   command->add_option("--min-divisible-size", options->min_divisible_size,
-                      "bisecting: leaves with fewer users are not split (default 2)");
+                      "bisecting: leaves with fewer users are not split (default 2)")
+      ->check(AtLeast(2));
   command->add_option("--out", options->out_dir, "output folder")->capture_default_str();
   command->add_flag("!--no-assignments", options->write_assignments,
                     "do not write assignments.csv");
@@ -216,6 +227,7 @@ int main(int argc, char** argv) {
   coordinator->add_option("--step-timeout", step_timeout_seconds,
                           "seconds a worker may take to answer one job step before it is "
                           "declared lost")
+      ->check(Above(0))
       ->capture_default_str();
 
   // cohort worker
@@ -233,7 +245,7 @@ int main(int argc, char** argv) {
   worker->add_option("--register-interval", register_interval_seconds,
                      "seconds between the registrations that follow the first, so a restarted "
                      "coordinator learns this worker again")
-      ->check(CLI::PositiveNumber)
+      ->check(Above(0))
       ->capture_default_str();
 
   // cohort segment

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/client_util.h"
+#include "cli/output_file.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/csv.h"
 #include "core/pipeline.h"
@@ -22,6 +23,41 @@
 
 namespace cohort {
 namespace {
+
+// The request fields that the profile flags set.
+const std::vector<FlagName>& ProfileFlags() {
+  static const std::vector<FlagName> kFlags = {
+      {"num_shards", "--shards"},
+      {"label_column", "--label"},
+      {"positive_label", "--positive"},
+      {"c", "-C"},
+      {"l2", "--l2"},
+      {"class_weight", "--class-weight"},
+      {"negative_weight", "--negative-weight"},
+      {"positive_weight", "--positive-weight"},
+      {"test_fraction", "--test-fraction"},
+      {"no_test_split", "--no-test-split"},
+      {"seed", "--seed"},
+      {"max_iter", "--max-iter"},
+      {"tol", "--tol"},
+  };
+  return kFlags;
+}
+
+// The request fields that the audience and score flags set.
+const std::vector<FlagName>& AudienceFlags() {
+  static const std::vector<FlagName> kFlags = {
+      {"profile_model_id", "--model"},
+      {"segment_model_id", "--segment-model"},
+      {"segments", "--segments"},
+      {"min_score", "--min-score"},
+      {"top_n", "--top"},
+      {"per_segment_cap", "--cap"},
+      {"exclude_user_ids", "--exclude"},
+      {"columns", "--column"},
+  };
+  return kFlags;
+}
 
 // Files of users are read through the load API; a spec file is read here, so a
 // malformed spec fails before anything is loaded.
@@ -66,7 +102,7 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
                                : v1::DUPLICATE_ID_RULE_REJECT);
   v1::Dataset dataset;
   grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
-  if (!status.ok()) return CallError(status, "creating the dataset");
+  if (!status.ok()) return CallError(status, "creating the dataset", ProfileFlags());
 
   v1::LoadDatasetRequest load;
   load.set_dataset_id(dataset.dataset_id());
@@ -178,7 +214,7 @@ absl::StatusOr<std::string> RunProfileCommand(const std::string& address,
   *start.mutable_options() = job_options;
   v1::Job job;
   grpc::Status status = client.stub()->StartProfileJob(client.Context().get(), start, &job);
-  if (!status.ok()) return CallError(status, "starting the profile job");
+  if (!status.ok()) return CallError(status, "starting the profile job", ProfileFlags());
   std::fprintf(stderr, "profile job %s started\n", job.job_id().c_str());
   COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, options.progress_bar));
   v1::GetProfileModelRequest get;
@@ -214,11 +250,11 @@ absl::Status RunAudienceCommand(const std::string& address, const AudienceComman
     }
   }
 
-  std::ofstream csv;
+  // Opened before the call, so an unwritable path fails at once.
+  std::unique_ptr<OutputFile> csv;
   if (!options.out_path.empty()) {
-    csv.open(options.out_path, std::ios::trunc);
-    if (!csv) return absl::InternalError(absl::StrCat("cannot write ", options.out_path));
-    csv << "user_id,propensity,segment\n";
+    COHORT_ASSIGN_OR_RETURN(csv, OutputFile::Open(options.out_path));
+    csv->stream() << "user_id,propensity,segment\n";
   }
   Client client(address, options.deadline);
   auto context = client.Context();
@@ -229,26 +265,24 @@ absl::Status RunAudienceCommand(const std::string& address, const AudienceComman
   while (reader->Read(&chunk)) {
     if (count < 0) count = chunk.count();
     for (const v1::AudienceMember& member : chunk.members()) {
-      if (csv.is_open()) {
-        csv << CsvField(member.user_id()) << "," << absl::StrFormat("%.17g", member.propensity())
-            << "," << member.segment() << "\n";
+      if (csv != nullptr) {
+        csv->stream() << CsvField(member.user_id()) << ","
+                      << absl::StrFormat("%.17g", member.propensity()) << "," << member.segment()
+                      << "\n";
       }
       ++written;
     }
   }
   const grpc::Status status = reader->Finish();
-  if (!status.ok()) return CallError(status, "selecting the audience");
-  if (csv.is_open()) {
-    csv.close();
-    if (!csv) return absl::InternalError(absl::StrCat("cannot write ", options.out_path));
-  }
-  out << "Audience of profile model " << options.profile_model_id << ": " << count << " users";
-  if (csv.is_open() || !options.out_path.empty()) out << " written to " << options.out_path;
-  out << "\n";
+  if (!status.ok()) return CallError(status, "selecting the audience", AudienceFlags());
   if (written != count) {
     return absl::InternalError(absl::StrCat("the audience stream announced ", count,
                                             " users but sent ", written));
   }
+  if (csv != nullptr) COHORT_RETURN_IF_ERROR(csv->Commit());
+  out << "Audience of profile model " << options.profile_model_id << ": " << count << " users";
+  if (csv != nullptr) out << " written to " << options.out_path;
+  out << "\n";
   return absl::OkStatus();
 }
 
@@ -273,7 +307,7 @@ absl::Status RunScoreCommand(const std::string& address, const ScoreCommandOptio
   Client client(address, options.deadline);
   v1::ScoreUserResponse response;
   const grpc::Status status = client.stub()->ScoreUser(client.Context().get(), request, &response);
-  if (!status.ok()) return CallError(status, "scoring the user");
+  if (!status.ok()) return CallError(status, "scoring the user", AudienceFlags());
   out << absl::StrFormat("propensity %.6f (decile %d)", response.propensity(), response.decile());
   if (response.has_segment()) {
     out << absl::StrFormat(", segment %d at distance %.4g", response.segment(),
@@ -303,7 +337,8 @@ absl::StatusOr<std::string> WriteLabelledShop(const std::string& directory) {
   }
 
   const std::string path = (std::filesystem::path(directory) / "customers_labelled.csv").string();
-  std::ofstream out(path, std::ios::trunc);
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> file, OutputFile::Open(path));
+  std::ostream& out = file->stream();
   out << absl::StrJoin(header, ",") << ",responded\n";
   std::vector<std::string> fields;
   while (true) {
@@ -323,8 +358,7 @@ absl::StatusOr<std::string> WriteLabelledShop(const std::string& directory) {
     for (const std::string& field : fields) out << CsvField(field) << ",";
     out << (responded ? "yes" : "no") << "\n";
   }
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  COHORT_RETURN_IF_ERROR(file->Commit());
   return path;
 }
 

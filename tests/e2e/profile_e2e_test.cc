@@ -727,6 +727,36 @@ TEST_F(ProfileEndToEndTest, ClientCommands) {
   EXPECT_TRUE(absl::StartsWith(written, "user_id,propensity,segment\n")) << written;
   EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 11) << written;
 
+  // A failed call leaves an existing --out file as it was, and creates no new one.
+  const CommandResult unknown =
+      Run("unknown-audience", {"audience", "--coordinator", cluster_->address(), "--model",
+                               "job-999999", "--out", csv});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown.err, "NOT_FOUND")) << unknown.err;
+  EXPECT_EQ(ReadTextFile(csv), written);
+  const std::string fresh = dir_ + "/fresh-audience.csv";
+  const CommandResult unknown_fresh =
+      Run("unknown-fresh", {"audience", "--coordinator", cluster_->address(), "--model",
+                            "job-999999", "--out", fresh});
+  EXPECT_NE(unknown_fresh.exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_FALSE(absl::EndsWith(entry.path().string(), ".tmp")) << entry.path();
+  }
+
+  // Messages name the flags the user typed, not the request fields.
+  const CommandResult uncapped =
+      Run("cap-without-segments", {"audience", "--coordinator", cluster_->address(), "--model",
+                                   model_id, "--cap", "5"});
+  EXPECT_NE(uncapped.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(uncapped.err, "--cap need --segment-model")) << uncapped.err;
+  const CommandResult zero_top =
+      Run("zero-top", {"audience", "--coordinator", cluster_->address(), "--model", model_id,
+                       "--top", "0"});
+  EXPECT_NE(zero_top.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(zero_top.err, "--top")) << zero_top.err;
+  EXPECT_TRUE(absl::StrContains(zero_top.err, ">= 1")) << zero_top.err;
+
   const CommandResult score =
       Run("score", {"score", "--coordinator", cluster_->address(), "--model", model_id,
                     "--column", "age=45", "--column", "channel=app", "--column", "vip=yes"});
