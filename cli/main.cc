@@ -255,6 +255,9 @@ int main(int argc, char** argv) {
   segment->add_option("--coordinator", coordinator_address, "coordinator host:port")
       ->capture_default_str();
   AddSegmentFlags(segment, &segment_options);
+  segment->add_option("--dataset", segment_options.dataset_id,
+                      "id of a dataset already loaded on the coordinator (for example by "
+                      "cohort profile), instead of --data or --transactions");
 
   // cohort report
   CLI::App* report = app.add_subcommand(
@@ -264,6 +267,9 @@ int main(int argc, char** argv) {
   report->add_option("--coordinator", coordinator_address, "coordinator host:port")
       ->capture_default_str();
   AddSegmentFlags(report, &report_options);
+  report->add_option("--dataset", report_options.dataset_id,
+                     "id of a dataset already loaded on the coordinator, instead of --data or "
+                     "--transactions");
   AddReportFlags(report, &report_options, &report_sweep);
 
   // cohort local segment

@@ -139,6 +139,13 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
   return dataset;
 }
 
+// The dataset --dataset names, or a new one loaded from --data.
+absl::StatusOr<v1::Dataset> FindOrLoadUsers(Client& client, const ProfileCommandOptions& options,
+                                            const std::string& label_column) {
+  if (options.dataset_id.empty()) return LoadUsers(client, options, label_column);
+  return GetGivenDataset(client, options.dataset_id);
+}
+
 std::string Metric(const v1::BinaryMetricValue& metric) {
   return metric.defined() ? absl::StrFormat("%.4f", metric.value()) : "undefined";
 }
@@ -183,8 +190,25 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
 }  // namespace
 
 absl::Status ProfileCommandOptions::Validate() const {
-  if (users.empty()) {
-    return absl::InvalidArgumentError("--data is missing; give a CSV file of users with a label");
+  if (users.empty() == dataset_id.empty()) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --data (a CSV file of users with a label) and --dataset (the id "
+        "of a dataset loaded by an earlier profile command)");
+  }
+  if (!dataset_id.empty()) {
+    COHORT_RETURN_IF_ERROR(CheckNoLoadFlags(dataset_id, {
+        {!delimiter.empty(), "--delimiter"},
+        {!id_column.empty(), "--id-column"},
+        {!ignore_columns.empty(), "--ignore"},
+        {!categorical_columns.empty(), "--categorical"},
+        {!numeric_columns.empty(), "--numeric"},
+        {!boolean_columns.empty(), "--boolean"},
+        {!text_columns.empty(), "--text"},
+        {!embedding_columns.empty(), "--embedding"},
+        {!weight_column.empty(), "--weight"},
+        {num_shards != 0, "--shards"},
+        {duplicate_ids != "reject", "--duplicate-ids"},
+        {unparsable_cells != "reject", "--unparsable-cells"}}));
   }
   if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -208,7 +232,7 @@ absl::StatusOr<std::string> RunProfileCommand(const std::string& address,
   COHORT_ASSIGN_OR_RETURN(v1::ProfileOptions job_options, JobOptions(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset,
-                          LoadUsers(client, options, job_options.label_column()));
+                          FindOrLoadUsers(client, options, job_options.label_column()));
   v1::StartProfileJobRequest start;
   start.set_dataset_id(dataset.dataset_id());
   *start.mutable_options() = job_options;

@@ -132,6 +132,10 @@ void AddProfileCommands(CLI::App& app, CLI::App& local, ProfileCommands* command
   commands->profile->add_option("--coordinator", commands->coordinator, "coordinator host:port")
       ->capture_default_str();
   AddTrainFlags(commands->profile, &commands->train);
+  commands->profile->add_option(
+      "--dataset", commands->train.dataset_id,
+      "id of a dataset loaded by an earlier profile command, instead of --data; a segment "
+      "command with the same --dataset then segments the same users");
 
   commands->audience = app.add_subcommand(
       "audience", "select users by segment and propensity from a profile model");

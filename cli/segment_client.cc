@@ -125,6 +125,12 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
   return dataset;
 }
 
+// The dataset --dataset names, or a new one loaded from --data or --transactions.
+absl::StatusOr<v1::Dataset> FindOrLoad(Client& client, const SegmentCommandOptions& options) {
+  if (options.dataset_id.empty()) return CreateAndLoad(client, options);
+  return GetGivenDataset(client, options.dataset_id);
+}
+
 v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) {
   v1::SegmentationOptions job_options;
   job_options.set_k(k);
@@ -186,7 +192,8 @@ absl::StatusOr<v1::Sweep> RunSweep(Client& client, const std::string& dataset_id
 }
 
 void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::ostream& out) {
-  out << "Segments of dataset " << dataset.dataset_id() << ": k = " << model.effective_k();
+  out << "Segments of dataset " << dataset.dataset_id() << " (segment model "
+      << model.model_id() << "): k = " << model.effective_k();
   if (model.fewer_distinct_points()) {
     out << " (requested " << model.requested_k() << ", but the data has only "
         << model.effective_k() << " distinct points)";
@@ -433,9 +440,22 @@ absl::Status CheckEachColumnHasOneRole(const SegmentCommandOptions& options) {
 }  // namespace
 
 absl::Status SegmentCommandOptions::Validate() const {
-  if (users.empty() == transactions.empty()) {
+  if (users.empty() + transactions.empty() + dataset_id.empty() != 2) {
     return absl::InvalidArgumentError(
-        "give exactly one of --data (a CSV of users) and --transactions (a transaction log)");
+        "give exactly one of --data (a CSV of users), --transactions (a transaction log) and, "
+        "on a running coordinator, --dataset (the id of a loaded dataset)");
+  }
+  if (!dataset_id.empty()) {
+    COHORT_RETURN_IF_ERROR(CheckNoLoadFlags(dataset_id, {
+        {!delimiter.empty(), "--delimiter"},
+        {!id_column.empty(), "--id-column"},
+        {!ignore_columns.empty(), "--ignore"},
+        {!weight_column.empty(), "--weight"},
+        {!categorical_columns.empty(), "--categorical"},
+        {!numeric_columns.empty(), "--numeric"},
+        {!transaction_columns.empty(), "--tx-column"},
+        {num_shards != 0, "--shards"},
+        {duplicate_ids != "reject", "--duplicate-ids"}}));
   }
   if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -479,7 +499,7 @@ absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandO
   COHORT_RETURN_IF_ERROR(options.Validate());
   COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
-  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, FindOrLoad(client, options));
   COHORT_ASSIGN_OR_RETURN(
       v1::SegmentModel model,
       RunSegmentation(client, dataset.dataset_id(), JobOptions(options, options.k),
@@ -494,7 +514,7 @@ absl::Status RunReportCommand(const std::string& address, const SegmentCommandOp
   COHORT_RETURN_IF_ERROR(options.Validate());
   COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
-  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, FindOrLoad(client, options));
 
   int k = options.k;
   v1::Sweep sweep;
@@ -518,11 +538,11 @@ absl::Status RunReportCommand(const std::string& address, const SegmentCommandOp
   COHORT_RETURN_IF_ERROR(WriteOutputs(client, model, options, out));
 
   const std::filesystem::path path = std::filesystem::path(options.out_dir) / "report.html";
-  const std::string title = absl::StrCat(
-      "Segments of ",
-      std::filesystem::path(options.users.empty() ? options.transactions : options.users)
-          .filename()
-          .string());
+  const std::string source = !options.dataset_id.empty() ? options.dataset_id
+                             : options.users.empty()      ? options.transactions
+                                                          : options.users;
+  const std::string title =
+      absl::StrCat("Segments of ", std::filesystem::path(source).filename().string());
   COHORT_RETURN_IF_ERROR(WriteText(path, RenderReportHtml(BuildReportData(
                                              title, dataset, model, sweep,
                                              options.tree ? &tree : nullptr))));

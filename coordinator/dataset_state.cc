@@ -70,7 +70,8 @@ absl::Status CohortServiceImpl::LoadDatasets() {
     record.loaded_and_streamed = stored.loaded_and_streamed();
     if (record.info.state() == v1::DATASET_STATE_LOADING) {
       record.info.set_state(v1::DATASET_STATE_FAILED);
-      record.info.set_error("the coordinator restarted while the dataset was loading; load it again");
+      record.info.set_error(
+          "the coordinator restarted while the dataset was loading; load it again");
     }
     const std::string dataset_id = record.info.dataset_id();
     absl::MutexLock lock(&mutex_);

@@ -343,7 +343,8 @@ class Registration {
     const int64_t max_ms = std::clamp<int64_t>(absl::ToInt64Milliseconds(interval), 100,
                                                std::numeric_limits<int>::max());
     grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, static_cast<int>(std::min<int64_t>(max_ms, 1000)));
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::min<int64_t>(max_ms, 1000)));
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(max_ms));
     return grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
   }

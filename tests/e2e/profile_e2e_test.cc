@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -776,6 +777,48 @@ TEST_F(ProfileEndToEndTest, ClientCommands) {
   EXPECT_NE(repeated.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(repeated.err, "--column 'age=30'")) << repeated.err;
   EXPECT_TRUE(absl::StrContains(repeated.err, "INVALID_ARGUMENT")) << repeated.err;
+}
+
+TEST_F(ProfileEndToEndTest, SegmentOfProfileDatasetSelectsAudience) {
+  cluster_ = StartCluster(2);
+  ASSERT_NE(cluster_, nullptr);
+  const CommandResult train =
+      Run("profile", {"profile", "--coordinator", cluster_->address(), "--data", users_csv_,
+                      "--label", "converted", "--positive", "yes", "--boolean", "vip",
+                      "--no-progress"});
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const std::regex profile_line("Profile model (job-[0-9]+) of dataset ([^:]+):");
+  std::smatch profile;
+  ASSERT_TRUE(std::regex_search(train.out, profile, profile_line)) << train.out;
+  const std::string profile_model = profile[1];
+  const std::string dataset = profile[2];
+
+  // Loading flags do not apply to a dataset that is loaded already.
+  const CommandResult with_shards =
+      Run("segment-shards", {"segment", "--coordinator", cluster_->address(), "--dataset",
+                             dataset, "--shards", "8", "--no-progress"});
+  EXPECT_NE(with_shards.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(with_shards.err, "--shards applies when a file is loaded"))
+      << with_shards.err;
+
+  const CommandResult segment =
+      Run("segment", {"segment", "--coordinator", cluster_->address(), "--dataset", dataset,
+                      "-k", "3", "--no-progress", "--out", dir_ + "/segments"});
+  ASSERT_EQ(segment.exit_code, 0) << segment.err;
+  const std::regex segment_line("Segments of dataset ([^ ]+) \\(segment model (job-[0-9]+)\\)");
+  std::smatch segmented;
+  ASSERT_TRUE(std::regex_search(segment.out, segmented, segment_line)) << segment.out;
+  EXPECT_EQ(segmented[1], dataset);
+  const std::string segment_model = segmented[2];
+
+  const CommandResult audience =
+      Run("audience", {"audience", "--coordinator", cluster_->address(), "--model",
+                       profile_model, "--segment-model", segment_model, "--segments", "0,2",
+                       "--top", "20", "--out", dir_ + "/audience.csv"});
+  ASSERT_EQ(audience.exit_code, 0) << audience.err;
+  EXPECT_TRUE(absl::StrContains(audience.out, ": 20 users")) << audience.out;
+  const std::string written = ReadTextFile(dir_ + "/audience.csv");
+  EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 21) << written;
 }
 
 TEST_F(ProfileEndToEndTest, LocalProfileWithoutDataUsesLabelledShop) {
