@@ -222,7 +222,8 @@ int main(int argc, char** argv) {
                           "worker addresses host:port (more may register themselves)")
       ->delimiter(',');
   coordinator->add_option("--state-dir", coordinator_options.state_dir,
-                          "folder for finished models (default: memory only)");
+                          "folder for finished models and dataset records, read back at "
+                          "start (default: memory only)");
   double step_timeout_seconds = absl::ToDoubleSeconds(coordinator_options.step_timeout);
   coordinator->add_option("--step-timeout", step_timeout_seconds,
                           "seconds a worker may take to answer one job step before it is "
