@@ -360,6 +360,7 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
     }
     it->second.info.set_state(v1::DATASET_STATE_LOADING);
     it->second.info.clear_error();
+    SaveDataset(it->second);
     info = it->second.info;
   }
 

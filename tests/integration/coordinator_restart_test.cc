@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "cohort/v1/state.pb.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/worker_registry.h"
 #include "core/log.h"
@@ -265,6 +267,48 @@ TEST_F(CoordinatorRestartTest, NewDatasetIdsContinueAfterStoredOnes) {
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_NE(second->dataset_id(), first->dataset_id());
   Stop(*coordinator);
+}
+
+TEST_F(CoordinatorRestartTest, DatasetLoadingAtStopComesBackFailed) {
+  // The record a coordinator leaves when it stops during a load.
+  std::filesystem::create_directories(state_dir_ + "/datasets");
+  v1::StoredDataset stored;
+  stored.mutable_info()->set_dataset_id("dataset-000007");
+  stored.mutable_info()->set_num_shards(4);
+  stored.mutable_info()->set_state(v1::DATASET_STATE_LOADING);
+  {
+    std::ofstream out(state_dir_ + "/datasets/dataset-000007.dataset.pb", std::ios::binary);
+    ASSERT_TRUE(stored.SerializeToOstream(&out));
+  }
+
+  std::string address;
+  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
+  ASSERT_NE(coordinator, nullptr);
+  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
+  absl::StatusOr<v1::Dataset> failed = client->GetDataset("dataset-000007");
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state(), v1::DATASET_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(failed->error(), "load it again")) << failed->error();
+  absl::StatusOr<v1::Dataset> next = client->CreateDataset(v1::CreateDatasetRequest());
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->dataset_id(), "dataset-000008");
+  Stop(*coordinator);
+}
+
+TEST_F(CoordinatorRestartTest, UnreadableDatasetFileStopsStart) {
+  std::filesystem::create_directories(state_dir_ + "/datasets");
+  const std::string path = state_dir_ + "/datasets/broken.dataset.pb";
+  std::ofstream(path, std::ios::binary) << "not a protobuf message";
+
+  const std::string log = temp_.path() + "/broken-coordinator";
+  std::unique_ptr<Subprocess> coordinator = Subprocess::Start(
+      {kCli, "coordinator", "--listen", "127.0.0.1:0", "--state-dir", state_dir_},
+      log + ".stdout", log + ".stderr", temp_.path());
+  ASSERT_NE(coordinator, nullptr);
+  const std::optional<int> code = coordinator->WaitForExit(kAwaitTimeout);
+  ASSERT_TRUE(code.has_value()) << "the coordinator did not stop";
+  EXPECT_NE(*code, 0);
+  EXPECT_TRUE(absl::StrContains(coordinator->Stderr(), path)) << coordinator->Stderr();
 }
 
 }  // namespace
