@@ -4,7 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -66,9 +68,34 @@ std::string ModelPath(const std::string& state_dir, const std::string& model_id)
 }  // namespace
 
 CohortServiceImpl::CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options)
-    : registry_(registry), options_(std::move(options)) {}
+    : registry_(registry), options_(std::move(options)) {
+  restart_listener_ = registry_->AddRestartListener(
+      [this](const std::string& worker_id) { MarkRestartedOwner(worker_id); });
+}
 
-CohortServiceImpl::~CohortServiceImpl() { CancelAllJobs(); }
+CohortServiceImpl::~CohortServiceImpl() {
+  registry_->RemoveRestartListener(restart_listener_);
+  CancelAllJobs();
+}
+
+void CohortServiceImpl::MarkRestartedOwner(const std::string& worker_id) {
+  absl::MutexLock lock(&mutex_);
+  for (auto& [dataset_id, record] : datasets_) {
+    // NOTE: streamed datasets are left out: their shards would have to be promoted from
+    // replicas, and the replicas the restarted worker held are gone too. A job on them
+    // fails with NotFound from that worker.
+    if (record.load.source().empty()) continue;
+    if (std::find(record.owners.begin(), record.owners.end(), worker_id) ==
+        record.owners.end()) {
+      continue;
+    }
+    record.restarted_owners.insert(worker_id);
+    SaveDataset(record);
+    COHORT_LOG_INFO("dataset {}: worker {} restarted, so the next job moves its shards to "
+                    "the other live workers",
+                    dataset_id, worker_id);
+  }
+}
 
 std::chrono::system_clock::time_point CohortServiceImpl::WorkerDeadline() const {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.worker_call_timeout);
@@ -836,11 +863,13 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     FinishJob(record.get(), repaired, "");
     return;
   }
+  std::set<std::string> restarted;
   {
     absl::MutexLock lock(&mutex_);
     auto dataset = datasets_.find(record->dataset_id);
-    if (dataset != datasets_.end() && dataset->second.load.source().empty()) {
-      record->owners = dataset->second.owners;
+    if (dataset != datasets_.end()) {
+      if (dataset->second.load.source().empty()) record->owners = dataset->second.owners;
+      restarted = dataset->second.restarted_owners;
     }
   }
   std::map<std::string, std::vector<int>> shards_by_worker;
@@ -853,6 +882,11 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   std::vector<int> lost_shards;
   for (const auto& [worker_id, shards] : shards_by_worker) {
     absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
+    if (worker.ok() && restarted.count(worker_id) > 0) {
+      worker = absl::UnavailableError(absl::StrCat("worker ", worker_id,
+                                                   " restarted and no longer holds shards ",
+                                                   absl::StrJoin(shards, ",")));
+    }
     if (!worker.ok()) {
       lost.push_back(worker_id);
       lost_shards.insert(lost_shards.end(), shards.begin(), shards.end());
@@ -1025,13 +1059,14 @@ absl::Status CohortServiceImpl::CheckShardsCanMove(const DatasetRecord& dataset)
   const std::string& dataset_id = dataset.info.dataset_id();
   for (int shard = 0; shard < static_cast<int>(dataset.owners.size()); ++shard) {
     const std::string& owner = dataset.owners[shard];
-    if (registry_->IsLive(owner)) continue;
+    const bool restarted = dataset.restarted_owners.count(owner) > 0;
+    if (registry_->IsLive(owner) && !restarted) continue;
     if (dataset.loaded_and_streamed) {
       return absl::UnavailableError(absl::StrCat(
-          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id,
-          "' is not live, and the dataset was loaded from files and then received streamed "
-          "rows, which only that worker held; load and stream the data into a new dataset "
-          "and retry"));
+          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id, "' ",
+          restarted ? "restarted" : "is not live",
+          ", and the dataset was loaded from files and then received streamed rows, which "
+          "only that worker held; load and stream the data into a new dataset and retry"));
     }
     if (!dataset.load.source().empty()) continue;
     const std::string replica =
@@ -1059,7 +1094,14 @@ void CohortServiceImpl::ApplyMovedShards(JobRecord* record,
       it->second.owners[shard] = worker_id;
     }
   }
-  if (it != datasets_.end()) SaveDataset(it->second);
+  if (it == datasets_.end()) return;
+  DatasetRecord& dataset = it->second;
+  for (auto owner = dataset.restarted_owners.begin(); owner != dataset.restarted_owners.end();) {
+    const bool holds_shards =
+        std::find(dataset.owners.begin(), dataset.owners.end(), *owner) != dataset.owners.end();
+    owner = holds_shards ? std::next(owner) : dataset.restarted_owners.erase(owner);
+  }
+  SaveDataset(dataset);
 }
 
 void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,

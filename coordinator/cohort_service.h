@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,6 +134,10 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     // Set when rows were streamed into a dataset loaded from files: those rows have no
     // replica and are not in the files, so its shards cannot move.
     bool loaded_and_streamed = false;
+    // Owners of a dataset loaded from files that restarted since they loaded their
+    // shards, so their memory no longer holds them: jobs treat them as lost and move
+    // their shards. An owner leaves the set when it holds no shard any more.
+    std::set<std::string> restarted_owners;
     // Held while a streamed batch is written and while the dataset's shards move, so a
     // batch never goes to a copy that is being replaced. Taken before mutex_, never
     // while holding it.
@@ -181,6 +186,9 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   // Reads the datasets of the state folder. A dataset that was LOADING becomes FAILED.
   // Errors: Internal naming a file that cannot be read.
   absl::Status LoadDatasets() ABSL_LOCKS_EXCLUDED(mutex_);
+  // The registry's restart listener: records `worker_id` as restarted in every dataset
+  // loaded from files that has shards on it.
+  void MarkRestartedOwner(const std::string& worker_id) ABSL_LOCKS_EXCLUDED(mutex_);
   absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
   absl::StatusOr<WorkerHandle> LiveOwner(const std::string& worker_id,
                                          const std::vector<int>& shards) const;
@@ -287,6 +295,7 @@ class CohortServiceImpl final : public v1::Cohort::Service {
 
   WorkerRegistry* registry_;
   const CohortServiceOptions options_;
+  int restart_listener_ = -1;  // const after construction
 
   mutable absl::Mutex mutex_;
   std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mutex_);

@@ -32,6 +32,8 @@ void CohortServiceImpl::SaveDataset(const DatasetRecord& record) const {
   *stored.mutable_shard_rows() = {record.shard_rows.begin(), record.shard_rows.end()};
   *stored.mutable_replicas() = {record.replicas.begin(), record.replicas.end()};
   stored.set_loaded_and_streamed(record.loaded_and_streamed);
+  *stored.mutable_restarted_owners() = {record.restarted_owners.begin(),
+                                        record.restarted_owners.end()};
   const std::string& dataset_id = record.info.dataset_id();
   const std::string path =
       (DatasetsDir(options_.state_dir) / absl::StrCat(dataset_id, ".dataset.pb")).string();
@@ -68,6 +70,8 @@ absl::Status CohortServiceImpl::LoadDatasets() {
     record.shard_rows.assign(stored.shard_rows().begin(), stored.shard_rows().end());
     record.replicas.assign(stored.replicas().begin(), stored.replicas().end());
     record.loaded_and_streamed = stored.loaded_and_streamed();
+    record.restarted_owners.insert(stored.restarted_owners().begin(),
+                                   stored.restarted_owners().end());
     if (record.info.state() == v1::DATASET_STATE_LOADING) {
       record.info.set_state(v1::DATASET_STATE_FAILED);
       record.info.set_error(

@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cohort/v1/state.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -243,6 +244,63 @@ TEST_F(CoordinatorRestartTest, JobsRunAgainAfterWorkersRegisterAgain) {
   EXPECT_EQ(CountLines(log, {"worker worker-a", "registered"}), 1) << log;
   EXPECT_EQ(CountLines(log, {"worker worker-b", "registered"}), 1) << log;
   EXPECT_EQ(CountLines(log, {"moving shards"}), 0) << log;
+
+  Stop(*coordinator);
+  Stop(*worker_a);
+  Stop(*worker_b);
+}
+
+TEST_F(CoordinatorRestartTest, RestartedWorkerShardsMoveToLiveWorkers) {
+  std::string address;
+  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
+  ASSERT_NE(coordinator, nullptr);
+  std::unique_ptr<Subprocess> worker_a = StartWorker("worker-a", address);
+  std::unique_ptr<Subprocess> worker_b = StartWorker("worker-b", address);
+  ASSERT_NE(worker_a, nullptr);
+  ASSERT_NE(worker_b, nullptr);
+  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
+  absl::StatusOr<v1::Dataset> dataset =
+      client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> before = Segment(*client, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  absl::StatusOr<v1::ListWorkersResponse> placed = client->ListWorkers();
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  ASSERT_EQ(placed->workers_size(), 2);
+  ASSERT_GT(placed->workers(0).hosted_shards(), 0) << "worker-a holds no shard to lose";
+
+  // The same worker id in a new process, whose memory holds no shard.
+  worker_a->Signal(SIGKILL);
+  ASSERT_TRUE(worker_a->WaitForExit(kAwaitTimeout).has_value());
+  worker_a = StartWorker("worker-a", address);
+  ASSERT_NE(worker_a, nullptr);
+  const absl::Time give_up = absl::Now() + kAwaitTimeout;
+  while (!absl::StrContains(coordinator->Stderr(), "worker worker-a restarted") &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(absl::StrContains(coordinator->Stderr(), "worker worker-a restarted"))
+      << coordinator->Stderr();
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+
+  // The job moves worker-a's shards to worker-b, which reloads them from the file.
+  absl::StatusOr<JobOutput> after = Segment(*client, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(after.ok()) << after.status();
+  ExpectSameModel(before->model, after->model);
+  ExpectSameAssignments(before->assignments, after->assignments);
+  EXPECT_TRUE(absl::StrContains(coordinator->Stderr(),
+                                absl::StrCat("dataset ", dataset->dataset_id(),
+                                             ": worker worker-a restarted")))
+      << coordinator->Stderr();
+  absl::StatusOr<v1::ListWorkersResponse> workers = client->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->workers_size(), 2);
+  EXPECT_EQ(workers->workers(0).worker_id(), "worker-a");
+  EXPECT_EQ(workers->workers(0).hosted_shards(), 0);
+  EXPECT_EQ(workers->workers(1).hosted_shards(), 8);
 
   Stop(*coordinator);
   Stop(*worker_a);
