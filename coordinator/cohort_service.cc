@@ -69,16 +69,19 @@ std::string ModelPath(const std::string& state_dir, const std::string& model_id)
 
 CohortServiceImpl::CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options)
     : registry_(registry), options_(std::move(options)) {
-  restart_listener_ = registry_->AddRestartListener(
-      [this](const std::string& worker_id) { MarkRestartedOwner(worker_id); });
+  registration_listener_ = registry_->AddRegistrationListener(
+      [this](const std::string& worker_id, uint64_t instance) {
+        CheckOwnerInstance(worker_id, instance);
+      });
 }
 
 CohortServiceImpl::~CohortServiceImpl() {
-  registry_->RemoveRestartListener(restart_listener_);
+  registry_->RemoveRegistrationListener(registration_listener_);
   CancelAllJobs();
 }
 
-void CohortServiceImpl::MarkRestartedOwner(const std::string& worker_id) {
+void CohortServiceImpl::CheckOwnerInstance(const std::string& worker_id, uint64_t instance) {
+  if (instance == 0) return;
   absl::MutexLock lock(&mutex_);
   for (auto& [dataset_id, record] : datasets_) {
     // NOTE: streamed datasets are left out: their shards would have to be promoted from
@@ -87,6 +90,13 @@ void CohortServiceImpl::MarkRestartedOwner(const std::string& worker_id) {
     if (record.load.source().empty()) continue;
     if (std::find(record.owners.begin(), record.owners.end(), worker_id) ==
         record.owners.end()) {
+      continue;
+    }
+    uint64_t& loaded_by = record.owner_instances[worker_id];
+    if (loaded_by == instance || record.restarted_owners.count(worker_id) > 0) continue;
+    if (loaded_by == 0) {
+      loaded_by = instance;
+      SaveDataset(record);
       continue;
     }
     record.restarted_owners.insert(worker_id);
@@ -417,6 +427,7 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
     loaded.owners = owners;
     loaded.load = *request;
     loaded.shard_rows = std::move(shard_rows);
+    RecordOwnerInstances(&loaded);
     return absl::OkStatus();
   }();
 
@@ -1101,7 +1112,20 @@ void CohortServiceImpl::ApplyMovedShards(JobRecord* record,
         std::find(dataset.owners.begin(), dataset.owners.end(), *owner) != dataset.owners.end();
     owner = holds_shards ? std::next(owner) : dataset.restarted_owners.erase(owner);
   }
+  for (auto owner = dataset.owner_instances.begin(); owner != dataset.owner_instances.end();) {
+    const bool holds_shards = std::find(dataset.owners.begin(), dataset.owners.end(),
+                                        owner->first) != dataset.owners.end();
+    owner = holds_shards ? std::next(owner) : dataset.owner_instances.erase(owner);
+  }
+  RecordOwnerInstances(&dataset);
   SaveDataset(dataset);
+}
+
+void CohortServiceImpl::RecordOwnerInstances(DatasetRecord* record) const {
+  for (const std::string& owner : record->owners) {
+    uint64_t& instance = record->owner_instances[owner];
+    if (instance == 0) instance = registry_->Instance(owner);
+  }
 }
 
 void CohortServiceImpl::FinishJob(JobRecord* record, const absl::Status& status,

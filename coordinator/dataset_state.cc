@@ -34,6 +34,8 @@ void CohortServiceImpl::SaveDataset(const DatasetRecord& record) const {
   stored.set_loaded_and_streamed(record.loaded_and_streamed);
   *stored.mutable_restarted_owners() = {record.restarted_owners.begin(),
                                         record.restarted_owners.end()};
+  stored.mutable_owner_instances()->insert(record.owner_instances.begin(),
+                                           record.owner_instances.end());
   const std::string& dataset_id = record.info.dataset_id();
   const std::string path =
       (DatasetsDir(options_.state_dir) / absl::StrCat(dataset_id, ".dataset.pb")).string();
@@ -72,6 +74,8 @@ absl::Status CohortServiceImpl::LoadDatasets() {
     record.loaded_and_streamed = stored.loaded_and_streamed();
     record.restarted_owners.insert(stored.restarted_owners().begin(),
                                    stored.restarted_owners().end());
+    record.owner_instances.insert(stored.owner_instances().begin(),
+                                  stored.owner_instances().end());
     if (record.info.state() == v1::DATASET_STATE_LOADING) {
       record.info.set_state(v1::DATASET_STATE_FAILED);
       record.info.set_error(

@@ -38,7 +38,7 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
     return absl::InvalidArgumentError(absl::StrCat("worker registration needs an id and an address; got id '",
                                                    worker_id, "' and address '", address, "'"));
   }
-  std::vector<std::function<void(const std::string&)>> to_notify;
+  std::vector<RegistrationListener> to_notify;
   {
     absl::MutexLock lock(&mutex_);
     auto known = workers_.find(worker_id);
@@ -47,45 +47,48 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
         known->second.instance == instance) {
       return absl::OkStatus();
     }
-    // One process, one id. A worker listed by address in --workers that also registers
-    // under its own id would otherwise host shards twice, and its second load would
-    // replace the first.
-    for (auto it = workers_.begin(); it != workers_.end();) {
-      if (it->first != worker_id && it->second.handle.address == address) {
-        COHORT_LOG_WARN("worker {} at {} re-registered as {}; the old id is dropped", it->first,
-                        address, worker_id);
-        it = workers_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    known = workers_.find(worker_id);
-    const bool restarted = known != workers_.end() && known->second.instance != 0 &&
-                           instance != 0 && instance != known->second.instance;
-    if (known == workers_.end()) {
-      COHORT_LOG_INFO("worker {} registered at {} ({} known)", worker_id, address,
-                      workers_.size() + 1);
-    } else if (restarted) {
-      COHORT_LOG_INFO("worker {} restarted, now at {}: its process is new, so the shards it "
-                      "held are gone from its memory; marked live",
-                      worker_id, address);
-      for (const auto& [token, listener] : restart_listeners_) to_notify.push_back(listener);
-    } else if (known->second.handle.address != address) {
-      COHORT_LOG_INFO("worker {} moved from {} to {}; marked live", worker_id,
-                      known->second.handle.address, address);
-    } else {
-      COHORT_LOG_INFO("worker {} at {} registered again; marked live", worker_id, address);
-    }
-    Entry& entry = workers_[worker_id];
-    // A new channel every time: a restarted worker at the same address would otherwise
-    // wait for the old channel's reconnect backoff.
-    entry.handle = WorkerHandle{worker_id, address, MakeStub(address)};
-    entry.instance = instance;
-    entry.live = true;
-    entry.consecutive_failures = 0;
-    entry.probe_log.Reset();
+    for (const auto& [token, listener] : registration_listeners_) to_notify.push_back(listener);
   }
-  for (const auto& listener : to_notify) listener(worker_id);
+  // The listeners run before the worker is marked live, so no job can reach a restarted
+  // worker before the service has marked its shards as gone.
+  for (const auto& listener : to_notify) listener(worker_id, instance);
+
+  absl::MutexLock lock(&mutex_);
+  // One process, one id. A worker listed by address in --workers that also registers
+  // under its own id would otherwise host shards twice, and its second load would
+  // replace the first.
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->first != worker_id && it->second.handle.address == address) {
+      COHORT_LOG_WARN("worker {} at {} re-registered as {}; the old id is dropped", it->first,
+                      address, worker_id);
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto known = workers_.find(worker_id);
+  if (known == workers_.end()) {
+    COHORT_LOG_INFO("worker {} registered at {} ({} known)", worker_id, address,
+                    workers_.size() + 1);
+  } else if (known->second.instance != 0 && instance != 0 &&
+             instance != known->second.instance) {
+    COHORT_LOG_INFO("worker {} restarted, now at {}: its process is new, so the shards it "
+                    "held are gone from its memory; marked live",
+                    worker_id, address);
+  } else if (known->second.handle.address != address) {
+    COHORT_LOG_INFO("worker {} moved from {} to {}; marked live", worker_id,
+                    known->second.handle.address, address);
+  } else {
+    COHORT_LOG_INFO("worker {} at {} registered again; marked live", worker_id, address);
+  }
+  Entry& entry = workers_[worker_id];
+  // A new channel every time: a restarted worker at the same address would otherwise
+  // wait for the old channel's reconnect backoff.
+  entry.handle = WorkerHandle{worker_id, address, MakeStub(address)};
+  entry.instance = instance;
+  entry.live = true;
+  entry.consecutive_failures = 0;
+  entry.probe_log.Reset();
   return absl::OkStatus();
 }
 
@@ -125,16 +128,22 @@ void WorkerRegistry::RemoveLossListener(int token) {
   listeners_.erase(token);
 }
 
-int WorkerRegistry::AddRestartListener(std::function<void(const std::string&)> listener) {
+int WorkerRegistry::AddRegistrationListener(RegistrationListener listener) {
   absl::MutexLock lock(&mutex_);
   const int token = next_token_++;
-  restart_listeners_[token] = std::move(listener);
+  registration_listeners_[token] = std::move(listener);
   return token;
 }
 
-void WorkerRegistry::RemoveRestartListener(int token) {
+void WorkerRegistry::RemoveRegistrationListener(int token) {
   absl::MutexLock lock(&mutex_);
-  restart_listeners_.erase(token);
+  registration_listeners_.erase(token);
+}
+
+uint64_t WorkerRegistry::Instance(const std::string& worker_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() ? 0 : it->second.instance;
 }
 
 void WorkerRegistry::Start() {

@@ -40,9 +40,10 @@ class WorkerRegistry {
   // nothing. Any other registration of a known id (a new address, a new instance after
   // a restart, or a worker that probes declared lost) replaces its channel, so calls do
   // not wait for the old channel's reconnect backoff. A known non-zero instance that
-  // changes is a restarted worker, whose memory is empty: the restart listeners run,
-  // after the registry's lock is released. Errors: InvalidArgument for an empty id or
-  // address.
+  // changes is a restarted worker, whose memory is empty. For every registration that
+  // is not such a repeat, the registration listeners run first, outside the registry's
+  // lock and before the worker is marked live. Errors: InvalidArgument for an empty id
+  // or address.
   [[nodiscard]] absl::Status Register(const std::string& worker_id, const std::string& address,
                                       uint64_t instance = 0) ABSL_LOCKS_EXCLUDED(mutex_);
 
@@ -62,12 +63,14 @@ class WorkerRegistry {
   int AddLossListener(std::function<void(const std::string&)> listener)
       ABSL_LOCKS_EXCLUDED(mutex_);
   void RemoveLossListener(int token) ABSL_LOCKS_EXCLUDED(mutex_);
-  // Calls `listener(worker_id)` each time a known worker registers from a new process
-  // (see Register). It runs on the registering gRPC thread. Returns a token for
-  // RemoveRestartListener.
-  int AddRestartListener(std::function<void(const std::string&)> listener)
-      ABSL_LOCKS_EXCLUDED(mutex_);
-  void RemoveRestartListener(int token) ABSL_LOCKS_EXCLUDED(mutex_);
+  // Calls `listener(worker_id, instance)` for each registration that changes the
+  // registry (see Register), on the registering gRPC thread. Returns a token for
+  // RemoveRegistrationListener.
+  using RegistrationListener = std::function<void(const std::string&, uint64_t)>;
+  int AddRegistrationListener(RegistrationListener listener) ABSL_LOCKS_EXCLUDED(mutex_);
+  void RemoveRegistrationListener(int token) ABSL_LOCKS_EXCLUDED(mutex_);
+  // The process number of the worker's last registration; 0 when unknown.
+  uint64_t Instance(const std::string& worker_id) const ABSL_LOCKS_EXCLUDED(mutex_);
 
   // Starts the probe thread; Stop() ends it. Both are idempotent.
   void Start() ABSL_LOCKS_EXCLUDED(mutex_);
@@ -95,8 +98,7 @@ class WorkerRegistry {
   mutable absl::Mutex mutex_;
   std::map<std::string, Entry> workers_ ABSL_GUARDED_BY(mutex_);
   std::map<int, std::function<void(const std::string&)>> listeners_ ABSL_GUARDED_BY(mutex_);
-  std::map<int, std::function<void(const std::string&)>> restart_listeners_
-      ABSL_GUARDED_BY(mutex_);
+  std::map<int, RegistrationListener> registration_listeners_ ABSL_GUARDED_BY(mutex_);
   int next_token_ ABSL_GUARDED_BY(mutex_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread probe_thread_;

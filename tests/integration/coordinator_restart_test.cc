@@ -307,6 +307,49 @@ TEST_F(CoordinatorRestartTest, RestartedWorkerShardsMoveToLiveWorkers) {
   Stop(*worker_b);
 }
 
+TEST_F(CoordinatorRestartTest, WorkerRestartedWhileCoordinatorDownLosesNoJob) {
+  std::string address;
+  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
+  ASSERT_NE(coordinator, nullptr);
+  std::unique_ptr<Subprocess> worker_a = StartWorker("worker-a", address);
+  std::unique_ptr<Subprocess> worker_b = StartWorker("worker-b", address);
+  ASSERT_NE(worker_a, nullptr);
+  ASSERT_NE(worker_b, nullptr);
+  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
+  absl::StatusOr<v1::Dataset> dataset =
+      client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  absl::StatusOr<JobOutput> before = Segment(*client, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  // worker-a dies while the coordinator is down, and its new process registers with the
+  // new coordinator, which never saw the old one.
+  Stop(*coordinator);
+  worker_a->Signal(SIGKILL);
+  ASSERT_TRUE(worker_a->WaitForExit(kAwaitTimeout).has_value());
+  coordinator = StartCoordinator(address, &address);
+  ASSERT_NE(coordinator, nullptr);
+  worker_a = StartWorker("worker-a", address);
+  ASSERT_NE(worker_a, nullptr);
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
+
+  absl::StatusOr<JobOutput> after = Segment(*client, dataset->dataset_id(), WithK(4));
+  ASSERT_TRUE(after.ok()) << after.status() << "\n" << coordinator->Stderr();
+  ExpectSameModel(before->model, after->model);
+  ExpectSameAssignments(before->assignments, after->assignments);
+  EXPECT_TRUE(absl::StrContains(coordinator->Stderr(),
+                                absl::StrCat("dataset ", dataset->dataset_id(),
+                                             ": worker worker-a restarted")))
+      << coordinator->Stderr();
+
+  Stop(*coordinator);
+  Stop(*worker_a);
+  Stop(*worker_b);
+}
+
 TEST_F(CoordinatorRestartTest, NewDatasetIdsContinueAfterStoredOnes) {
   std::string address;
   std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
