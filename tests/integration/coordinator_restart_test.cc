@@ -169,6 +169,45 @@ class CoordinatorRestartTest : public ::testing::Test {
     EXPECT_EQ(process.WaitForExit(kAwaitTimeout), std::optional<int>(0)) << process.Stderr();
   }
 
+  // A coordinator with worker-a and worker-b registered, the shop loaded into 8 shards
+  // and segmented once.
+  struct Cluster {
+    std::string address;
+    std::unique_ptr<Subprocess> coordinator;
+    std::unique_ptr<Subprocess> worker_a;
+    std::unique_ptr<Subprocess> worker_b;
+    std::unique_ptr<TestCluster> client;
+    v1::Dataset dataset;
+    JobOutput first;
+  };
+
+  // Fills `cluster`; failures are test failures, so call it in ASSERT_NO_FATAL_FAILURE.
+  void StartAndSegment(Cluster* cluster) {
+    cluster->coordinator = StartCoordinator("127.0.0.1:0", &cluster->address);
+    ASSERT_NE(cluster->coordinator, nullptr);
+    cluster->worker_a = StartWorker("worker-a", cluster->address);
+    cluster->worker_b = StartWorker("worker-b", cluster->address);
+    ASSERT_NE(cluster->worker_a, nullptr);
+    ASSERT_NE(cluster->worker_b, nullptr);
+    cluster->client = TestCluster::Connect(cluster->address);
+    ASSERT_TRUE(cluster->client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+    ASSERT_TRUE(cluster->client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
+    absl::StatusOr<v1::Dataset> dataset =
+        cluster->client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
+    ASSERT_TRUE(dataset.ok()) << dataset.status();
+    cluster->dataset = *dataset;
+    absl::StatusOr<JobOutput> first = Segment(*cluster->client, dataset->dataset_id(), WithK(4));
+    ASSERT_TRUE(first.ok()) << first.status();
+    cluster->first = *first;
+  }
+
+  // Stops the coordinator and both workers, expecting clean exits.
+  static void StopAll(Cluster& cluster) {
+    Stop(*cluster.coordinator);
+    Stop(*cluster.worker_a);
+    Stop(*cluster.worker_b);
+  }
+
   TempDir temp_;
   std::string shop_csv_;
   std::string state_dir_;
@@ -176,42 +215,30 @@ class CoordinatorRestartTest : public ::testing::Test {
 };
 
 TEST_F(CoordinatorRestartTest, JobsRunAgainAfterWorkersRegisterAgain) {
-  std::string address;
-  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
-  ASSERT_NE(coordinator, nullptr);
-  std::unique_ptr<Subprocess> worker_a = StartWorker("worker-a", address);
-  std::unique_ptr<Subprocess> worker_b = StartWorker("worker-b", address);
-  ASSERT_NE(worker_a, nullptr);
-  ASSERT_NE(worker_b, nullptr);
-
-  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
-  absl::StatusOr<v1::Dataset> dataset =
-      client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
-  const std::string dataset_id = dataset->dataset_id();
-  absl::StatusOr<JobOutput> before = Segment(*client, dataset_id, WithK(4));
-  ASSERT_TRUE(before.ok()) << before.status();
-  absl::StatusOr<v1::ListWorkersResponse> workers_before = client->ListWorkers();
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  TestCluster& client = *cluster.client;
+  const std::string dataset_id = cluster.dataset.dataset_id();
+  const JobOutput& before = cluster.first;
+  absl::StatusOr<v1::ListWorkersResponse> workers_before = client.ListWorkers();
   ASSERT_TRUE(workers_before.ok()) << workers_before.status();
 
-  Stop(*coordinator);
+  Stop(*cluster.coordinator);
   std::string restarted_address;
-  coordinator = StartCoordinator(address, &restarted_address);
-  ASSERT_NE(coordinator, nullptr);
-  ASSERT_EQ(restarted_address, address);
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok())
-      << coordinator->Stderr();
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok())
-      << coordinator->Stderr();
+  cluster.coordinator = StartCoordinator(cluster.address, &restarted_address);
+  ASSERT_NE(cluster.coordinator, nullptr);
+  ASSERT_EQ(restarted_address, cluster.address);
+  ASSERT_TRUE(client.AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok())
+      << cluster.coordinator->Stderr();
+  ASSERT_TRUE(client.AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok())
+      << cluster.coordinator->Stderr();
 
   // The dataset and its placement survive the restart, so no shard moved.
-  absl::StatusOr<v1::Dataset> reloaded = client->GetDataset(dataset_id);
+  absl::StatusOr<v1::Dataset> reloaded = client.GetDataset(dataset_id);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   EXPECT_EQ(reloaded->state(), v1::DATASET_STATE_READY);
-  EXPECT_EQ(reloaded->num_users(), dataset->num_users());
-  absl::StatusOr<v1::ListWorkersResponse> workers_after = client->ListWorkers();
+  EXPECT_EQ(reloaded->num_users(), cluster.dataset.num_users());
+  absl::StatusOr<v1::ListWorkersResponse> workers_after = client.ListWorkers();
   ASSERT_TRUE(workers_after.ok()) << workers_after.status();
   ASSERT_EQ(workers_after->workers_size(), 2);
   for (int i = 0; i < 2; ++i) {
@@ -230,124 +257,95 @@ TEST_F(CoordinatorRestartTest, JobsRunAgainAfterWorkersRegisterAgain) {
     if (name != "customer_id" && name != "segment_truth") columns[name] = table->rows[0][j];
   }
   absl::StatusOr<v1::AssignSegmentResponse> assigned =
-      client->AssignSegment(before->model.model_id(), columns);
+      client.AssignSegment(before.model.model_id(), columns);
   ASSERT_TRUE(assigned.ok()) << assigned.status();
-  absl::StatusOr<JobOutput> after = Segment(*client, dataset_id, WithK(4));
+  absl::StatusOr<JobOutput> after = Segment(client, dataset_id, WithK(4));
   ASSERT_TRUE(after.ok()) << after.status();
-  EXPECT_NE(after->job.job_id(), before->job.job_id());
-  ExpectSameModel(before->model, after->model);
-  ExpectSameAssignments(before->assignments, after->assignments);
+  EXPECT_NE(after->job.job_id(), before.job.job_id());
+  ExpectSameModel(before.model, after->model);
+  ExpectSameAssignments(before.assignments, after->assignments);
 
   // The workers registered every 50 ms during the job; only the first registration of
   // each is logged.
-  const std::string log = coordinator->Stderr();
+  const std::string log = cluster.coordinator->Stderr();
   EXPECT_EQ(CountLines(log, {"worker worker-a", "registered"}), 1) << log;
   EXPECT_EQ(CountLines(log, {"worker worker-b", "registered"}), 1) << log;
   EXPECT_EQ(CountLines(log, {"moving shards"}), 0) << log;
 
-  Stop(*coordinator);
-  Stop(*worker_a);
-  Stop(*worker_b);
+  StopAll(cluster);
 }
 
 TEST_F(CoordinatorRestartTest, RestartedWorkerShardsMoveToLiveWorkers) {
-  std::string address;
-  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
-  ASSERT_NE(coordinator, nullptr);
-  std::unique_ptr<Subprocess> worker_a = StartWorker("worker-a", address);
-  std::unique_ptr<Subprocess> worker_b = StartWorker("worker-b", address);
-  ASSERT_NE(worker_a, nullptr);
-  ASSERT_NE(worker_b, nullptr);
-  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
-  absl::StatusOr<v1::Dataset> dataset =
-      client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
-  absl::StatusOr<JobOutput> before = Segment(*client, dataset->dataset_id(), WithK(4));
-  ASSERT_TRUE(before.ok()) << before.status();
-
-  absl::StatusOr<v1::ListWorkersResponse> placed = client->ListWorkers();
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  TestCluster& client = *cluster.client;
+  const std::string dataset_id = cluster.dataset.dataset_id();
+  absl::StatusOr<v1::ListWorkersResponse> placed = client.ListWorkers();
   ASSERT_TRUE(placed.ok()) << placed.status();
   ASSERT_EQ(placed->workers_size(), 2);
   ASSERT_GT(placed->workers(0).hosted_shards(), 0) << "worker-a holds no shard to lose";
 
   // The same worker id in a new process, whose memory holds no shard.
-  worker_a->Signal(SIGKILL);
-  ASSERT_TRUE(worker_a->WaitForExit(kAwaitTimeout).has_value());
-  worker_a = StartWorker("worker-a", address);
-  ASSERT_NE(worker_a, nullptr);
+  cluster.worker_a->Signal(SIGKILL);
+  ASSERT_TRUE(cluster.worker_a->WaitForExit(kAwaitTimeout).has_value());
+  cluster.worker_a = StartWorker("worker-a", cluster.address);
+  ASSERT_NE(cluster.worker_a, nullptr);
+  Subprocess& coordinator = *cluster.coordinator;
   const absl::Time give_up = absl::Now() + kAwaitTimeout;
-  while (!absl::StrContains(coordinator->Stderr(), "worker worker-a restarted") &&
+  while (!absl::StrContains(coordinator.Stderr(), "worker worker-a restarted") &&
          absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  ASSERT_TRUE(absl::StrContains(coordinator->Stderr(), "worker worker-a restarted"))
-      << coordinator->Stderr();
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+  ASSERT_TRUE(absl::StrContains(coordinator.Stderr(), "worker worker-a restarted"))
+      << coordinator.Stderr();
+  ASSERT_TRUE(client.AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
 
   // The job moves worker-a's shards to worker-b, which reloads them from the file.
-  absl::StatusOr<JobOutput> after = Segment(*client, dataset->dataset_id(), WithK(4));
+  absl::StatusOr<JobOutput> after = Segment(client, dataset_id, WithK(4));
   ASSERT_TRUE(after.ok()) << after.status();
-  ExpectSameModel(before->model, after->model);
-  ExpectSameAssignments(before->assignments, after->assignments);
-  EXPECT_TRUE(absl::StrContains(coordinator->Stderr(),
-                                absl::StrCat("dataset ", dataset->dataset_id(),
-                                             ": worker worker-a restarted")))
-      << coordinator->Stderr();
-  absl::StatusOr<v1::ListWorkersResponse> workers = client->ListWorkers();
+  ExpectSameModel(cluster.first.model, after->model);
+  ExpectSameAssignments(cluster.first.assignments, after->assignments);
+  EXPECT_TRUE(absl::StrContains(coordinator.Stderr(),
+                                absl::StrCat("dataset ", dataset_id, ": worker worker-a restarted")))
+      << coordinator.Stderr();
+  absl::StatusOr<v1::ListWorkersResponse> workers = client.ListWorkers();
   ASSERT_TRUE(workers.ok()) << workers.status();
   ASSERT_EQ(workers->workers_size(), 2);
   EXPECT_EQ(workers->workers(0).worker_id(), "worker-a");
   EXPECT_EQ(workers->workers(0).hosted_shards(), 0);
   EXPECT_EQ(workers->workers(1).hosted_shards(), 8);
 
-  Stop(*coordinator);
-  Stop(*worker_a);
-  Stop(*worker_b);
+  StopAll(cluster);
 }
 
 TEST_F(CoordinatorRestartTest, WorkerRestartedWhileCoordinatorDownLosesNoJob) {
-  std::string address;
-  std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
-  ASSERT_NE(coordinator, nullptr);
-  std::unique_ptr<Subprocess> worker_a = StartWorker("worker-a", address);
-  std::unique_ptr<Subprocess> worker_b = StartWorker("worker-b", address);
-  ASSERT_NE(worker_a, nullptr);
-  ASSERT_NE(worker_b, nullptr);
-  std::unique_ptr<TestCluster> client = TestCluster::Connect(address);
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
-  absl::StatusOr<v1::Dataset> dataset =
-      client->LoadUsers(shop_csv_, "customer_id", {"segment_truth"}, 8);
-  ASSERT_TRUE(dataset.ok()) << dataset.status();
-  absl::StatusOr<JobOutput> before = Segment(*client, dataset->dataset_id(), WithK(4));
-  ASSERT_TRUE(before.ok()) << before.status();
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  TestCluster& client = *cluster.client;
+  const std::string dataset_id = cluster.dataset.dataset_id();
 
   // worker-a dies while the coordinator is down, and its new process registers with the
   // new coordinator, which never saw the old one.
-  Stop(*coordinator);
-  worker_a->Signal(SIGKILL);
-  ASSERT_TRUE(worker_a->WaitForExit(kAwaitTimeout).has_value());
-  coordinator = StartCoordinator(address, &address);
-  ASSERT_NE(coordinator, nullptr);
-  worker_a = StartWorker("worker-a", address);
-  ASSERT_NE(worker_a, nullptr);
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
-  ASSERT_TRUE(client->AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
+  Stop(*cluster.coordinator);
+  cluster.worker_a->Signal(SIGKILL);
+  ASSERT_TRUE(cluster.worker_a->WaitForExit(kAwaitTimeout).has_value());
+  cluster.coordinator = StartCoordinator(cluster.address, &cluster.address);
+  ASSERT_NE(cluster.coordinator, nullptr);
+  cluster.worker_a = StartWorker("worker-a", cluster.address);
+  ASSERT_NE(cluster.worker_a, nullptr);
+  ASSERT_TRUE(client.AwaitWorkerLive("worker-a", true, kAwaitTimeout).ok());
+  ASSERT_TRUE(client.AwaitWorkerLive("worker-b", true, kAwaitTimeout).ok());
 
-  absl::StatusOr<JobOutput> after = Segment(*client, dataset->dataset_id(), WithK(4));
-  ASSERT_TRUE(after.ok()) << after.status() << "\n" << coordinator->Stderr();
-  ExpectSameModel(before->model, after->model);
-  ExpectSameAssignments(before->assignments, after->assignments);
-  EXPECT_TRUE(absl::StrContains(coordinator->Stderr(),
-                                absl::StrCat("dataset ", dataset->dataset_id(),
-                                             ": worker worker-a restarted")))
-      << coordinator->Stderr();
+  absl::StatusOr<JobOutput> after = Segment(client, dataset_id, WithK(4));
+  const std::string log = cluster.coordinator->Stderr();
+  ASSERT_TRUE(after.ok()) << after.status() << "\n" << log;
+  ExpectSameModel(cluster.first.model, after->model);
+  ExpectSameAssignments(cluster.first.assignments, after->assignments);
+  EXPECT_TRUE(
+      absl::StrContains(log, absl::StrCat("dataset ", dataset_id, ": worker worker-a restarted")))
+      << log;
 
-  Stop(*coordinator);
-  Stop(*worker_a);
-  Stop(*worker_b);
+  StopAll(cluster);
 }
 
 TEST_F(CoordinatorRestartTest, NewDatasetIdsContinueAfterStoredOnes) {
