@@ -305,9 +305,8 @@ TEST_F(CoordinatorRestartTest, RestartedWorkerShardsMoveToLiveWorkers) {
   ASSERT_TRUE(after.ok()) << after.status();
   ExpectSameModel(cluster.first.model, after->model);
   ExpectSameAssignments(cluster.first.assignments, after->assignments);
-  EXPECT_TRUE(absl::StrContains(coordinator.Stderr(),
-                                absl::StrCat("dataset ", dataset_id, ": worker worker-a restarted")))
-      << coordinator.Stderr();
+  const std::string marked = absl::StrCat("dataset ", dataset_id, ": worker worker-a restarted");
+  EXPECT_TRUE(absl::StrContains(coordinator.Stderr(), marked)) << coordinator.Stderr();
   absl::StatusOr<v1::ListWorkersResponse> workers = client.ListWorkers();
   ASSERT_TRUE(workers.ok()) << workers.status();
   ASSERT_EQ(workers->workers_size(), 2);
