@@ -95,9 +95,33 @@ class InterruptScope {
 }  // namespace
 
 // Adds the step to a failed call's status: "loading the dataset: <message>".
-absl::Status CallError(const grpc::Status& status, const std::string& step) {
+absl::Status CallError(const grpc::Status& status, const std::string& step,
+                       const std::vector<FlagName>& flags) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(step, ": ", status.error_message()));
+                      absl::StrCat(step, ": ", NameFlags(status.error_message(), flags)));
+}
+
+absl::Status CheckNoLoadFlags(const std::string& dataset_id,
+                              const std::vector<std::pair<bool, std::string>>& given_flags) {
+  for (const auto& [given, flag] : given_flags) {
+    if (given) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          flag, " applies when a file is loaded, but --dataset '", dataset_id,
+          "' is loaded already; drop ", flag));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Dataset> GetGivenDataset(Client& client, const std::string& dataset_id) {
+  v1::GetDatasetRequest get;
+  get.set_dataset_id(dataset_id);
+  v1::Dataset dataset;
+  const grpc::Status status = client.stub()->GetDataset(client.Context().get(), get, &dataset);
+  if (!status.ok()) return CallError(status, "reading the dataset given in --dataset");
+  std::fprintf(stderr, "using dataset %s: %lld users\n", dataset.dataset_id().c_str(),
+               static_cast<long long>(dataset.num_users()));
+  return dataset;
 }
 
 std::string CsvField(const std::string& value) {

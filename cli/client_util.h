@@ -8,16 +8,27 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cli/flag_names.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 
 namespace cohort {
 
-// Adds the step to a failed call's status: "loading the dataset: <message>".
-absl::Status CallError(const grpc::Status& status, const std::string& step);
+// Adds the step to a failed call's status: "loading the dataset: <message>", with the
+// fields of `flags` named by their CLI flags (see NameFlags).
+absl::Status CallError(const grpc::Status& status, const std::string& step,
+                       const std::vector<FlagName>& flags = {});
+
+// Fails when a loading flag is given together with --dataset: `given_flags` pairs
+// whether a flag differs from its default with the flag's name. Errors:
+// InvalidArgument naming the first such flag.
+absl::Status CheckNoLoadFlags(const std::string& dataset_id,
+                              const std::vector<std::pair<bool, std::string>>& given_flags);
 
 // Quotes a CSV field when it contains a comma, a quote or a line break.
 std::string CsvField(const std::string& value);
@@ -48,6 +59,11 @@ class Client {
   const absl::Duration deadline_;
   std::unique_ptr<v1::Cohort::Stub> stub_;
 };
+
+// Reads the dataset named in --dataset and prints its size on stderr. Errors: the
+// GetDataset status (NotFound for an unknown id), with the flag named.
+[[nodiscard]] absl::StatusOr<v1::Dataset> GetGivenDataset(Client& client,
+                                                          const std::string& dataset_id);
 
 // Draws the job's progress until it ends; returns the finished job or its error. Ctrl-C
 // (or SIGTERM) cancels the job on the cluster and returns Cancelled.

@@ -14,8 +14,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "cli/recommend_client.h"
+#include "cli/flag_checks.h"
 #include "cli/profile_commands.h"
+#include "cli/recommend_client.h"
 #include "cli/segment_client.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
@@ -75,21 +76,25 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "transaction column names as role=name, roles: user invoice item "
                       "quantity price time")
       ->delimiter(',');
-  command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("--shards", options->num_shards, "virtual shards (default 64)")
+      ->check(AtLeast(1));
   command->add_option("--duplicate-ids", options->duplicate_ids,
                       "what to do with a user id that appears again: reject (fail the load, "
                       "naming both lines) or keep-first (keep the first row, count the rest)")
       ->capture_default_str();
   command->add_option("-k,--k", options->k, "number of segments")->capture_default_str();
-  command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)");
+  command->add_option("--max-iter", options->max_iter, "maximum Lloyd iterations (default 300)")
+      ->check(AtLeast(1));
   command->add_option("--tol", options->tol,
                       "convergence tolerance relative to the data scale (default 1e-4; 0 iterates "
                       "until no centroid moves)");
   command->add_option("--seed", options->seed, "random seed (default 42)");
   command->add_option("--n-init", options->n_init,
-                      "independent seedings; the lowest inertia wins (default 1)");
+                      "independent seedings; the lowest inertia wins (default 1)")
+      ->check(AtLeast(1));
   command->add_option("--max-categories", options->max_categories,
-                      "values one-hot encoded per categorical column (default 16)");
+                      "values one-hot encoded per categorical column (default 16)")
+      ->check(AtLeast(1));
   command->add_option("--log1p", options->log1p_columns,
                       "numeric columns to transform with log1p before standardizing (default: "
                       "none for --data, every RFM column for --transactions)")
@@ -103,24 +108,30 @@ void AddSegmentFlags(CLI::App* command, SegmentCommandOptions* options) {
                       "seeding: kmeans++ (default) or kmeans|| (k-means parallel, a few "
                       "sampling rounds on the workers)");
   command->add_option("--oversampling", options->oversampling,
-                      "kmeans||: expected candidates per round (default 2 x k)");
+                      "kmeans||: expected candidates per round (default 2 x k)")
+      ->check(Above(0));
   command->add_option("--init-rounds", options->init_rounds,
-                      "kmeans||: sampling rounds (default 5)");
+                      "kmeans||: sampling rounds (default 5)")
+      ->check(AtLeast(1));
   command->add_option("--batch-size", options->batch_size,
-                      "minibatch: users per step (default 4096)");
+                      "minibatch: users per step (default 4096)")
+      ->check(AtLeast(1));
   command->add_option("--max-no-improvement", options->max_no_improvement,
                       "minibatch: stop after this many steps without a lower smoothed batch "
-                      "inertia (default 10)");
+                      "inertia (default 10)")
+      ->check(AtLeast(1));
   command->add_option("--reassignment-ratio", options->reassignment_ratio,
                       "minibatch: centroids whose weight is below this ratio of the largest "
-                      "move to a batch user (default 0.01)");
+                      "move to a batch user (default 0.01)")
+      ->check(Above(0));
   command->add_option("--distance", options->distance,
                       "sqeuclidean (default) or cosine (features scaled to unit norm; not "
                       "with bisecting)");
   command->add_option("--split-rule", options->split_rule,
                       "bisecting: largest (default) or highest_inertia");
   command->add_option("--min-divisible-size", options->min_divisible_size,
-                      "bisecting: leaves with fewer users are not split (default 2)");
+                      "bisecting: leaves with fewer users are not split (default 2)")
+      ->check(AtLeast(2));
   command->add_option("--out", options->out_dir, "output folder")->capture_default_str();
   command->add_flag("!--no-assignments", options->write_assignments,
                     "do not write assignments.csv");
@@ -213,11 +224,13 @@ int main(int argc, char** argv) {
                           "worker addresses host:port (more may register themselves)")
       ->delimiter(',');
   coordinator->add_option("--state-dir", coordinator_options.state_dir,
-                          "folder for finished models (default: memory only)");
+                          "folder for finished models and dataset records, read back at "
+                          "start (default: memory only)");
   double step_timeout_seconds = absl::ToDoubleSeconds(coordinator_options.step_timeout);
   coordinator->add_option("--step-timeout", step_timeout_seconds,
                           "seconds a worker may take to answer one job step before it is "
                           "declared lost")
+      ->check(Above(0))
       ->capture_default_str();
 
   // cohort worker
@@ -231,6 +244,12 @@ int main(int argc, char** argv) {
                      "coordinator host:port to register with");
   worker->add_option("--advertise", worker_options.advertise_address,
                      "address the coordinator should dial (default: the listen address)");
+  double register_interval_seconds = absl::ToDoubleSeconds(worker_options.register_interval);
+  worker->add_option("--register-interval", register_interval_seconds,
+                     "seconds between the registrations that follow the first, so a restarted "
+                     "coordinator learns this worker again")
+      ->check(Above(0))
+      ->capture_default_str();
 
   // cohort segment
   CLI::App* segment = app.add_subcommand("segment", "segment a dataset on a running coordinator");
@@ -239,6 +258,9 @@ int main(int argc, char** argv) {
   segment->add_option("--coordinator", coordinator_address, "coordinator host:port")
       ->capture_default_str();
   AddSegmentFlags(segment, &segment_options);
+  segment->add_option("--dataset", segment_options.dataset_id,
+                      "id of a dataset already loaded on the coordinator (for example by "
+                      "cohort profile), instead of --data or --transactions");
 
   // cohort report
   CLI::App* report = app.add_subcommand(
@@ -248,6 +270,9 @@ int main(int argc, char** argv) {
   report->add_option("--coordinator", coordinator_address, "coordinator host:port")
       ->capture_default_str();
   AddSegmentFlags(report, &report_options);
+  report->add_option("--dataset", report_options.dataset_id,
+                     "id of a dataset already loaded on the coordinator, instead of --data or "
+                     "--transactions");
   AddReportFlags(report, &report_options, &report_sweep);
 
   // cohort local segment
@@ -297,6 +322,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (worker->parsed()) {
+    worker_options.register_interval = absl::Seconds(register_interval_seconds);
     BlockStopSignals();
     auto server = WorkerServer::Start(worker_options);
     if (!server.ok()) return Fail(server.status());

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/client_util.h"
+#include "cli/output_file.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/csv.h"
 #include "core/pipeline.h"
@@ -22,6 +23,41 @@
 
 namespace cohort {
 namespace {
+
+// The request fields that the profile flags set.
+const std::vector<FlagName>& ProfileFlags() {
+  static const std::vector<FlagName> kFlags = {
+      {"num_shards", "--shards"},
+      {"label_column", "--label"},
+      {"positive_label", "--positive"},
+      {"c", "-C"},
+      {"l2", "--l2"},
+      {"class_weight", "--class-weight"},
+      {"negative_weight", "--negative-weight"},
+      {"positive_weight", "--positive-weight"},
+      {"test_fraction", "--test-fraction"},
+      {"no_test_split", "--no-test-split"},
+      {"seed", "--seed"},
+      {"max_iter", "--max-iter"},
+      {"tol", "--tol"},
+  };
+  return kFlags;
+}
+
+// The request fields that the audience and score flags set.
+const std::vector<FlagName>& AudienceFlags() {
+  static const std::vector<FlagName> kFlags = {
+      {"profile_model_id", "--model"},
+      {"segment_model_id", "--segment-model"},
+      {"segments", "--segments"},
+      {"min_score", "--min-score"},
+      {"top_n", "--top"},
+      {"per_segment_cap", "--cap"},
+      {"exclude_user_ids", "--exclude"},
+      {"columns", "--column"},
+  };
+  return kFlags;
+}
 
 // Files of users are read through the load API; a spec file is read here, so a
 // malformed spec fails before anything is loaded.
@@ -66,7 +102,7 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
                                : v1::DUPLICATE_ID_RULE_REJECT);
   v1::Dataset dataset;
   grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
-  if (!status.ok()) return CallError(status, "creating the dataset");
+  if (!status.ok()) return CallError(status, "creating the dataset", ProfileFlags());
 
   v1::LoadDatasetRequest load;
   load.set_dataset_id(dataset.dataset_id());
@@ -101,6 +137,13 @@ absl::StatusOr<v1::Dataset> LoadUsers(Client& client, const ProfileCommandOption
                static_cast<long long>(dataset.dropped().duplicate_rows()),
                static_cast<long long>(dataset.dropped().unparsable_cells()));
   return dataset;
+}
+
+// The dataset --dataset names, or a new one loaded from --data.
+absl::StatusOr<v1::Dataset> FindOrLoadUsers(Client& client, const ProfileCommandOptions& options,
+                                            const std::string& label_column) {
+  if (options.dataset_id.empty()) return LoadUsers(client, options, label_column);
+  return GetGivenDataset(client, options.dataset_id);
 }
 
 std::string Metric(const v1::BinaryMetricValue& metric) {
@@ -147,8 +190,25 @@ void PrintModel(const v1::ProfileModel& model, int top_coefficients, std::ostrea
 }  // namespace
 
 absl::Status ProfileCommandOptions::Validate() const {
-  if (users.empty()) {
-    return absl::InvalidArgumentError("--data is missing; give a CSV file of users with a label");
+  if (users.empty() == dataset_id.empty()) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --data (a CSV file of users with a label) and --dataset (the id "
+        "of a dataset loaded by an earlier profile command)");
+  }
+  if (!dataset_id.empty()) {
+    COHORT_RETURN_IF_ERROR(CheckNoLoadFlags(dataset_id, {
+        {!delimiter.empty(), "--delimiter"},
+        {!id_column.empty(), "--id-column"},
+        {!ignore_columns.empty(), "--ignore"},
+        {!categorical_columns.empty(), "--categorical"},
+        {!numeric_columns.empty(), "--numeric"},
+        {!boolean_columns.empty(), "--boolean"},
+        {!text_columns.empty(), "--text"},
+        {!embedding_columns.empty(), "--embedding"},
+        {!weight_column.empty(), "--weight"},
+        {num_shards != 0, "--shards"},
+        {duplicate_ids != "reject", "--duplicate-ids"},
+        {unparsable_cells != "reject", "--unparsable-cells"}}));
   }
   if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -172,13 +232,13 @@ absl::StatusOr<std::string> RunProfileCommand(const std::string& address,
   COHORT_ASSIGN_OR_RETURN(v1::ProfileOptions job_options, JobOptions(options));
   Client client(address, options.deadline);
   COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset,
-                          LoadUsers(client, options, job_options.label_column()));
+                          FindOrLoadUsers(client, options, job_options.label_column()));
   v1::StartProfileJobRequest start;
   start.set_dataset_id(dataset.dataset_id());
   *start.mutable_options() = job_options;
   v1::Job job;
   grpc::Status status = client.stub()->StartProfileJob(client.Context().get(), start, &job);
-  if (!status.ok()) return CallError(status, "starting the profile job");
+  if (!status.ok()) return CallError(status, "starting the profile job", ProfileFlags());
   std::fprintf(stderr, "profile job %s started\n", job.job_id().c_str());
   COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, options.progress_bar));
   v1::GetProfileModelRequest get;
@@ -214,11 +274,11 @@ absl::Status RunAudienceCommand(const std::string& address, const AudienceComman
     }
   }
 
-  std::ofstream csv;
+  // Opened before the call, so an unwritable path fails at once.
+  std::unique_ptr<OutputFile> csv;
   if (!options.out_path.empty()) {
-    csv.open(options.out_path, std::ios::trunc);
-    if (!csv) return absl::InternalError(absl::StrCat("cannot write ", options.out_path));
-    csv << "user_id,propensity,segment\n";
+    COHORT_ASSIGN_OR_RETURN(csv, OutputFile::Open(options.out_path));
+    csv->stream() << "user_id,propensity,segment\n";
   }
   Client client(address, options.deadline);
   auto context = client.Context();
@@ -229,26 +289,24 @@ absl::Status RunAudienceCommand(const std::string& address, const AudienceComman
   while (reader->Read(&chunk)) {
     if (count < 0) count = chunk.count();
     for (const v1::AudienceMember& member : chunk.members()) {
-      if (csv.is_open()) {
-        csv << CsvField(member.user_id()) << "," << absl::StrFormat("%.17g", member.propensity())
-            << "," << member.segment() << "\n";
+      if (csv != nullptr) {
+        csv->stream() << CsvField(member.user_id()) << ","
+                      << absl::StrFormat("%.17g", member.propensity()) << "," << member.segment()
+                      << "\n";
       }
       ++written;
     }
   }
   const grpc::Status status = reader->Finish();
-  if (!status.ok()) return CallError(status, "selecting the audience");
-  if (csv.is_open()) {
-    csv.close();
-    if (!csv) return absl::InternalError(absl::StrCat("cannot write ", options.out_path));
-  }
-  out << "Audience of profile model " << options.profile_model_id << ": " << count << " users";
-  if (csv.is_open() || !options.out_path.empty()) out << " written to " << options.out_path;
-  out << "\n";
+  if (!status.ok()) return CallError(status, "selecting the audience", AudienceFlags());
   if (written != count) {
     return absl::InternalError(absl::StrCat("the audience stream announced ", count,
                                             " users but sent ", written));
   }
+  if (csv != nullptr) COHORT_RETURN_IF_ERROR(csv->Commit());
+  out << "Audience of profile model " << options.profile_model_id << ": " << count << " users";
+  if (csv != nullptr) out << " written to " << options.out_path;
+  out << "\n";
   return absl::OkStatus();
 }
 
@@ -273,7 +331,7 @@ absl::Status RunScoreCommand(const std::string& address, const ScoreCommandOptio
   Client client(address, options.deadline);
   v1::ScoreUserResponse response;
   const grpc::Status status = client.stub()->ScoreUser(client.Context().get(), request, &response);
-  if (!status.ok()) return CallError(status, "scoring the user");
+  if (!status.ok()) return CallError(status, "scoring the user", AudienceFlags());
   out << absl::StrFormat("propensity %.6f (decile %d)", response.propensity(), response.decile());
   if (response.has_segment()) {
     out << absl::StrFormat(", segment %d at distance %.4g", response.segment(),
@@ -303,7 +361,8 @@ absl::StatusOr<std::string> WriteLabelledShop(const std::string& directory) {
   }
 
   const std::string path = (std::filesystem::path(directory) / "customers_labelled.csv").string();
-  std::ofstream out(path, std::ios::trunc);
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> file, OutputFile::Open(path));
+  std::ostream& out = file->stream();
   out << absl::StrJoin(header, ",") << ",responded\n";
   std::vector<std::string> fields;
   while (true) {
@@ -323,8 +382,7 @@ absl::StatusOr<std::string> WriteLabelledShop(const std::string& directory) {
     for (const std::string& field : fields) out << CsvField(field) << ",";
     out << (responded ? "yes" : "no") << "\n";
   }
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  COHORT_RETURN_IF_ERROR(file->Commit());
   return path;
 }
 

@@ -16,8 +16,12 @@
 namespace cohort {
 
 struct ProfileCommandOptions {
-  // A CSV of users with a label column.
+  // Exactly one of `users`, a CSV of users with a label column, and `dataset_id`, a
+  // dataset already loaded on the coordinator with its label column of type LABEL (as
+  // an earlier `cohort profile` loads it). With `dataset_id` the loading flags (columns,
+  // weight, shards and cell rules) must stay at their defaults.
   std::string users;
+  std::string dataset_id;
   std::string delimiter;  // empty: ","
   std::string id_column;
   // The label column (loaded as a LABEL column) and its positive value. A pipeline spec

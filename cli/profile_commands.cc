@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/flag_checks.h"
 #include "coordinator/coordinator_server.h"
 #include "core/log.h"
 #include "worker/worker_server.h"
@@ -39,7 +40,8 @@ void AddTrainFlags(CLI::App* command, ProfileCommandOptions* options) {
                       "vector columns: numbers separated by spaces")
       ->delimiter(',');
   command->add_option("--weight", options->weight_column, "column of per-user sample weights");
-  command->add_option("--shards", options->num_shards, "virtual shards (default 64)");
+  command->add_option("--shards", options->num_shards, "virtual shards (default 64)")
+      ->check(AtLeast(1));
   command->add_option("--duplicate-ids", options->duplicate_ids,
                       "a user id that appears again: reject (fail the load) or keep-first "
                       "(keep the first row, count the rest)")
@@ -51,19 +53,28 @@ void AddTrainFlags(CLI::App* command, ProfileCommandOptions* options) {
 
   // Training.
   command->add_option("-C,--c", options->c,
-                      "inverse L2 strength as in scikit-learn (default 1)");
-  command->add_option("--l2", options->l2, "L2 strength, 1 / C (instead of -C)");
+                      "inverse L2 strength as in scikit-learn (default 1)")
+      ->check(Above(0));
+  command->add_option("--l2", options->l2, "L2 strength, 1 / C (instead of -C)")
+      ->check(Above(0));
   command->add_option("--class-weight", options->class_weight,
                       "balanced, or explicit with --negative-weight and --positive-weight");
-  command->add_option("--negative-weight", options->negative_weight, "class weight of negatives");
-  command->add_option("--positive-weight", options->positive_weight, "class weight of positives");
+  command->add_option("--negative-weight", options->negative_weight, "class weight of negatives")
+      ->check(Above(0));
+  command->add_option("--positive-weight", options->positive_weight, "class weight of positives")
+      ->check(Above(0));
   command->add_option("--test-fraction", options->test_fraction,
-                      "share of users held out for the metrics (default 0.2)");
+                      "share of users held out for the metrics (default 0.2; "
+                      "--no-test-split holds out none)")
+      ->check(Above(0));
   command->add_flag("--no-test-split", options->no_test_split, "train on every user");
-  command->add_option("--seed", options->seed, "seed of the train/test split (default 42)");
-  command->add_option("--max-iter", options->max_iter, "L-BFGS iterations (default 100)");
+  command->add_option("--seed", options->seed, "seed of the train/test split (default 42)")
+      ->check(AtLeast(1));
+  command->add_option("--max-iter", options->max_iter, "L-BFGS iterations (default 100)")
+      ->check(AtLeast(1));
   command->add_option("--tol", options->tol,
-                      "stop when the largest gradient component is below this (default 1e-4)");
+                      "stop when the largest gradient component is below this (default 1e-4)")
+      ->check(Above(0));
   command->add_option("--top", options->top_coefficients, "coefficients to print")
       ->capture_default_str();
   command->add_flag("!--no-progress", options->progress_bar, "do not draw the progress bar");
@@ -121,6 +132,10 @@ void AddProfileCommands(CLI::App& app, CLI::App& local, ProfileCommands* command
   commands->profile->add_option("--coordinator", commands->coordinator, "coordinator host:port")
       ->capture_default_str();
   AddTrainFlags(commands->profile, &commands->train);
+  commands->profile->add_option(
+      "--dataset", commands->train.dataset_id,
+      "id of a dataset loaded by an earlier profile command, instead of --data; a segment "
+      "command with the same --dataset then segments the same users");
 
   commands->audience = app.add_subcommand(
       "audience", "select users by segment and propensity from a profile model");
@@ -134,8 +149,12 @@ void AddProfileCommands(CLI::App& app, CLI::App& local, ProfileCommands* command
   audience->add_option("--segments", select.segments, "keep users in these segments")
       ->delimiter(',');
   audience->add_option("--min-score", commands->min_score, "keep users with propensity >= this");
-  audience->add_option("--top", select.top_n, "keep the N users with the highest propensity");
-  audience->add_option("--cap", select.per_segment_cap, "at most this many users per segment");
+  audience->add_option("--top", select.top_n,
+                       "keep the N users with the highest propensity (default: every user)")
+      ->check(AtLeast(1));
+  audience->add_option("--cap", select.per_segment_cap,
+                       "at most this many users per segment (default: no cap)")
+      ->check(AtLeast(1));
   audience->add_option("--exclude", select.exclude_user_ids, "user ids to leave out")
       ->delimiter(',');
   audience->add_option("--exclude-file", select.exclude_file,

@@ -12,6 +12,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cli/flag_checks.h"
+#include "cli/flag_names.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "coordinator/coordinator_server.h"
 #include "core/csv.h"
@@ -23,6 +25,27 @@
 
 namespace cohort {
 namespace {
+
+// The request fields that the neighbours and recommend flags set.
+const std::vector<FlagName>& NeighbourFlagNames() {
+  static const std::vector<FlagName> kFlags = {
+      {"num_shards", "--shards"},
+      {"measure", "--measure"},
+      {"k", "-k"},
+      {"shrinkage", "--shrinkage"},
+      {"min_support", "--min-support"},
+      {"baseline_epochs", "--baseline-epochs"},
+      {"baseline_reg_item", "--baseline-reg-item"},
+      {"baseline_reg_user", "--baseline-reg-user"},
+  };
+  return kFlags;
+}
+
+// The status of a failed call, with the request fields named by their flags.
+absl::Status FlagError(const grpc::Status& status, const std::vector<FlagName>& flags) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      NameFlags(status.error_message(), flags));
+}
 
 // Deadline of one unary call, and of a neighbour job from start to end.
 constexpr auto kCallTimeout = std::chrono::minutes(10);
@@ -55,7 +78,8 @@ void AddFileFlags(CLI::App* command, InteractionFileFlags* flags) {
   command->add_option("--duplicates", flags->duplicates,
                       "rule for a repeated (user, item): keep_latest (default), sum, max or "
                       "reject");
-  command->add_option("--shards", flags->num_shards, "virtual shards (default 64)");
+  command->add_option("--shards", flags->num_shards, "virtual shards (default 64)")
+      ->check(AtLeast(1));
 }
 
 void AddNeighbourFlags(CLI::App* command, NeighbourFlags* flags) {
@@ -67,7 +91,8 @@ void AddNeighbourFlags(CLI::App* command, NeighbourFlags* flags) {
   command->add_option("--shrinkage", flags->shrinkage,
                       "λ >= 0: a similarity over n co-rated entries is scaled by n / (n + λ)");
   command->add_option("--min-support", flags->min_support,
-                      "pairs with fewer co-rated entries are no neighbours (default 1)");
+                      "pairs with fewer co-rated entries are no neighbours (default 1)")
+      ->check(AtLeast(1));
   command->add_option("--baseline-epochs", flags->baseline_epochs,
                       "ALS epochs of the baselines μ + b_u + b_i stored with the model, "
                       "1..1000 (default 10)");
@@ -117,7 +142,7 @@ class Client {
     create.set_duplicate_rule(rule);
     v1::Dataset created;
     grpc::Status status = stub_->CreateDataset(Context(kCallTimeout).get(), create, &created);
-    if (!status.ok()) return FromGrpcStatus(status);
+    if (!status.ok()) return FlagError(status, NeighbourFlagNames());
 
     v1::LoadDatasetRequest load;
     load.set_dataset_id(created.dataset_id());
@@ -169,7 +194,7 @@ class Client {
     }
     v1::Job job;
     grpc::Status status = stub_->StartNeighbourJob(Context(kCallTimeout).get(), request, &job);
-    if (!status.ok()) return FromGrpcStatus(status);
+    if (!status.ok()) return FlagError(status, NeighbourFlagNames());
 
     v1::WatchJobRequest watch;
     watch.set_job_id(job.job_id());

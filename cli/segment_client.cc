@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/client_util.h"
+#include "cli/output_file.h"
 #include "cohort/v1/cohort.grpc.pb.h"
 #include "core/report.h"
 #include "core/segment_summary.h"
@@ -34,6 +35,33 @@ namespace {
 
 std::string Number(double value) { return absl::StrFormat("%.6g", value); }
 
+// The request fields that the segment and report flags set.
+const std::vector<FlagName>& SegmentFlags() {
+  static const std::vector<FlagName> kFlags = {
+      {"num_shards", "--shards"},
+      {"k", "-k"},
+      {"max_iter", "--max-iter"},
+      {"tol", "--tol"},
+      {"seed", "--seed"},
+      {"n_init", "--n-init"},
+      {"max_categories", "--max-categories"},
+      {"log1p_columns", "--log1p"},
+      {"raw_numeric", "--raw-numeric"},
+      {"algorithm", "--algorithm"},
+      {"split_rule", "--split-rule"},
+      {"min_divisible_size", "--min-divisible-size"},
+      {"init", "--init"},
+      {"oversampling", "--oversampling"},
+      {"init_rounds", "--init-rounds"},
+      {"batch_size", "--batch-size"},
+      {"max_no_improvement", "--max-no-improvement"},
+      {"reassignment_ratio", "--reassignment-ratio"},
+      {"distance", "--distance"},
+      {"ks", "--sweep"},
+  };
+  return kFlags;
+}
+
 absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOptions& options) {
   v1::CreateDatasetRequest create;
   create.set_kind(options.transactions.empty() ? v1::DATASET_KIND_USERS
@@ -44,7 +72,7 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
                                : v1::DUPLICATE_ID_RULE_REJECT);
   v1::Dataset dataset;
   grpc::Status status = client.stub()->CreateDataset(client.Context().get(), create, &dataset);
-  if (!status.ok()) return CallError(status, "creating the dataset");
+  if (!status.ok()) return CallError(status, "creating the dataset", SegmentFlags());
 
   v1::LoadDatasetRequest load;
   load.set_dataset_id(dataset.dataset_id());
@@ -97,6 +125,12 @@ absl::StatusOr<v1::Dataset> CreateAndLoad(Client& client, const SegmentCommandOp
   return dataset;
 }
 
+// The dataset --dataset names, or a new one loaded from --data or --transactions.
+absl::StatusOr<v1::Dataset> FindOrLoad(Client& client, const SegmentCommandOptions& options) {
+  if (options.dataset_id.empty()) return CreateAndLoad(client, options);
+  return GetGivenDataset(client, options.dataset_id);
+}
+
 v1::SegmentationOptions JobOptions(const SegmentCommandOptions& options, int k) {
   v1::SegmentationOptions job_options;
   job_options.set_k(k);
@@ -128,7 +162,7 @@ absl::StatusOr<v1::SegmentModel> RunSegmentation(Client& client, const std::stri
   *start.mutable_options() = options;
   v1::Job job;
   grpc::Status status = client.stub()->StartSegmentation(client.Context().get(), start, &job);
-  if (!status.ok()) return CallError(status, "starting the segmentation job");
+  if (!status.ok()) return CallError(status, "starting the segmentation job", SegmentFlags());
   COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, progress_bar));
   v1::GetSegmentModelRequest get;
   get.set_model_id(job.model_id());
@@ -147,7 +181,7 @@ absl::StatusOr<v1::Sweep> RunSweep(Client& client, const std::string& dataset_id
   start.mutable_options()->clear_algorithm();
   v1::Job job;
   grpc::Status status = client.stub()->StartSweep(client.Context().get(), start, &job);
-  if (!status.ok()) return CallError(status, "starting the k sweep");
+  if (!status.ok()) return CallError(status, "starting the k sweep", SegmentFlags());
   COHORT_ASSIGN_OR_RETURN(job, WatchToEnd(client, job, options.progress_bar));
   v1::GetSweepRequest get;
   get.set_job_id(job.job_id());
@@ -158,7 +192,8 @@ absl::StatusOr<v1::Sweep> RunSweep(Client& client, const std::string& dataset_id
 }
 
 void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::ostream& out) {
-  out << "Segments of dataset " << dataset.dataset_id() << ": k = " << model.effective_k();
+  out << "Segments of dataset " << dataset.dataset_id() << " (segment model "
+      << model.model_id() << "): k = " << model.effective_k();
   if (model.fewer_distinct_points()) {
     out << " (requested " << model.requested_k() << ", but the data has only "
         << model.effective_k() << " distinct points)";
@@ -211,10 +246,9 @@ void PrintTable(const v1::SegmentModel& model, const v1::Dataset& dataset, std::
 }
 
 absl::Status WriteText(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << text;
-  if (!file) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
-  return absl::OkStatus();
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> file, OutputFile::Open(path.string()));
+  file->stream() << text;
+  return file->Commit();
 }
 
 absl::Status WriteModelFiles(const v1::SegmentModel& model, const std::filesystem::path& dir) {
@@ -264,8 +298,8 @@ absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
   request.set_model_id(model.model_id());
   auto context = client.Context();
   auto reader = client.stub()->ExportAssignments(context.get(), request);
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file << "user_id,segment,squared_distance\n";
+  COHORT_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> file, OutputFile::Open(path.string()));
+  file->stream() << "user_id,segment,squared_distance\n";
   v1::AssignmentChunk chunk;
   std::string buffer;
   int64_t written = 0;
@@ -275,17 +309,16 @@ absl::Status WriteAssignments(Client& client, const v1::SegmentModel& model,
       absl::StrAppend(&buffer, CsvField(assignment.user_id()), ",", assignment.segment(), ",",
                       Number(assignment.squared_distance()), "\n");
     }
-    file << buffer;
+    file->stream() << buffer;
     written += chunk.assignments_size();
   }
   const grpc::Status status = reader->Finish();
   if (!status.ok()) return CallError(status, "exporting the assignments");
-  if (!file) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
   if (written != model.num_users()) {
     return absl::InternalError(absl::StrCat("export returned ", written, " users, expected ",
                                             model.num_users()));
   }
-  return absl::OkStatus();
+  return file->Commit();
 }
 
 // Creates the --out folder. The commands call it before they load anything, so a bad path
@@ -407,9 +440,22 @@ absl::Status CheckEachColumnHasOneRole(const SegmentCommandOptions& options) {
 }  // namespace
 
 absl::Status SegmentCommandOptions::Validate() const {
-  if (users.empty() == transactions.empty()) {
+  if (users.empty() + transactions.empty() + dataset_id.empty() != 2) {
     return absl::InvalidArgumentError(
-        "give exactly one of --data (a CSV of users) and --transactions (a transaction log)");
+        "give exactly one of --data (a CSV of users), --transactions (a transaction log) and, "
+        "on a running coordinator, --dataset (the id of a loaded dataset)");
+  }
+  if (!dataset_id.empty()) {
+    COHORT_RETURN_IF_ERROR(CheckNoLoadFlags(dataset_id, {
+        {!delimiter.empty(), "--delimiter"},
+        {!id_column.empty(), "--id-column"},
+        {!ignore_columns.empty(), "--ignore"},
+        {!weight_column.empty(), "--weight"},
+        {!categorical_columns.empty(), "--categorical"},
+        {!numeric_columns.empty(), "--numeric"},
+        {!transaction_columns.empty(), "--tx-column"},
+        {num_shards != 0, "--shards"},
+        {duplicate_ids != "reject", "--duplicate-ids"}}));
   }
   if (duplicate_ids != "reject" && duplicate_ids != "keep-first") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -453,7 +499,7 @@ absl::Status RunSegmentCommand(const std::string& address, const SegmentCommandO
   COHORT_RETURN_IF_ERROR(options.Validate());
   COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
-  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, FindOrLoad(client, options));
   COHORT_ASSIGN_OR_RETURN(
       v1::SegmentModel model,
       RunSegmentation(client, dataset.dataset_id(), JobOptions(options, options.k),
@@ -468,7 +514,7 @@ absl::Status RunReportCommand(const std::string& address, const SegmentCommandOp
   COHORT_RETURN_IF_ERROR(options.Validate());
   COHORT_RETURN_IF_ERROR(CreateOutputFolder(options));
   Client client(address, options.deadline);
-  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, CreateAndLoad(client, options));
+  COHORT_ASSIGN_OR_RETURN(v1::Dataset dataset, FindOrLoad(client, options));
 
   int k = options.k;
   v1::Sweep sweep;
@@ -492,11 +538,11 @@ absl::Status RunReportCommand(const std::string& address, const SegmentCommandOp
   COHORT_RETURN_IF_ERROR(WriteOutputs(client, model, options, out));
 
   const std::filesystem::path path = std::filesystem::path(options.out_dir) / "report.html";
-  const std::string title = absl::StrCat(
-      "Segments of ",
-      std::filesystem::path(options.users.empty() ? options.transactions : options.users)
-          .filename()
-          .string());
+  const std::string source = !options.dataset_id.empty() ? options.dataset_id
+                             : options.users.empty()      ? options.transactions
+                                                          : options.users;
+  const std::string title =
+      absl::StrCat("Segments of ", std::filesystem::path(source).filename().string());
   COHORT_RETURN_IF_ERROR(WriteText(path, RenderReportHtml(BuildReportData(
                                              title, dataset, model, sweep,
                                              options.tree ? &tree : nullptr))));

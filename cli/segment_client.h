@@ -17,9 +17,12 @@
 namespace cohort {
 
 struct SegmentCommandOptions {
-  // Exactly one of `users` (a CSV of users) and `transactions` (a transaction log).
+  // Exactly one of `users` (a CSV of users), `transactions` (a transaction log) and
+  // `dataset_id` (a dataset already loaded on the coordinator, which the flags below up
+  // to duplicate_ids must then leave at their defaults).
   std::string users;
   std::string transactions;
+  std::string dataset_id;
   std::string delimiter;  // empty: ","
   std::string id_column;
   std::vector<std::string> ignore_columns;

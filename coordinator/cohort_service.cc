@@ -4,7 +4,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -52,13 +54,11 @@ grpc::Status Error(absl::StatusCode code, const std::string& message) {
   return ToGrpcStatus(absl::Status(code, message));
 }
 
-// Workers register once, when they start, so a restarted coordinator has only the
-// workers given in --workers until the others restart.
 absl::Status NoLiveWorkerError() {
   return absl::UnavailableError(
       "no worker is live; start workers with 'cohort worker --coordinator ADDRESS' and retry. "
-      "Workers do not register again after the coordinator restarts: restart them, or list "
-      "them in the coordinator's --workers");
+      "After a coordinator restart, such workers register again within their "
+      "--register-interval; workers given in --workers are probed at once");
 }
 
 std::string ModelPath(const std::string& state_dir, const std::string& model_id) {
@@ -68,9 +68,44 @@ std::string ModelPath(const std::string& state_dir, const std::string& model_id)
 }  // namespace
 
 CohortServiceImpl::CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options)
-    : registry_(registry), options_(std::move(options)) {}
+    : registry_(registry), options_(std::move(options)) {
+  registration_listener_ = registry_->AddRegistrationListener(
+      [this](const std::string& worker_id, uint64_t instance) {
+        CheckOwnerInstance(worker_id, instance);
+      });
+}
 
-CohortServiceImpl::~CohortServiceImpl() { CancelAllJobs(); }
+CohortServiceImpl::~CohortServiceImpl() {
+  registry_->RemoveRegistrationListener(registration_listener_);
+  CancelAllJobs();
+}
+
+void CohortServiceImpl::CheckOwnerInstance(const std::string& worker_id, uint64_t instance) {
+  if (instance == 0) return;
+  absl::MutexLock lock(&mutex_);
+  for (auto& [dataset_id, record] : datasets_) {
+    // NOTE: streamed datasets are left out: their shards would have to be promoted from
+    // replicas, and the replicas the restarted worker held are gone too. A job on them
+    // fails with NotFound from that worker.
+    if (record.load.source().empty()) continue;
+    if (std::find(record.owners.begin(), record.owners.end(), worker_id) ==
+        record.owners.end()) {
+      continue;
+    }
+    uint64_t& loaded_by = record.owner_instances[worker_id];
+    if (loaded_by == instance || record.restarted_owners.count(worker_id) > 0) continue;
+    if (loaded_by == 0) {
+      loaded_by = instance;
+      SaveDataset(record);
+      continue;
+    }
+    record.restarted_owners.insert(worker_id);
+    SaveDataset(record);
+    COHORT_LOG_INFO("dataset {}: worker {} restarted, so the next job moves its shards to "
+                    "the other live workers",
+                    dataset_id, worker_id);
+  }
+}
 
 std::chrono::system_clock::time_point CohortServiceImpl::WorkerDeadline() const {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.worker_call_timeout);
@@ -119,7 +154,8 @@ absl::Status CohortServiceImpl::LoadState() {
   COHORT_LOG_INFO("coordinator state: {} segment models loaded from {}", loaded,
                   options_.state_dir);
   COHORT_RETURN_IF_ERROR(LoadNeighbourModels());
-  return LoadProfileModels(models_dir.string());
+  COHORT_RETURN_IF_ERROR(LoadProfileModels(models_dir.string()));
+  return LoadDatasets();
 }
 
 absl::Status CohortServiceImpl::PersistModel(const v1::SegmentModel& model) const {
@@ -246,6 +282,7 @@ grpc::Status CohortServiceImpl::CreateDataset(grpc::ServerContext*,
   }
   info.set_dataset_id(id);
   datasets_[id].info = info;
+  SaveDataset(datasets_[id]);
   *response = info;
   COHORT_LOG_INFO("dataset {} created ({} shards)", id, num_shards);
   return grpc::Status::OK;
@@ -360,6 +397,7 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
     }
     it->second.info.set_state(v1::DATASET_STATE_LOADING);
     it->second.info.clear_error();
+    SaveDataset(it->second);
     info = it->second.info;
   }
 
@@ -389,6 +427,7 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
     loaded.owners = owners;
     loaded.load = *request;
     loaded.shard_rows = std::move(shard_rows);
+    RecordOwnerInstances(&loaded);
     return absl::OkStatus();
   }();
 
@@ -397,12 +436,14 @@ grpc::Status CohortServiceImpl::LoadDataset(grpc::ServerContext*,
   if (!status.ok()) {
     record.info.set_state(v1::DATASET_STATE_FAILED);
     record.info.set_error(std::string(status.message()));
+    SaveDataset(record);
     COHORT_LOG_WARN("dataset {} failed to load from {}: {}", info.dataset_id(), request->source(),
                     status.ToString());
     return ToGrpcStatus(status);
   }
   info.set_state(v1::DATASET_STATE_READY);
   record.info = info;
+  SaveDataset(record);
   *response = info;
   COHORT_LOG_INFO("dataset {} ready: {} users from {} rows", info.dataset_id(), info.num_users(),
                   info.rows_read());
@@ -536,6 +577,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
                                                       duplicates);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
     if (accepted > 0 && !record.load.source().empty()) record.loaded_and_streamed = true;
+    SaveDataset(record);
   }
   response->set_rows_accepted(accepted);
   response->set_duplicate_rows(duplicates);
@@ -621,6 +663,7 @@ absl::Status CohortServiceImpl::RepairStreamedPlacement(const std::string& datas
   DatasetRecord& record = datasets_.at(dataset_id);
   record.owners = std::move(placement.owners);
   record.replicas = std::move(placement.replicas);
+  SaveDataset(record);
   return status;
 }
 
@@ -831,11 +874,13 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     FinishJob(record.get(), repaired, "");
     return;
   }
+  std::set<std::string> restarted;
   {
     absl::MutexLock lock(&mutex_);
     auto dataset = datasets_.find(record->dataset_id);
-    if (dataset != datasets_.end() && dataset->second.load.source().empty()) {
-      record->owners = dataset->second.owners;
+    if (dataset != datasets_.end()) {
+      if (dataset->second.load.source().empty()) record->owners = dataset->second.owners;
+      restarted = dataset->second.restarted_owners;
     }
   }
   std::map<std::string, std::vector<int>> shards_by_worker;
@@ -848,6 +893,11 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
   std::vector<int> lost_shards;
   for (const auto& [worker_id, shards] : shards_by_worker) {
     absl::StatusOr<WorkerHandle> worker = LiveOwner(worker_id, shards);
+    if (worker.ok() && restarted.count(worker_id) > 0) {
+      worker = absl::UnavailableError(absl::StrCat("worker ", worker_id,
+                                                   " restarted and no longer holds shards ",
+                                                   absl::StrJoin(shards, ",")));
+    }
     if (!worker.ok()) {
       lost.push_back(worker_id);
       lost_shards.insert(lost_shards.end(), shards.begin(), shards.end());
@@ -1003,6 +1053,7 @@ JobStreams::MoveShards CohortServiceImpl::ShardMover(const std::string& dataset_
         DatasetRecord& record = datasets_.at(dataset_id);
         record.owners = placement.owners;
         record.replicas = placement.replicas;
+        SaveDataset(record);
       }
       if (!promoted.ok()) return promoted.status();
       members = *std::move(promoted);
@@ -1019,13 +1070,14 @@ absl::Status CohortServiceImpl::CheckShardsCanMove(const DatasetRecord& dataset)
   const std::string& dataset_id = dataset.info.dataset_id();
   for (int shard = 0; shard < static_cast<int>(dataset.owners.size()); ++shard) {
     const std::string& owner = dataset.owners[shard];
-    if (registry_->IsLive(owner)) continue;
+    const bool restarted = dataset.restarted_owners.count(owner) > 0;
+    if (registry_->IsLive(owner) && !restarted) continue;
     if (dataset.loaded_and_streamed) {
       return absl::UnavailableError(absl::StrCat(
-          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id,
-          "' is not live, and the dataset was loaded from files and then received streamed "
-          "rows, which only that worker held; load and stream the data into a new dataset "
-          "and retry"));
+          "worker ", owner, " holding shard ", shard, " of dataset '", dataset_id, "' ",
+          restarted ? "restarted" : "is not live",
+          ", and the dataset was loaded from files and then received streamed rows, which "
+          "only that worker held; load and stream the data into a new dataset and retry"));
     }
     if (!dataset.load.source().empty()) continue;
     const std::string replica =
@@ -1052,6 +1104,27 @@ void CohortServiceImpl::ApplyMovedShards(JobRecord* record,
     if (it != datasets_.end() && shard < static_cast<int>(it->second.owners.size())) {
       it->second.owners[shard] = worker_id;
     }
+  }
+  if (it == datasets_.end()) return;
+  DatasetRecord& dataset = it->second;
+  for (auto owner = dataset.restarted_owners.begin(); owner != dataset.restarted_owners.end();) {
+    const bool holds_shards =
+        std::find(dataset.owners.begin(), dataset.owners.end(), *owner) != dataset.owners.end();
+    owner = holds_shards ? std::next(owner) : dataset.restarted_owners.erase(owner);
+  }
+  for (auto owner = dataset.owner_instances.begin(); owner != dataset.owner_instances.end();) {
+    const bool holds_shards = std::find(dataset.owners.begin(), dataset.owners.end(),
+                                        owner->first) != dataset.owners.end();
+    owner = holds_shards ? std::next(owner) : dataset.owner_instances.erase(owner);
+  }
+  RecordOwnerInstances(&dataset);
+  SaveDataset(dataset);
+}
+
+void CohortServiceImpl::RecordOwnerInstances(DatasetRecord* record) const {
+  for (const std::string& owner : record->owners) {
+    uint64_t& instance = record->owner_instances[owner];
+    if (instance == 0) instance = registry_->Instance(owner);
   }
 }
 
@@ -1364,7 +1437,8 @@ grpc::Status CohortServiceImpl::ListWorkers(grpc::ServerContext*, const v1::List
 grpc::Status RegistryServiceImpl::RegisterWorker(grpc::ServerContext*,
                                                  const v1::RegisterWorkerRequest* request,
                                                  v1::RegisterWorkerResponse* response) {
-  absl::Status status = registry_->Register(request->worker_id(), request->address());
+  absl::Status status =
+      registry_->Register(request->worker_id(), request->address(), request->instance());
   response->set_coordinator_id("cohort-coordinator");
   return ToGrpcStatus(status);
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,7 +46,8 @@ class CohortServiceImpl final : public v1::Cohort::Service {
   CohortServiceImpl(WorkerRegistry* registry, CohortServiceOptions options);
   ~CohortServiceImpl() override;
 
-  // Reads finished models from the state folder. Errors: Internal naming the file.
+  // Reads finished models and datasets from the state folder. Errors: Internal naming
+  // the file.
   [[nodiscard]] absl::Status LoadState();
   // Cancels every running job and waits for their threads.
   void CancelAllJobs();
@@ -132,6 +134,13 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     // Set when rows were streamed into a dataset loaded from files: those rows have no
     // replica and are not in the files, so its shards cannot move.
     bool loaded_and_streamed = false;
+    // Owners of a dataset loaded from files that restarted since they loaded their
+    // shards, so their memory lost them: jobs treat them as lost and move their shards.
+    // An owner leaves the set when no shard is placed on it any more.
+    std::set<std::string> restarted_owners;
+    // Process number of each owner when it received its shards (0: unknown), by which
+    // a registration shows that the owner restarted, even across coordinator restarts.
+    std::map<std::string, uint64_t> owner_instances;
     // Held while a streamed batch is written and while the dataset's shards move, so a
     // batch never goes to a copy that is being replaced. Taken before mutex_, never
     // while holding it.
@@ -173,6 +182,20 @@ class CohortServiceImpl final : public v1::Cohort::Service {
     std::vector<float> values;
   };
 
+  // Writes the dataset's record to the state folder, when there is one, so a restarted
+  // coordinator reads back the dataset and its shard placement. A failed write is
+  // logged. Called after every change of a record (dataset_state.cc).
+  void SaveDataset(const DatasetRecord& record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Reads the datasets of the state folder. A dataset that was LOADING becomes FAILED.
+  // Errors: Internal naming a file that cannot be read.
+  absl::Status LoadDatasets() ABSL_LOCKS_EXCLUDED(mutex_);
+  // The registry's registration listener: records `worker_id` as restarted in every
+  // dataset loaded from files whose shards it received as a process other than
+  // `instance`. An owner whose process number is unknown takes `instance`.
+  void CheckOwnerInstance(const std::string& worker_id, uint64_t instance)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+  // Records the current process number of every owner of `record` that has none yet.
+  void RecordOwnerInstances(DatasetRecord* record) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<std::vector<std::string>> PlaceDataset(int num_shards) const;
   absl::StatusOr<WorkerHandle> LiveOwner(const std::string& worker_id,
                                          const std::vector<int>& shards) const;
@@ -279,6 +302,7 @@ class CohortServiceImpl final : public v1::Cohort::Service {
 
   WorkerRegistry* registry_;
   const CohortServiceOptions options_;
+  int registration_listener_ = -1;  // const after construction
 
   mutable absl::Mutex mutex_;
   std::map<std::string, DatasetRecord> datasets_ ABSL_GUARDED_BY(mutex_);

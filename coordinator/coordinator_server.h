@@ -18,8 +18,8 @@ struct CoordinatorServerOptions {
   // Workers known at start, as host:port; more may register through the Registry service.
   // Their ids are "worker-<i>" in list order.
   std::vector<std::string> worker_addresses;
-  // Folder for finished segment models (one protobuf file each, written atomically).
-  // Empty: models are kept in memory only.
+  // Folder for finished models and dataset records (one protobuf file each, written
+  // atomically), read back at start. Empty: both are kept in memory only.
   std::string state_dir;
   // Liveness probing of workers: one Ping per interval, each with `probe_timeout`; a
   // worker is declared lost after `probe_failures` consecutive failures.

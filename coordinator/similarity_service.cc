@@ -203,6 +203,7 @@ grpc::Status CohortServiceImpl::IngestInteractions(
     record.info.set_num_interactions(record.info.num_interactions() + entries_added);
     if (record.info.num_users() > 0) record.info.set_state(v1::DATASET_STATE_READY);
     if (accepted > 0 && !record.load.source().empty()) record.loaded_and_streamed = true;
+    SaveDataset(record);
   }
   response->set_interactions_accepted(accepted);
   response->set_unreplicated_interactions(unreplicated);

@@ -10,9 +10,6 @@
 namespace cohort {
 namespace {
 
-// After a worker is lost, one probe failure in this many is logged.
-constexpr int kProbeLogEvery = 60;
-
 // Matches the worker's own limit.
 constexpr int kMaxMessageBytes = 256 << 20;
 
@@ -35,11 +32,27 @@ WorkerRegistry::WorkerRegistry(absl::Duration probe_interval, absl::Duration pro
 
 WorkerRegistry::~WorkerRegistry() { Stop(); }
 
-absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::string& address) {
+absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::string& address,
+                                      uint64_t instance) {
   if (worker_id.empty() || address.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("worker registration needs an id and an address; got id '",
                                                    worker_id, "' and address '", address, "'"));
   }
+  std::vector<RegistrationListener> to_notify;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto known = workers_.find(worker_id);
+    if (known != workers_.end() && known->second.live &&
+        known->second.handle.address == address && instance != 0 &&
+        known->second.instance == instance) {
+      return absl::OkStatus();
+    }
+    for (const auto& [token, listener] : registration_listeners_) to_notify.push_back(listener);
+  }
+  // The listeners run before the worker is marked live, so no job can reach a restarted
+  // worker before the service has marked its shards as gone.
+  for (const auto& listener : to_notify) listener(worker_id, instance);
+
   absl::MutexLock lock(&mutex_);
   // One process, one id. A worker listed by address in --workers that also registers
   // under its own id would otherwise host shards twice, and its second load would
@@ -53,13 +66,29 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
       ++it;
     }
   }
+  auto known = workers_.find(worker_id);
+  if (known == workers_.end()) {
+    COHORT_LOG_INFO("worker {} registered at {} ({} known)", worker_id, address,
+                    workers_.size() + 1);
+  } else if (known->second.instance != 0 && instance != 0 &&
+             instance != known->second.instance) {
+    COHORT_LOG_INFO("worker {} restarted, now at {}: its process is new, so the shards it "
+                    "held are gone from its memory; marked live",
+                    worker_id, address);
+  } else if (known->second.handle.address != address) {
+    COHORT_LOG_INFO("worker {} moved from {} to {}; marked live", worker_id,
+                    known->second.handle.address, address);
+  } else {
+    COHORT_LOG_INFO("worker {} at {} registered again; marked live", worker_id, address);
+  }
   Entry& entry = workers_[worker_id];
   // A new channel every time: a restarted worker at the same address would otherwise
   // wait for the old channel's reconnect backoff.
   entry.handle = WorkerHandle{worker_id, address, MakeStub(address)};
+  entry.instance = instance;
   entry.live = true;
   entry.consecutive_failures = 0;
-  COHORT_LOG_INFO("worker {} registered at {} ({} known)", worker_id, address, workers_.size());
+  entry.probe_log.Reset();
   return absl::OkStatus();
 }
 
@@ -97,6 +126,24 @@ int WorkerRegistry::AddLossListener(std::function<void(const std::string&)> list
 void WorkerRegistry::RemoveLossListener(int token) {
   absl::MutexLock lock(&mutex_);
   listeners_.erase(token);
+}
+
+int WorkerRegistry::AddRegistrationListener(RegistrationListener listener) {
+  absl::MutexLock lock(&mutex_);
+  const int token = next_token_++;
+  registration_listeners_[token] = std::move(listener);
+  return token;
+}
+
+void WorkerRegistry::RemoveRegistrationListener(int token) {
+  absl::MutexLock lock(&mutex_);
+  registration_listeners_.erase(token);
+}
+
+uint64_t WorkerRegistry::Instance(const std::string& worker_id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = workers_.find(worker_id);
+  return it == workers_.end() ? 0 : it->second.instance;
 }
 
 void WorkerRegistry::Start() {
@@ -151,15 +198,17 @@ void WorkerRegistry::ProbeOnce() {
         }
         entry.live = true;
         entry.consecutive_failures = 0;
+        entry.probe_log.Reset();
         continue;
       }
       ++entry.consecutive_failures;
-      // The first failures, then one line per kProbeLogEvery, so a dead worker does not
-      // fill the log.
-      if (entry.consecutive_failures <= probe_failures_ ||
-          entry.consecutive_failures % kProbeLogEvery == 0) {
-        COHORT_LOG_WARN("probe of worker {} at {} failed ({} in a row): {}", target.worker_id,
-                        target.address, entry.consecutive_failures, status.error_message());
+      // A dead worker fails a probe every probe_interval until it comes back.
+      int64_t suppressed = 0;
+      if (entry.probe_log.ShouldLog(absl::Now(), &suppressed)) {
+        COHORT_LOG_WARN("probe of worker {} at {} failed ({} in a row, {} not logged since the "
+                        "last warning): {}",
+                        target.worker_id, target.address, entry.consecutive_failures, suppressed,
+                        status.error_message());
       }
       if (entry.live && entry.consecutive_failures >= probe_failures_) {
         entry.live = false;

@@ -18,4 +18,20 @@ void SetLogLevel(std::string_view level) {
                                                                     : parsed);
 }
 
+bool LogRateLimit::ShouldLog(absl::Time now, int64_t* suppressed) {
+  if (now - last_logged_ < interval_) {
+    ++suppressed_;
+    return false;
+  }
+  *suppressed = suppressed_;
+  suppressed_ = 0;
+  last_logged_ = now;
+  return true;
+}
+
+void LogRateLimit::Reset() {
+  last_logged_ = absl::InfinitePast();
+  suppressed_ = 0;
+}
+
 }  // namespace cohort

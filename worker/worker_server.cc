@@ -4,9 +4,13 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -207,6 +211,156 @@ class WorkerServiceImpl final : public v1::Worker::Service {
   InteractionStore interactions_;
 };
 
+// Deadline of one RegisterWorker call.
+constexpr absl::Duration kRegisterCallTimeout = absl::Seconds(5);
+// While the coordinator stays unreachable, one failed registration per this interval is
+// logged.
+constexpr absl::Duration kRegisterLogInterval = absl::Minutes(1);
+
+// Sends RegisterWorker to the coordinator: once with retries at start, then every
+// `register_interval` on a thread of its own until Stop().
+// Thread safety: all methods may be called from any thread.
+class Registration {
+ public:
+  Registration(const WorkerServerOptions& options, const std::string& worker_id,
+               const std::string& advertise)
+      : coordinator_(options.coordinator_address),
+        register_timeout_(options.register_timeout),
+        register_interval_(options.register_interval),
+        stub_(v1::Registry::NewStub(RegistryChannel(coordinator_, register_interval_))) {
+    request_.set_worker_id(worker_id);
+    request_.set_address(advertise);
+    // Two 32-bit draws; a worker id reused by a restarted process gets a new value.
+    std::random_device random;
+    uint64_t instance = 0;
+    while (instance == 0) instance = (uint64_t{random()} << 32) | random();
+    request_.set_instance(instance);
+  }
+
+  ~Registration() { Stop(); }
+
+  // Registers, retrying with backoff for up to register_timeout. Errors: Unavailable
+  // when the coordinator does not accept the registration in that time, at once for
+  // InvalidArgument.
+  [[nodiscard]] absl::Status RegisterFirst() {
+    const absl::Time give_up = absl::Now() + register_timeout_;
+    absl::Duration backoff = absl::Milliseconds(100);
+    grpc::Status last;
+    while (true) {
+      last = Send();
+      if (last.ok()) {
+        COHORT_LOG_INFO("worker {} registered with coordinator {} as {}", request_.worker_id(),
+                        coordinator_, request_.address());
+        return absl::OkStatus();
+      }
+      if (last.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+          absl::Now() + backoff > give_up) {
+        break;
+      }
+      COHORT_LOG_WARN("worker {}: registration with {} failed ({}); retrying in {}",
+                      request_.worker_id(), coordinator_, last.error_message(),
+                      absl::FormatDuration(backoff));
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+    return absl::UnavailableError(absl::StrCat(
+        "worker ", request_.worker_id(), " could not register with coordinator ", coordinator_,
+        ": ", last.error_message(), "; check that the coordinator runs and the address is right"));
+  }
+
+  // Starts the thread that registers again every register_interval.
+  void StartRepeating() ABSL_LOCKS_EXCLUDED(mutex_) {
+    absl::MutexLock lock(&mutex_);
+    if (stopping_ || thread_.joinable()) return;
+    thread_ = std::thread([this] { RepeatUntilStopped(); });
+  }
+
+  // Ends the thread, cancelling a call in flight. Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mutex_) {
+    {
+      absl::MutexLock lock(&mutex_);
+      stopping_ = true;
+      if (in_flight_ != nullptr) in_flight_->TryCancel();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  // One RegisterWorker call with its own deadline.
+  grpc::Status Send() ABSL_LOCKS_EXCLUDED(mutex_) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoNanoseconds(kRegisterCallTimeout));
+    {
+      absl::MutexLock lock(&mutex_);
+      if (stopping_) return grpc::Status(grpc::StatusCode::CANCELLED, "worker is stopping");
+      in_flight_ = &context;
+    }
+    v1::RegisterWorkerResponse response;
+    const grpc::Status status = stub_->RegisterWorker(&context, request_, &response);
+    absl::MutexLock lock(&mutex_);
+    in_flight_ = nullptr;
+    return status;
+  }
+
+  void RepeatUntilStopped() ABSL_LOCKS_EXCLUDED(mutex_) {
+    LogRateLimit failure_log(kRegisterLogInterval);
+    bool failing = false;
+    while (true) {
+      {
+        absl::MutexLock lock(&mutex_);
+        auto stop_requested = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return stopping_; };
+        if (mutex_.AwaitWithTimeout(absl::Condition(&stop_requested), register_interval_)) return;
+      }
+      const grpc::Status status = Send();
+      if (status.ok()) {
+        if (failing) {
+          COHORT_LOG_INFO("worker {} registered again with coordinator {}", request_.worker_id(),
+                          coordinator_);
+        }
+        failing = false;
+        failure_log.Reset();
+        continue;
+      }
+      if (status.error_code() == grpc::StatusCode::CANCELLED) continue;
+      failing = true;
+      int64_t suppressed = 0;
+      if (failure_log.ShouldLog(absl::Now(), &suppressed)) {
+        COHORT_LOG_WARN("worker {}: registration with {} failed ({} not logged since the last "
+                        "warning): {}; retrying every {}",
+                        request_.worker_id(), coordinator_, suppressed, status.error_message(),
+                        absl::FormatDuration(register_interval_));
+      }
+    }
+  }
+
+  // A channel whose reconnect backoff stays at or below `interval`. gRPC's default
+  // backoff (its connection-backoff spec: from 1 s, times 1.6, up to 120 s) grows while
+  // the coordinator is down, which would delay the first registration with a restarted
+  // coordinator by up to 120 s.
+  static std::shared_ptr<grpc::Channel> RegistryChannel(const std::string& coordinator,
+                                                        absl::Duration interval) {
+    const int64_t max_ms = std::clamp<int64_t>(absl::ToInt64Milliseconds(interval), 100,
+                                               std::numeric_limits<int>::max());
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                static_cast<int>(std::min<int64_t>(max_ms, 1000)));
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(max_ms));
+    return grpc::CreateCustomChannel(coordinator, grpc::InsecureChannelCredentials(), args);
+  }
+
+  const std::string coordinator_;
+  const absl::Duration register_timeout_;
+  const absl::Duration register_interval_;
+  const std::unique_ptr<v1::Registry::Stub> stub_;
+  v1::RegisterWorkerRequest request_;  // const after construction
+
+  absl::Mutex mutex_;
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+  grpc::ClientContext* in_flight_ ABSL_GUARDED_BY(mutex_) = nullptr;
+  std::thread thread_;
+};
+
 class WorkerServerImpl final : public WorkerServer {
  public:
   WorkerServerImpl(std::string worker_id, std::unique_ptr<WorkerServiceImpl> service,
@@ -221,10 +375,22 @@ class WorkerServerImpl final : public WorkerServer {
   std::string address() const override { return address_; }
   const std::string& worker_id() const override { return worker_id_; }
 
+  // Registers with the coordinator, then keeps registering until Shutdown. Errors: as
+  // Registration::RegisterFirst.
+  [[nodiscard]] absl::Status Register(const WorkerServerOptions& options,
+                                      const std::string& advertise) {
+    registration_ = std::make_unique<Registration>(options, worker_id_, advertise);
+    COHORT_RETURN_IF_ERROR(registration_->RegisterFirst());
+    registration_->StartRepeating();
+    return absl::OkStatus();
+  }
+
   void Shutdown(absl::Duration grace) override {
     absl::MutexLock lock(&mutex_);
     if (shut_down_) return;
     shut_down_ = true;
+    // A stopping worker must not announce itself to the coordinator again.
+    if (registration_ != nullptr) registration_->Stop();
     server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
     COHORT_LOG_INFO("worker {} at {} stopped", worker_id_, address_);
   }
@@ -236,6 +402,8 @@ class WorkerServerImpl final : public WorkerServer {
   std::unique_ptr<WorkerServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   const std::string address_;
+  // Set by Register before the server is handed out, so const afterwards.
+  std::unique_ptr<Registration> registration_;
   absl::Mutex mutex_;
   bool shut_down_ ABSL_GUARDED_BY(mutex_) = false;
 };
@@ -244,42 +412,6 @@ class WorkerServerImpl final : public WorkerServer {
 std::string WithPort(const std::string& address, int port) {
   const size_t colon = address.rfind(':');
   return absl::StrCat(address.substr(0, colon), ":", port);
-}
-
-absl::Status RegisterWithCoordinator(const WorkerServerOptions& options,
-                                     const std::string& worker_id,
-                                     const std::string& advertise) {
-  auto channel =
-      grpc::CreateChannel(options.coordinator_address, grpc::InsecureChannelCredentials());
-  auto stub = v1::Registry::NewStub(channel);
-  const absl::Time give_up = absl::Now() + options.register_timeout;
-  absl::Duration backoff = absl::Milliseconds(100);
-  grpc::Status last;
-  while (true) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::RegisterWorkerRequest request;
-    request.set_worker_id(worker_id);
-    request.set_address(advertise);
-    v1::RegisterWorkerResponse response;
-    last = stub->RegisterWorker(&context, request, &response);
-    if (last.ok()) {
-      COHORT_LOG_INFO("worker {} registered with coordinator {} as {}", worker_id,
-                      options.coordinator_address, advertise);
-      return absl::OkStatus();
-    }
-    if (last.error_code() == grpc::StatusCode::INVALID_ARGUMENT || absl::Now() + backoff > give_up) {
-      break;
-    }
-    COHORT_LOG_WARN("worker {}: registration with {} failed ({}); retrying in {}", worker_id,
-                    options.coordinator_address, last.error_message(),
-                    absl::FormatDuration(backoff));
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
-  }
-  return absl::UnavailableError(absl::StrCat(
-      "worker ", worker_id, " could not register with coordinator ", options.coordinator_address,
-      ": ", last.error_message(), "; check that the coordinator runs and the address is right"));
 }
 
 }  // namespace
@@ -291,6 +423,11 @@ absl::Status WorkerServerOptions::Validate() const {
   }
   if (register_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("register_timeout must be positive");
+  }
+  if (register_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("register_interval = ",
+                                                   absl::FormatDuration(register_interval),
+                                                   " is invalid; use a positive duration"));
   }
   return absl::OkStatus();
 }
@@ -325,7 +462,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   if (!options.coordinator_address.empty()) {
     const std::string advertise =
         options.advertise_address.empty() ? address : options.advertise_address;
-    absl::Status registered = RegisterWithCoordinator(options, worker_id, advertise);
+    absl::Status registered = result->Register(options, advertise);
     if (!registered.ok()) {
       result->Shutdown(absl::ZeroDuration());
       return registered;

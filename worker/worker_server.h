@@ -25,6 +25,10 @@ struct WorkerServerOptions {
   std::string advertise_address;
   // How long registration keeps retrying before Start() fails.
   absl::Duration register_timeout = absl::Seconds(30);
+  // Pause between the registrations that follow the first one. A worker keeps
+  // registering while it runs, so a coordinator that restarted learns it again within
+  // this time. Must be positive.
+  absl::Duration register_interval = absl::Seconds(5);
 
   // Errors: InvalidArgument naming the field and value.
   [[nodiscard]] absl::Status Validate() const;
@@ -43,7 +47,8 @@ class WorkerServer {
   // host:port the server is bound to.
   virtual std::string address() const = 0;
   virtual const std::string& worker_id() const = 0;
-  // Stops accepting calls and waits up to `grace` for running ones to end.
+  // Stops registering, stops accepting calls and waits up to `grace` for running ones to
+  // end.
   virtual void Shutdown(absl::Duration grace) = 0;
   // Blocks until Shutdown() has completed.
   virtual void Wait() = 0;

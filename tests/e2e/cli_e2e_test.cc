@@ -190,6 +190,38 @@ TEST_F(CliEndToEndTest, ColumnInTwoTypeFlagsRejected) {
   }
 }
 
+TEST_F(CliEndToEndTest, ZeroNumericFlagsRejected) {
+  // 0 would mean the coordinator's default; the check runs before the command connects.
+  struct Case {
+    std::vector<std::string> args;
+    std::string flag;
+    std::string range;
+  };
+  const std::vector<std::string> segment = {"segment", "--coordinator", "127.0.0.1:1",
+                                            "--data", "/nonexistent.csv", "--no-progress"};
+  const std::vector<Case> cases = {
+      {{"--max-iter", "0"}, "--max-iter", ">= 1"},
+      {{"--n-init", "0"}, "--n-init", ">= 1"},
+      {{"--shards", "0"}, "--shards", ">= 1"},
+      {{"--batch-size", "-5"}, "--batch-size", ">= 1"},
+      {{"--reassignment-ratio", "0"}, "--reassignment-ratio", "> 0"},
+      {{"--min-divisible-size", "1"}, "--min-divisible-size", ">= 2"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = segment;
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const CommandResult result = Run("zero-flag", args);
+    EXPECT_NE(result.exit_code, 0) << c.flag;
+    EXPECT_NE(result.exit_code, -1) << c.flag << ": the command did not end";
+    EXPECT_TRUE(absl::StrContains(result.err, c.flag)) << result.err;
+    EXPECT_TRUE(absl::StrContains(result.err, c.range)) << result.err;
+  }
+  const CommandResult worker =
+      Run("zero-interval", {"worker", "--listen", "127.0.0.1:0", "--register-interval", "0"});
+  EXPECT_NE(worker.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(worker.err, "--register-interval")) << worker.err;
+}
+
 TEST_F(CliEndToEndTest, UnwritableOutFolderFailsFirst) {
   // A file where the folder should be: the command fails before it connects.
   const std::string file = PathIn("not-a-folder");

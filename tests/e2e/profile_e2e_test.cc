@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -727,6 +728,36 @@ TEST_F(ProfileEndToEndTest, ClientCommands) {
   EXPECT_TRUE(absl::StartsWith(written, "user_id,propensity,segment\n")) << written;
   EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 11) << written;
 
+  // A failed call leaves an existing --out file as it was, and creates no new one.
+  const CommandResult unknown =
+      Run("unknown-audience", {"audience", "--coordinator", cluster_->address(), "--model",
+                               "job-999999", "--out", csv});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(unknown.err, "NOT_FOUND")) << unknown.err;
+  EXPECT_EQ(ReadTextFile(csv), written);
+  const std::string fresh = dir_ + "/fresh-audience.csv";
+  const CommandResult unknown_fresh =
+      Run("unknown-fresh", {"audience", "--coordinator", cluster_->address(), "--model",
+                            "job-999999", "--out", fresh});
+  EXPECT_NE(unknown_fresh.exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_FALSE(absl::EndsWith(entry.path().string(), ".tmp")) << entry.path();
+  }
+
+  // Messages name the flags the user typed, not the request fields.
+  const CommandResult uncapped =
+      Run("cap-without-segments", {"audience", "--coordinator", cluster_->address(), "--model",
+                                   model_id, "--cap", "5"});
+  EXPECT_NE(uncapped.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(uncapped.err, "--cap need --segment-model")) << uncapped.err;
+  const CommandResult zero_top =
+      Run("zero-top", {"audience", "--coordinator", cluster_->address(), "--model", model_id,
+                       "--top", "0"});
+  EXPECT_NE(zero_top.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(zero_top.err, "--top")) << zero_top.err;
+  EXPECT_TRUE(absl::StrContains(zero_top.err, ">= 1")) << zero_top.err;
+
   const CommandResult score =
       Run("score", {"score", "--coordinator", cluster_->address(), "--model", model_id,
                     "--column", "age=45", "--column", "channel=app", "--column", "vip=yes"});
@@ -746,6 +777,48 @@ TEST_F(ProfileEndToEndTest, ClientCommands) {
   EXPECT_NE(repeated.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(repeated.err, "--column 'age=30'")) << repeated.err;
   EXPECT_TRUE(absl::StrContains(repeated.err, "INVALID_ARGUMENT")) << repeated.err;
+}
+
+TEST_F(ProfileEndToEndTest, SegmentOfProfileDatasetSelectsAudience) {
+  cluster_ = StartCluster(2);
+  ASSERT_NE(cluster_, nullptr);
+  const CommandResult train =
+      Run("profile", {"profile", "--coordinator", cluster_->address(), "--data", users_csv_,
+                      "--label", "converted", "--positive", "yes", "--boolean", "vip",
+                      "--no-progress"});
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const std::regex profile_line("Profile model (job-[0-9]+) of dataset ([^:]+):");
+  std::smatch profile;
+  ASSERT_TRUE(std::regex_search(train.out, profile, profile_line)) << train.out;
+  const std::string profile_model = profile[1];
+  const std::string dataset = profile[2];
+
+  // Loading flags do not apply to a dataset that is loaded already.
+  const CommandResult with_shards =
+      Run("segment-shards", {"segment", "--coordinator", cluster_->address(), "--dataset",
+                             dataset, "--shards", "8", "--no-progress"});
+  EXPECT_NE(with_shards.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(with_shards.err, "--shards applies when a file is loaded"))
+      << with_shards.err;
+
+  const CommandResult segment =
+      Run("segment", {"segment", "--coordinator", cluster_->address(), "--dataset", dataset,
+                      "-k", "3", "--no-progress", "--out", dir_ + "/segments"});
+  ASSERT_EQ(segment.exit_code, 0) << segment.err;
+  const std::regex segment_line("Segments of dataset ([^ ]+) \\(segment model (job-[0-9]+)\\)");
+  std::smatch segmented;
+  ASSERT_TRUE(std::regex_search(segment.out, segmented, segment_line)) << segment.out;
+  EXPECT_EQ(segmented[1], dataset);
+  const std::string segment_model = segmented[2];
+
+  const CommandResult audience =
+      Run("audience", {"audience", "--coordinator", cluster_->address(), "--model",
+                       profile_model, "--segment-model", segment_model, "--segments", "0,2",
+                       "--top", "20", "--out", dir_ + "/audience.csv"});
+  ASSERT_EQ(audience.exit_code, 0) << audience.err;
+  EXPECT_TRUE(absl::StrContains(audience.out, ": 20 users")) << audience.out;
+  const std::string written = ReadTextFile(dir_ + "/audience.csv");
+  EXPECT_EQ(std::count(written.begin(), written.end(), '\n'), 21) << written;
 }
 
 TEST_F(ProfileEndToEndTest, LocalProfileWithoutDataUsesLabelledShop) {

@@ -153,7 +153,8 @@ TEST_F(RecommendEndToEndTest, MovieLensNeighboursAndRecommendations) {
   bad_epochs.insert(bad_epochs.end(), file_flags.begin(), file_flags.end());
   const CommandResult rejected_epochs = Run("bad-epochs", bad_epochs);
   EXPECT_NE(rejected_epochs.exit_code, 0);
-  EXPECT_TRUE(absl::StrContains(rejected_epochs.err, "baseline_epochs = 0"))
+  // The message names the flag, not the request field baseline_epochs.
+  EXPECT_TRUE(absl::StrContains(rejected_epochs.err, "--baseline-epochs = 0"))
       << rejected_epochs.err;
   std::vector<std::string> content = {"recommend", "--coordinator", *address, "--user", "1",
                                       "--method", "content"};

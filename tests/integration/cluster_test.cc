@@ -1553,7 +1553,7 @@ TEST_F(ClusterTest, CoordinatorWithoutWorkersSaysHowToAddThem) {
   const grpc::Status status = stub->LoadDataset(TestCluster::Context().get(), load, &dataset);
   EXPECT_TRUE(HasError(FromGrpcStatus(status), absl::StatusCode::kUnavailable,
                        {"no worker is live", "cohort worker --coordinator",
-                        "coordinator restarts", "--workers"}));
+                        "coordinator restart", "--register-interval", "--workers"}));
   (*coordinator)->Shutdown(absl::Seconds(1));
 }
 

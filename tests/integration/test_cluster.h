@@ -124,6 +124,15 @@ class TestCluster {
     return cluster;
   }
 
+  // A client of a coordinator that runs elsewhere, at `coordinator_address`. It has no
+  // in-process coordinator or workers, so coordinator() and worker() must not be called.
+  static std::unique_ptr<TestCluster> Connect(const std::string& coordinator_address) {
+    std::unique_ptr<TestCluster> cluster(new TestCluster());
+    cluster->stub_ = v1::Cohort::NewStub(
+        grpc::CreateChannel(coordinator_address, grpc::InsecureChannelCredentials()));
+    return cluster;
+  }
+
   // Stops the coordinator first, which cancels its running jobs, then the workers.
   ~TestCluster() {
     if (coordinator_ != nullptr) coordinator_->Shutdown(absl::Seconds(1));
