@@ -186,13 +186,16 @@ std::vector<FeatureStats> ComputeGroupStats(const RawShard& shard, const int32_t
   const int64_t n = shard.num_rows();
   for (int64_t row = 0; row < n; ++row) ++groups[labels[row]].rows;
   const int cols = shard.numeric.cols();
-  // Each column goes to one thread, which adds its rows in order, so the sums do not
+  // Each column goes to one thread, which adds its rows in order into its own
+  // statistics (neighbouring columns would share cache lines), so the sums do not
   // depend on the thread count. AccumulateNumeric does not throw.
 #pragma omp parallel for schedule(dynamic, 1) if (n * cols > 65536)
   for (int c = 0; c < cols; ++c) {
+    std::vector<NumericStats> column(static_cast<size_t>(num_groups));
     for (int64_t row = 0; row < n; ++row) {
-      AccumulateNumeric(shard.numeric(row, c), false, &groups[labels[row]].numeric[c]);
+      AccumulateNumeric(shard.numeric(row, c), false, &column[labels[row]]);
     }
+    for (int g = 0; g < num_groups; ++g) groups[g].numeric[c] = column[g];
   }
   for (size_t c = 0; c < shard.categorical.size(); ++c) {
     const CategoricalColumn& column = shard.categorical[c];

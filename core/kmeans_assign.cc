@@ -444,6 +444,8 @@ float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centr
   return FixedOrderDistance(x_row, x_sq_norm, centroid, c_sq_norm, d);
 }
 
+float ExpansionErrorBound(int64_t d, float norm_sum) { return RoundingBound(d, norm_sum); }
+
 bool Int8AssignKernelSupported() {
   static const bool supported = Int8DotVnniSupported();
   return supported;

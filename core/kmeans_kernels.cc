@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "core/block_gemm.h"
 #include "core/row_source.h"
 
 namespace cohort {
@@ -64,6 +65,68 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
   return CombineLanes(acc);
 }
 
+// Centers per matrix product in the seeding distances: 2048 rows × 64 centers of
+// products take 512 KB.
+constexpr int64_t kSeedingCenterTile = 64;
+
+// What the seeding distances need of a set of centers (m×d) for their first pass.
+struct SeedingCenters {
+  explicit SeedingCenters(const MatrixXfR& c)
+      : centers(c), sq_norms(RowSquaredNorms(c)), finite(c.allFinite()) {
+    const float max_sq_norm = sq_norms.size() > 0 ? sq_norms.maxCoeff() : 0.0f;
+    max_norm = std::sqrt(max_sq_norm) * (1.0f + 0x1.0p-10f);
+  }
+  const MatrixXfR& centers;
+  Eigen::VectorXf sq_norms;
+  bool finite;
+  float max_norm;  // upper bound on the largest center norm
+};
+
+// For the rows [0, count) of `block` (count×d, the rows of a RowSource block) and every
+// center c, calls visit(r, c, SquaredDistance(row r, c)) unless that distance is
+// certainly above limit(r), in which case c is skipped. limit(r) may fall between calls.
+// The first pass is a float matrix product: its expansion ‖x‖² − 2x·c + ‖c‖² is within
+// 4·ExpansionErrorBound of the exact squared distance t, and SquaredDistance sums d
+// squares of rounded differences in lanes, so it is at least t·(1 − (d/8 + 7)·u). A
+// center is skipped only when (expansion − bound)·(1 − (d + 16)·u) > limit(r), which
+// the rounding of that test cannot break. So the visits decide every minimum the same
+// as a visit of every center would.
+template <typename Limit, typename Visit>
+void ForEachPossiblyCloseCenter(const MatrixXfR& block, int64_t count, const SeedingCenters& s,
+                                std::vector<float>& products, std::vector<float>& row_norms,
+                                Limit limit, Visit visit) {
+  const int64_t d = s.centers.cols();
+  const int64_t m = s.centers.rows();
+  const float lower_factor = 1.0f - static_cast<float>(d + 16) * 0x1.0p-24f;
+  row_norms.resize(static_cast<size_t>(count));
+  for (int64_t r = 0; r < count; ++r) row_norms[r] = SquaredNorm(block.data() + r * d, d);
+  products.resize(static_cast<size_t>(count * std::min(m, kSeedingCenterTile)));
+  for (int64_t c_begin = 0; c_begin < m; c_begin += kSeedingCenterTile) {
+    const int64_t tile = std::min(kSeedingCenterTile, m - c_begin);
+    if (s.finite && count > 0) {
+      MultiplyByTransposed(block.data(), count, s.centers.data() + c_begin * d, tile, d,
+                           products.data(), tile);
+    }
+    for (int64_t r = 0; r < count; ++r) {
+      const float* row = block.data() + r * d;
+      const float x_norm = row_norms[r];
+      const bool bounded = s.finite && std::isfinite(x_norm);
+      const float slack =
+          bounded ? 4.0f * ExpansionErrorBound(d, std::sqrt(x_norm) * (1.0f + 0x1.0p-10f) +
+                                                      s.max_norm)
+                  : 0.0f;
+      for (int64_t j = 0; j < tile; ++j) {
+        const int64_t c = c_begin + j;
+        if (bounded) {
+          const float expansion = x_norm - 2.0f * products[r * tile + j] + s.sq_norms[c];
+          if ((expansion - slack) * lower_factor > limit(r)) continue;
+        }
+        visit(r, c, SquaredDistance(row, s.centers.data() + c * d, d));
+      }
+    }
+  }
+}
+
 // Rows ahead of the copy whose cache lines GatherRows requests.
 constexpr int64_t kGatherPrefetchRows = 16;
 // Rows from which GatherRows runs on the OpenMP threads.
@@ -84,6 +147,10 @@ MatrixXfR GatherRows(const RowSource& source, const std::vector<int64_t>& rows) 
 }
 
 }  // namespace
+
+float SeedingSquaredDistance(const float* a, const float* b, int64_t d) {
+  return SquaredDistance(a, b, d);
+}
 
 Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x) {
   const int64_t n = x.rows();
@@ -290,21 +357,18 @@ float KMeansShard::MinSqDist(int64_t i) const {
 
 double KMeansShard::AddCenters(const MatrixXfR& centers) {
   const int64_t n = rows_->rows();
-  const int64_t d = rows_->cols();
   const int64_t m = centers.rows();
   if (m > 0) {
     if (min_sq_dist_.empty()) {
       min_sq_dist_.assign(static_cast<size_t>(n), std::numeric_limits<float>::infinity());
     }
+    const SeedingCenters seeding(centers);
     ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
-      for (int64_t r = 0; r < count; ++r) {
-        const float* row = block.data() + r * d;
-        float best = min_sq_dist_[begin + r];
-        for (int64_t c = 0; c < m; ++c) {
-          best = std::min(best, SquaredDistance(row, centers.data() + c * d, d));
-        }
-        min_sq_dist_[begin + r] = best;
-      }
+      std::vector<float> products, row_norms;
+      float* best = min_sq_dist_.data() + begin;
+      ForEachPossiblyCloseCenter(
+          block, count, seeding, products, row_norms, [&](int64_t r) { return best[r]; },
+          [&](int64_t r, int64_t, float distance) { best[r] = std::min(best[r], distance); });
     });
     has_centers_ = true;
   }
@@ -325,25 +389,28 @@ double KMeansShard::AddCenters(const MatrixXfR& centers) {
 
 std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) const {
   const int64_t n = rows_->rows();
-  const int64_t d = rows_->cols();
   const int64_t m = candidates.rows();
   std::vector<double> potentials(m, 0.0);
   if (m == 0 || n == 0) return potentials;
 
   const int64_t chunk_rows = std::min(n, kTrialChunkRows);
   std::vector<float> dist(chunk_rows * m);
+  const SeedingCenters seeding(candidates);
   for (int64_t first = 0; first < n; first += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, n - first);
     ForEachRowBlock(*rows_, first, first + rows,
                     [&](int64_t begin, int64_t count, const MatrixXfR& block) {
+                      std::vector<float> products, row_norms;
+                      float* out = dist.data() + (begin - first) * m;
                       for (int64_t r = 0; r < count; ++r) {
-                        const float* row = block.data() + r * d;
-                        const int64_t i = begin + r;
-                        for (int64_t c = 0; c < m; ++c) {
-                          dist[(i - first) * m + c] = std::min(
-                              MinSqDist(i), SquaredDistance(row, candidates.data() + c * d, d));
-                        }
+                        std::fill(out + r * m, out + (r + 1) * m, MinSqDist(begin + r));
                       }
+                      ForEachPossiblyCloseCenter(
+                          block, count, seeding, products, row_norms,
+                          [&](int64_t r) { return MinSqDist(begin + r); },
+                          [&](int64_t r, int64_t c, float distance) {
+                            out[r * m + c] = std::min(out[r * m + c], distance);
+                          });
                     });
     // Summed on one thread, rows in order, as AddCenters sums them.
     for (int64_t c = 0; c < m; ++c) {

@@ -40,6 +40,16 @@ Eigen::VectorXf RowSquaredNorms(const MatrixXfR& x);
 float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centroid,
                          float c_sq_norm, int64_t d);
 
+// The D² of k-means++ seeding: Σ (a_j − b_j)² in float, summed in 8 lanes by column
+// index (lane j % 8) combined in a fixed tree, so it is exactly 0 when a and b are equal
+// and the same on every build and CPU.
+float SeedingSquaredDistance(const float* a, const float* b, int64_t d);
+
+// An upper bound on |computed − exact| of any float evaluation of ‖x‖² − 2x·c + ‖c‖²
+// for d columns (a GEMM product or any summation order included), given
+// norm_sum >= ‖x‖ + ‖c‖.
+float ExpansionErrorBound(int64_t d, float norm_sum);
+
 // First pass of AssignNearest, which finds the centroids worth an exact distance. Both
 // kernels give the same labels and distances.
 enum class AssignKernel {

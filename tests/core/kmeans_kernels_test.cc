@@ -570,3 +570,67 @@ TEST(KMeansShardTest, ColumnMomentsMatchDoubleLoop) {
 
 }  // namespace
 }  // namespace cohort
+
+namespace cohort {
+namespace {
+
+// Rows near centers, on them, far away and one with a huge offset: the cases where the
+// first pass of the seeding distances could skip a center it must visit.
+MatrixXfR SeedingRows(int64_t n, int64_t d, const MatrixXfR& centers, uint64_t seed) {
+  MatrixXfR x = RandomMatrix(n, d, seed, 3.0f);
+  std::mt19937_64 engine(seed + 1);
+  for (int64_t i = 0; i < n; i += 7) {
+    const int64_t c = static_cast<int64_t>(engine() % static_cast<uint64_t>(centers.rows()));
+    x.row(i) = centers.row(c);
+    if (i + 1 < n) x.row(i + 1) = centers.row(c) * (1.0f + 1e-7f);
+  }
+  x.row(n - 1).setConstant(1e6f);
+  return x;
+}
+
+TEST(SeedingDistancesTest, AddCentersEqualsEveryDistance) {
+  for (const int64_t d : {3, 32, 37}) {
+    const MatrixXfR first = RandomMatrix(1, d, 5);
+    const MatrixXfR centers = RandomMatrix(150, d, 6, 2.0f);
+    const MatrixXfR x = SeedingRows(5000, d, centers, 7);
+    KMeansShard shard(0, &x);
+    shard.AddCenters(first);
+    const double potential = shard.AddCenters(centers);
+
+    double expected = 0;
+    for (int64_t i = 0; i < x.rows(); ++i) {
+      float best = SeedingSquaredDistance(x.row(i).data(), first.data(), d);
+      for (int64_t c = 0; c < centers.rows(); ++c) {
+        best = std::min(best, SeedingSquaredDistance(x.row(i).data(), centers.row(c).data(), d));
+      }
+      expected += best;
+    }
+    EXPECT_EQ(potential, expected) << "d " << d;
+  }
+}
+
+TEST(SeedingDistancesTest, TrialPotentialsEqualEveryDistance) {
+  const int64_t d = 32;
+  const MatrixXfR first = RandomMatrix(3, d, 8);
+  const MatrixXfR candidates = RandomMatrix(70, d, 9, 2.0f);
+  const MatrixXfR x = SeedingRows(3000, d, candidates, 10);
+  KMeansShard shard(0, &x);
+  shard.AddCenters(first);
+  const std::vector<double> potentials = shard.TrialPotentials(candidates);
+  ASSERT_EQ(potentials.size(), static_cast<size_t>(candidates.rows()));
+  for (int64_t c = 0; c < candidates.rows(); ++c) {
+    double expected = 0;
+    for (int64_t i = 0; i < x.rows(); ++i) {
+      float current = std::numeric_limits<float>::infinity();
+      for (int64_t f = 0; f < first.rows(); ++f) {
+        current = std::min(current, SeedingSquaredDistance(x.row(i).data(), first.row(f).data(), d));
+      }
+      expected += std::min(current,
+                           SeedingSquaredDistance(x.row(i).data(), candidates.row(c).data(), d));
+    }
+    EXPECT_EQ(potentials[c], expected) << "candidate " << c;
+  }
+}
+
+}  // namespace
+}  // namespace cohort
