@@ -69,7 +69,7 @@ float SquaredDistance(const float* a, const float* b, int64_t d) {
 // products take 512 KB.
 constexpr int64_t kSeedingCenterTile = 64;
 
-// What the seeding distances need of a set of centers (m×d) for their first pass.
+// A set of centers (m×d) with the norms and bounds of the seeding distances' first pass.
 struct SeedingCenters {
   explicit SeedingCenters(const MatrixXfR& c)
       : centers(c), sq_norms(RowSquaredNorms(c)), finite(c.allFinite()) {
@@ -85,12 +85,11 @@ struct SeedingCenters {
 // For the rows [0, count) of `block` (count×d, the rows of a RowSource block) and every
 // center c, calls visit(r, c, SquaredDistance(row r, c)) unless that distance is
 // certainly above limit(r), in which case c is skipped. limit(r) may fall between calls.
-// The first pass is a float matrix product: its expansion ‖x‖² − 2x·c + ‖c‖² is within
-// 4·ExpansionErrorBound of the exact squared distance t, and SquaredDistance sums d
-// squares of rounded differences in lanes, so it is at least t·(1 − (d/8 + 7)·u). A
-// center is skipped only when (expansion − bound)·(1 − (d + 16)·u) > limit(r), which
-// the rounding of that test cannot break. So the visits decide every minimum the same
-// as a visit of every center would.
+// The first pass is a float matrix product. Its expansion ‖x‖² − 2x·c + ‖c‖² is within
+// 4·ExpansionErrorBound of the exact squared distance t. SquaredDistance sums d squares
+// of rounded differences in lanes, so it is at least t·(1 − (d/8 + 7)·u). A center is
+// skipped only when (expansion − bound)·(1 − (d + 16)·u) > limit(r), with room for the
+// rounding of that test. So the visits decide every minimum as visiting every center would.
 template <typename Limit, typename Visit>
 void ForEachPossiblyCloseCenter(const MatrixXfR& block, int64_t count, const SeedingCenters& s,
                                 std::vector<float>& products, std::vector<float>& row_norms,

@@ -41,8 +41,8 @@ float AssignmentDistance(const float* x_row, float x_sq_norm, const float* centr
                          float c_sq_norm, int64_t d);
 
 // The D² of k-means++ seeding: Σ (a_j − b_j)² in float, summed in 8 lanes by column
-// index (lane j % 8) combined in a fixed tree, so it is exactly 0 when a and b are equal
-// and the same on every build and CPU.
+// index (lane j % 8) that are combined in a fixed tree. It is exactly 0 when a and b are
+// equal, and the same on every build and CPU.
 float SeedingSquaredDistance(const float* a, const float* b, int64_t d);
 
 // An upper bound on |computed − exact| of any float evaluation of ‖x‖² − 2x·c + ‖c‖²

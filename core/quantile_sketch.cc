@@ -26,9 +26,9 @@ constexpr size_t kMaxLevels = 62;
 //   i64      count
 //   u64      compaction parities (bit h: parity of the compactions of level h)
 //   f64      min, f64 max (NaN when the sketch is empty)
-//   L times: u32 number of items m, then m items: f64 in version 1, f32 in version 2
-// Serialize writes version 2 when every item is a float32 value (as the raw feature
-// cells are), which halves the size, and version 1 otherwise.
+//   L times: u32 number of items m, then m items: f64 in version 1, f32 in version 2.
+// Serialize writes version 2 when every item is a float32 value, as the raw feature cells
+// are. That halves the size. Otherwise it writes version 1.
 constexpr char kMagic[4] = {'C', 'Q', 'S', 'K'};
 constexpr uint32_t kDoubleItemsVersion = 1;
 constexpr uint32_t kFloatItemsVersion = 2;

@@ -56,8 +56,8 @@ struct HostedDataset {
 // the store's mutex, then ids_mutex_, which is held only while ids are read or copied.
 class ShardAssignments {
  public:
-  // `source` holds the shard `shard_id` whose first segments.size() rows the job
-  // labelled. A null source holds no ids, so the assignments must be empty.
+  // `source` contains the shard `shard_id` whose first segments.size() rows the job
+  // labelled. With a null source there are no ids, so the assignments must be empty.
   // REQUIRES: segments.size() == squared_distances.size().
   ShardAssignments(std::shared_ptr<HostedDataset> source, int shard_id,
                    std::vector<int32_t> segments, std::vector<float> squared_distances);

@@ -88,7 +88,7 @@ class ShardStoreTest : public ::testing::Test {
   ShardStore store_;
 };
 
-TEST_F(ShardStoreTest, StoredLabelsReadIdsFromTheShardWithoutCopy) {
+TEST_F(ShardStoreTest, StoredLabelsReadShardIds) {
   Append(store_, Rows("u", 5));
   std::shared_ptr<const ShardAssignments> job = StoreJob("job", 5);
   ASSERT_NE(job, nullptr);
