@@ -136,6 +136,18 @@ void QuantileSketch::Add(double value) {
   if (++num_items_ > total_capacity_) Compact();
 }
 
+QuantileSketch QuantileSketch::FromSorted(const std::vector<double>& sorted, int capacity) {
+  QuantileSketch sketch(capacity);
+  if (sorted.empty()) return sketch;
+  sketch.count_ = static_cast<int64_t>(sorted.size());
+  sketch.min_ = sorted.front();
+  sketch.max_ = sorted.back();
+  sketch.levels_[0] = sorted;
+  sketch.num_items_ = sketch.count_;
+  sketch.Compact();
+  return sketch;
+}
+
 void QuantileSketch::Merge(const QuantileSketch& other) {
   if (other.count_ == 0) return;
   if (&other == this) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -59,19 +61,70 @@ std::string FormatReadable(double value) {
 
 namespace {
 
+// Maps a float to an unsigned key with the same order (NaN excluded): negative values
+// have all bits flipped, others only the sign bit.
+uint32_t OrderedBits(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
+}
+
+float FromOrderedBits(uint32_t key) {
+  const uint32_t bits = (key & 0x80000000u) != 0 ? key & 0x7fffffffu : ~key;
+  float value = 0;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// Sorts `keys` by an LSD radix sort on the low `key_bits` bits, 8 bits a pass.
+void RadixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch, int key_bits) {
+  scratch.resize(keys.size());
+  for (int shift = 0; shift < key_bits; shift += 8) {
+    size_t counts[257] = {};
+    for (uint64_t key : keys) ++counts[((key >> shift) & 0xff) + 1];
+    for (int digit = 0; digit < 256; ++digit) counts[digit + 1] += counts[digit];
+    for (uint64_t key : keys) scratch[counts[(key >> shift) & 0xff]++] = key;
+    keys.swap(scratch);
+  }
+}
+
 // Calls emit(c, sketches) with the num_groups sketches of each numeric column c, from
-// the OpenMP thread that built them.
+// the OpenMP thread that built them. A column's non-missing values are sorted by
+// (group, value) with a radix sort, and each group's run becomes one
+// QuantileSketch::FromSorted.
 template <typename Emit>
 void SketchColumns(const RawShard& shard, const int32_t* labels, int num_groups, Emit emit) {
   const int cols = shard.numeric.cols();
   const int64_t n = shard.num_rows();
+  int group_bits = 0;
+  while ((int64_t{1} << group_bits) < num_groups) ++group_bits;
+  const int key_bits = 32 + group_bits;
   // Neither the sketches nor `emit` throw, apart from allocation failure, which ends the
   // process as it would outside the region.
 #pragma omp parallel for schedule(dynamic, 1) if (n * cols > 65536)
   for (int c = 0; c < cols; ++c) {
-    std::vector<QuantileSketch> sketches(static_cast<size_t>(num_groups));
+    std::vector<uint64_t> keys;
+    std::vector<uint64_t> scratch;
+    keys.reserve(static_cast<size_t>(n));
     for (int64_t row = 0; row < n; ++row) {
-      sketches[labels[row]].Add(shard.numeric(row, c));  // NaN (missing) is ignored
+      const float value = shard.numeric(row, c);
+      if (std::isnan(value)) continue;  // missing
+      keys.push_back((static_cast<uint64_t>(labels[row]) << 32) | OrderedBits(value));
+    }
+    RadixSort(keys, scratch, key_bits);
+    std::vector<QuantileSketch> sketches(static_cast<size_t>(num_groups));
+    std::vector<double> values;
+    size_t begin = 0;
+    while (begin < keys.size()) {
+      const uint64_t group = keys[begin] >> 32;
+      size_t end = begin;
+      values.clear();
+      while (end < keys.size() && (keys[end] >> 32) == group) {
+        values.push_back(FromOrderedBits(static_cast<uint32_t>(keys[end])));
+        ++end;
+      }
+      sketches[group] = QuantileSketch::FromSorted(values);
+      begin = end;
     }
     emit(c, sketches);
   }

@@ -71,6 +71,32 @@ void ExpectWithinBound(const std::vector<double>& values, const std::string& nam
   EXPECT_LE(MaxRankErrorFraction(sketch, values), kRankErrorFraction) << name;
 }
 
+TEST(QuantileSketchTest, FromSortedIsWithinBound) {
+  for (const auto& [name, values] :
+       {std::pair{std::string("uniform"), UniformValues(200000, 31)},
+        std::pair{std::string("skewed"), SkewedValues(100000, 32)}}) {
+    std::vector<double> sorted = values;
+    std::sort(sorted.begin(), sorted.end());
+    const QuantileSketch sketch = QuantileSketch::FromSorted(sorted);
+    EXPECT_EQ(sketch.count(), static_cast<int64_t>(values.size())) << name;
+    EXPECT_EQ(sketch.min(), sorted.front()) << name;
+    EXPECT_EQ(sketch.max(), sorted.back()) << name;
+    EXPECT_LE(MaxRankErrorFraction(sketch, values), kRankErrorFraction) << name;
+    const absl::StatusOr<QuantileSketch> restored =
+        QuantileSketch::Deserialize(sketch.Serialize());
+    EXPECT_TRUE(restored.ok()) << name << ": " << restored.status();
+  }
+}
+
+TEST(QuantileSketchTest, FromSortedSmallInputMatchesAdd) {
+  std::vector<double> values = SkewedValues(200, 33);
+  const QuantileSketch added = SketchOf(values);
+  std::sort(values.begin(), values.end());
+  const QuantileSketch built = QuantileSketch::FromSorted(values);
+  for (double q : kProbabilities) EXPECT_EQ(built.Quantile(q), added.Quantile(q)) << q;
+  EXPECT_EQ(QuantileSketch::FromSorted({}).count(), 0);
+}
+
 TEST(QuantileSketchTest, SmallInputIsExact) {
   // 200 values <= capacity 256: nothing is compacted, so the q-quantile is the value of
   // rank ceil(q · n) (1-based) of the sorted input.
