@@ -192,7 +192,8 @@ void QuantileSketch::Compact() {
 
     std::vector<double>& level = levels_[h];
     std::vector<double>& up = levels_[h + 1];
-    std::sort(level.begin(), level.end());
+    // Levels built from sorted input (FromSorted) and their compactions are sorted already.
+    if (!std::is_sorted(level.begin(), level.end())) std::sort(level.begin(), level.end());
     const size_t offset = (compaction_parities_ >> h) & 1;
     const size_t num_pairs = level.size() / 2;
     for (size_t pair = 0; pair < num_pairs; ++pair) up.push_back(level[2 * pair + offset]);

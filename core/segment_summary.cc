@@ -76,14 +76,20 @@ float FromOrderedBits(uint32_t key) {
   return value;
 }
 
-// Sorts `keys` by an LSD radix sort on the low `key_bits` bits, 8 bits a pass.
-void RadixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch, int key_bits) {
+// Bits per pass of RadixSort: 3 passes for a float and up to 128 groups, with counts
+// that fit the L1 and L2 caches.
+constexpr int kRadixBits = 13;
+
+// Sorts `keys` by an LSD radix sort on their low `key_bits` bits.
+void RadixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch,
+               std::vector<size_t>& counts, int key_bits) {
+  constexpr uint64_t kMask = (uint64_t{1} << kRadixBits) - 1;
   scratch.resize(keys.size());
-  for (int shift = 0; shift < key_bits; shift += 8) {
-    size_t counts[257] = {};
-    for (uint64_t key : keys) ++counts[((key >> shift) & 0xff) + 1];
-    for (int digit = 0; digit < 256; ++digit) counts[digit + 1] += counts[digit];
-    for (uint64_t key : keys) scratch[counts[(key >> shift) & 0xff]++] = key;
+  for (int shift = 0; shift < key_bits; shift += kRadixBits) {
+    counts.assign(kMask + 2, 0);
+    for (uint64_t key : keys) ++counts[((key >> shift) & kMask) + 1];
+    for (uint64_t digit = 0; digit <= kMask; ++digit) counts[digit + 1] += counts[digit];
+    for (uint64_t key : keys) scratch[counts[(key >> shift) & kMask]++] = key;
     keys.swap(scratch);
   }
 }
@@ -105,13 +111,14 @@ void SketchColumns(const RawShard& shard, const int32_t* labels, int num_groups,
   for (int c = 0; c < cols; ++c) {
     std::vector<uint64_t> keys;
     std::vector<uint64_t> scratch;
+    std::vector<size_t> counts;
     keys.reserve(static_cast<size_t>(n));
     for (int64_t row = 0; row < n; ++row) {
       const float value = shard.numeric(row, c);
       if (std::isnan(value)) continue;  // missing
       keys.push_back((static_cast<uint64_t>(labels[row]) << 32) | OrderedBits(value));
     }
-    RadixSort(keys, scratch, key_bits);
+    RadixSort(keys, scratch, counts, key_bits);
     std::vector<QuantileSketch> sketches(static_cast<size_t>(num_groups));
     std::vector<double> values;
     size_t begin = 0;
