@@ -85,41 +85,55 @@ struct SeedingCenters {
 // For the rows [0, count) of `block` (count×d, the rows of a RowSource block) and every
 // center c, calls visit(r, c, SquaredDistance(row r, c)) unless that distance is
 // certainly above limit(r), in which case c is skipped. limit(r) may fall between calls.
-// The first pass is a float matrix product. Its expansion ‖x‖² − 2x·c + ‖c‖² is within
-// 4·ExpansionErrorBound of the exact squared distance t. SquaredDistance sums d squares
-// of rounded differences in lanes, so it is at least t·(1 − (d/8 + 7)·u). A center is
-// skipped only when (expansion − bound)·(1 − (d + 16)·u) > limit(r), with room for the
-// rounding of that test. So the visits decide every minimum as visiting every center would.
+// The first pass is a float matrix product. Its expansion g = ‖x‖² + (‖c‖² − 2x·c) is
+// within E = 4·ExpansionErrorBound of the exact squared distance t. SquaredDistance sums
+// d squares of rounded differences in lanes, so it is at least t·(1 − (d/8 + 7)·u). A
+// center is skipped only when g > (limit / (1 − (d + 16)·u) + E)·(1 + 2^-20), with room
+// for the rounding of that test. So the visits decide every minimum as visiting every
+// center would. A limit that fell since the test only skips fewer centers.
 template <typename Limit, typename Visit>
 void ForEachPossiblyCloseCenter(const MatrixXfR& block, int64_t count, const SeedingCenters& s,
                                 std::vector<float>& products, std::vector<float>& row_norms,
-                                Limit limit, Visit visit) {
+                                std::vector<float>& slacks, Limit limit, Visit visit) {
   const int64_t d = s.centers.cols();
   const int64_t m = s.centers.rows();
   const float lower_factor = 1.0f - static_cast<float>(d + 16) * 0x1.0p-24f;
   row_norms.resize(static_cast<size_t>(count));
-  for (int64_t r = 0; r < count; ++r) row_norms[r] = SquaredNorm(block.data() + r * d, d);
+  slacks.resize(static_cast<size_t>(count));
+  for (int64_t r = 0; r < count; ++r) {
+    const float x_norm = SquaredNorm(block.data() + r * d, d);
+    row_norms[r] = x_norm;
+    // A negative slack marks a row without a bound: every center is visited.
+    slacks[r] = s.finite && std::isfinite(x_norm)
+                    ? 4.0f * ExpansionErrorBound(d, std::sqrt(x_norm) * (1.0f + 0x1.0p-10f) +
+                                                        s.max_norm)
+                    : -1.0f;
+  }
   products.resize(static_cast<size_t>(count * std::min(m, kSeedingCenterTile)));
+  int32_t hits[kSeedingCenterTile];
   for (int64_t c_begin = 0; c_begin < m; c_begin += kSeedingCenterTile) {
     const int64_t tile = std::min(kSeedingCenterTile, m - c_begin);
     if (s.finite && count > 0) {
       MultiplyByTransposed(block.data(), count, s.centers.data() + c_begin * d, tile, d,
                            products.data(), tile);
     }
+    const float* c_norms = s.sq_norms.data() + c_begin;
     for (int64_t r = 0; r < count; ++r) {
       const float* row = block.data() + r * d;
-      const float x_norm = row_norms[r];
-      const bool bounded = s.finite && std::isfinite(x_norm);
-      const float slack =
-          bounded ? 4.0f * ExpansionErrorBound(d, std::sqrt(x_norm) * (1.0f + 0x1.0p-10f) +
-                                                      s.max_norm)
-                  : 0.0f;
-      for (int64_t j = 0; j < tile; ++j) {
-        const int64_t c = c_begin + j;
-        if (bounded) {
-          const float expansion = x_norm - 2.0f * products[r * tile + j] + s.sq_norms[c];
-          if ((expansion - slack) * lower_factor > limit(r)) continue;
+      int num_hits = 0;
+      if (slacks[r] < 0) {
+        for (int j = 0; j < tile; ++j) hits[num_hits++] = j;
+      } else {
+        const float x_norm = row_norms[r];
+        const float bound = (limit(r) / lower_factor + slacks[r]) * (1.0f + 0x1.0p-20f);
+        const float* p = products.data() + r * tile;
+        for (int j = 0; j < tile; ++j) {
+          hits[num_hits] = j;
+          num_hits += x_norm + (c_norms[j] - 2.0f * p[j]) <= bound ? 1 : 0;
         }
+      }
+      for (int h = 0; h < num_hits; ++h) {
+        const int64_t c = c_begin + hits[h];
         visit(r, c, SquaredDistance(row, s.centers.data() + c * d, d));
       }
     }
@@ -363,10 +377,11 @@ double KMeansShard::AddCenters(const MatrixXfR& centers) {
     }
     const SeedingCenters seeding(centers);
     ForEachRowBlock(*rows_, 0, n, [&](int64_t begin, int64_t count, const MatrixXfR& block) {
-      std::vector<float> products, row_norms;
+      std::vector<float> products, row_norms, slacks;
       float* best = min_sq_dist_.data() + begin;
       ForEachPossiblyCloseCenter(
-          block, count, seeding, products, row_norms, [&](int64_t r) { return best[r]; },
+          block, count, seeding, products, row_norms, slacks,
+          [&](int64_t r) { return best[r]; },
           [&](int64_t r, int64_t, float distance) { best[r] = std::min(best[r], distance); });
     });
     has_centers_ = true;
@@ -399,13 +414,13 @@ std::vector<double> KMeansShard::TrialPotentials(const MatrixXfR& candidates) co
     const int64_t rows = std::min(chunk_rows, n - first);
     ForEachRowBlock(*rows_, first, first + rows,
                     [&](int64_t begin, int64_t count, const MatrixXfR& block) {
-                      std::vector<float> products, row_norms;
+                      std::vector<float> products, row_norms, slacks;
                       float* out = dist.data() + (begin - first) * m;
                       for (int64_t r = 0; r < count; ++r) {
                         std::fill(out + r * m, out + (r + 1) * m, MinSqDist(begin + r));
                       }
                       ForEachPossiblyCloseCenter(
-                          block, count, seeding, products, row_norms,
+                          block, count, seeding, products, row_norms, slacks,
                           [&](int64_t r) { return MinSqDist(begin + r); },
                           [&](int64_t r, int64_t c, float distance) {
                             out[r * m + c] = std::min(out[r * m + c], distance);
