@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/schema.h"
+#include "core/shard_hash.h"
 #include "proto/convert.h"
 #include "tests/integration/test_cluster.h"
 
@@ -192,6 +193,48 @@ TEST_F(ShardStoreTest, LabelsOfReplacedDatasetAreCopiedWhenStored) {
   }
   EXPECT_FALSE(job->reads_hosted_ids());
   EXPECT_EQ(Ids(*job), Names("s", 2));
+}
+
+
+TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
+  // Streamed rows build the shard's id set; a load that moves the shard here again
+  // from the files replaces its rows, and appends must then check the loaded ids.
+  Append(store_, Rows("u", 5));
+  TempDir temp;
+  const std::string path = temp.path() + "/users.csv";
+  std::vector<std::string> file_ids;
+  {
+    std::ofstream out(path);
+    out << "user_id,x\n";
+    for (int i = 0; file_ids.size() < 3; ++i) {
+      const std::string id = absl::StrCat("file", i);
+      if (ShardOfUser(id, kNumShards) != kShard) continue;
+      file_ids.push_back(id);
+      out << id << "," << i << "\n";
+    }
+  }
+  v1::LoadShardsRequest load;
+  load.set_dataset_id(kDataset);
+  load.set_kind(v1::DATASET_KIND_USERS);
+  ToProto(TwoColumnSchema(), load.mutable_schema());
+  load.set_source(path);
+  load.set_num_shards(kNumShards);
+  load.add_shards(kShard);
+  load.set_keep_held_shards(true);
+  v1::LoadShardsResponse loaded;
+  const absl::Status status = store_.Load(load, &loaded);
+  ASSERT_TRUE(status.ok()) << status;
+
+  v1::AppendRowsRequest again = Rows("unused", 0);
+  again.add_shard_ids(kShard);
+  v1::UserRow* row = again.add_rows();
+  row->add_cells(file_ids[1]);
+  row->add_cells("1");
+  v1::AppendRowsResponse response;
+  const absl::Status appended = store_.Append(again, &response);
+  EXPECT_EQ(appended.code(), absl::StatusCode::kInvalidArgument) << appended;
+  // An id of the replaced rows is free again.
+  Append(store_, Rows("u", 1));
 }
 
 }  // namespace
