@@ -943,7 +943,10 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     }
     members.push_back(JobStreams::Member{*worker, shards});
   }
-  if (!lost.empty()) {
+  if (!lost.empty() && registry_->LiveWorkers().empty()) {
+    // Typically just after a coordinator restart, before the workers register again.
+    status = NoLiveWorkerError();
+  } else if (!lost.empty()) {
     // Workers lost before the job started: their shards move now, as they would during
     // the job.
     std::sort(lost_shards.begin(), lost_shards.end());

@@ -347,6 +347,28 @@ TEST_F(CoordinatorRestartTest, WorkerRestartedWhileCoordinatorDownLosesNoJob) {
   StopAll(cluster);
 }
 
+TEST_F(CoordinatorRestartTest, JobBeforeWorkersRegisterAgainSaysNoWorkerIsLive) {
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  TestCluster& client = *cluster.client;
+
+  // No worker is running when the coordinator comes back, as in the first seconds after
+  // a restart, before the workers' next registration.
+  Stop(*cluster.coordinator);
+  Stop(*cluster.worker_a);
+  Stop(*cluster.worker_b);
+  cluster.coordinator = StartCoordinator(cluster.address, &cluster.address);
+  ASSERT_NE(cluster.coordinator, nullptr);
+
+  absl::StatusOr<JobOutput> job = Segment(client, cluster.dataset.dataset_id(), WithK(4));
+  EXPECT_TRUE(HasError(job.status(), absl::StatusCode::kUnavailable,
+                       {"no worker is live", "--register-interval"}))
+      << job.status();
+  EXPECT_FALSE(absl::StrContains(job.status().message(), "load the data into a new dataset"))
+      << job.status();
+  Stop(*cluster.coordinator);
+}
+
 TEST_F(CoordinatorRestartTest, NewDatasetIdsContinueAfterStoredOnes) {
   std::string address;
   std::unique_ptr<Subprocess> coordinator = StartCoordinator("127.0.0.1:0", &address);
