@@ -6,10 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -235,6 +237,81 @@ TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
   EXPECT_EQ(appended.code(), absl::StatusCode::kInvalidArgument) << appended;
   // An id of the replaced rows is free again.
   Append(store_, Rows("u", 1));
+}
+
+
+TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
+  // Readers of a job's ids run while other threads append rows, store more jobs, promote
+  // replica copies over the shard and reload the dataset, each of which may copy the
+  // ids. Every read gives the job's ids.
+  Append(store_, Rows("u", 200));
+  std::shared_ptr<const ShardAssignments> job = StoreJob("job", 200);
+  ASSERT_NE(job, nullptr);
+  TempDir temp;
+  const std::string path = temp.path() + "/users.csv";
+  {
+    std::ofstream out(path);
+    out << "user_id,x\n";
+    for (int i = 0; i < 300; ++i) out << "file" << i << "," << i << "\n";
+  }
+  constexpr int kRounds = 40;
+  std::atomic<int> bad_reads{0};
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      if (Ids(*job) != Names("u", 200)) ++bad_reads;
+    }
+  });
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      v1::AppendRowsResponse response;
+      (void)store_.Append(Rows(absl::StrCat("a", round, "_"), 20), &response);
+      (void)store_.Append(Rows(absl::StrCat("r", round, "_"), 20, /*replica=*/true), &response);
+    }
+  });
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      if (round % 4 == 0) {
+        v1::PromoteReplicasRequest promote;
+        promote.set_dataset_id(kDataset);
+        promote.add_shards(kShard);
+        v1::PromoteReplicasResponse promoted;
+        (void)store_.PromoteReplicas(promote, &promoted);
+      } else if (round % 4 == 2) {
+        v1::LoadShardsRequest load;
+        load.set_dataset_id(kDataset);
+        load.set_kind(v1::DATASET_KIND_USERS);
+        ToProto(TwoColumnSchema(), load.mutable_schema());
+        load.set_source(path);
+        load.set_num_shards(kNumShards);
+        load.add_shards(kShard);
+        load.set_keep_held_shards(round % 8 == 2);
+        v1::LoadShardsResponse loaded;
+        const absl::Status status = store_.Load(load, &loaded);
+        EXPECT_TRUE(status.ok()) << status;
+      } else {
+        absl::StatusOr<std::shared_ptr<HostedDataset>> dataset = store_.Dataset(kDataset);
+        if (!dataset.ok()) continue;
+        absl::ReaderMutexLock lock(&(*dataset)->mutex);
+        auto it = (*dataset)->shards.find(kShard);
+        const int64_t n = it == (*dataset)->shards.end() ? 0 : it->second.num_rows();
+        store_.StoreAssignments(
+            absl::StrCat("job", round), kShard,
+            std::make_unique<ShardAssignments>(*dataset, kShard, std::vector<int32_t>(n, 0),
+                                               std::vector<float>(n, 0.0f)));
+      }
+    }
+  });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(bad_reads.load(), 0);
+  EXPECT_EQ(Ids(*job), Names("u", 200));
+  // The jobs stored meanwhile read all their ids, from the shard or from a copy.
+  for (int round = 1; round < kRounds; round += 2) {
+    absl::StatusOr<std::shared_ptr<const ShardAssignments>> other =
+        store_.FindAssignments(absl::StrCat("job", round), kShard);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ(static_cast<int64_t>(Ids(**other).size()), (*other)->size());
+  }
 }
 
 }  // namespace
