@@ -82,6 +82,34 @@ TEST(WorkerRegistryTest, KnownIdAtNewAddressMoves) {
   EXPECT_TRUE(moved[0].live);
 }
 
+TEST(WorkerRegistryTest, SecondProcessWithLiveIdIsRejected) {
+  WorkerRegistry registry(absl::Seconds(1), absl::Seconds(1), 3);
+  ASSERT_TRUE(registry.Register("w0", "127.0.0.1:1", 7).ok());
+  const absl::Status second = registry.Register("w0", "127.0.0.1:2", 8);
+  EXPECT_TRUE(HasError(second, absl::StatusCode::kAlreadyExists, {"127.0.0.1:1", "--id"}))
+      << second;
+  const std::vector<WorkerRegistry::Info> workers = registry.AllWorkers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].handle.address, "127.0.0.1:1");
+  EXPECT_EQ(registry.Instance("w0"), 7u);
+}
+
+TEST(WorkerRegistryTest, NewProcessAtNewAddressIsAcceptedOnceOldFailsAProbe) {
+  // Nothing listens on port 1, so the probes of the first process fail.
+  WorkerRegistry registry(absl::Milliseconds(10), absl::Seconds(1), 1000);
+  ASSERT_TRUE(registry.Register("w0", "127.0.0.1:1", 7).ok());
+  registry.Start();
+  const absl::Time give_up = absl::Now() + kAwaitTimeout;
+  while (registry.AllWorkers()[0].consecutive_failures == 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(registry.AllWorkers()[0].consecutive_failures, 0);
+  const absl::Status restarted = registry.Register("w0", "127.0.0.1:2", 8);
+  EXPECT_TRUE(restarted.ok()) << restarted;
+  EXPECT_EQ(registry.Instance("w0"), 8u);
+  registry.Stop();
+}
+
 TEST(WorkerServerTest, ZeroRegisterIntervalIsRejected) {
   WorkerServerOptions options;
   options.coordinator_address = "127.0.0.1:1";
@@ -110,6 +138,37 @@ TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
   // Returns only after the registration thread has ended.
   (*worker)->Shutdown(absl::Seconds(1));
   (*worker)->Wait();
+  (*coordinator)->Shutdown(absl::Seconds(1));
+}
+
+TEST(WorkerServerTest, SecondWorkerWithTheSameIdDoesNotStart) {
+  CoordinatorServerOptions coordinator_options;
+  coordinator_options.listen_address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
+      CoordinatorServer::Start(coordinator_options);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  WorkerServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.worker_id = "w0";
+  options.coordinator_address = (*coordinator)->address();
+  options.register_interval = absl::Milliseconds(50);
+  absl::StatusOr<std::unique_ptr<WorkerServer>> first = WorkerServer::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  options.register_timeout = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<WorkerServer>> second = WorkerServer::Start(options);
+  EXPECT_TRUE(HasError(second.status(), absl::StatusCode::kAlreadyExists,
+                       {"w0", (*first)->address(), "--id"}))
+      << second.status();
+  EXPECT_FALSE(absl::StrContains(second.status().message(), "check that the coordinator runs"));
+  std::unique_ptr<TestCluster> client = TestCluster::Connect((*coordinator)->address());
+  absl::StatusOr<v1::ListWorkersResponse> workers = client->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->workers_size(), 1);
+  EXPECT_EQ(workers->workers(0).address(), (*first)->address());
+
+  (*first)->Shutdown(absl::Seconds(1));
+  (*first)->Wait();
   (*coordinator)->Shutdown(absl::Seconds(1));
 }
 
