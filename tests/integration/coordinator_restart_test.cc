@@ -118,18 +118,29 @@ TEST(WorkerServerTest, ZeroRegisterIntervalIsRejected) {
   EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"register_interval", "0"}));
 }
 
-TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
-  CoordinatorServerOptions coordinator_options;
-  coordinator_options.listen_address = "127.0.0.1:0";
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
-      CoordinatorServer::Start(coordinator_options);
-  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-
+// Options of an in-process worker "w0" on a free loopback port that registers with
+// `coordinator` every `interval`.
+WorkerServerOptions RegisteringWorker(const CoordinatorServer& coordinator,
+                                      absl::Duration interval) {
   WorkerServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.worker_id = "w0";
-  options.coordinator_address = (*coordinator)->address();
-  options.register_interval = absl::Milliseconds(1);
+  options.coordinator_address = coordinator.address();
+  options.register_interval = interval;
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> StartInProcessCoordinator() {
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  return CoordinatorServer::Start(options);
+}
+
+TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+
+  const WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(1));
   absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(options);
   ASSERT_TRUE(worker.ok()) << worker.status();
   std::unique_ptr<TestCluster> client = TestCluster::Connect((*coordinator)->address());
@@ -142,16 +153,9 @@ TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
 }
 
 TEST(WorkerServerTest, SecondWorkerWithTheSameIdDoesNotStart) {
-  CoordinatorServerOptions coordinator_options;
-  coordinator_options.listen_address = "127.0.0.1:0";
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
-      CoordinatorServer::Start(coordinator_options);
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-  WorkerServerOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.worker_id = "w0";
-  options.coordinator_address = (*coordinator)->address();
-  options.register_interval = absl::Milliseconds(50);
+  WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(50));
   absl::StatusOr<std::unique_ptr<WorkerServer>> first = WorkerServer::Start(options);
   ASSERT_TRUE(first.ok()) << first.status();
 

@@ -60,6 +60,22 @@ void Append(ShardStore& store, const v1::AppendRowsRequest& request) {
   ASSERT_TRUE(status.ok()) << status;
 }
 
+// Loads `shards` of `path` into the store's dataset; `keep_held` keeps the other shards
+// the store holds, as when shards move here from a lost worker.
+absl::Status LoadFile(ShardStore& store, const std::string& path, const std::vector<int>& shards,
+                      bool keep_held) {
+  v1::LoadShardsRequest load;
+  load.set_dataset_id(kDataset);
+  load.set_kind(v1::DATASET_KIND_USERS);
+  ToProto(TwoColumnSchema(), load.mutable_schema());
+  load.set_source(path);
+  load.set_num_shards(kNumShards);
+  for (int shard : shards) load.add_shards(shard);
+  load.set_keep_held_shards(keep_held);
+  v1::LoadShardsResponse loaded;
+  return store.Load(load, &loaded);
+}
+
 std::vector<std::string> Ids(const ShardAssignments& assignments) {
   std::vector<std::string> ids;
   const absl::Status status = assignments.ReadIds(
@@ -158,15 +174,9 @@ TEST_F(ShardStoreTest, ReloadCopiesIdsAndFreesTheOldRows) {
     out << "user_id,x\n";
     for (int i = 0; i < 40; ++i) out << "file" << i << "," << i << "\n";
   }
-  v1::LoadShardsRequest load;
-  load.set_dataset_id(kDataset);
-  load.set_kind(v1::DATASET_KIND_USERS);
-  ToProto(TwoColumnSchema(), load.mutable_schema());
-  load.set_source(path);
-  load.set_num_shards(kNumShards);
-  for (int shard = 0; shard < kNumShards; ++shard) load.add_shards(shard);
-  v1::LoadShardsResponse loaded;
-  const absl::Status status = store_.Load(load, &loaded);
+  std::vector<int> all_shards;
+  for (int shard = 0; shard < kNumShards; ++shard) all_shards.push_back(shard);
+  const absl::Status status = LoadFile(store_, path, all_shards, /*keep_held=*/false);
   ASSERT_TRUE(status.ok()) << status;
 
   EXPECT_FALSE(job->reads_hosted_ids());
@@ -215,16 +225,7 @@ TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
       out << id << "," << i << "\n";
     }
   }
-  v1::LoadShardsRequest load;
-  load.set_dataset_id(kDataset);
-  load.set_kind(v1::DATASET_KIND_USERS);
-  ToProto(TwoColumnSchema(), load.mutable_schema());
-  load.set_source(path);
-  load.set_num_shards(kNumShards);
-  load.add_shards(kShard);
-  load.set_keep_held_shards(true);
-  v1::LoadShardsResponse loaded;
-  const absl::Status status = store_.Load(load, &loaded);
+  const absl::Status status = LoadFile(store_, path, {kShard}, /*keep_held=*/true);
   ASSERT_TRUE(status.ok()) << status;
 
   v1::AppendRowsRequest again = Rows("unused", 0);
@@ -278,16 +279,7 @@ TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
         v1::PromoteReplicasResponse promoted;
         (void)store_.PromoteReplicas(promote, &promoted);
       } else if (round % 4 == 2) {
-        v1::LoadShardsRequest load;
-        load.set_dataset_id(kDataset);
-        load.set_kind(v1::DATASET_KIND_USERS);
-        ToProto(TwoColumnSchema(), load.mutable_schema());
-        load.set_source(path);
-        load.set_num_shards(kNumShards);
-        load.add_shards(kShard);
-        load.set_keep_held_shards(round % 8 == 2);
-        v1::LoadShardsResponse loaded;
-        const absl::Status status = store_.Load(load, &loaded);
+        const absl::Status status = LoadFile(store_, path, {kShard}, round % 8 == 2);
         EXPECT_TRUE(status.ok()) << status;
       } else {
         absl::StatusOr<std::shared_ptr<HostedDataset>> dataset = store_.Dataset(kDataset);
