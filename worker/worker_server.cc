@@ -264,7 +264,7 @@ class Registration {
       backoff = std::min(backoff * 2, absl::Seconds(2));
     }
     if (last.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
-      // Another live worker holds the id: the coordinator answers, so its address is right.
+      // Another live worker uses the id; the coordinator replied, so its address is right.
       return absl::AlreadyExistsError(absl::StrCat("worker ", request_.worker_id(),
                                                    " could not register with coordinator ",
                                                    coordinator_, ": ", last.error_message()));
