@@ -17,6 +17,8 @@ bool IsFieldReference(const std::string& text, size_t pos, const std::string& fi
   const size_t end = pos + field.size();
   if (pos > 0 && (IsNameChar(text[pos - 1]) || text[pos - 1] == '-')) return false;
   if (end < text.size() && IsNameChar(text[end])) return false;
+  // A quoted word is a value, such as a column the user named "test_fraction".
+  if (pos > 0 && text[pos - 1] == '\'' && end < text.size() && text[end] == '\'') return false;
   // A name with an underscore is no English word, so every occurrence is the field.
   if (field.find('_') != std::string::npos) return true;
   if (absl::EndsWith(absl::string_view(text).substr(0, pos), "options.")) return true;

@@ -18,7 +18,8 @@ struct FlagName {
 // max_iter must be >= 1" becomes "--max-iter = 0 is invalid; --max-iter must be >= 1".
 // A field is replaced where it is a whole word and either contains an underscore, is
 // preceded by "options.", or is followed by " = ", " is ", " must", " contains " or
-// "['", so the same word in running text ("the cosine distance") stays.
+// "['", so the same word in running text ("the cosine distance") stays. A word in single
+// quotes is a value (a column or a value the user gave) and stays too.
 std::string NameFlags(const std::string& message, const std::vector<FlagName>& flags);
 
 }  // namespace cohort

@@ -6,9 +6,11 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
@@ -63,6 +65,26 @@ absl::Status NoLiveWorkerError() {
 
 std::string ModelPath(const std::string& state_dir, const std::string& model_id) {
   return absl::StrCat(state_dir, "/models/", model_id, ".segment_model.pb");
+}
+
+// The input position a load error names as "<path>:<line>: ", or nullopt when its
+// message does not start with one. Workers read the files in sorted path order, so
+// comparing positions orders errors by where they occur in the input.
+std::optional<std::pair<std::string, int64_t>> LoadErrorPosition(std::string_view message) {
+  for (size_t colon = message.find(':'); colon != std::string_view::npos;
+       colon = message.find(':', colon + 1)) {
+    size_t end = colon + 1;
+    while (end < message.size() && absl::ascii_isdigit(static_cast<unsigned char>(message[end]))) {
+      ++end;
+    }
+    if (end == colon + 1 || message.substr(end, 2) != ": ") continue;
+    int64_t line = 0;
+    if (!absl::SimpleAtoi(std::string(message.substr(colon + 1, end - colon - 1)), &line)) {
+      continue;
+    }
+    return std::make_pair(std::string(message.substr(0, colon)), line);
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -335,17 +357,32 @@ absl::Status CohortServiceImpl::LoadOnWorkers(const v1::LoadDatasetRequest& requ
   int64_t users = 0;
   int64_t interactions = 0;
   v1::DropCounts dropped;
+  // Each worker reports the first failing row among the rows it hosts, so the earliest
+  // of their errors in the input is the first failing row of the load, whatever the
+  // placement. An error that names no position wins, as it did not come from a row.
+  const Call* failed = nullptr;
+  std::optional<std::pair<std::string, int64_t>> failed_at;
   for (const Call& call : calls) {
-    if (!call.status.ok()) {
-      if (call.status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-          call.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-        return absl::UnavailableError(absl::StrCat(
-            "worker ", call.worker.worker_id, " at ", call.worker.address,
-            " did not answer the load: ", call.status.error_message(),
-            "; check the worker and retry"));
-      }
-      return FromGrpcStatus(call.status);
+    if (call.status.ok()) continue;
+    if (call.status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        call.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat(
+          "worker ", call.worker.worker_id, " at ", call.worker.address,
+          " did not answer the load: ", call.status.error_message(),
+          "; check the worker and retry"));
     }
+    std::optional<std::pair<std::string, int64_t>> at =
+        LoadErrorPosition(call.status.error_message());
+    if (failed == nullptr) {
+      failed = &call;
+      failed_at = std::move(at);
+    } else if (failed_at.has_value() && (!at.has_value() || *at < *failed_at)) {
+      failed = &call;
+      failed_at = std::move(at);
+    }
+  }
+  if (failed != nullptr) return FromGrpcStatus(failed->status);
+  for (const Call& call : calls) {
     for (const v1::ShardRows& shard : call.response.shards()) {
       users += shard.rows();
       if (shard.shard_id() >= 0 && shard.shard_id() < static_cast<int>(shard_rows->size())) {
@@ -906,7 +943,10 @@ void CohortServiceImpl::RunJob(std::shared_ptr<JobRecord> record) {
     }
     members.push_back(JobStreams::Member{*worker, shards});
   }
-  if (!lost.empty()) {
+  if (!lost.empty() && registry_->LiveWorkers().empty()) {
+    // Typically just after a coordinator restart, before the workers register again.
+    status = NoLiveWorkerError();
+  } else if (!lost.empty()) {
     // Workers lost before the job started: their shards move now, as they would during
     // the job.
     std::sort(lost_shards.begin(), lost_shards.end());

@@ -47,6 +47,22 @@ absl::Status WorkerRegistry::Register(const std::string& worker_id, const std::s
         known->second.instance == instance) {
       return absl::OkStatus();
     }
+    // Another process at another address while the known one still passes probes: two
+    // workers share the id. Accepting both would swap the id between them at every
+    // registration, each time as a restart that loses the shards. A restarted worker at
+    // a new address is accepted once its old process fails a probe.
+    if (known != workers_.end() && known->second.live &&
+        known->second.consecutive_failures == 0 && known->second.handle.address != address &&
+        instance != 0 && known->second.instance != 0 && known->second.instance != instance) {
+      COHORT_LOG_WARN("registration of worker {} at {} rejected: the id is in use by the live "
+                      "worker at {}",
+                      worker_id, address, known->second.handle.address);
+      return absl::AlreadyExistsError(absl::StrCat(
+          "worker id '", worker_id, "' is in use by the live worker at ",
+          known->second.handle.address,
+          "; give each worker its own --id (a restarted worker at a new address is accepted "
+          "once its old process fails a probe)"));
+    }
     for (const auto& [token, listener] : registration_listeners_) to_notify.push_back(listener);
   }
   // The listeners run before the worker is marked live, so no job can reach a restarted

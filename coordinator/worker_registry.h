@@ -43,7 +43,8 @@ class WorkerRegistry {
   // changes is a restarted worker, whose memory is empty. For every registration that
   // is not such a repeat, the registration listeners run first, outside the registry's
   // lock and before the worker is marked live. Errors: InvalidArgument for an empty id
-  // or address.
+  // or address; AlreadyExists for a new non-zero instance at another address while the
+  // known instance is live and passed its last probe.
   [[nodiscard]] absl::Status Register(const std::string& worker_id, const std::string& address,
                                       uint64_t instance = 0) ABSL_LOCKS_EXCLUDED(mutex_);
 

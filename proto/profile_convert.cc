@@ -165,7 +165,9 @@ absl::StatusOr<PipelineSpec> ProfilePipelineSpec(const v1::ProfileOptions& optio
     const int index = schema.IndexOf(options.label_column());
     if (index < 0) {
       std::vector<std::string> names;
-      for (const ColumnSpec& column : schema.columns) names.push_back(column.name);
+      for (const ColumnSpec& column : schema.columns) {
+        names.push_back(absl::StrCat("'", column.name, "'"));
+      }
       return absl::InvalidArgumentError(absl::StrCat(
           "options.label_column '", options.label_column(),
           "' is not a column of the dataset; its columns are ", absl::StrJoin(names, ", ")));

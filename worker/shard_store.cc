@@ -212,6 +212,9 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
     for (RawShard& shard : loaded.shards) {
       const int id = shard.shard_id;
       DetachAssignments(*dataset, id);
+      // The id set of a replaced shard indexes its old rows; the next append builds a
+      // new one from the loaded rows.
+      dataset->id_sets.erase(id);
       dataset->shards.insert_or_assign(id, std::move(shard));
     }
   }

@@ -241,7 +241,7 @@ class Registration {
 
   // Registers, retrying with backoff for up to register_timeout. Errors: Unavailable
   // when the coordinator does not accept the registration in that time, at once for
-  // InvalidArgument.
+  // InvalidArgument; AlreadyExists when another live worker kept the id all that time.
   [[nodiscard]] absl::Status RegisterFirst() {
     const absl::Time give_up = absl::Now() + register_timeout_;
     absl::Duration backoff = absl::Milliseconds(100);
@@ -262,6 +262,12 @@ class Registration {
                       absl::FormatDuration(backoff));
       absl::SleepFor(backoff);
       backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+    if (last.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+      // Another live worker uses the id; the coordinator replied, so its address is right.
+      return absl::AlreadyExistsError(absl::StrCat("worker ", request_.worker_id(),
+                                                   " could not register with coordinator ",
+                                                   coordinator_, ": ", last.error_message()));
     }
     return absl::UnavailableError(absl::StrCat(
         "worker ", request_.worker_id(), " could not register with coordinator ", coordinator_,

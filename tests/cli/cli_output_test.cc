@@ -113,5 +113,17 @@ TEST(NameFlagsTest, OtherWordsStay) {
             "use the cosine distance with k segments");
 }
 
+TEST(NameFlagsTest, QuotedValuesStay) {
+  const std::vector<FlagName> flags = {{"label_column", "--label"},
+                                       {"test_fraction", "--test-fraction"},
+                                       {"seed", "--seed"}};
+  // Columns the user named like request fields.
+  EXPECT_EQ(NameFlags("options.label_column 'test_fraction' is not a column of the dataset; "
+                      "its columns are 'id', 'seed', 'test_fraction'",
+                      flags),
+            "--label 'test_fraction' is not a column of the dataset; its columns are 'id', "
+            "'seed', 'test_fraction'");
+}
+
 }  // namespace
 }  // namespace cohort

@@ -109,6 +109,17 @@ class ClusterTest : public ::testing::Test {
     return cluster.ok() ? std::move(*cluster) : nullptr;
   }
 
+  // Starts a cluster of `workers` workers and creates and loads a dataset on it.
+  static absl::StatusOr<v1::Dataset> LoadOnWorkers(int workers,
+                                                   const v1::CreateDatasetRequest& create,
+                                                   const v1::LoadDatasetRequest& load) {
+    TestClusterOptions options;
+    options.num_workers = workers;
+    std::unique_ptr<TestCluster> cluster = StartCluster(options);
+    if (cluster == nullptr) return absl::UnavailableError("the cluster did not start");
+    return cluster->CreateAndLoad(create, load);
+  }
+
   // Writes the synthetic shop with `customers` customers into the temp folder.
   SyntheticShopFiles WriteShop(int64_t customers) {
     SyntheticShopOptions options;
@@ -1437,29 +1448,44 @@ TEST_F(ClusterTest, FileDuplicateIdIsRejectedByDefault) {
   ASSERT_NE(cluster, nullptr);
   const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
   absl::StatusOr<v1::Dataset> dataset = cluster->LoadUsers(path, "id");
-  // Each worker reports the first repeated id of its own shards, so which id is named
-  // depends on the placement. Every repeat is on lines 202 to 241.
+  // The first repeat in the input is u0's second row.
   EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
-                       {"repeated.csv:2", "' already appeared at ", "repeated.csv:",
+                       {"repeated.csv:202: user id 'u0' already appeared at ", "repeated.csv:2;",
                         "keep-first"}))
       << dataset.status();
   ExpectStillServes(*cluster);
 }
 
-TEST_F(ClusterTest, KeepFirstCountsSameOnOneAndThreeWorkers) {
-  const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
+TEST_F(ClusterTest, LoadErrorNamesTheFirstFailingRowOnOneAndThreeWorkers) {
+  // The repeat of u0 on line 202 comes before 40 rows of other users with a cell that is
+  // not a number, which the other workers report.
+  std::string csv = UsersWithRepeatedIds();
+  for (int i = 0; i < 40; ++i) absl::StrAppend(&csv, "v", i, ",zz,1\n");
+  const std::string path = temp_.WriteFile("repeated_then_bad.csv", csv);
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.set_id_column("id");
+  (*load.mutable_overrides())["x"] = v1::COLUMN_TYPE_NUMERIC;
   for (int workers : {1, 3}) {
     SCOPED_TRACE(absl::StrCat(workers, " workers"));
-    TestClusterOptions options;
-    options.num_workers = workers;
-    std::unique_ptr<TestCluster> cluster = StartCluster(options);
-    ASSERT_NE(cluster, nullptr);
-    v1::CreateDatasetRequest create;
-    create.set_duplicate_ids(v1::DUPLICATE_ID_RULE_KEEP_FIRST);
-    v1::LoadDatasetRequest load;
-    load.set_source(path);
-    load.set_id_column("id");
-    absl::StatusOr<v1::Dataset> dataset = cluster->CreateAndLoad(create, load);
+    absl::StatusOr<v1::Dataset> dataset = LoadOnWorkers(workers, v1::CreateDatasetRequest(), load);
+    EXPECT_TRUE(HasError(dataset.status(), absl::StatusCode::kInvalidArgument,
+                         {"repeated_then_bad.csv:202: user id 'u0' already appeared at ",
+                          "repeated_then_bad.csv:2;"}))
+        << dataset.status();
+  }
+}
+
+TEST_F(ClusterTest, KeepFirstCountsSameOnOneAndThreeWorkers) {
+  const std::string path = temp_.WriteFile("repeated.csv", UsersWithRepeatedIds());
+  v1::CreateDatasetRequest create;
+  create.set_duplicate_ids(v1::DUPLICATE_ID_RULE_KEEP_FIRST);
+  v1::LoadDatasetRequest load;
+  load.set_source(path);
+  load.set_id_column("id");
+  for (int workers : {1, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    absl::StatusOr<v1::Dataset> dataset = LoadOnWorkers(workers, create, load);
     ASSERT_TRUE(dataset.ok()) << dataset.status();
     EXPECT_EQ(dataset->rows_read(), 240);
     EXPECT_EQ(dataset->num_users(), 200);

@@ -82,6 +82,34 @@ TEST(WorkerRegistryTest, KnownIdAtNewAddressMoves) {
   EXPECT_TRUE(moved[0].live);
 }
 
+TEST(WorkerRegistryTest, SecondProcessWithLiveIdIsRejected) {
+  WorkerRegistry registry(absl::Seconds(1), absl::Seconds(1), 3);
+  ASSERT_TRUE(registry.Register("w0", "127.0.0.1:1", 7).ok());
+  const absl::Status second = registry.Register("w0", "127.0.0.1:2", 8);
+  EXPECT_TRUE(HasError(second, absl::StatusCode::kAlreadyExists, {"127.0.0.1:1", "--id"}))
+      << second;
+  const std::vector<WorkerRegistry::Info> workers = registry.AllWorkers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].handle.address, "127.0.0.1:1");
+  EXPECT_EQ(registry.Instance("w0"), 7u);
+}
+
+TEST(WorkerRegistryTest, NewProcessAtNewAddressIsAcceptedOnceOldFailsAProbe) {
+  // Nothing listens on port 1, so the probes of the first process fail.
+  WorkerRegistry registry(absl::Milliseconds(10), absl::Seconds(1), 1000);
+  ASSERT_TRUE(registry.Register("w0", "127.0.0.1:1", 7).ok());
+  registry.Start();
+  const absl::Time give_up = absl::Now() + kAwaitTimeout;
+  while (registry.AllWorkers()[0].consecutive_failures == 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(registry.AllWorkers()[0].consecutive_failures, 0);
+  const absl::Status restarted = registry.Register("w0", "127.0.0.1:2", 8);
+  EXPECT_TRUE(restarted.ok()) << restarted;
+  EXPECT_EQ(registry.Instance("w0"), 8u);
+  registry.Stop();
+}
+
 TEST(WorkerServerTest, ZeroRegisterIntervalIsRejected) {
   WorkerServerOptions options;
   options.coordinator_address = "127.0.0.1:1";
@@ -90,18 +118,29 @@ TEST(WorkerServerTest, ZeroRegisterIntervalIsRejected) {
   EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"register_interval", "0"}));
 }
 
-TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
-  CoordinatorServerOptions coordinator_options;
-  coordinator_options.listen_address = "127.0.0.1:0";
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator =
-      CoordinatorServer::Start(coordinator_options);
-  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-
+// Options of an in-process worker "w0" on a free loopback port that registers with
+// `coordinator` every `interval`.
+WorkerServerOptions RegisteringWorker(const CoordinatorServer& coordinator,
+                                      absl::Duration interval) {
   WorkerServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.worker_id = "w0";
-  options.coordinator_address = (*coordinator)->address();
-  options.register_interval = absl::Milliseconds(1);
+  options.coordinator_address = coordinator.address();
+  options.register_interval = interval;
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> StartInProcessCoordinator() {
+  CoordinatorServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  return CoordinatorServer::Start(options);
+}
+
+TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+
+  const WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(1));
   absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(options);
   ASSERT_TRUE(worker.ok()) << worker.status();
   std::unique_ptr<TestCluster> client = TestCluster::Connect((*coordinator)->address());
@@ -110,6 +149,30 @@ TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
   // Returns only after the registration thread has ended.
   (*worker)->Shutdown(absl::Seconds(1));
   (*worker)->Wait();
+  (*coordinator)->Shutdown(absl::Seconds(1));
+}
+
+TEST(WorkerServerTest, SecondWorkerWithTheSameIdDoesNotStart) {
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(50));
+  absl::StatusOr<std::unique_ptr<WorkerServer>> first = WorkerServer::Start(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  options.register_timeout = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<WorkerServer>> second = WorkerServer::Start(options);
+  EXPECT_TRUE(HasError(second.status(), absl::StatusCode::kAlreadyExists,
+                       {"w0", (*first)->address(), "--id"}))
+      << second.status();
+  EXPECT_FALSE(absl::StrContains(second.status().message(), "check that the coordinator runs"));
+  std::unique_ptr<TestCluster> client = TestCluster::Connect((*coordinator)->address());
+  absl::StatusOr<v1::ListWorkersResponse> workers = client->ListWorkers();
+  ASSERT_TRUE(workers.ok()) << workers.status();
+  ASSERT_EQ(workers->workers_size(), 1);
+  EXPECT_EQ(workers->workers(0).address(), (*first)->address());
+
+  (*first)->Shutdown(absl::Seconds(1));
+  (*first)->Wait();
   (*coordinator)->Shutdown(absl::Seconds(1));
 }
 
@@ -345,6 +408,28 @@ TEST_F(CoordinatorRestartTest, WorkerRestartedWhileCoordinatorDownLosesNoJob) {
       << log;
 
   StopAll(cluster);
+}
+
+TEST_F(CoordinatorRestartTest, JobBeforeWorkersRegisterAgainSaysNoWorkerIsLive) {
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  TestCluster& client = *cluster.client;
+
+  // No worker is running when the coordinator comes back, as in the first seconds after
+  // a restart, before the workers' next registration.
+  Stop(*cluster.coordinator);
+  Stop(*cluster.worker_a);
+  Stop(*cluster.worker_b);
+  cluster.coordinator = StartCoordinator(cluster.address, &cluster.address);
+  ASSERT_NE(cluster.coordinator, nullptr);
+
+  absl::StatusOr<JobOutput> job = Segment(client, cluster.dataset.dataset_id(), WithK(4));
+  EXPECT_TRUE(HasError(job.status(), absl::StatusCode::kUnavailable,
+                       {"no worker is live", "--register-interval"}))
+      << job.status();
+  EXPECT_FALSE(absl::StrContains(job.status().message(), "load the data into a new dataset"))
+      << job.status();
+  Stop(*cluster.coordinator);
 }
 
 TEST_F(CoordinatorRestartTest, NewDatasetIdsContinueAfterStoredOnes) {

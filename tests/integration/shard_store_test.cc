@@ -6,16 +6,19 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/schema.h"
+#include "core/shard_hash.h"
 #include "proto/convert.h"
 #include "tests/integration/test_cluster.h"
 
@@ -55,6 +58,22 @@ void Append(ShardStore& store, const v1::AppendRowsRequest& request) {
   v1::AppendRowsResponse response;
   const absl::Status status = store.Append(request, &response);
   ASSERT_TRUE(status.ok()) << status;
+}
+
+// Loads `shards` of `path` into the store's dataset; `keep_held` keeps the other shards
+// the store holds, as when shards move here from a lost worker.
+absl::Status LoadFile(ShardStore& store, const std::string& path, const std::vector<int>& shards,
+                      bool keep_held) {
+  v1::LoadShardsRequest load;
+  load.set_dataset_id(kDataset);
+  load.set_kind(v1::DATASET_KIND_USERS);
+  ToProto(TwoColumnSchema(), load.mutable_schema());
+  load.set_source(path);
+  load.set_num_shards(kNumShards);
+  for (int shard : shards) load.add_shards(shard);
+  load.set_keep_held_shards(keep_held);
+  v1::LoadShardsResponse loaded;
+  return store.Load(load, &loaded);
 }
 
 std::vector<std::string> Ids(const ShardAssignments& assignments) {
@@ -155,15 +174,9 @@ TEST_F(ShardStoreTest, ReloadCopiesIdsAndFreesTheOldRows) {
     out << "user_id,x\n";
     for (int i = 0; i < 40; ++i) out << "file" << i << "," << i << "\n";
   }
-  v1::LoadShardsRequest load;
-  load.set_dataset_id(kDataset);
-  load.set_kind(v1::DATASET_KIND_USERS);
-  ToProto(TwoColumnSchema(), load.mutable_schema());
-  load.set_source(path);
-  load.set_num_shards(kNumShards);
-  for (int shard = 0; shard < kNumShards; ++shard) load.add_shards(shard);
-  v1::LoadShardsResponse loaded;
-  const absl::Status status = store_.Load(load, &loaded);
+  std::vector<int> all_shards;
+  for (int shard = 0; shard < kNumShards; ++shard) all_shards.push_back(shard);
+  const absl::Status status = LoadFile(store_, path, all_shards, /*keep_held=*/false);
   ASSERT_TRUE(status.ok()) << status;
 
   EXPECT_FALSE(job->reads_hosted_ids());
@@ -192,6 +205,105 @@ TEST_F(ShardStoreTest, LabelsOfReplacedDatasetAreCopiedWhenStored) {
   }
   EXPECT_FALSE(job->reads_hosted_ids());
   EXPECT_EQ(Ids(*job), Names("s", 2));
+}
+
+
+TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
+  // Streamed rows build the shard's id set; a load that moves the shard here again
+  // from the files replaces its rows, and appends must then check the loaded ids.
+  Append(store_, Rows("u", 5));
+  TempDir temp;
+  const std::string path = temp.path() + "/users.csv";
+  std::vector<std::string> file_ids;
+  {
+    std::ofstream out(path);
+    out << "user_id,x\n";
+    for (int i = 0; file_ids.size() < 3; ++i) {
+      const std::string id = absl::StrCat("file", i);
+      if (ShardOfUser(id, kNumShards) != kShard) continue;
+      file_ids.push_back(id);
+      out << id << "," << i << "\n";
+    }
+  }
+  const absl::Status status = LoadFile(store_, path, {kShard}, /*keep_held=*/true);
+  ASSERT_TRUE(status.ok()) << status;
+
+  v1::AppendRowsRequest again = Rows("unused", 0);
+  again.add_shard_ids(kShard);
+  v1::UserRow* row = again.add_rows();
+  row->add_cells(file_ids[1]);
+  row->add_cells("1");
+  v1::AppendRowsResponse response;
+  const absl::Status appended = store_.Append(again, &response);
+  EXPECT_EQ(appended.code(), absl::StatusCode::kInvalidArgument) << appended;
+  // An id of the replaced rows is free again.
+  Append(store_, Rows("u", 1));
+}
+
+
+TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
+  // Readers of a job's ids run while other threads append rows, store more jobs, promote
+  // replica copies over the shard and reload the dataset, each of which may copy the
+  // ids. Every read gives the job's ids.
+  Append(store_, Rows("u", 200));
+  std::shared_ptr<const ShardAssignments> job = StoreJob("job", 200);
+  ASSERT_NE(job, nullptr);
+  TempDir temp;
+  const std::string path = temp.path() + "/users.csv";
+  {
+    std::ofstream out(path);
+    out << "user_id,x\n";
+    for (int i = 0; i < 300; ++i) out << "file" << i << "," << i << "\n";
+  }
+  constexpr int kRounds = 40;
+  std::atomic<int> bad_reads{0};
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      if (Ids(*job) != Names("u", 200)) ++bad_reads;
+    }
+  });
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      v1::AppendRowsResponse response;
+      (void)store_.Append(Rows(absl::StrCat("a", round, "_"), 20), &response);
+      (void)store_.Append(Rows(absl::StrCat("r", round, "_"), 20, /*replica=*/true), &response);
+    }
+  });
+  threads.emplace_back([&] {
+    for (int round = 0; round < kRounds; ++round) {
+      if (round % 4 == 0) {
+        v1::PromoteReplicasRequest promote;
+        promote.set_dataset_id(kDataset);
+        promote.add_shards(kShard);
+        v1::PromoteReplicasResponse promoted;
+        (void)store_.PromoteReplicas(promote, &promoted);
+      } else if (round % 4 == 2) {
+        const absl::Status status = LoadFile(store_, path, {kShard}, round % 8 == 2);
+        EXPECT_TRUE(status.ok()) << status;
+      } else {
+        absl::StatusOr<std::shared_ptr<HostedDataset>> dataset = store_.Dataset(kDataset);
+        if (!dataset.ok()) continue;
+        absl::ReaderMutexLock lock(&(*dataset)->mutex);
+        auto it = (*dataset)->shards.find(kShard);
+        const int64_t n = it == (*dataset)->shards.end() ? 0 : it->second.num_rows();
+        store_.StoreAssignments(
+            absl::StrCat("job", round), kShard,
+            std::make_unique<ShardAssignments>(*dataset, kShard, std::vector<int32_t>(n, 0),
+                                               std::vector<float>(n, 0.0f)));
+      }
+    }
+  });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(bad_reads.load(), 0);
+  EXPECT_EQ(Ids(*job), Names("u", 200));
+  // The jobs stored meanwhile read all their ids, from the shard or from a copy.
+  for (int round = 1; round < kRounds; round += 2) {
+    absl::StatusOr<std::shared_ptr<const ShardAssignments>> other =
+        store_.FindAssignments(absl::StrCat("job", round), kShard);
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ(static_cast<int64_t>(Ids(**other).size()), (*other)->size());
+  }
 }
 
 }  // namespace
