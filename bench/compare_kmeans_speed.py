@@ -556,9 +556,11 @@ def run_cluster_job(args, source, workers, threads_per_worker):
         # hash spreads users evenly over the shards, so a worker hosts about its share.
         users = result["num_users"]
         raw_per_user = 4 * args.sizes["cluster_dim"] + mean_id_chars(users)
+        # Workers listed in --workers are named worker-<index> by the coordinator.
+        hosted = result["hosted_shards"]
         result["worker_raw_mib"] = [
-            result["hosted_shards"].get(f"bench-{w}", 0) / result["num_shards"] * users
-            * raw_per_user / 2**20 for w in range(workers)]
+            hosted.get(f"worker-{w}", hosted.get(f"bench-{w}", 0)) / result["num_shards"]
+            * users * raw_per_user / 2**20 for w in range(workers)]
         result["coordinator_peak_rss_mib"] = peak_rss_mib(coordinator.pid)
     finally:
         for process in processes:
