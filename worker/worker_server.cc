@@ -430,10 +430,12 @@ absl::Status WorkerServerOptions::Validate() const {
   if (register_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("register_timeout must be positive");
   }
-  if (register_interval <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat("register_interval = ",
-                                                   absl::FormatDuration(register_interval),
-                                                   " is invalid; use a positive duration"));
+  // Below 10 ms a worker would send the coordinator a registration call every few
+  // milliseconds for no gain: a restarted coordinator needs seconds to start anyway.
+  if (register_interval < absl::Milliseconds(10)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "register_interval = ", absl::FormatDuration(register_interval),
+        " is invalid; use at least 10ms (the default is 5s)"));
   }
   return absl::OkStatus();
 }

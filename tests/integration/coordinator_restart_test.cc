@@ -118,6 +118,14 @@ TEST(WorkerServerTest, ZeroRegisterIntervalIsRejected) {
   EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"register_interval", "0"}));
 }
 
+TEST(WorkerServerTest, MillisecondRegisterIntervalIsRejected) {
+  WorkerServerOptions options;
+  options.coordinator_address = "127.0.0.1:1";
+  options.register_interval = absl::Milliseconds(1);
+  const absl::Status status = options.Validate();
+  EXPECT_TRUE(HasError(status, absl::StatusCode::kInvalidArgument, {"1ms", "at least 10ms"}));
+}
+
 // Options of an in-process worker "w0" on a free loopback port that registers with
 // `coordinator` every `interval`.
 WorkerServerOptions RegisteringWorker(const CoordinatorServer& coordinator,
@@ -140,7 +148,7 @@ TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
 
-  const WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(1));
+  const WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(10));
   absl::StatusOr<std::unique_ptr<WorkerServer>> worker = WorkerServer::Start(options);
   ASSERT_TRUE(worker.ok()) << worker.status();
   std::unique_ptr<TestCluster> client = TestCluster::Connect((*coordinator)->address());
