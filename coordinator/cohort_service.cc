@@ -537,6 +537,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   int64_t accepted = 0;      // rows stored on their workers
   int64_t duplicates = 0;    // rows dropped by the keep-first rule for duplicate ids
   int64_t unreplicated = 0;  // rows stored without a replica
+  bool marked_streamed = false;  // the dataset record says it holds streamed rows
   absl::Status status;
   do {
     // Validate every row here first so the error names its position in the stream.
@@ -563,6 +564,18 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
 
     // Rows before an invalid row are still stored, as the API promises.
     absl::MutexLock placement_lock(placement_mutex->get());
+    if (!rows.empty() && !marked_streamed) {
+      // Saved before the first rows reach a worker: a coordinator that stops mid-stream
+      // must not later move this dataset's shards by reloading its files, which would
+      // drop the streamed rows.
+      marked_streamed = true;
+      absl::MutexLock lock(&mutex_);
+      DatasetRecord& record = datasets_[dataset_id];
+      if (!record.load.source().empty() && !record.loaded_and_streamed) {
+        record.loaded_and_streamed = true;
+        SaveDataset(record);
+      }
+    }
     bool placed = false;
     absl::StatusOr<StreamedPlacement> placement = BatchPlacement(dataset_id, &placed);
     if (!placement.ok()) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -500,6 +501,57 @@ TEST_F(CoordinatorRestartTest, UnreadableDatasetFileStopsStart) {
   ASSERT_TRUE(code.has_value()) << "the coordinator did not stop";
   EXPECT_NE(*code, 0);
   EXPECT_TRUE(absl::StrContains(coordinator->Stderr(), path)) << coordinator->Stderr();
+}
+
+}  // namespace
+}  // namespace cohort::testing
+
+namespace cohort::testing {
+namespace {
+
+// Whether the saved record of `dataset_id` marks it as containing streamed rows; false
+// while the file is missing or partly written.
+bool RecordMarksStreamed(const std::string& state_dir, const std::string& dataset_id) {
+  std::ifstream in(state_dir + "/datasets/" + dataset_id + ".dataset.pb", std::ios::binary);
+  v1::StoredDataset stored;
+  return in && stored.ParseFromIstream(&in) && stored.loaded_and_streamed();
+}
+
+TEST_F(CoordinatorRestartTest, StreamedFlagIsSavedBeforeStreamEnds) {
+  Cluster cluster;
+  ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
+  const std::string dataset_id = cluster.dataset.dataset_id();
+  ASSERT_FALSE(RecordMarksStreamed(state_dir_, dataset_id));
+
+  absl::StatusOr<CsvTable> table = ReadCsv(shop_csv_);
+  ASSERT_TRUE(table.ok()) << table.status();
+  const int id_column = static_cast<int>(
+      std::find(table->header.begin(), table->header.end(), "customer_id") -
+      table->header.begin());
+  v1::IngestUsersRequest batch;
+  batch.set_dataset_id(dataset_id);
+  v1::UserRow* row = batch.add_rows();
+  for (size_t c = 0; c < table->rows[0].size(); ++c) {
+    row->add_cells(static_cast<int>(c) == id_column ? "streamed-user" : table->rows[0][c]);
+  }
+
+  v1::IngestUsersResponse response;
+  auto context = TestCluster::Context();
+  auto writer = cluster.client->stub().IngestUsers(context.get(), &response);
+  ASSERT_TRUE(writer->Write(batch));
+  // The stream stays open: a coordinator stopped now must already know that reloading
+  // the files would drop this row.
+  bool saved = false;
+  for (const absl::Time give_up = absl::Now() + kAwaitTimeout; !saved && absl::Now() < give_up;) {
+    saved = RecordMarksStreamed(state_dir_, dataset_id);
+    if (!saved) absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(saved);
+  writer->WritesDone();
+  const grpc::Status finished = writer->Finish();
+  EXPECT_TRUE(finished.ok()) << finished.error_message();
+  EXPECT_EQ(response.rows_accepted(), 1);
+  StopAll(cluster);
 }
 
 }  // namespace
