@@ -1,5 +1,5 @@
 // CLI11 checks for numeric flags. The API reads 0 in many numeric fields as "use the
-// default", so a flag given as 0 would silently run with the default; these checks reject
+// default", so a flag given as 0 would silently run with the default. These checks reject
 // it instead, naming the flag (CLI11 prefixes its name) and the allowed range.
 #ifndef COHORT_CLI_FLAG_CHECKS_H_
 #define COHORT_CLI_FLAG_CHECKS_H_

@@ -537,7 +537,7 @@ grpc::Status CohortServiceImpl::IngestUsers(grpc::ServerContext* context,
   int64_t accepted = 0;      // rows stored on their workers
   int64_t duplicates = 0;    // rows dropped by the keep-first rule for duplicate ids
   int64_t unreplicated = 0;  // rows stored without a replica
-  bool marked_streamed = false;  // the dataset record says it holds streamed rows
+  bool marked_streamed = false;  // the dataset record is marked as containing streamed rows
   absl::Status status;
   do {
     // Validate every row here first so the error names its position in the stream.

@@ -94,19 +94,20 @@ void RadixSort(std::vector<uint64_t>& keys, std::vector<uint64_t>& scratch,
   }
 }
 
-// Calls emit(c, sketches) with the num_groups sketches of each numeric column c, from
-// the OpenMP thread that built them. A column's non-missing values are sorted by
-// (group, value) with a radix sort, and each group's run becomes one
-// QuantileSketch::FromSorted.
-template <typename Emit>
-void SketchColumns(const RawShard& shard, const int32_t* labels, int num_groups, Emit emit) {
+}  // namespace
+
+std::vector<std::vector<std::string>> SerializeGroupSketches(const RawShard& shard,
+                                                             const int32_t* labels,
+                                                             int num_groups) {
   const int cols = shard.numeric.cols();
   const int64_t n = shard.num_rows();
   int group_bits = 0;
   while ((int64_t{1} << group_bits) < num_groups) ++group_bits;
   const int key_bits = 32 + group_bits;
-  // Neither the sketches nor `emit` throw, apart from allocation failure, which ends the
-  // process as it would outside the region.
+  std::vector<std::vector<std::string>> serialized(
+      num_groups, std::vector<std::string>(static_cast<size_t>(cols)));
+  // Nothing here throws, apart from allocation failure, which ends the process as it
+  // would outside the region.
 #pragma omp parallel for schedule(dynamic, 1) if (n * cols > 65536)
   for (int c = 0; c < cols; ++c) {
     std::vector<uint64_t> keys;
@@ -119,7 +120,9 @@ void SketchColumns(const RawShard& shard, const int32_t* labels, int num_groups,
       keys.push_back((static_cast<uint64_t>(labels[row]) << 32) | OrderedBits(value));
     }
     RadixSort(keys, scratch, counts, key_bits);
-    std::vector<QuantileSketch> sketches(static_cast<size_t>(num_groups));
+
+    // An empty group keeps the serialized empty sketch.
+    for (int g = 0; g < num_groups; ++g) serialized[g][c] = QuantileSketch().Serialize();
     std::vector<double> values;
     size_t begin = 0;
     while (begin < keys.size()) {
@@ -130,34 +133,10 @@ void SketchColumns(const RawShard& shard, const int32_t* labels, int num_groups,
         values.push_back(FromOrderedBits(static_cast<uint32_t>(keys[end])));
         ++end;
       }
-      sketches[group] = QuantileSketch::FromSorted(values);
+      serialized[group][c] = QuantileSketch::FromSorted(values).Serialize();
       begin = end;
     }
-    emit(c, sketches);
   }
-}
-
-}  // namespace
-
-std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& shard,
-                                                              const int32_t* labels,
-                                                              int num_groups) {
-  std::vector<std::vector<QuantileSketch>> sketches(
-      num_groups, std::vector<QuantileSketch>(static_cast<size_t>(shard.numeric.cols())));
-  SketchColumns(shard, labels, num_groups, [&](int c, std::vector<QuantileSketch>& column) {
-    for (int g = 0; g < num_groups; ++g) sketches[g][c] = std::move(column[g]);
-  });
-  return sketches;
-}
-
-std::vector<std::vector<std::string>> SerializeGroupSketches(const RawShard& shard,
-                                                             const int32_t* labels,
-                                                             int num_groups) {
-  std::vector<std::vector<std::string>> serialized(
-      num_groups, std::vector<std::string>(static_cast<size_t>(shard.numeric.cols())));
-  SketchColumns(shard, labels, num_groups, [&](int c, std::vector<QuantileSketch>& column) {
-    for (int g = 0; g < num_groups; ++g) serialized[g][c] = column[g].Serialize();
-  });
   return serialized;
 }
 

@@ -53,7 +53,7 @@ struct SegmentSummary {
 // s's users (ComputeGroupStats merged over all shards); column names come from
 // `transform`, whose columns are in the same order.
 // segment_sketches, when not empty, holds per segment one QuantileSketch per numeric
-// column (ComputeGroupSketches merged over all shards) for the medians. Segments are
+// column (SerializeGroupSketches merged over all shards) for the medians. Segments are
 // compared with `overall`, or, when it is null, with the merge of all segment_stats
 // (pass it when the groups overlap, as the nodes of a segment tree do).
 std::vector<SegmentSummary> SummarizeSegments(
@@ -61,17 +61,12 @@ std::vector<SegmentSummary> SummarizeSegments(
     const std::vector<std::vector<QuantileSketch>>& segment_sketches = {},
     const FeatureStats* overall = nullptr);
 
-// Per group, per numeric column: a sketch of the raw non-missing values (labels[i] in
-// [0, num_groups) is the group of row i). The columns are sketched in parallel on the
-// OpenMP threads; each sketch gets its values in row order, so the result does not
-// depend on the thread count.
-std::vector<std::vector<QuantileSketch>> ComputeGroupSketches(const RawShard& shard,
-                                                              const int32_t* labels,
-                                                              int num_groups);
-
-// As ComputeGroupSketches, serialized: result[g][c] is the Serialize() form of the sketch
-// of group g and numeric column c. Only the columns in progress are held as sketches,
-// about 6 KB per group and thread, so a shard's sketches cost their serialized size.
+// Per group g and numeric column c, result[g][c] is the Serialize() form of a sketch of
+// the raw non-missing values (labels[i] in [0, num_groups) is the group of row i). Each
+// column's values are sorted by group and value, and each group's run becomes one
+// QuantileSketch::FromSorted. So the result depends only on the rows, not on the OpenMP
+// thread count that sketches the columns in parallel. Only the columns in progress are
+// held as sketches, so a shard's sketches cost about their serialized size.
 std::vector<std::vector<std::string>> SerializeGroupSketches(const RawShard& shard,
                                                              const int32_t* labels,
                                                              int num_groups);

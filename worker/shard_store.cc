@@ -234,7 +234,7 @@ absl::Status ShardStore::Load(const v1::LoadShardsRequest& request,
   }
   // Jobs that finished on the replaced dataset copy their ids now, so they do not keep
   // its rows alive. A job still running on it stores its labels after the swap below,
-  // and StoreAssignments then sees that the dataset is no longer hosted.
+  // and StoreAssignments then finds that the dataset is no longer hosted.
   absl::MutexLock replaced_lock(&replaced->mutex);
   DetachAssignments(*replaced, -1);
   absl::MutexLock lock(&mutex_);

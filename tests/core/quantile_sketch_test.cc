@@ -246,7 +246,7 @@ TEST(QuantileSketchTest, SerializationIsLittleEndian) {
   EXPECT_EQ(bytes.substr(8, 4), std::string("\x2c\x01\x00\x00", 4));  // capacity 300
 }
 
-TEST(QuantileSketchTest, FloatValuesSerializeAtHalfSizeAndRoundTrip) {
+TEST(QuantileSketchTest, FloatValuesSerializeAtHalfSize) {
   std::vector<double> values = UniformValues(5000, 21);
   for (double& v : values) v = static_cast<float>(v);
   const QuantileSketch as_floats = SketchOf(values);

@@ -1456,7 +1456,7 @@ TEST_F(ClusterTest, FileDuplicateIdIsRejectedByDefault) {
   ExpectStillServes(*cluster);
 }
 
-TEST_F(ClusterTest, LoadErrorNamesTheFirstFailingRowOnOneAndThreeWorkers) {
+TEST_F(ClusterTest, LoadErrorSameOnOneAndThreeWorkers) {
   // The repeat of u0 on line 202 comes before 40 rows of other users with a cell that is
   // not a number, which the other workers report.
   std::string csv = UsersWithRepeatedIds();

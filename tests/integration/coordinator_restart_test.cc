@@ -95,7 +95,7 @@ TEST(WorkerRegistryTest, SecondProcessWithLiveIdIsRejected) {
   EXPECT_EQ(registry.Instance("w0"), 7u);
 }
 
-TEST(WorkerRegistryTest, NewProcessAtNewAddressIsAcceptedOnceOldFailsAProbe) {
+TEST(WorkerRegistryTest, NewAddressAcceptedAfterFailedProbe) {
   // Nothing listens on port 1, so the probes of the first process fail.
   WorkerRegistry registry(absl::Milliseconds(10), absl::Seconds(1), 1000);
   ASSERT_TRUE(registry.Register("w0", "127.0.0.1:1", 7).ok());
@@ -161,7 +161,7 @@ TEST(WorkerServerTest, ShutdownEndsRepeatedRegistration) {
   (*coordinator)->Shutdown(absl::Seconds(1));
 }
 
-TEST(WorkerServerTest, SecondWorkerWithTheSameIdDoesNotStart) {
+TEST(WorkerServerTest, SameIdSecondWorkerFailsToStart) {
   absl::StatusOr<std::unique_ptr<CoordinatorServer>> coordinator = StartInProcessCoordinator();
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   WorkerServerOptions options = RegisteringWorker(**coordinator, absl::Milliseconds(50));
@@ -357,7 +357,7 @@ TEST_F(CoordinatorRestartTest, RestartedWorkerShardsMoveToLiveWorkers) {
   ASSERT_EQ(placed->workers_size(), 2);
   ASSERT_GT(placed->workers(0).hosted_shards(), 0) << "worker-a holds no shard to lose";
 
-  // The same worker id in a new process, whose memory holds no shard.
+  // The same worker id in a new process, whose memory contains no shard.
   cluster.worker_a->Signal(SIGKILL);
   ASSERT_TRUE(cluster.worker_a->WaitForExit(kAwaitTimeout).has_value());
   cluster.worker_a = StartWorker("worker-a", cluster.address);
@@ -419,7 +419,7 @@ TEST_F(CoordinatorRestartTest, WorkerRestartedWhileCoordinatorDownLosesNoJob) {
   StopAll(cluster);
 }
 
-TEST_F(CoordinatorRestartTest, JobBeforeWorkersRegisterAgainSaysNoWorkerIsLive) {
+TEST_F(CoordinatorRestartTest, EarlyJobReportsNoLiveWorker) {
   Cluster cluster;
   ASSERT_NO_FATAL_FAILURE(StartAndSegment(&cluster));
   TestCluster& client = *cluster.client;

@@ -208,9 +208,9 @@ TEST_F(ShardStoreTest, LabelsOfReplacedDatasetAreCopiedWhenStored) {
 }
 
 
-TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
-  // Streamed rows build the shard's id set; a load that moves the shard here again
-  // from the files replaces its rows, and appends must then check the loaded ids.
+TEST_F(ShardStoreTest, AppendAfterShardLoadChecksItsIds) {
+  // Streamed rows build the shard's id set. A load that moves the shard here again from
+  // the files replaces its rows, so appends must then check the loaded ids.
   Append(store_, Rows("u", 5));
   TempDir temp;
   const std::string path = temp.path() + "/users.csv";
@@ -241,13 +241,14 @@ TEST_F(ShardStoreTest, ShardLoadedIntoHeldDatasetRejectsAppendOfItsIds) {
 }
 
 
-TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
+TEST_F(ShardStoreTest, JobIdsStableUnderConcurrentChanges) {
   // Readers of a job's ids run while other threads append rows, store more jobs, promote
   // replica copies over the shard and reload the dataset, each of which may copy the
   // ids. Every read gives the job's ids.
   Append(store_, Rows("u", 200));
   std::shared_ptr<const ShardAssignments> job = StoreJob("job", 200);
   ASSERT_NE(job, nullptr);
+
   TempDir temp;
   const std::string path = temp.path() + "/users.csv";
   {
@@ -255,6 +256,7 @@ TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
     out << "user_id,x\n";
     for (int i = 0; i < 300; ++i) out << "file" << i << "," << i << "\n";
   }
+
   constexpr int kRounds = 40;
   std::atomic<int> bad_reads{0};
   std::vector<std::thread> threads;
@@ -295,6 +297,7 @@ TEST_F(ShardStoreTest, JobIdsStayWhileRowsAreAppendedPromotedAndReloaded) {
     }
   });
   for (std::thread& thread : threads) thread.join();
+
   EXPECT_EQ(bad_reads.load(), 0);
   EXPECT_EQ(Ids(*job), Names("u", 200));
   // The jobs stored meanwhile read all their ids, from the shard or from a copy.
